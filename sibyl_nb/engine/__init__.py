@@ -1,0 +1,1 @@
+"""The engine: graph IR, one asyncio scheduler, events. Imports nothing heavy."""

@@ -1,0 +1,118 @@
+"""Every error sibyl_nb raises: one hierarchy, each naming *where* (YAML path and line, node, technique, attempt)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "SibylError",
+    "SpecError",
+    "ExpressionError",
+    "TemplateError",
+    "UnknownTechniqueError",
+    "NodeExecutionError",
+    "ProviderError",
+    "StoreError",
+    "TrustError",
+    "format_location",
+]
+
+
+def format_location(path: str | None, line: int | None, source: str | None = None) -> str:
+    """Render ``source:line: path`` with whatever parts are known."""
+    parts = []
+    if source:
+        parts.append(f"{source}:{line}" if line else source)
+    elif line:
+        parts.append(f"line {line}")
+    if path:
+        parts.append(path)
+    return ": ".join(parts)
+
+
+class SibylError(Exception):
+    """Base class: catch this to catch anything sibyl_nb raises on purpose."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 source: str | None = None, node_id: str | None = None, technique: str | None = None) -> None:
+        self.message = message
+        self.path = path
+        self.line = line
+        self.source = source
+        self.node_id = node_id
+        self.technique = technique
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = format_location(self.path, self.line, self.source)
+        who = []
+        if self.node_id:
+            who.append(f"node '{self.node_id}'")
+        if self.technique:
+            who.append(f"technique {self.technique}")
+        head = ", ".join(who)
+        prefix = ": ".join(p for p in (where, head) if p)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+    def one_line(self) -> str:
+        """The single line a notebook cell shows."""
+        return f"{type(self).__name__}: {self._render()}".splitlines()[0]
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython calls this instead of printing a long traceback; the cell still fails.
+        return [self.one_line()]
+
+
+class SpecError(SibylError):
+    """The pipeline document is malformed: raised at load time, never half-way through a run."""
+
+
+class ExpressionError(SpecError):
+    """A condition or ``${...}`` template cannot be parsed, or refers to something that does not exist."""
+
+
+class TemplateError(SibylError):
+    """A ``${...}`` reference had no value at run time (missing input, node not run yet...)."""
+
+
+class UnknownTechniqueError(SpecError):
+    """A step names a technique or subtechnique that is not registered."""
+
+
+class TrustError(SibylError):
+    """Code from a document (``builder_code``) was about to run without the caller trusting it."""
+
+
+class NodeExecutionError(SibylError):
+    """A node failed after its retries and had no fallback; the run stopped.
+
+    ``result`` holds the partial :class:`RunResult` so nothing that already ran is lost.
+    """
+
+    def __init__(self, message: str, *, node_id: str, technique: str, attempts: int,
+                 cause: BaseException | None = None, iteration: int = 1, result: Any = None,
+                 path: str | None = None, line: int | None = None) -> None:
+        self.attempts = attempts
+        self.cause = cause
+        self.iteration = iteration
+        self.result = result
+        super().__init__(message, node_id=node_id, technique=technique, path=path, line=line)
+
+    def _render(self) -> str:
+        base = super()._render()
+        return f"{base} (attempt {self.attempts}, iteration {self.iteration})"
+
+
+class ProviderError(SibylError):
+    """A model provider failed (HTTP error, timeout, bad response)."""
+
+    def __init__(self, message: str, *, provider: str | None = None, status: int | None = None,
+                 retryable: bool = False) -> None:
+        self.provider = provider
+        self.status = status
+        self.retryable = retryable
+        super().__init__(f"provider '{provider}': {message}" if provider else message)
+
+
+class StoreError(SibylError):
+    """A session/state/cache store failed or was misconfigured (names the backend and URL)."""

@@ -1,0 +1,1 @@
+"""Model providers: the deterministic local one (embedded default) and user-registered ones."""
