@@ -1,0 +1,95 @@
+"""sibyl_nb: Jupyter-first multi-step AI workflows — YAML pipelines on one graph scheduler.
+
+Heavy pieces (pandas, matplotlib, ipywidgets, IPython) are imported only when used, so
+``import sibyl_nb`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Pipeline",
+    "RunResult",
+    "StepRecord",
+    "StepContext",
+    "Graph",
+    "Event",
+    "technique",
+    "register_technique",
+    "graph_builder",
+    "register_provider",
+    "get_provider",
+    "load_document",
+    "compare_context_strategies",
+    "SibylError",
+    "SpecError",
+    "ExpressionError",
+    "TemplateError",
+    "UnknownTechniqueError",
+    "NodeExecutionError",
+    "ProviderError",
+    "StoreError",
+    "TrustError",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+    "__version__",
+]
+
+_LAZY = {
+    "Pipeline": ("sibyl_nb.pipeline", "Pipeline"),
+    "load_document": ("sibyl_nb.pipeline", "load_document"),
+    "RunResult": ("sibyl_nb.engine.result", "RunResult"),
+    "StepRecord": ("sibyl_nb.engine.result", "StepRecord"),
+    "StepContext": ("sibyl_nb.techniques.context", "StepContext"),
+    "Graph": ("sibyl_nb.engine.builder", "Graph"),
+    "Event": ("sibyl_nb.engine.events", "Event"),
+    "technique": ("sibyl_nb.techniques.registry", "technique"),
+    "register_technique": ("sibyl_nb.techniques.registry", "register_technique"),
+    "graph_builder": ("sibyl_nb.engine.dynamic", "graph_builder"),
+    "register_provider": ("sibyl_nb.providers.registry", "register_provider"),
+    "get_provider": ("sibyl_nb.providers.registry", "get_provider"),
+    "compare_context_strategies": ("sibyl_nb.context", "compare_context_strategies"),
+}
+
+from .errors import (  # noqa: E402  (tiny module, no heavy imports)
+    ExpressionError,
+    NodeExecutionError,
+    ProviderError,
+    SibylError,
+    SpecError,
+    StoreError,
+    TemplateError,
+    TrustError,
+    UnknownTechniqueError,
+)
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'sibyl_nb' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(target[0]), target[1])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext sibyl_nb``: registers ``%%sibyl_pipeline``."""
+    from .notebook.magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .notebook.magics import unload_ipython_extension as _unload
+
+    _unload(ipython)

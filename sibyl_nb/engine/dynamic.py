@@ -1,0 +1,106 @@
+"""Dynamic graphs: build the graph from the input at run time, then run it on the same scheduler code.
+
+``builder_code`` is code execution. It runs only when the caller trusts the source: a notebook cell
+is the user's own code; a YAML file needs ``trust_code=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import SibylError, SpecError, TrustError
+from ..spec.expressions import compile_condition
+from ..spec.templates import compile_value
+from ..techniques.registry import get_technique
+from .builder import Graph
+from .ir import Edge, GraphIR, Node
+
+__all__ = ["run_dynamic", "graph_builder", "compile_built_graph"]
+
+_BUILDERS: dict[str, Callable[[Any], Graph]] = {}
+
+
+def graph_builder(name: str) -> Callable[[Callable[[Any], Graph]], Callable[[Any], Graph]]:
+    """Register a Python builder usable as ``builder: <name>`` in a dynamic graph's config."""
+
+    def decorate(fn: Callable[[Any], Graph]) -> Callable[[Any], Graph]:
+        _BUILDERS[name] = fn
+        return fn
+
+    return decorate
+
+
+def _builder_from(node: Node, run: Any) -> Callable[[Any], Graph]:
+    config = node.config
+    builder = config.get("builder")
+    if callable(builder):
+        return builder
+    if isinstance(builder, str):
+        try:
+            return _BUILDERS[builder]
+        except KeyError:
+            raise SibylError(f"no graph builder registered as '{builder}' (use @sibyl_nb.graph_builder)",
+                             node_id=node.id, path=node.path, line=node.line) from None
+    code = config.get("builder_code")
+    if not run.trusted:
+        raise TrustError("builder_code is Python from the document and runs only from a trusted source: "
+                         "pass trust_code=True (a %%sibyl_pipeline cell is trusted)",
+                         node_id=node.id, path=node.path, line=node.line)
+    namespace: dict[str, Any] = {"Graph": Graph, "__name__": f"sibyl_builder_{node.id}"}
+    exec(compile(code, f"<builder_code of {node.id}>", "exec"), namespace)  # trusted code only (above)
+    return namespace["build_graph"]
+
+
+def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
+    """Validate what a builder returned and turn it into IR (errors name the dynamic node)."""
+    if not isinstance(built, Graph):
+        raise SpecError(f"build_graph must return a Graph, got {type(built).__name__}", node_id=node.id,
+                        path=node.path, line=node.line)
+    g = GraphIR(max_concurrent=outer.max_concurrent)
+    uses_start = any(e["from"] == "start" for e in built.edges)
+    if uses_start:
+        g.add_node(Node("start", "workflow_orchestration.start", kind="entry", group=node.id))
+    for nid, spec in built.nodes.items():
+        if nid in outer.nodes:
+            raise SpecError(f"dynamic node id '{nid}' clashes with a node of the pipeline", node_id=node.id,
+                            path=node.path, line=node.line)
+        try:
+            get_technique(spec["technique"])
+        except SibylError as exc:
+            raise SpecError(f"built node '{nid}': {exc.message}", node_id=node.id, path=node.path,
+                            line=node.line) from None
+        render, _ = compile_value(spec["config"], f"{node.id}/{nid}.config")
+        g.add_node(Node(nid, spec["technique"], spec["config"], render=render, group=node.id,
+                        max_iterations=node.max_iterations, path=f"{node.path} -> {nid}", line=node.line))
+    for e in built.edges:
+        for end in ("from", "to"):
+            if e[end] not in g.nodes:
+                raise SpecError(f"built edge {e['from']} -> {e['to']}: no node '{e[end]}'", node_id=node.id,
+                                path=node.path, line=node.line)
+        cond = compile_condition(e["condition"]) if e.get("condition") else None
+        g.add_edge(Edge(e["from"], e["to"], condition=cond, path=f"{node.path} -> {e['from']}->{e['to']}"))
+    return g.finalize()
+
+
+async def run_dynamic(scheduler: Any, node: Node, ctx: Any) -> Any:
+    """Build, then run the built graph with a nested scheduler sharing this run's state."""
+    from .scheduler import Scheduler
+
+    run = scheduler.run
+    build = _builder_from(node, run)
+    built = build(run.input)
+    graph = compile_built_graph(built, node, scheduler.graph)
+    if not graph.nodes:
+        return {}
+    sub = Scheduler(graph, run, executor=scheduler.executor, hooks=scheduler.hooks)
+    await sub.execute()
+    if sub.stopped_by != "completed":
+        scheduler.stopped_by = sub.stopped_by
+    error = sub.failure_error()
+    if error is not None:
+        raise error
+    outs = {x: run.results[x] for x in graph.exits if x in run.results and x != "start"}
+    if len(outs) == 1:
+        return next(iter(outs.values()))
+    return outs

@@ -1,0 +1,231 @@
+"""The one graph IR every mode compiles to, and the analysis the scheduler needs (back edges, entries).
+
+Nodes and edges are plain slotted objects; :meth:`GraphIR.finalize` computes, once, everything the
+scheduler would otherwise recompute per step (forward in-degree, out-edge lists, loop regions), so
+per-node work never scans the whole graph.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..spec.expressions import Condition
+
+__all__ = ["RetryPolicy", "Node", "Edge", "GraphIR", "CycleFound"]
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    """``retry: {max_attempts, backoff: exponential|linear|fixed, initial_delay, max_delay, jitter}``.
+
+    ``jitter`` is a fraction (0.1 = ±10%); the default 0 keeps notebook re-runs reproducible.
+    """
+
+    max_attempts: int = 3
+    backoff: str = "exponential"
+    initial_delay: float = 0.1
+    max_delay: float = 10.0
+    multiplier: float = 2.0
+    jitter: float = 0.0
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Delay before attempt ``attempt + 1`` (``attempt`` is the one that just failed, 1-based)."""
+        if self.backoff == "fixed":
+            d = self.initial_delay
+        elif self.backoff == "linear":
+            d = self.initial_delay * attempt
+        else:
+            d = self.initial_delay * (self.multiplier ** (attempt - 1))
+        d = min(d, self.max_delay)
+        if self.jitter:
+            d *= 1.0 + (rng or random).uniform(-self.jitter, self.jitter)
+        return max(d, 0.0)
+
+
+@dataclass(slots=True, eq=False)
+class Node:
+    """One technique call. ``kind`` is ``task`` (call a technique), ``dynamic`` (build and run a
+    subgraph at run time) or ``entry`` (the implicit ``start`` of a dynamic graph: yields the input)."""
+
+    id: str
+    technique: str
+    config: dict[str, Any] = field(default_factory=dict)
+    render: Callable[..., dict[str, Any]] | None = None  # compiled templates; None = config is static
+    retry: RetryPolicy | None = None
+    fallbacks: list[Node] = field(default_factory=list)
+    guard: Condition | None = None       # node condition: false -> skipped, its out-edges still fire
+    max_iterations: int = 10
+    timeout: float | None = None
+    cache: bool | None = None
+    group: str = ""                      # the step / subgraph this node came from (display, limits)
+    limit_key: str | None = None         # concurrency group with its own max_concurrent
+    kind: str = "task"
+    path: str = ""
+    line: int | None = None
+    # set by GraphIR.finalize()
+    index: int = -1
+    out_edges: list[Edge] = field(default_factory=list)
+    n_fwd_in: int = 0
+
+    def __repr__(self) -> str:
+        return f"Node({self.id!r}, {self.technique!r})"
+
+
+@dataclass(slots=True, eq=False)
+class Edge:
+    """``src -> dst``. ``condition`` false = skipped. ``when``: fire only if src ``ran`` / was ``bypassed``."""
+
+    src: str
+    dst: str
+    condition: Condition | None = None
+    when: str | None = None
+    back: bool = False
+    path: str = ""
+    line: int | None = None
+
+    def __repr__(self) -> str:
+        cond = f" if {self.condition.text}" if self.condition else ""
+        return f"Edge({self.src}->{self.dst}{cond}{' back' if self.back else ''})"
+
+
+class CycleFound(Exception):
+    def __init__(self, cycle: list[str], edge: Edge) -> None:
+        self.cycle = cycle
+        self.edge = edge
+        super().__init__(" -> ".join(cycle))
+
+
+class GraphIR:
+    """Nodes in declaration order plus edges; ``finalize`` classifies back edges and indexes."""
+
+    def __init__(self, nodes: list[Node] | None = None, edges: list[Edge] | None = None,
+                 max_concurrent: int | None = None) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.edges: list[Edge] = []
+        self.max_concurrent = max_concurrent
+        self.limits: dict[str, int] = {}         # limit_key -> max_concurrent
+        self.exits: list[str] = []               # nodes whose outputs make the final output
+        self.entries: list[Node] = []
+        self._regions: dict[str, tuple[frozenset[str], dict[str, int]]] = {}
+        self.finalized = False
+        for n in nodes or ():
+            self.add_node(n)
+        for e in edges or ():
+            self.edges.append(e)
+
+    def add_node(self, node: Node) -> Node:
+        self.nodes[node.id] = node
+        self.finalized = False
+        return node
+
+    def add_edge(self, edge: Edge) -> Edge:
+        self.edges.append(edge)
+        self.finalized = False
+        return edge
+
+    # -- analysis -----------------------------------------------------------------------------
+    def finalize(self, *, allow_cycles: bool = True) -> GraphIR:
+        """Classify back edges by a DFS from the entry nodes in declaration order; index everything.
+
+        With ``allow_cycles=False`` the first back edge raises :class:`CycleFound` naming the cycle.
+        """
+        nodes = self.nodes
+        for i, n in enumerate(nodes.values()):
+            n.index = i
+            n.out_edges = []
+            n.n_fwd_in = 0
+        for e in self.edges:
+            e.back = False
+            nodes[e.src].out_edges.append(e)
+        has_in = {e.dst for e in self.edges}
+        roots = [n.id for n in nodes.values() if n.id not in has_in]
+        color: dict[str, int] = {}  # 1 on stack, 2 done
+        stack_order: list[str] = []
+
+        def dfs(start: str) -> None:
+            # iterative DFS so a 10k-node chain does not hit the recursion limit
+            color[start] = 1
+            stack_order.append(start)
+            work: list[tuple[str, int]] = [(start, 0)]
+            while work:
+                nid, i = work[-1]
+                out = nodes[nid].out_edges
+                if i < len(out):
+                    work[-1] = (nid, i + 1)
+                    e = out[i]
+                    c = color.get(e.dst)
+                    if c == 1:
+                        if not allow_cycles:
+                            at = stack_order.index(e.dst)
+                            raise CycleFound(stack_order[at:] + [e.dst], e)
+                        e.back = True
+                    elif c is None:
+                        color[e.dst] = 1
+                        stack_order.append(e.dst)
+                        work.append((e.dst, 0))
+                else:
+                    color[nid] = 2
+                    stack_order.pop()
+                    work.pop()
+
+        for r in roots:
+            if r not in color:
+                dfs(r)
+        for n in nodes.values():  # pure cycles with no root: start at the first declared node
+            if n.id not in color:
+                dfs(n.id)
+        for e in self.edges:
+            if not e.back:
+                nodes[e.dst].n_fwd_in += 1
+        self.entries = [n for n in nodes.values() if n.n_fwd_in == 0]
+        if not self.exits:
+            self.exits = self.sinks()
+        self._regions.clear()
+        self.finalized = True
+        return self
+
+    def sinks(self) -> list[str]:
+        """Nodes with no forward out-edge (their outputs are the graph's result)."""
+        return [n.id for n in self.nodes.values() if not any(not e.back for e in n.out_edges)]
+
+    @property
+    def back_edges(self) -> list[Edge]:
+        return [e for e in self.edges if e.back]
+
+    def region(self, target: str) -> tuple[frozenset[str], dict[str, int]]:
+        """Nodes forward-reachable from ``target`` (a loop body and what follows it), and for each the
+        number of forward in-edges coming from inside that set. Cached: loops re-enter often."""
+        cached = self._regions.get(target)
+        if cached is not None:
+            return cached
+        nodes = self.nodes
+        seen = {target}
+        todo = [target]
+        while todo:
+            for e in nodes[todo.pop()].out_edges:
+                if not e.back and e.dst not in seen:
+                    seen.add(e.dst)
+                    todo.append(e.dst)
+        inner: dict[str, int] = dict.fromkeys(seen, 0)
+        for nid in seen:
+            for e in nodes[nid].out_edges:
+                if not e.back and e.dst in seen:
+                    inner[e.dst] += 1
+        result = (frozenset(seen), inner)
+        self._regions[target] = result
+        return result
+
+    def to_networkx(self) -> Any:
+        """A ``networkx.DiGraph`` (imported lazily) with technique/condition/back attributes, for drawing."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        for n in self.nodes.values():
+            g.add_node(n.id, technique=n.technique, group=n.group, kind=n.kind)
+        for e in self.edges:
+            g.add_edge(e.src, e.dst, condition=e.condition.text if e.condition else None, back=e.back,
+                       when=e.when)
+        return g

@@ -1,0 +1,313 @@
+"""``Pipeline``: load a document, run it (``await execute`` or sync ``run``), observe it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path as FsPath
+from typing import Any
+
+from .engine.events import Event, EventBus
+from .engine.result import RunResult, StepRecord
+from .engine.scheduler import Scheduler
+from .errors import SibylError, SpecError, TemplateError
+from .spec.compile import Document, PipelineSpec, compile_document
+from .spec.yaml_lines import LineMap, load_yaml_with_lines
+
+__all__ = ["Pipeline", "RunState", "load_document", "RUN_EXTENSIONS"]
+
+# Callables (pipeline, run) -> (observers, hooks) that add checkpointing, caching, logging, metrics...
+# from the document's settings. Registered by the modules that implement them.
+RUN_EXTENSIONS: list[Callable[[Pipeline, RunState], tuple[list[Any], list[Any]]]] = []
+
+
+class RunState:
+    """Everything one run shares between its nodes (what ``ctx`` reads)."""
+
+    __slots__ = ("run_id", "workflow_id", "input", "results", "records", "state", "session", "providers",
+                 "deferred", "bus", "t0", "started_at", "rng", "retries", "passthrough", "last_completed",
+                 "aliases", "trusted", "pipeline", "scheduler", "allocations", "extras")
+
+    def __init__(self, pipeline: Pipeline, input: Any, *, run_id: str | None = None,
+                 workflow_id: str | None = None, bus: EventBus | None = None) -> None:
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.workflow_id = workflow_id or self.run_id
+        self.input = {} if input is None else input
+        self.results: dict[str, Any] = {}
+        self.records: list[StepRecord] = []
+        self.state: dict[str, Any] = {}
+        self.session: dict[str, Any] = {}
+        self.providers = pipeline._providers()
+        self.deferred: list[Callable[[Any], Any]] = []
+        self.bus = bus or EventBus()
+        self.t0 = time.perf_counter()
+        self.started_at = time.time()
+        self.rng = random.Random(self.run_id)
+        self.retries = 0
+        self.passthrough: dict[str, tuple[str, ...]] = {}
+        self.last_completed: str | None = None
+        self.aliases = pipeline.spec.aliases
+        self.trusted = pipeline.trusted
+        self.pipeline = pipeline
+        self.scheduler: Scheduler | None = None
+        self.allocations: list[dict[str, Any]] = []
+        self.extras: dict[str, Any] = {}
+
+    def render(self, text: Any, ctx: Any) -> Any:
+        from .spec.templates import render_runtime
+
+        return render_runtime(text, self, ctx)
+
+    def emit_custom(self, kind: str, node_id: str, iteration: int, data: dict[str, Any]) -> None:
+        if kind == "token_allocation":
+            self.allocations.append({"node_id": node_id, "iteration": iteration, **data})
+        if self.bus:
+            self.bus.emit(Event("custom", self.run_id, node_id, iteration, time.time(), {"kind": kind, **data}))
+
+
+class Pipeline:
+    """A compiled pipeline plus the document settings it runs with.
+
+    Build with :meth:`from_yaml` / :meth:`from_dict`; run with ``await pipe.execute(inputs)`` or
+    ``pipe.run(inputs)`` (also inside a running loop, e.g. a Jupyter cell).
+    """
+
+    def __init__(self, spec: PipelineSpec, document: Document | None = None, *, trusted: bool = False) -> None:
+        self.spec = spec
+        self.document = document or Document(pipelines={spec.name: spec})
+        self.trusted = trusted or spec.trusted
+        self.bus = EventBus()
+        self.executor: Any = None
+        self.hooks: list[Any] = []
+        self._provider_cache: dict[str, Any] | None = None
+        self.last_result: RunResult | None = None
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_yaml(cls, path_or_text: str | os.PathLike[str], name: str | None = None, *,
+                  trust_code: bool = False) -> Pipeline:
+        """Load from a file path or YAML text; ``name`` picks one of several ``pipelines:``."""
+        document = load_document(path_or_text, trust_code=trust_code)
+        return cls.from_document(document, name, trusted=trust_code)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | list[Any], name: str | None = None, *,
+                  trust_code: bool = False) -> Pipeline:
+        document = compile_document(data, LineMap(source="<dict>"), trusted=trust_code,
+                                    default_name=name or "pipeline")
+        return cls.from_document(document, name, trusted=trust_code)
+
+    @classmethod
+    def from_document(cls, document: Document, name: str | None = None, *, trusted: bool = False) -> Pipeline:
+        names = list(document.pipelines)
+        if not names:
+            raise SpecError("the document defines no pipeline", source=document.source)
+        if name is None:
+            if len(names) > 1:
+                raise SpecError(f"the document defines {len(names)} pipelines ({', '.join(names)}): "
+                                f"pass name=", source=document.source)
+            name = names[0]
+        if name not in document.pipelines:
+            if len(names) == 1 and names[0] == "pipeline":
+                spec = document.pipelines["pipeline"]
+                spec.name = name
+                return cls(spec, document, trusted=trusted)
+            from .spec.schema import did_you_mean
+
+            raise SpecError(f"no pipeline named '{name}'{did_you_mean(name, names)} (defined: {', '.join(names)})",
+                            source=document.source)
+        return cls(document.pipelines[name], document, trusted=trusted)
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def graph(self) -> Any:
+        return self.spec.graph
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.spec.warnings)
+
+    @property
+    def required_inputs(self) -> list[str]:
+        return sorted(self.spec.required_inputs)
+
+    def subscribe(self, fn: Callable[[Event], Any]) -> Callable[[], None]:
+        """Call ``fn(event)`` for every event of every run of this pipeline; returns an unsubscribe."""
+        return self.bus.subscribe(fn)
+
+    def _providers(self) -> dict[str, Any]:
+        if self._provider_cache is None:
+            from .providers.registry import make_provider
+
+            self._provider_cache = {n: make_provider(n, c) for n, c in self.document.providers.items()}
+        return self._provider_cache
+
+    # ------------------------------------------------------------------ running
+    async def execute(self, inputs: Any = None, *, workflow_id: str | None = None, session_id: str | None = None,
+                      observers: Iterable[Callable[[Event], Any]] = (), hooks: Iterable[Any] = (),
+                      restore: dict[str, Any] | None = None, run_id: str | None = None) -> RunResult:
+        """Run once and return a :class:`RunResult`; a failure raises ``NodeExecutionError`` (with ``.result``)."""
+        if session_id is not None:
+            inputs = {**(inputs or {}), "session_id": session_id} if isinstance(inputs, dict) or inputs is None \
+                else {"query": inputs, "session_id": session_id}
+        self._check_inputs(inputs)
+        bus = EventBus()
+        for fn in (*self.bus._subscribers, *observers):
+            bus.subscribe(fn)
+        run = RunState(self, inputs, run_id=run_id, workflow_id=workflow_id, bus=bus)
+        all_hooks = [*self.hooks, *hooks]
+        for extend in RUN_EXTENSIONS:
+            extra_observers, extra_hooks = extend(self, run)
+            for fn in extra_observers:
+                bus.subscribe(fn)
+            all_hooks.extend(extra_hooks)
+        if restore is not None:
+            self._apply_restore(run, restore)
+        scheduler = Scheduler(self.spec.graph, run, executor=self.executor, hooks=tuple(all_hooks),
+                              restore=restore.get("scheduler") if restore else None, pruned=self.spec.pruned)
+        run.scheduler = scheduler
+        if bus:
+            bus.emit(Event("run_started", run.run_id, None, 1, time.time(),
+                           {"pipeline": self.name, "input": run.input, "workflow_id": run.workflow_id,
+                            "nodes": list(self.spec.graph.nodes), "resumed": restore is not None}))
+        try:
+            await scheduler.execute()
+        except BaseException as exc:
+            if bus:
+                bus.emit(Event("run_failed", run.run_id, None, 1, time.time(),
+                               {"error": f"{type(exc).__name__}: {exc}", "node_id": None}))
+            raise
+        error = scheduler.failure_error()
+        result = self._result(run, scheduler, error)
+        self.last_result = result
+        if error is not None:
+            error.result = result
+            if bus:
+                bus.emit(Event("run_failed", run.run_id, error.node_id, error.iteration, time.time(),
+                               {"error": error.one_line(), "node_id": error.node_id, "result": result}))
+            raise error
+        for fn in run.deferred:
+            out = fn(result)
+            if inspect.isawaitable(out):
+                await out
+        if bus:
+            bus.emit(Event("run_finished", run.run_id, None, 1, time.time(),
+                           {"stopped_by": result.stopped_by, "duration": result.duration,
+                            "output": result.output, "result": result}))
+        return result
+
+    def run(self, inputs: Any = None, **kwargs: Any) -> RunResult:
+        """Synchronous :meth:`execute`. Inside a running event loop (a Jupyter cell) it runs the engine on a
+        private loop in a helper thread, so the caller's loop is never re-entered."""
+        return run_sync(self.execute(inputs, **kwargs))
+
+    def _check_inputs(self, inputs: Any) -> None:
+        missing = []
+        for name, wheres in self.spec.required_inputs.items():
+            if isinstance(inputs, dict) and name in inputs:
+                continue
+            missing.append(f"'{name}' (used at {wheres[0]})")
+        if missing:
+            given = ", ".join(sorted(inputs)) if isinstance(inputs, dict) else type(inputs).__name__
+            raise TemplateError(f"pipeline '{self.name}' needs input field(s) {', '.join(missing)}; "
+                                f"the input has: {given or 'nothing'}")
+
+    def _apply_restore(self, run: RunState, restore: dict[str, Any]) -> None:
+        run.results.update(restore.get("results", {}))
+        run.state.update(restore.get("state", {}))
+        run.session.update(restore.get("session", {}))
+        run.records.extend(StepRecord.from_dict(r) for r in restore.get("records", []))
+        run.passthrough.update({k: tuple(v) for k, v in restore.get("passthrough", {}).items()})
+        run.retries = restore.get("retries", 0)
+
+    def _result(self, run: RunState, scheduler: Scheduler, error: SibylError | None) -> RunResult:
+        latest: dict[str, str] = {}
+        for rec in run.records:
+            latest[rec.node_id] = rec.status
+        exits = self.spec.graph.exits
+        outs = {x: run.results[x] for x in exits if latest.get(x) in ("ran", "cached", "failed") and x in run.results}
+        if len(outs) == 1:
+            output = next(iter(outs.values()))
+        elif outs:
+            output = outs
+        elif run.last_completed is not None:
+            output = run.results.get(run.last_completed)
+        else:
+            output = None
+        return RunResult(run_id=run.run_id, pipeline=self.name, output=output, outputs=dict(run.results),
+                         records=run.records, stopped_by="failed" if error else scheduler.stopped_by,
+                         started_at=run.started_at, duration=time.perf_counter() - run.t0, input=run.input,
+                         session=run.session, state=run.state, error=error.one_line() if error else None,
+                         graph=self.spec.graph, allocations=run.allocations)
+
+    # ------------------------------------------------------------------ display
+    def __repr__(self) -> str:
+        g = self.spec.graph
+        return f"<Pipeline {self.name!r}: {len(g.nodes)} nodes, {len(g.edges)} edges>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from .notebook.render import pipeline_mimebundle
+
+        return pipeline_mimebundle(self)
+
+
+def load_document(path_or_text: str | os.PathLike[str], *, trust_code: bool = False) -> Document:
+    """Parse and validate a whole document (file path or YAML text)."""
+    text, source = _read(path_or_text)
+    data, lines = load_yaml_with_lines(text, source)
+    if data is None:
+        raise SpecError("the document is empty", source=source)
+    return compile_document(data, lines, trusted=trust_code)
+
+
+def _read(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
+    if isinstance(path_or_text, os.PathLike):
+        p = FsPath(path_or_text)
+        return p.read_text(encoding="utf-8"), str(p)
+    text = str(path_or_text)
+    if "\n" not in text and len(text) < 4096 and text.endswith((".yaml", ".yml")):
+        p = FsPath(text)
+        if not p.exists():
+            raise SpecError(f"no such file: {text}")
+        return p.read_text(encoding="utf-8"), str(p)
+    return text, "<yaml>"
+
+
+# ---------------------------------------------------------------------- sync bridge
+_local = threading.local()
+
+
+def run_sync(coro: Any) -> Any:
+    """Run ``coro`` to completion from sync code, whether or not this thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        loop = getattr(_local, "loop", None)
+        if loop is None or loop.is_closed():
+            loop = asyncio.new_event_loop()
+            _local.loop = loop
+        return loop.run_until_complete(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="sibyl-run", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

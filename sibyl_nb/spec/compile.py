@@ -1,0 +1,726 @@
+"""Document -> :class:`PipelineSpec` (a validated :class:`GraphIR` plus settings).
+
+Every mode compiles here to the one IR: a pipeline's ``steps:`` chain; ``workflow_orchestration.graph``
+(dag / cyclic / conditional / dynamic) is flattened into the same graph; ``workflow_orchestration.
+orchestration`` (sequential / parallel / conditional / error_handling, ``lazy``) becomes nodes,
+edges, guards and fallbacks. All checks happen here, before anything runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.ir import CycleFound, Edge, GraphIR, Node, RetryPolicy
+from ..engine.scope import BUILTIN_NAMES, SESSION_NAMES, is_env_name
+from ..errors import ExpressionError, SpecError, UnknownTechniqueError
+from ..techniques.registry import TechniqueInfo, get_technique, has_technique
+from .expressions import Ref, compile_condition
+from .schema import check_keys, check_schema, check_type, did_you_mean, expect_list, expect_mapping
+from .templates import compile_value
+from .yaml_lines import LineMap, Path, format_path
+
+__all__ = ["PipelineSpec", "Document", "compile_document", "GRAPH_TECHNIQUE", "ORCHESTRATION_TECHNIQUE"]
+
+GRAPH_TECHNIQUE = "workflow_orchestration.graph"
+ORCHESTRATION_TECHNIQUE = "workflow_orchestration.orchestration"
+PASSTHROUGH = "workflow_orchestration.passthrough"
+
+PIPELINE_KEYS = ("shop", "steps", "description", "inputs", "max_concurrent", "executor", "name",
+                 "scheduler_address")
+STEP_KEYS = ("use", "technique", "config", "id", "name", "retry", "on_error", "condition", "timeout",
+             "cache", "depends_on", "max_iterations", "description")
+GRAPH_CONFIG_KEYS = ("subtechnique", "max_iterations", "max_concurrent", "graph_definition",
+                     "graph_builder", "builder_code", "builder", "executor", "description")
+GRAPH_NODE_KEYS = ("id", "technique", "use", "config", "retry", "on_error", "timeout", "cache", "condition",
+                   "max_iterations", "description")
+EDGE_KEYS = ("from", "to", "condition", "description")
+ORCH_CONFIG_KEYS = ("subtechnique", "steps", "max_concurrent", "combine_step", "lazy", "retry", "timeout",
+                    "description", "max_iterations")
+ORCH_STEP_KEYS = ("name", "id", "technique", "use", "config", "depends_on", "retry", "on_error",
+                  "condition", "always", "on_condition_true", "timeout", "cache", "output", "description")
+RETRY_KEYS = ("max_attempts", "backoff", "initial_delay", "initial", "delay", "max_delay", "multiplier",
+              "jitter")
+INFRA_SCHEMA = {
+    "checkpointing": {"enabled": bool, "frequency": int, "storage": str, "database_url": str,
+                      "redis_url": str, "path": str, "keep": int},
+    "caching": {"enabled": bool, "ttl": (int, float), "cache_key_template": str, "storage": str,
+                "redis_url": str, "path": str},
+}
+OBSERVABILITY_SCHEMA = {
+    "logging": {"level": str, "workflow_tracing": bool, "log_step_transitions": bool,
+                "log_state_changes": bool, "format": str},
+    "metrics": {"workflow_duration": bool, "step_duration": bool, "error_rate": bool,
+                "retry_count": bool, "export": str, "prometheus_port": int},
+}
+GRAPH_MODES = ("dag", "cyclic", "conditional", "dynamic")
+ORCH_MODES = ("sequential", "parallel", "conditional", "error_handling")
+
+
+@dataclass
+class PipelineSpec:
+    """A compiled pipeline: its graph and what the run needs to know."""
+
+    name: str
+    graph: GraphIR
+    source: str | None = None
+    lines: LineMap | None = None
+    required_inputs: dict[str, list[str]] = field(default_factory=dict)
+    declared_inputs: tuple[str, ...] = ()
+    aliases: dict[str, str] = field(default_factory=dict)
+    pruned: frozenset[str] = frozenset()
+    warnings: list[str] = field(default_factory=list)
+    description: str = ""
+    executor: Any = None
+    trusted: bool = False
+
+
+@dataclass
+class Document:
+    """A whole YAML document: pipelines plus the shared ``shops`` / ``observability`` / ``providers``."""
+
+    pipelines: dict[str, PipelineSpec]
+    infrastructure: dict[str, Any] = field(default_factory=dict)
+    observability: dict[str, Any] = field(default_factory=dict)
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str | None = None
+
+
+@dataclass
+class _Unit:
+    entries: list[str]
+    exits: list[str]
+
+
+class _Compiler:
+    """Compiles one pipeline; collects node ids, references and warnings as it goes."""
+
+    def __init__(self, name: str, lines: LineMap, trusted: bool) -> None:
+        self.name = name
+        self.lines = lines
+        self.trusted = trusted
+        self.graph = GraphIR()
+        self.node_paths: dict[str, Path] = {}
+        self.refs: list[tuple[Ref, Path, str | None, str | None]] = []  # ref, path, node id, edge src
+        self.techniques: set[str] = set()
+        self.warnings: list[str] = []
+        self.aliases: dict[str, str] = {}
+        self.pruned: set[str] = set()
+        self.loose_names: set[str] = set()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def err(self, path: Path, message: str, cls: type[SpecError] = SpecError, **kw: Any) -> SpecError:
+        return self.lines.error(path, message, cls, **kw)
+
+    def new_id(self, wanted: Any, path: Path, explicit: bool) -> str:
+        if not isinstance(wanted, str) or not wanted.strip():
+            raise self.err(path, f"node id must be a non-empty string, got {wanted!r}")
+        wanted = wanted.strip()
+        if wanted == "start":
+            raise self.err(path, "'start' is reserved for the implicit entry of a dynamic graph")
+        if wanted not in self.node_paths and wanted not in self.loose_names:
+            return wanted
+        if explicit:
+            first = self.node_paths.get(wanted)
+            where = f" (first defined at {format_path(first)}, line {self.lines.line(first)})" if first else ""
+            raise self.err(path, f"duplicate node id '{wanted}'{where}")
+        n = 2
+        while f"{wanted}_{n}" in self.node_paths:
+            n += 1
+        return f"{wanted}_{n}"
+
+    def technique_info(self, name: Any, path: Path) -> TechniqueInfo:
+        if not isinstance(name, str) or not name:
+            raise self.err(path, f"technique must be a string like 'shop.technique', got {name!r}")
+        try:
+            return get_technique(name)
+        except UnknownTechniqueError as exc:
+            raise self.err(path, exc.message, UnknownTechniqueError, technique=name) from None
+
+    def check_config(self, info: TechniqueInfo, config: dict[str, Any], path: Path) -> None:
+        sub = config.get("subtechnique")
+        if info.subtechniques is not None and sub is not None and not (isinstance(sub, str) and "${" in sub):
+            if sub not in info.subtechniques:
+                raise self.err(path + ("subtechnique",),
+                               f"unknown subtechnique '{sub}' for {info.name}{did_you_mean(str(sub), info.subtechniques)}"
+                               f" (known: {', '.join(info.subtechniques)})", UnknownTechniqueError,
+                               technique=info.name)
+        check_schema(config, info.config_schema, path, self.lines, f"{info.name} config")
+
+    def retry(self, value: Any, path: Path) -> RetryPolicy | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = {"max_attempts": value}
+        expect_mapping(value, path, self.lines, "retry")
+        check_keys(value, RETRY_KEYS, path, self.lines, "retry")
+        policy = RetryPolicy()
+        if "max_attempts" in value:
+            check_type(value["max_attempts"], int, path + ("max_attempts",), self.lines, "retry.max_attempts")
+            if value["max_attempts"] < 1:
+                raise self.err(path + ("max_attempts",), "retry.max_attempts must be at least 1")
+            policy.max_attempts = value["max_attempts"]
+        if "backoff" in value:
+            check_type(value["backoff"], ["exponential", "linear", "fixed"], path + ("backoff",), self.lines,
+                       "retry.backoff")
+            policy.backoff = value["backoff"]
+        for key, attr in (("initial_delay", "initial_delay"), ("initial", "initial_delay"),
+                          ("delay", "initial_delay"), ("max_delay", "max_delay"),
+                          ("multiplier", "multiplier")):
+            if key in value:
+                check_type(value[key], float, path + (key,), self.lines, f"retry.{key}")
+                setattr(policy, attr, float(value[key]))
+        if "jitter" in value:
+            j = value["jitter"]
+            if isinstance(j, bool):
+                policy.jitter = 0.1 if j else 0.0
+            else:
+                check_type(j, float, path + ("jitter",), self.lines, "retry.jitter")
+                policy.jitter = float(j)
+        return policy
+
+    def condition(self, text: Any, path: Path, node_id: str | None, edge_src: str | None = None) -> Any:
+        try:
+            cond = compile_condition(text)
+        except ExpressionError as exc:
+            raise self.err(path, exc.message, ExpressionError) from None
+        for ref in cond.refs:
+            self.refs.append((ref, path, node_id, edge_src))
+        return cond
+
+    def make_node(self, node_id: str, technique: str, config: Any, path: Path, *, group: str,
+                  retry: Any = None, on_error: Any = None, guard: Any = None, timeout: Any = None,
+                  cache: Any = None, max_iterations: int = 10, register: bool = True,
+                  info_path: Path | None = None) -> Node:
+        config = {} if config is None else config
+        cpath = path + ("config",)
+        expect_mapping(config, cpath, self.lines, f"config of node '{node_id}'")
+        info = self.technique_info(technique, info_path or path)
+        if info.compiles:
+            raise self.err(info_path or path, f"{technique} is a graph/orchestration step; it cannot be a "
+                                              f"node inside a graph here")
+        self.check_config(info, config, cpath)
+        self.techniques.add(technique)
+        render, refs = compile_value(config, format_path(cpath))
+        for ref, _where in refs:
+            self.refs.append((ref, cpath, node_id, None))
+        node = Node(node_id, technique, config, render=render, retry=self.retry(retry, path + ("retry",)),
+                    guard=self.condition(guard, path + ("condition",), node_id) if guard is not None else None,
+                    max_iterations=max_iterations, group=group, path=format_path(path),
+                    line=self.lines.line(path))
+        if timeout is not None:
+            check_type(timeout, float, path + ("timeout",), self.lines, "timeout")
+            node.timeout = float(timeout)
+        if cache is not None:
+            check_type(cache, bool, path + ("cache",), self.lines, "cache")
+            node.cache = cache
+        if on_error is not None:
+            node.fallbacks = self.fallbacks(on_error, path + ("on_error",), node_id, group)
+        if register:
+            self.node_paths[node_id] = path
+            self.graph.add_node(node)
+        return node
+
+    def fallbacks(self, value: Any, path: Path, owner: str, group: str) -> list[Node]:
+        if isinstance(value, dict):
+            value = [value]
+        items = expect_list(value, path, self.lines, "on_error")
+        out = []
+        for i, item in enumerate(items):
+            ipath = path + (i,)
+            expect_mapping(item, ipath, self.lines, "an on_error step")
+            check_keys(item, ORCH_STEP_KEYS, ipath, self.lines, "an on_error step")
+            technique = item.get("technique") or item.get("use")
+            if technique is None:
+                raise self.err(ipath, "an on_error step needs 'technique'")
+            fid = self.new_id(item.get("name") or item.get("id") or f"{owner}_fallback", ipath,
+                              explicit=bool(item.get("name") or item.get("id")))
+            fb = self.make_node(fid, technique, item.get("config"), ipath, group=group, retry=item.get("retry"),
+                                timeout=item.get("timeout"), register=False,
+                                info_path=ipath + ("technique" if "technique" in item else "use",))
+            self.loose_names.add(fid)
+            out.append(fb)
+        return out
+
+    def edge(self, src: str, dst: str, path: Path, *, condition: Any = None, when: str | None = None) -> Edge:
+        e = Edge(src, dst, when=when, path=format_path(path), line=self.lines.line(path))
+        if condition is not None:
+            e.condition = self.condition(condition, path + ("condition",), None, edge_src=src)
+        return self.graph.add_edge(e)
+
+    # -- pipeline steps ---------------------------------------------------------------------
+    def pipeline(self, steps: Any, path: Path) -> list[str]:
+        steps = expect_list(steps, path, self.lines, "steps")
+        if not steps:
+            raise self.err(path, "a pipeline needs at least one step")
+        prev: _Unit | None = None
+        units: dict[str, _Unit] = {}
+        for i, step in enumerate(steps):
+            spath = path + (i,)
+            expect_mapping(step, spath, self.lines, "a step")
+            check_keys(step, STEP_KEYS, spath, self.lines, "a step")
+            unit = self.step(step, spath, i)
+            deps = step.get("depends_on")
+            if deps is not None:
+                for dep, dpath in self.dep_list(deps, spath + ("depends_on",)):
+                    if dep not in units:
+                        raise self.err(dpath, f"depends_on '{dep}' is not an earlier step"
+                                              f"{did_you_mean(dep, units)}")
+                    self.link(units[dep], unit, spath)
+            elif prev is not None:
+                self.link(prev, unit, spath)
+            key = step.get("id") or step.get("name")
+            if key:
+                units[str(key)] = unit
+            for nid in unit.exits:
+                units.setdefault(nid, unit)
+            prev = unit
+        assert prev is not None
+        return prev.exits
+
+    def link(self, a: _Unit, b: _Unit, path: Path) -> None:
+        for x in a.exits:
+            for y in b.entries:
+                self.edge(x, y, path)
+
+    def dep_list(self, deps: Any, path: Path) -> list[tuple[str, Path]]:
+        if isinstance(deps, str):
+            return [(deps, path)]
+        expect_list(deps, path, self.lines, "depends_on")
+        out = []
+        for j, d in enumerate(deps):
+            if not isinstance(d, str):
+                raise self.err(path + (j,), f"depends_on entries must be step names, got {d!r}")
+            out.append((d, path + (j,)))
+        return out
+
+    def step(self, step: dict[str, Any], path: Path, index: int) -> _Unit:
+        technique = step.get("use", step.get("technique"))
+        tpath = path + ("use" if "use" in step else "technique",)
+        if technique is None:
+            raise self.err(path, "a step needs 'use: shop.technique'")
+        config = step.get("config") or {}
+        expect_mapping(config, path + ("config",), self.lines, "config")
+        if technique == GRAPH_TECHNIQUE:
+            self.technique_info(technique, tpath)
+            return self.graph_step(config, path + ("config",), step, index)
+        if technique == ORCHESTRATION_TECHNIQUE:
+            self.technique_info(technique, tpath)
+            return self.orchestration_step(config, path + ("config",), step, index)
+        explicit = step.get("id") or step.get("name")
+        base = explicit or str(technique).rsplit(".", 1)[-1]
+        nid = self.new_id(base, path + (("id" if "id" in step else "name"),) if explicit else path,
+                          explicit=bool(explicit))
+        self.make_node(nid, technique, config, path, group=nid, retry=step.get("retry"),
+                       on_error=step.get("on_error"), guard=step.get("condition"), timeout=step.get("timeout"),
+                       cache=step.get("cache"), max_iterations=step.get("max_iterations", 10), info_path=tpath)
+        return _Unit([nid], [nid])
+
+    # -- workflow_orchestration.graph -----------------------------------------------------------
+    def graph_step(self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int) -> _Unit:
+        check_keys(config, GRAPH_CONFIG_KEYS, path, self.lines, "workflow_orchestration.graph config")
+        mode = config.get("subtechnique", "dag")
+        check_type(mode, list(GRAPH_MODES), path + ("subtechnique",), self.lines, "graph subtechnique")
+        max_it = config.get("max_iterations", 10)
+        check_type(max_it, int, path + ("max_iterations",), self.lines, "max_iterations")
+        if max_it < 1:
+            raise self.err(path + ("max_iterations",), "max_iterations must be at least 1")
+        group = str(step.get("id") or step.get("name") or f"graph_{index}")
+        limit_key = self.limit(config, path, group)
+        if mode == "dynamic":
+            return self.dynamic_step(config, path, step, group, max_it)
+        gdef = config.get("graph_definition")
+        if gdef is None:
+            raise self.err(path, f"a {mode} graph needs 'graph_definition' with nodes and edges")
+        gpath = path + ("graph_definition",)
+        expect_mapping(gdef, gpath, self.lines, "graph_definition")
+        check_keys(gdef, ("nodes", "edges", "entry", "exit", "output"), gpath, self.lines, "graph_definition")
+        nodes = expect_list(gdef.get("nodes"), gpath + ("nodes",), self.lines, "graph_definition.nodes")
+        if not nodes:
+            raise self.err(gpath + ("nodes",), "graph_definition.nodes is empty")
+        ids: list[str] = []
+        for i, nd in enumerate(nodes):
+            npath = gpath + ("nodes", i)
+            expect_mapping(nd, npath, self.lines, "a graph node")
+            check_keys(nd, GRAPH_NODE_KEYS, npath, self.lines, "a graph node")
+            if "id" not in nd:
+                raise self.err(npath, "a graph node needs 'id'")
+            technique = nd.get("technique", nd.get("use"))
+            if technique is None:
+                raise self.err(npath, f"graph node '{nd['id']}' needs 'technique'")
+            nid = self.new_id(nd["id"], npath + ("id",), explicit=True)
+            node = self.make_node(nid, technique, nd.get("config"), npath, group=group, retry=nd.get("retry"),
+                                  on_error=nd.get("on_error"), guard=nd.get("condition"),
+                                  timeout=nd.get("timeout"), cache=nd.get("cache"),
+                                  max_iterations=nd.get("max_iterations", max_it),
+                                  info_path=npath + ("technique" if "technique" in nd else "use",))
+            node.limit_key = limit_key
+            ids.append(nid)
+        edges = gdef.get("edges") or []
+        expect_list(edges, gpath + ("edges",), self.lines, "graph_definition.edges")
+        sub_edges: list[Edge] = []
+        for j, ed in enumerate(edges):
+            epath = gpath + ("edges", j)
+            expect_mapping(ed, epath, self.lines, "an edge")
+            check_keys(ed, EDGE_KEYS, epath, self.lines, "an edge")
+            for end in ("from", "to"):
+                if end not in ed:
+                    raise self.err(epath, f"an edge needs '{end}'")
+            targets = ed["to"] if isinstance(ed["to"], list) else [ed["to"]]
+            for end, names in (("from", [ed["from"]]), ("to", targets)):
+                for nm in names:
+                    if nm not in ids:
+                        raise self.err(epath + (end,), f"edge {end} '{nm}': no node with that id in this graph"
+                                                       f"{did_you_mean(str(nm), ids)}")
+            for t in targets:
+                sub_edges.append(self.edge(ed["from"], t, epath, condition=ed.get("condition")))
+        # the subgraph alone decides its back edges, entries and exits
+        sub = GraphIR([self.graph.nodes[i] for i in ids], sub_edges)
+        try:
+            sub.finalize(allow_cycles=(mode == "cyclic"))
+        except CycleFound as cyc:
+            raise self.err(self._edge_path(cyc.edge),
+                           f"a {mode} graph cannot have cycles: {' -> '.join(cyc.cycle)} "
+                           f"(use subtechnique: cyclic for feedback loops)") from None
+        if mode == "cyclic" and not sub.back_edges:
+            self.warnings.append(f"{format_path(path)}: cyclic graph has no cycle")
+        entries = [n.id for n in sub.entries]
+        if not entries:
+            raise self.err(gpath + ("edges",), "graph has no entry node (every node has an incoming edge)")
+        return _Unit(entries, sub.sinks())
+
+    def _edge_path(self, edge: Edge) -> Path:
+        # Edge.path is formatted; find the raw path back via the line map's keys is overkill: re-parse
+        parts: list[Any] = []
+        for token in edge.path.replace("]", "").replace("[", ".").split("."):
+            parts.append(int(token) if token.isdigit() else token)
+        return tuple(parts)
+
+    def limit(self, config: dict[str, Any], path: Path, group: str) -> str | None:
+        mc = config.get("max_concurrent")
+        if mc is None:
+            return None
+        check_type(mc, int, path + ("max_concurrent",), self.lines, "max_concurrent")
+        if mc < 1:
+            raise self.err(path + ("max_concurrent",), "max_concurrent must be at least 1")
+        self.graph.limits[group] = mc
+        return group
+
+    def dynamic_step(self, config: dict[str, Any], path: Path, step: dict[str, Any], group: str,
+                     max_it: int) -> _Unit:
+        builder = config.get("builder")
+        code = config.get("builder_code")
+        lang = config.get("graph_builder", "python")
+        if lang != "python":
+            raise self.err(path + ("graph_builder",), f"graph_builder '{lang}' is not supported: only python "
+                                                      f"builders run in sibyl_nb")
+        if builder is None and code is None:
+            raise self.err(path, "a dynamic graph needs 'builder_code' (Python defining build_graph) or 'builder'")
+        if code is not None:
+            check_type(code, str, path + ("builder_code",), self.lines, "builder_code")
+            import ast
+
+            try:
+                tree = ast.parse(code)
+            except SyntaxError as exc:
+                line = (self.lines.line(path + ("builder_code",)) or 0) + (exc.lineno or 0)
+                raise SpecError(f"builder_code does not parse: {exc.msg}", path=format_path(path + ("builder_code",)),
+                                line=line, source=self.lines.source) from None
+            if not any(isinstance(n, ast.FunctionDef) and n.name == "build_graph" for n in tree.body):
+                raise self.err(path + ("builder_code",), "builder_code must define build_graph(input_data)")
+        nid = self.new_id(step.get("id") or step.get("name") or "dynamic_graph", path, explicit=False)
+        node = Node(nid, "workflow_orchestration.graph", {k: v for k, v in config.items()}, kind="dynamic",
+                    max_iterations=max_it, group=group, path=format_path(path), line=self.lines.line(path))
+        node.limit_key = group if group in self.graph.limits else None
+        self.node_paths[nid] = path
+        self.graph.add_node(node)
+        return _Unit([nid], [nid])
+
+    # -- workflow_orchestration.orchestration -----------------------------------------------------
+    def orchestration_step(self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int) -> _Unit:
+        check_keys(config, ORCH_CONFIG_KEYS, path, self.lines, "workflow_orchestration.orchestration config")
+        mode = config.get("subtechnique", "sequential")
+        check_type(mode, list(ORCH_MODES), path + ("subtechnique",), self.lines, "orchestration subtechnique")
+        lazy = config.get("lazy", False)
+        check_type(lazy, bool, path + ("lazy",), self.lines, "lazy")
+        group = str(step.get("id") or step.get("name") or f"{mode}_{index}")
+        limit_key = self.limit(config, path, group)
+        steps = expect_list(config.get("steps"), path + ("steps",), self.lines, "orchestration steps")
+        if not steps:
+            raise self.err(path + ("steps",), "orchestration needs at least one step")
+        default_retry = config.get("retry")
+        names: list[str] = []
+        heads: dict[str, str] = {}   # step name -> node that starts it
+        tails: dict[str, str] = {}   # step name -> node that ends it (after on_condition_true)
+        bypass: dict[str, str] = {}  # step name -> node whose bypass edge skips its on_condition_true chain
+        explicit_deps: dict[str, list[tuple[str, Path]]] = {}
+        for i, st in enumerate(steps):
+            spath = path + ("steps", i)
+            expect_mapping(st, spath, self.lines, "an orchestration step")
+            check_keys(st, ORCH_STEP_KEYS, spath, self.lines, "an orchestration step")
+            name = st.get("name") or st.get("id")
+            if name is None:
+                raise self.err(spath, "an orchestration step needs 'name'")
+            nid = self.new_id(name, spath + ("name" if "name" in st else "id",), explicit=True)
+            technique, tpath = self.step_technique(st, spath, nid)
+            guard = None if st.get("always") else st.get("condition")
+            if st.get("always") is not None:
+                check_type(st["always"], bool, spath + ("always",), self.lines, "always")
+            node = self.make_node(nid, technique, st.get("config"), spath, group=group,
+                                  retry=st.get("retry", default_retry), on_error=st.get("on_error"),
+                                  guard=guard, timeout=st.get("timeout", config.get("timeout")),
+                                  cache=st.get("cache"), info_path=tpath)
+            node.limit_key = limit_key
+            names.append(nid)
+            heads[nid] = tails[nid] = nid
+            if st.get("depends_on") is not None:
+                explicit_deps[nid] = self.dep_list(st["depends_on"], spath + ("depends_on",))
+            then = st.get("on_condition_true")
+            if then is not None:
+                if guard is None:
+                    self.warnings.append(f"{format_path(spath)}: on_condition_true without a condition always runs")
+                chain_prev = nid
+                for j, sub in enumerate(expect_list(then, spath + ("on_condition_true",), self.lines,
+                                                    "on_condition_true")):
+                    subpath = spath + ("on_condition_true", j)
+                    expect_mapping(sub, subpath, self.lines, "an on_condition_true step")
+                    check_keys(sub, ORCH_STEP_KEYS, subpath, self.lines, "an on_condition_true step")
+                    sid = self.new_id(sub.get("name") or sub.get("id") or f"{nid}_then", subpath,
+                                      explicit=bool(sub.get("name") or sub.get("id")))
+                    stech, stpath = self.step_technique(sub, subpath, sid)
+                    subnode = self.make_node(sid, stech, sub.get("config"), subpath, group=group,
+                                             retry=sub.get("retry", default_retry), on_error=sub.get("on_error"),
+                                             guard=sub.get("condition"), timeout=sub.get("timeout"),
+                                             info_path=stpath)
+                    subnode.limit_key = limit_key
+                    self.edge(chain_prev, sid, subpath, when="ran" if chain_prev == nid else None)
+                    chain_prev = sid
+                tails[nid] = chain_prev
+                bypass[nid] = nid
+        for nid, deps in explicit_deps.items():
+            for dep, dpath in deps:
+                if dep not in tails:
+                    raise self.err(dpath, f"depends_on '{dep}': no step with that name in this orchestration"
+                                          f"{did_you_mean(dep, names)}")
+        combine = config.get("combine_step")
+        combine_id = None
+        if combine is not None:
+            cpath = path + ("combine_step",)
+            expect_mapping(combine, cpath, self.lines, "combine_step")
+            check_keys(combine, ORCH_STEP_KEYS, cpath, self.lines, "combine_step")
+            cname = combine.get("name") or "combine"
+            combine_id = self.new_id(cname, cpath + ("name",) if "name" in combine else cpath, explicit=True)
+            ctech, ctpath = self.step_technique(combine, cpath, combine_id)
+            cnode = self.make_node(combine_id, ctech, combine.get("config"), cpath, group=group,
+                                   retry=combine.get("retry", default_retry), on_error=combine.get("on_error"),
+                                   timeout=combine.get("timeout"), info_path=ctpath)
+            cnode.limit_key = None  # the join is not one of the parallel workers
+            deps = self.dep_list(combine["depends_on"], cpath + ("depends_on",)) if "depends_on" in combine \
+                else [(n, cpath) for n in names]
+            for dep, dpath in deps:
+                if dep not in tails:
+                    raise self.err(dpath, f"depends_on '{dep}': no step with that name{did_you_mean(dep, names)}")
+            explicit_deps[combine_id] = deps
+            heads[combine_id] = tails[combine_id] = combine_id
+
+        implicit_chain = mode != "parallel" and not lazy
+        prev: str | None = None
+        for nid in names:
+            if nid in explicit_deps:
+                for dep, dpath in explicit_deps[nid]:
+                    self.join(dep, nid, tails, bypass, dpath)
+            elif implicit_chain and prev is not None:
+                self.join(prev, nid, tails, bypass, self.node_paths[nid])
+            prev = nid
+        if combine_id is not None:
+            for dep, dpath in explicit_deps[combine_id]:
+                self.join(dep, combine_id, tails, bypass, dpath)
+        order = names + ([combine_id] if combine_id else [])
+        if combine_id:
+            outputs = [combine_id]
+        elif mode == "parallel" and not lazy:
+            outputs = self.open_ends(order, tails)
+        else:
+            outputs = [names[-1]]
+        if lazy:
+            self.prune(order, outputs, explicit_deps, tails)
+        entries = [heads[n] for n in order if not any(e.dst == heads[n] for e in self.graph.edges)]
+        exits = sorted({x for o in outputs for x in self.exit_nodes(o, bypass, tails)},
+                       key=lambda x: list(self.graph.nodes).index(x))
+        return _Unit(entries, exits)
+
+    def step_technique(self, st: dict[str, Any], spath: Path, nid: str) -> tuple[str, Path]:
+        technique = st.get("technique", st.get("use"))
+        if technique is not None:
+            return technique, spath + ("technique" if "technique" in st else "use",)
+        # The seed writes placeholder steps (``- name: task1``): use a technique registered under that
+        # name if there is one, else a pass-through, and say so.
+        if has_technique(nid):
+            return nid, spath
+        self.warnings.append(f"{format_path(spath)}: step '{nid}' has no technique; it passes its input "
+                             f"through (register one with @sibyl_nb.technique('{nid}'))")
+        return PASSTHROUGH, spath
+
+    def join(self, dep: str, nid: str, tails: dict[str, str], bypass: dict[str, str], path: Path) -> None:
+        self.edge(tails[dep], nid, path)
+        if dep in bypass and tails[dep] != dep:
+            # when the guarded step is skipped its on_condition_true chain is skipped too; go around it
+            self.edge(dep, nid, path, when="bypassed")
+
+    def exit_nodes(self, name: str, bypass: dict[str, str], tails: dict[str, str]) -> list[str]:
+        return [tails[name], name] if name in bypass and tails[name] != name else [tails[name]]
+
+    def open_ends(self, order: list[str], tails: dict[str, str]) -> list[str]:
+        has_out = {e.src for e in self.graph.edges}
+        return [n for n in order if tails[n] not in has_out]
+
+    def prune(self, order: list[str], outputs: list[str], deps: dict[str, list[tuple[str, Path]]],
+              tails: dict[str, str]) -> None:
+        """Lazy mode: only what the outputs need (by depends_on or ``${name}``) ever runs."""
+        needed: set[str] = set()
+        todo = list(outputs)
+        referenced: dict[str, set[str]] = {}
+        for ref, _path, owner, _src in self.refs:
+            if owner:
+                referenced.setdefault(owner, set()).add(ref.root)
+        while todo:
+            n = todo.pop()
+            if n in needed:
+                continue
+            needed.add(n)
+            todo.extend(d for d, _ in deps.get(n, ()))
+            todo.extend(r for r in referenced.get(n, ()) if r in tails)
+        for n in order:
+            if n not in needed:
+                self.pruned.add(n)
+
+    # -- references -----------------------------------------------------------------------------
+    def check_refs(self, declared_inputs: tuple[str, ...]) -> dict[str, list[str]]:
+        node_ids = set(self.node_paths) | self.loose_names
+        fields: set[str] = set()
+        open_world = False
+        for t in self.techniques:
+            outs = get_technique(t).outputs
+            if outs is None:
+                open_world = True
+            else:
+                fields.update(outs)
+        known = node_ids | fields | BUILTIN_NAMES | SESSION_NAMES | set(declared_inputs)
+        required: dict[str, list[str]] = {}
+        for ref, path, _owner, edge_src in self.refs:
+            root = ref.root
+            if root in known or is_env_name(root) or ref.default is not None:
+                continue
+            if root.startswith("previous_") and (root[9:] in fields or open_world or root[9:] in node_ids):
+                continue
+            where = f"{format_path(path)} (line {self.lines.line(path)})"
+            near_nodes = difflib.get_close_matches(root, sorted(node_ids), n=1, cutoff=0.6)
+            if edge_src is not None and near_nodes and near_nodes[0] == edge_src:
+                # the seed writes ${evaluation.score} on an edge leaving node 'evaluate'
+                self.aliases[root] = edge_src
+                self.warnings.append(f"{where}: '{root}' read as node '{edge_src}' (the edge's source)")
+                continue
+            close = difflib.get_close_matches(root, sorted(known), n=1, cutoff=0.75)
+            if close:
+                raise self.err(path, f"unknown name '{root}' in {ref}; did you mean '{close[0]}'?",
+                               ExpressionError)
+            if declared_inputs:
+                raise self.err(path, f"unknown name '{root}' in {ref}: not a node, a declared input "
+                                     f"({', '.join(declared_inputs)}), a session field or an environment variable",
+                               ExpressionError)
+            required.setdefault(root, []).append(where)
+        return required
+
+
+def compile_pipeline(name: str, spec: dict[str, Any], path: Path, lines: LineMap, *,
+                     trusted: bool = False) -> PipelineSpec:
+    expect_mapping(spec, path, lines, f"pipeline '{name}'")
+    check_keys(spec, PIPELINE_KEYS, path, lines, f"pipeline '{name}'")
+    if "steps" not in spec:
+        raise lines.error(path, f"pipeline '{name}' has no 'steps'")
+    comp = _Compiler(name, lines, trusted)
+    inputs = spec.get("inputs") or []
+    if isinstance(inputs, dict):
+        inputs = tuple(inputs)
+    elif isinstance(inputs, list):
+        inputs = tuple(str(x) for x in inputs)
+    else:
+        check_type(inputs, list, path + ("inputs",), lines, "inputs")
+    mc = spec.get("max_concurrent")
+    if mc is not None:
+        check_type(mc, int, path + ("max_concurrent",), lines, "max_concurrent")
+        comp.graph.max_concurrent = mc
+    exits = comp.pipeline(spec["steps"], path + ("steps",))
+    comp.graph.exits = exits
+    comp.graph.finalize()
+    required = comp.check_refs(tuple(inputs))
+    return PipelineSpec(name=name, graph=comp.graph, source=lines.source, lines=lines,
+                        required_inputs=required, declared_inputs=tuple(inputs), aliases=comp.aliases,
+                        pruned=frozenset(comp.pruned), warnings=comp.warnings,
+                        description=str(spec.get("description") or ""),
+                        executor=spec.get("executor"), trusted=trusted)
+
+
+def compile_document(data: Any, lines: LineMap, *, trusted: bool = False,
+                     default_name: str = "pipeline") -> Document:
+    """A whole document (``pipelines:``/``shops:``/``observability:``/``providers:``) or bare steps."""
+    if isinstance(data, list):
+        data = {"steps": data}
+        lines = _shifted(lines)
+    if not isinstance(data, dict):
+        raise lines.error((), "a pipeline document must be a mapping with 'pipelines:' or 'steps:'")
+    pipelines: dict[str, PipelineSpec] = {}
+    if "steps" in data and "pipelines" not in data:
+        extra = {k: v for k, v in data.items() if k not in ("shops", "observability", "providers")}
+        pipelines[default_name] = compile_pipeline(default_name, extra, (), lines, trusted=trusted)
+    else:
+        check_keys(data, ("pipelines", "shops", "observability", "providers", "version", "description"), (),
+                   lines, "the document")
+        pdefs = expect_mapping(data.get("pipelines") or {}, ("pipelines",), lines, "pipelines")
+        for name, spec in pdefs.items():
+            pipelines[str(name)] = compile_pipeline(str(name), spec, ("pipelines", name), lines, trusted=trusted)
+    infra = _section(data.get("shops"), lines)
+    obs = data.get("observability") or {}
+    expect_mapping(obs, ("observability",), lines, "observability")
+    check_keys(obs, OBSERVABILITY_SCHEMA, ("observability",), lines, "observability")
+    for key, schema in OBSERVABILITY_SCHEMA.items():
+        if key in obs:
+            expect_mapping(obs[key], ("observability", key), lines, f"observability.{key}")
+            check_keys(obs[key], schema, ("observability", key), lines, f"observability.{key}")
+            check_schema(obs[key], schema, ("observability", key), lines, f"observability.{key}")
+    providers = data.get("providers") or {}
+    expect_mapping(providers, ("providers",), lines, "providers")
+    for pname, pconf in providers.items():
+        expect_mapping(pconf, ("providers", pname), lines, f"provider '{pname}'")
+    if not pipelines and not infra and not obs and not providers:
+        raise lines.error((), "the document defines no pipeline (expected 'pipelines:' or 'steps:')")
+    return Document(pipelines=pipelines, infrastructure=infra, observability=dict(obs),
+                    providers={str(k): dict(v) for k, v in providers.items()}, source=lines.source)
+
+
+def _section(shops: Any, lines: LineMap) -> dict[str, Any]:
+    if shops is None:
+        return {}
+    expect_mapping(shops, ("shops",), lines, "shops")
+    infra = shops.get("infrastructure")
+    if infra is None:
+        return {}
+    ipath = ("shops", "infrastructure")
+    expect_mapping(infra, ipath, lines, "shops.infrastructure")
+    config = expect_mapping(infra.get("config") or {}, ipath + ("config",), lines, "shops.infrastructure.config")
+    check_keys(config, INFRA_SCHEMA, ipath + ("config",), lines, "shops.infrastructure.config")
+    for key, schema in INFRA_SCHEMA.items():
+        if key in config:
+            expect_mapping(config[key], ipath + ("config", key), lines, key)
+            check_keys(config[key], schema, ipath + ("config", key), lines, key)
+            check_schema(config[key], schema, ipath + ("config", key), lines, key)
+    return dict(config)
+
+
+def _shifted(lines: LineMap) -> LineMap:
+    """A bare list document: paths gain a leading 'steps'."""
+    shifted = LineMap(source=lines.source)
+    for path, line in lines._lines.items():
+        shifted.set(("steps",) + tuple(path), line)
+    return shifted

@@ -1,0 +1,126 @@
+"""``${...}`` templates in config values: compiled once at load time, rendered per node execution.
+
+A string that is exactly one reference (``"${conversation_history}"``) renders to the raw value (a
+list stays a list); a reference inside text renders as readable text (:func:`to_text`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import TemplateError
+from .expressions import MISSING, REF_RE, Ref, find_refs
+
+__all__ = ["compile_value", "to_text", "render_runtime", "Renderer"]
+
+Resolver = Callable[[Ref], Any]
+Renderer = Callable[[Resolver], Any]
+
+
+def to_text(value: Any) -> str:
+    """How a value reads inside a prompt: answers by their text, documents as a numbered list."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, dict):
+        for key in ("answer", "text", "content", "query", "summary"):
+            if isinstance(value.get(key), str):
+                return value[key]
+        if isinstance(value.get("documents"), list):
+            return to_text(value["documents"])
+        return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, (list, tuple)):
+        lines = []
+        for i, item in enumerate(value, 1):
+            if isinstance(item, dict) and "role" in item and "content" in item:
+                lines.append(f"{item['role']}: {item['content']}")
+            elif isinstance(item, dict) and ("title" in item or "text" in item):
+                title = item.get("title") or ""
+                text = item.get("text") or ""
+                lines.append(f"[{i}] {title}: {text}" if title else f"[{i}] {text}")
+            else:
+                lines.append(to_text(item))
+        return "\n".join(lines)
+    return str(value)
+
+
+def _fail(ref: Ref, where: str) -> TemplateError:
+    return TemplateError(
+        f"{ref} has no value: no node output, upstream field, input field, state or session field "
+        f"called '{ref.root}'" + (f" (at {where})" if where else ""))
+
+
+def _lookup(resolve: Resolver, ref: Ref, where: str) -> Any:
+    value = resolve(ref)
+    if value is MISSING:
+        if ref.default is not None:
+            return ref.default
+        raise _fail(ref, where)
+    return value
+
+
+def compile_value(value: Any, where: str = "") -> tuple[Renderer | None, list[tuple[Ref, str]]]:
+    """Compile ``value`` (str/list/dict, nested). Returns (renderer or None if static, refs with paths)."""
+    refs: list[tuple[Ref, str]] = []
+    fn = _compile(value, where, refs)
+    return fn, refs
+
+
+def _compile(value: Any, where: str, refs: list[tuple[Ref, str]]) -> Renderer | None:
+    if isinstance(value, str):
+        if "${" not in value:
+            return None
+        found = find_refs(value)
+        for _, _, ref in found:
+            refs.append((ref, where))
+        if len(found) == 1 and found[0][0] == 0 and found[0][1] == len(value):
+            ref = found[0][2]
+            return lambda r: _lookup(r, ref, where)
+        parts: list[str | Ref] = []
+        pos = 0
+        for start, end, ref in found:
+            if start > pos:
+                parts.append(value[pos:start])
+            parts.append(ref)
+            pos = end
+        if pos < len(value):
+            parts.append(value[pos:])
+
+        def render_text(r: Resolver) -> str:
+            return "".join(p if isinstance(p, str) else to_text(_lookup(r, p, where)) for p in parts)
+
+        return render_text
+    if isinstance(value, dict):
+        items = [(k, _compile(v, f"{where}.{k}" if where else str(k), refs), v) for k, v in value.items()]
+        if all(fn is None for _, fn, _ in items):
+            return None
+        return lambda r: {k: (fn(r) if fn is not None else v) for k, fn, v in items}
+    if isinstance(value, list):
+        elems = [(_compile(v, f"{where}[{i}]", refs), v) for i, v in enumerate(value)]
+        if all(fn is None for fn, _ in elems):
+            return None
+        return lambda r: [fn(r) if fn is not None else v for fn, v in elems]
+    return None
+
+
+def render_runtime(text: Any, run: Any, ctx: Any) -> Any:
+    """Render templates in ``text`` now, in the scope of ``ctx`` (used by ``ctx.render``)."""
+    if not isinstance(text, (str, list, dict)) or "${" not in (text if isinstance(text, str) else json.dumps(text, default=str)):
+        return text
+    fn, _ = compile_value(text, f"node {getattr(ctx, 'node_id', '?')}")
+    if fn is None:
+        return text
+    from ..engine.scope import resolver_for
+
+    return fn(resolver_for(run, ctx.node_id, ctx))
+
+
+def has_template(value: Any) -> bool:
+    return isinstance(value, str) and bool(REF_RE.search(value))
