@@ -70,7 +70,7 @@ def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
         except SibylError as exc:
             raise SpecError(f"built node '{nid}': {exc.message}", node_id=node.id, path=node.path,
                             line=node.line) from None
-        render, _ = compile_value(spec["config"], f"{node.id}/{nid}.config")
+        render, _ = compile_value(spec["config"], (node.id, nid, "config"))
         g.add_node(Node(nid, spec["technique"], spec["config"], render=render, group=node.id,
                         max_iterations=node.max_iterations, path=f"{node.path} -> {nid}", line=node.line))
     for e in built.edges:

@@ -202,9 +202,9 @@ class _Compiler:
                                               f"node inside a graph here")
         self.check_config(info, config, cpath)
         self.techniques.add(technique)
-        render, refs = compile_value(config, format_path(cpath))
-        for ref, _where in refs:
-            self.refs.append((ref, cpath, node_id, None))
+        render, refs = compile_value(config, cpath)
+        for ref, rpath in refs:
+            self.refs.append((ref, rpath, node_id, None))
         node = Node(node_id, technique, config, render=render, retry=self.retry(retry, path + ("retry",)),
                     guard=self.condition(guard, path + ("condition",), node_id) if guard is not None else None,
                     max_iterations=max_iterations, group=group, path=format_path(path),
@@ -614,7 +614,8 @@ class _Compiler:
                 continue
             if root.startswith("previous_") and (root[9:] in fields or open_world or root[9:] in node_ids):
                 continue
-            where = f"{format_path(path)} (line {self.lines.line(path)})"
+            line = self.lines.line(path)
+            where = f"{format_path(path)} (line {line})" if line else format_path(path)
             near_nodes = difflib.get_close_matches(root, sorted(node_ids), n=1, cutoff=0.6)
             if edge_src is not None and near_nodes and near_nodes[0] == edge_src:
                 # the seed writes ${evaluation.score} on an edge leaving node 'evaluate'

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import TemplateError
 from .expressions import MISSING, REF_RE, Ref, find_refs
+from .yaml_lines import format_path
 
 __all__ = ["compile_value", "to_text", "render_runtime", "Renderer"]
 
@@ -66,20 +67,25 @@ def _lookup(resolve: Resolver, ref: Ref, where: str) -> Any:
     return value
 
 
-def compile_value(value: Any, where: str = "") -> tuple[Renderer | None, list[tuple[Ref, str]]]:
-    """Compile ``value`` (str/list/dict, nested). Returns (renderer or None if static, refs with paths)."""
-    refs: list[tuple[Ref, str]] = []
-    fn = _compile(value, where, refs)
+def compile_value(value: Any, where: str | tuple[Any, ...] = "") -> tuple[Renderer | None, list[tuple[Ref, Any]]]:
+    """Compile ``value`` (str/list/dict, nested). Returns (renderer or None if static, refs with paths).
+
+    ``where`` is a YAML path tuple (refs come back with the exact path of their string) or a label.
+    """
+    refs: list[tuple[Ref, Any]] = []
+    path = where if isinstance(where, tuple) else (where,) if where else ()
+    fn = _compile(value, path, refs)
     return fn, refs
 
 
-def _compile(value: Any, where: str, refs: list[tuple[Ref, str]]) -> Renderer | None:
+def _compile(value: Any, path: tuple[Any, ...], refs: list[tuple[Ref, Any]]) -> Renderer | None:
+    where = format_path(path)
     if isinstance(value, str):
         if "${" not in value:
             return None
         found = find_refs(value)
         for _, _, ref in found:
-            refs.append((ref, where))
+            refs.append((ref, path))
         if len(found) == 1 and found[0][0] == 0 and found[0][1] == len(value):
             ref = found[0][2]
             return lambda r: _lookup(r, ref, where)
@@ -98,12 +104,12 @@ def _compile(value: Any, where: str, refs: list[tuple[Ref, str]]) -> Renderer | 
 
         return render_text
     if isinstance(value, dict):
-        items = [(k, _compile(v, f"{where}.{k}" if where else str(k), refs), v) for k, v in value.items()]
+        items = [(k, _compile(v, path + (k,), refs), v) for k, v in value.items()]
         if all(fn is None for _, fn, _ in items):
             return None
         return lambda r: {k: (fn(r) if fn is not None else v) for k, fn, v in items}
     if isinstance(value, list):
-        elems = [(_compile(v, f"{where}[{i}]", refs), v) for i, v in enumerate(value)]
+        elems = [(_compile(v, path + (i,), refs), v) for i, v in enumerate(value)]
         if all(fn is None for fn, _ in elems):
             return None
         return lambda r: [fn(r) if fn is not None else v for fn, v in elems]
