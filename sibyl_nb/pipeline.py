@@ -291,7 +291,10 @@ def run_sync(coro: Any) -> Any:
     """Run ``coro`` to completion from sync code, whether or not this thread already runs a loop."""
     try:
         asyncio.get_running_loop()
+        in_loop = True
     except RuntimeError:
+        in_loop = False
+    if not in_loop:
         loop = getattr(_local, "loop", None)
         if loop is None or loop.is_closed():
             loop = asyncio.new_event_loop()

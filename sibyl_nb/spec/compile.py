@@ -15,6 +15,7 @@ from typing import Any
 from ..engine.ir import CycleFound, Edge, GraphIR, Node, RetryPolicy
 from ..engine.scope import BUILTIN_NAMES, SESSION_NAMES, is_env_name
 from ..errors import ExpressionError, SpecError, UnknownTechniqueError
+from ..techniques.context import QUERY_KEYS
 from ..techniques.registry import TechniqueInfo, get_technique, has_technique
 from .expressions import Ref, compile_condition
 from .schema import check_keys, check_schema, check_type, did_you_mean, expect_list, expect_mapping
@@ -55,6 +56,8 @@ OBSERVABILITY_SCHEMA = {
                 "retry_count": bool, "export": str, "prometheus_port": int},
 }
 GRAPH_MODES = ("dag", "cyclic", "conditional", "dynamic")
+# Input fields so common that a reference to one is never taken for a typo of something else.
+COMMON_INPUTS = frozenset(QUERY_KEYS) | {"session_id", "user_id", "workflow_id", "documents", "context"}
 ORCH_MODES = ("sequential", "parallel", "conditional", "error_handling")
 
 
@@ -612,19 +615,23 @@ class _Compiler:
             root = ref.root
             if root in known or is_env_name(root) or ref.default is not None:
                 continue
-            if root.startswith("previous_") and (root[9:] in fields or open_world or root[9:] in node_ids):
-                continue
             line = self.lines.line(path)
             where = f"{format_path(path)} (line {line})" if line else format_path(path)
+            if root in COMMON_INPUTS:
+                required.setdefault(root, []).append(where)
+                continue
+            if root.startswith("previous_") and (root[9:] in fields or open_world or root[9:] in node_ids):
+                continue
             near_nodes = difflib.get_close_matches(root, sorted(node_ids), n=1, cutoff=0.6)
             if edge_src is not None and near_nodes and near_nodes[0] == edge_src:
                 # the seed writes ${evaluation.score} on an edge leaving node 'evaluate'
                 self.aliases[root] = edge_src
                 self.warnings.append(f"{where}: '{root}' read as node '{edge_src}' (the edge's source)")
                 continue
-            close = difflib.get_close_matches(root, sorted(known), n=1, cutoff=0.75)
+            close = near_nodes or difflib.get_close_matches(root, sorted(known), n=1, cutoff=0.75)
             if close:
-                raise self.err(path, f"unknown name '{root}' in {ref}; did you mean '{close[0]}'?",
+                raise self.err(path, f"unknown name '{root}' in {ref}; did you mean '{close[0]}'? "
+                                     f"(if it is an input field, list it under the pipeline's 'inputs:')",
                                ExpressionError)
             if declared_inputs:
                 raise self.err(path, f"unknown name '{root}' in {ref}: not a node, a declared input "

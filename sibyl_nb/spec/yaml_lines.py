@@ -90,8 +90,8 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: dict
                 raise SpecError(f"duplicate key '{key}'", path=format_path(path + (key,)),
                                 line=key_node.start_mark.line + 1)
             out[key] = _construct(loader, value_node, path + (key,), lines)
-            # the key's own line is the better place to point at for "this key is wrong"
-            lines.setdefault(path + (key,), key_node.start_mark.line + 1)
+            # the key's own line is the better place to point at ("this key is wrong", "this list...")
+            lines[path + (key,)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(loader, item, path + (i,), lines) for i, item in enumerate(node.value)]
