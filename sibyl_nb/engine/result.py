@@ -117,9 +117,9 @@ class RunResult:
                 extra = f"  {r.error}"
             elif r.fallback_for:
                 extra = f"  (fallback for {r.fallback_for})"
-            it = f" #{r.iteration}" if r.iteration > 1 else ""
+            label = f"{r.node_id} #{r.iteration}" if r.iteration > 1 else r.node_id
             attempts = f" ×{r.attempts}" if r.attempts > 1 else ""
-            lines.append(f"  {mark} {r.node_id}{it:<4} {r.technique:<40} {r.started * 1000:8.1f} → "
+            lines.append(f"  {mark} {label:<22} {r.technique:<38} {r.started * 1000:8.1f} → "
                          f"{r.ended * 1000:8.1f} ms{attempts}{extra}")
             if r.status in ("ran", "cached"):
                 lines.append(f"      {_preview(r.output, 110)}")

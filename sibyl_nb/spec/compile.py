@@ -143,12 +143,12 @@ class _Compiler:
 
     def check_config(self, info: TechniqueInfo, config: dict[str, Any], path: Path) -> None:
         sub = config.get("subtechnique")
-        if info.subtechniques is not None and sub is not None and not (isinstance(sub, str) and "${" in sub):
-            if sub not in info.subtechniques:
-                raise self.err(path + ("subtechnique",),
-                               f"unknown subtechnique '{sub}' for {info.name}{did_you_mean(str(sub), info.subtechniques)}"
-                               f" (known: {', '.join(info.subtechniques)})", UnknownTechniqueError,
-                               technique=info.name)
+        templated = isinstance(sub, str) and "${" in sub
+        if info.subtechniques is not None and sub is not None and not templated and sub not in info.subtechniques:
+            raise self.err(path + ("subtechnique",),
+                           f"unknown subtechnique '{sub}' for {info.name}{did_you_mean(str(sub), info.subtechniques)}"
+                           f" (known: {', '.join(info.subtechniques)})", UnknownTechniqueError,
+                           technique=info.name)
         check_schema(config, info.config_schema, path, self.lines, f"{info.name} config")
 
     def retry(self, value: Any, path: Path) -> RetryPolicy | None:
@@ -501,7 +501,7 @@ class _Compiler:
                     chain_prev = sid
                 tails[nid] = chain_prev
                 bypass[nid] = nid
-        for nid, deps in explicit_deps.items():
+        for deps in explicit_deps.values():
             for dep, dpath in deps:
                 if dep not in tails:
                     raise self.err(dpath, f"depends_on '{dep}': no step with that name in this orchestration"

@@ -47,10 +47,7 @@ def check_type(value: Any, expected: Any, path: Path, lines: LineMap, what: str 
     types = expected if isinstance(expected, tuple) else (expected,)
     if float in types and int not in types:
         types = types + (int,)
-    if isinstance(value, bool) and bool not in types:
-        ok = False
-    else:
-        ok = isinstance(value, types)
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if not ok:
         raise lines.error(path, f"{what or 'value'} must be {_type_name(expected)}, got {type(value).__name__} {value!r}")
 

@@ -52,7 +52,9 @@ def register_technique(name: str, fn: Callable[..., Any], *, blocking: bool | No
     """Register ``fn`` under ``name`` (``shop.technique``); re-registering replaces (notebook cells re-run)."""
     if not isinstance(name, str) or not name:
         raise SibylError(f"technique name must be a non-empty string, got {name!r}")
-    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    # an instance with ``async def __call__`` is async too
+    call = type(fn).__call__ if not inspect.isfunction(fn) and not inspect.ismethod(fn) else None
+    is_async = inspect.iscoroutinefunction(fn) or (call is not None and inspect.iscoroutinefunction(call))
     info = TechniqueInfo(
         name=name,
         fn=fn,
