@@ -136,6 +136,14 @@ def test_stream_iterator_and_async_callback(server: StubServer) -> None:
     assert got == ["x", "y"] and out.text == "xy"
 
 
+def test_server_ignoring_stream_true_still_works(server: StubServer) -> None:
+    server.script(JSONReply(chat_body("all at once", usage=USAGE)))
+    provider = make(server)
+    seen: list[str] = []
+    out = run(provider, lambda: provider.complete(MESSAGES, on_token=seen.append))
+    assert seen == ["all at once"] and out.text == "all at once" and out.usage == USAGE
+
+
 def test_stream_without_usage_estimates_it(server: StubServer) -> None:
     server.script(SSEReply(sse_chunks(["Hello", " there", " friend"], usage=None)))
     provider = make(server, stream_usage=False)
@@ -291,21 +299,22 @@ def test_yaml_kinds_build_the_provider_and_local_kinds_never_get_the_openai_key(
         registry.make_provider("x", {"kind": "openai_compatible", "model": "m"})
 
 
-def test_one_client_per_event_loop(server: StubServer) -> None:
+def test_one_client_per_event_loop_closed_with_its_loop(server: StubServer) -> None:
     provider = make(server)
 
-    async def twice() -> int:
+    async def twice() -> Any:
         await provider.complete(MESSAGES)
         first = provider._client()
         await asyncio.gather(*(provider.complete(MESSAGES) for _ in range(10)))
-        assert provider._client() is first  # reused within the loop
-        return id(first)
+        assert provider._client() is first  # reused within the loop, also by concurrent calls
+        return first
 
-    a = asyncio.run(twice())  # the loop closes with its client still open...
-    b = run(provider, twice)  # ...and a new loop gets a new client; the dead one is forgotten
-    assert a != b
+    a = asyncio.run(twice())
+    assert a.is_closed  # asyncio.run's shutdown closed it on its own loop: no leaked sockets
+    b = run(provider, twice)  # a new loop gets a new client; the dead one is forgotten
+    assert b is not a and b.is_closed
     assert len(server.requests) == 22
-    assert provider._clients == {}  # aclose() dropped the live one
+    assert provider._clients == {}
 
 
 # -- timeout -> fallback ---------------------------------------------------------------------------
