@@ -1,0 +1,125 @@
+"""``data.*``: load documents, and store embedded chunks where ``rag.search`` can find them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ...errors import SibylError
+from ...text import corpus
+from ...text.embedding import HashingEmbedder
+from ...text.gather import upstream_documents
+from ..registry import technique
+
+__all__ = ["load_documents", "store_vectors", "load_markdown", "load_json_documents"]
+
+_SOURCES = ("filesystem_markdown", "markdown", "corpus", "json")
+
+
+def _title_of(text: str, fallback: str) -> str:
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("# "):
+            return s[2:].strip()
+    return fallback.replace("_", " ").replace("-", " ").strip().capitalize()
+
+
+def load_markdown(path: str | Path = corpus.DOCS_DIR, pattern: str = "**/*.md") -> list[dict[str, Any]]:
+    """Every markdown file under ``path`` (or the one file ``path``) as a document, sorted by path."""
+    root = Path(path).expanduser()
+    files = [root] if root.is_file() else sorted(p for p in root.glob(pattern) if p.is_file())
+    docs = []
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        rel = f.relative_to(root).with_suffix("").as_posix() if root.is_dir() else f.stem
+        docs.append({"id": rel, "title": _title_of(text, f.stem), "text": text, "source": str(f),
+                     "collection": "markdown"})
+    return docs
+
+
+def load_json_documents(path: str | Path) -> list[dict[str, Any]]:
+    """A JSON file holding a list of documents, or ``{"documents": [...]}`` (strings become texts)."""
+    data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    items = data.get("documents", []) if isinstance(data, Mapping) else data
+    if not isinstance(items, list):
+        raise ValueError("expected a list of documents or {\"documents\": [...]}")
+    out = []
+    for i, item in enumerate(items):
+        doc = dict(item) if isinstance(item, Mapping) else {"text": str(item)}
+        doc.setdefault("id", f"{Path(path).stem}-{i + 1}")
+        doc.setdefault("title", str(doc.get("text", ""))[:60])
+        doc.setdefault("source", str(path))
+        doc.setdefault("collection", "json")
+        if "text" not in doc:
+            doc["text"] = str(doc.pop("content", ""))
+        out.append(doc)
+    return out
+
+
+@technique("data.load_documents", blocking=False,
+           config_schema={"source": _SOURCES, "path": str, "collection": str, "pattern": str},
+           outputs=("documents", "count", "source", "path"))
+def load_documents(ctx: Any) -> dict[str, Any]:
+    """Load documents: ``filesystem_markdown`` (default; ``path`` defaults to the packaged sample
+    docs), ``corpus`` (a collection of the in-process store) or ``json`` (a file)."""
+    source = str(ctx.config.get("source") or "filesystem_markdown")
+    raw_path = ctx.config.get("path")
+    try:
+        if source in ("filesystem_markdown", "markdown"):
+            path = Path(str(raw_path)) if raw_path else corpus.DOCS_DIR
+            if not path.exists():
+                raise SibylError(f"path '{path}' does not exist", node_id=ctx.node_id,
+                                 technique="data.load_documents")
+            docs = load_markdown(path, str(ctx.config.get("pattern") or "**/*.md"))
+            where = str(path)
+        elif source == "corpus":
+            name = str(ctx.config.get("collection") or "documents")
+            if not corpus.has_collection(name):
+                raise SibylError(f"unknown collection '{name}' (known: {', '.join(corpus.list_collections())})",
+                                 node_id=ctx.node_id, technique="data.load_documents")
+            docs, where = corpus.get_documents(name), f"corpus:{name}"
+        elif source == "json":
+            if not raw_path:
+                raise SibylError("source 'json' needs a 'path'", node_id=ctx.node_id, technique="data.load_documents")
+            docs, where = load_json_documents(str(raw_path)), str(raw_path)
+        else:
+            raise SibylError(f"unknown source '{source}' (known: {', '.join(_SOURCES)})", node_id=ctx.node_id,
+                             technique="data.load_documents")
+    except (OSError, ValueError) as exc:
+        raise SibylError(f"could not load {source} documents from {raw_path!r}: {exc}", node_id=ctx.node_id,
+                         technique="data.load_documents") from exc
+    return {"documents": docs, "count": len(docs), "source": source, "path": where}
+
+
+@technique("data.store_vectors", blocking=False, config_schema={"collection": str, "dim": int},
+           outputs=("stored", "count", "collection", "collection_size", "dim", "ids"))
+def store_vectors(ctx: Any) -> dict[str, Any]:
+    """Store upstream chunks and their embeddings in a collection (default ``documents``), replacing
+    chunks with the same id, so a later ``rag.search`` with ``collection:`` that name finds them.
+    Documents without embeddings upstream are embedded here. ``stored``/``count``: chunks written
+    by this step; ``collection_size``: documents now in the collection."""
+    collection = str(ctx.config.get("collection") or "documents")
+    chunks: list[dict[str, Any]] = []
+    vectors: list[list[float]] = []
+    for output in ctx.upstream.values():
+        if isinstance(output, Mapping) and isinstance(output.get("embeddings"), list):
+            items = output.get("chunks") or output.get("documents") or []
+            if len(items) != len(output["embeddings"]):
+                raise SibylError(f"{len(items)} chunks but {len(output['embeddings'])} embeddings upstream",
+                                 node_id=ctx.node_id, technique="data.store_vectors")
+            chunks.extend(dict(c) for c in items)
+            vectors.extend([float(x) for x in v] for v in output["embeddings"])
+    if not chunks:
+        chunks = upstream_documents(ctx)
+        dim = int(ctx.config.get("dim") or 256)
+        vectors = HashingEmbedder(dim).embed([f"{c.get('title', '')}. {c.get('text', '')}" for c in chunks])
+    dims = {len(v) for v in vectors}
+    if len(dims) > 1:
+        raise SibylError(f"embeddings of different sizes {sorted(dims)} cannot share a collection",
+                         node_id=ctx.node_id, technique="data.store_vectors")
+    stored = corpus.add_documents(collection, chunks, vectors) if chunks else 0
+    size = len(corpus.get_documents(collection)) if corpus.has_collection(collection) else 0
+    return {"stored": stored, "count": stored, "collection": collection, "collection_size": size,
+            "dim": dims.pop() if dims else 0, "ids": [str(c.get("id")) for c in chunks]}

@@ -1,0 +1,165 @@
+"""Extractive answering: pick the source sentences that best answer a question.
+
+The local provider's whole "model". Each sentence of each source document is scored by the
+idf-weighted share of the question's terms it contains, plus small bonuses for the shape of a good
+answer (a definition for "what is X", a year for "when", a name for "who"), a title match, an early
+position and the document's rank. Answers are 1-3 of the best sentences; ``temperature`` lets a
+seeded generator pick among near-ties, so the same input always gives the same output.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import corpus
+from .query import topic_of
+from .tokenize import jaccard, normalise, sentences, term_set, terms
+
+__all__ = ["MIN_RELEVANCE", "Candidate", "rank_sentences", "compose", "more_sentences", "context_or_corpus"]
+
+MIN_RELEVANCE = 0.3
+_LEADING_PRONOUN = re.compile(r"^(It|Its|They|Their)\b")
+
+
+@dataclass(slots=True)
+class Candidate:
+    sentence: str
+    doc: Mapping[str, Any]
+    score: float
+    relevance: float  # idf-weighted share of question terms present, in [0, 1]
+    matched: frozenset[str]
+
+
+def _answer_shape_bonus(question: str, sentence: str, topic: str) -> float:
+    q = question.lower().strip()
+    bonus = 0.0
+    asks_definition = topic and re.fullmatch(
+        rf"(?:what|who)\s+(?:is|are|was|were)\s+(?:an?\s+|the\s+)?{re.escape(topic.lower())}\s*[?.!]*", q)
+    if asks_definition:
+        # A definition: "Python is a ...", "An embedding is a ...", "Guido van Rossum is a ...".
+        m = re.match(rf"^(?:an?\s+|the\s+)?{re.escape(topic)}(?:\s*\([^)]*\))?\s+(?:is|are|was|were)\s+(an?|the)\b",
+                     sentence, re.I)
+        if m:
+            bonus += 0.3 if m.group(1).lower() != "the" else 0.15
+    if re.search(r"\b(?:when|what\s+year|which\s+year|in\s+what\s+year)\b", q) and re.search(r"\b1[89]\d\d\b|\b20\d\d\b",
+                                                                                         sentence):
+        bonus += 0.15
+    if q.startswith("who") and re.search(r"\b[A-Z][a-z]+\s+(?:van\s+|de\s+)?[A-Z][a-z]+", sentence[1:]):
+        bonus += 0.15
+    if re.search(r"\bhow\s+many\b", q) and re.search(r"\d", sentence):
+        bonus += 0.15
+    return bonus
+
+
+def _fix_pronoun(sentence: str, doc: Mapping[str, Any], position: int) -> str:
+    """"It was created by..." out of context: name the subject from the document's first sentence."""
+    if position == 0 or not _LEADING_PRONOUN.match(sentence):
+        return sentence
+    first = sentences(str(doc.get("text", "")))[:1]
+    subject = topic_of(first[0]) if first else ""
+    if not subject or len(subject.split()) > 4:
+        subject = str(doc.get("title", "")).split(" - ")[0].split(" (")[0]
+    if not subject:
+        return sentence
+    word = _LEADING_PRONOUN.match(sentence).group(1)  # type: ignore[union-attr]
+    repl = subject + ("'s" if word in ("Its", "Their") else "")
+    return repl + sentence[len(word):]
+
+
+def rank_sentences(question: str, docs: Sequence[Mapping[str, Any]],
+                   idf: Callable[[str], float] | None = None) -> list[Candidate]:
+    """Every sentence of ``docs`` that shares a term with ``question``, best first."""
+    idf = idf or corpus.idf
+    qterms = list(dict.fromkeys(terms(question)))
+    if not qterms:
+        return []
+    weights = {t: idf(t) for t in qterms}
+    total = sum(weights.values()) or 1.0
+    topic = topic_of(question)
+    qset = set(qterms)
+    qpairs = set(zip(qterms, qterms[1:], strict=False))
+    out: list[tuple[float, int, Candidate]] = []
+    order = 0
+    for rank, doc in enumerate(docs):
+        title_terms = term_set(str(doc.get("title", "")))
+        title_bonus = 0.1 * len(title_terms & qset) / len(qset)
+        for pos, sent in enumerate(sentences(str(doc.get("text", "")))):
+            sent = _fix_pronoun(sent, doc, pos)
+            sterms = term_set(sent)
+            matched = frozenset(qset & sterms)
+            if not matched:
+                continue
+            relevance = sum(weights[t] for t in matched) / total
+            seq = terms(sent)
+            phrase_bonus = 0.1 * len(qpairs & set(zip(seq, seq[1:], strict=False)))  # "used for" next to "Python"
+            score = (relevance + title_bonus + phrase_bonus + _answer_shape_bonus(question, sent, topic)
+                     + (0.05 if pos == 0 else 0.0) - 0.02 * min(rank, 10))
+            out.append((score, order, Candidate(sent, doc, round(score, 6), round(relevance, 6), matched)))
+            order += 1
+    out.sort(key=lambda t: (-t[0], t[1]))
+    return [c for _, _, c in out]
+
+
+def _distinct(cand: Candidate, chosen: Iterable[str]) -> bool:
+    """Not a copy, near-copy (Jaccard >= 0.6) or mostly-contained restatement of a chosen sentence."""
+    ct = term_set(cand.sentence)
+    for c in chosen:
+        other = term_set(c)
+        if normalise(cand.sentence) == normalise(c) or jaccard(ct, other) >= 0.6:
+            return False
+        if ct and other and len(ct & other) / min(len(ct), len(other)) >= 0.8:
+            return False
+    return True
+
+
+def compose(question: str, docs: Sequence[Mapping[str, Any]], max_sentences: int = 2,
+            temperature: float = 0.0, seed: int = 0, min_ratio: float = 0.5) -> list[Candidate]:
+    """The answer's sentences, best first; empty when nothing is relevant enough.
+
+    Further sentences join only if at least ``min_ratio`` times as good as the first. With ``temperature > 0`` the
+    first sentence is drawn (seeded) from the near-ties within ``0.1 * temperature`` of the best.
+    """
+    ranked = rank_sentences(question, docs)
+    if not ranked or ranked[0].relevance < MIN_RELEVANCE:
+        return []
+    first = ranked[0]
+    if temperature > 0:
+        ties = [c for c in ranked if c.score >= ranked[0].score - 0.1 * temperature and c.relevance >= MIN_RELEVANCE]
+        first = ties[random.Random(seed).randrange(len(ties))]
+    chosen = [first]
+    for cand in ranked:
+        if len(chosen) >= max_sentences:
+            break
+        if cand is first or cand.score < min_ratio * first.score or cand.relevance < MIN_RELEVANCE:
+            continue
+        if _distinct(cand, [c.sentence for c in chosen]):
+            chosen.append(cand)
+    return chosen
+
+
+def more_sentences(question: str, answer: str, docs: Sequence[Mapping[str, Any]], k: int = 1,
+                   prefer: Iterable[str] = ()) -> list[Candidate]:
+    """The ``k`` best relevant sentences not already in ``answer`` (``prefer``: terms a critique missed)."""
+    prefer_set = set(terms(" ".join(prefer)))
+    existing = sentences(answer)
+    ranked = rank_sentences(question, docs)
+    if prefer_set:
+        ranked.sort(key=lambda c: -(c.score + 0.5 * len(term_set(c.sentence) & prefer_set)))
+    out: list[Candidate] = []
+    for cand in ranked:
+        if len(out) >= k:
+            break
+        if _distinct(cand, existing + [c.sentence for c in out]):
+            out.append(cand)
+    return out
+
+
+def context_or_corpus(question: str, context: Sequence[Mapping[str, Any]], top_k: int = 8) -> list[dict[str, Any]]:
+    """The given context documents, or the corpus documents BM25 finds for ``question``."""
+    if context:
+        return [dict(d) for d in context]
+    return corpus.search(question, corpus.ALL, "bm25", top_k)
