@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import NodeExecutionError, SibylError, TemplateError
@@ -80,7 +80,7 @@ class Scheduler:
         self._inflight = 0
         self._inflight_by: dict[str, int] = {}
         self._blocked: dict[str | None, deque[tuple[Node, tuple[str, ...]]]] = {}
-        self._tasks: dict[asyncio.Task[Any], tuple[Node, int]] = {}
+        self._tasks: dict[asyncio.Task[Any], tuple[Node, int, tuple[str, ...]]] = {}
         self._done: deque[tuple[asyncio.Task[Any], Node, int]] = deque()
         self._wake: asyncio.Future[None] | None = None
         self._failure: NodeFailure | None = None
@@ -182,6 +182,7 @@ class Scheduler:
                     self._wake = None
             while self._done:
                 task, node, it = self._done.popleft()
+                self._tasks.pop(task, None)
                 self._release(node)
                 try:
                     outcome = task.result()
@@ -197,14 +198,15 @@ class Scheduler:
     def _spawn(self, node: Node, ctx: StepContext, info: TechniqueInfo | None, it: int,
                first_error: BaseException | None, t0: float) -> None:
         task = asyncio.ensure_future(self._attempts(node, ctx, info, it, first_error, t0))
-        self._tasks[task] = (node, it)
+        self._tasks[task] = (node, it, ctx._preds if isinstance(ctx._preds, tuple) else ())
         self._inflight += 1
         if node.limit_key is not None:
             self._inflight_by[node.limit_key] = self._inflight_by.get(node.limit_key, 0) + 1
         task.add_done_callback(self._on_task_done)
 
     def _on_task_done(self, task: asyncio.Task[Any]) -> None:
-        node, it = self._tasks.pop(task)
+        # stays in _tasks until applied, so a snapshot taken meanwhile still lists it in the frontier
+        node, it, _ = self._tasks[task]
         self._done.append((task, node, it))
         wake = self._wake
         if wake is not None and not wake.done():
@@ -521,12 +523,12 @@ class Scheduler:
         self.run.records.append(StepRecord(node.id, node.technique, it, status, t0 - base, t1 - base,
                                            attempts, output, error, reason, fallback_for, node.group))
 
-    def _make_event(self, kind: str, node: Node, it: int, **data: Any) -> Event:
-        return Event(kind, self.run.run_id, node.id, it, time.time(), data)
+    def _make_event(self, event_kind: str, node: Node, it: int, **data: Any) -> Event:
+        return Event(event_kind, self.run.run_id, node.id, it, time.time(), data)
 
-    def _event(self, kind: str, node: Node, it: int, **data: Any) -> None:
+    def _event(self, event_kind: str, node: Node, it: int, **data: Any) -> None:
         assert self._emit is not None
-        self._emit(Event(kind, self.run.run_id, node.id, it, time.time(), data))
+        self._emit(Event(event_kind, self.run.run_id, node.id, it, time.time(), data))
 
     def _flush_deferred(self) -> None:
         if self._deferred_events:
@@ -535,17 +537,30 @@ class Scheduler:
                 self._emit(ev)  # type: ignore[misc]
 
     # ------------------------------------------------------------------ checkpoints
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, only: Iterable[str] | None = None) -> dict[str, Any]:
         """JSON-able progress: what ran, loop counters, edge state and the frontier (running nodes
-        count as ready: they had not finished, so a resume runs them again)."""
-        ids = [n.id for n in self._nodes]
+        count as ready, with the predecessors they were started with: they had not finished, so a
+        resume runs them again). ``only`` limits the per-node maps to those ids (incremental
+        checkpoints write just the nodes a step touched, so a checkpoint never scans the graph)."""
         frontier = [[n.id, list(p)] for n, p in self._ready]
-        frontier += [[n.id, []] for n, _ in self._tasks.values()]
+        frontier += [[n.id, list(p)] for n, _, p in self._tasks.values()]
         for q in self._blocked.values():
             frontier += [[n.id, list(p)] for n, p in q]
+        if only is not None:
+            gn = self.graph.nodes
+            picked = [gn[i] for i in only if i in gn]
+            return {
+                "pending": {n.id: self._pending[n.index] for n in picked},
+                "fired": {n.id: list(self._fired[n.index]) for n in picked},
+                "runs": {n.id: self._runs[n.index] for n in picked},
+                "acts": {n.id: self._acts[n.index] for n in picked},
+                "frontier": frontier,
+                "stopped_by": self.stopped_by,
+            }
+        ids = [n.id for n in self._nodes]
         return {
             "pending": dict(zip(ids, self._pending, strict=True)),
-            "fired": {i: f for i, f in zip(ids, self._fired, strict=True) if f},
+            "fired": {i: list(f) for i, f in zip(ids, self._fired, strict=True) if f},
             "runs": dict(zip(ids, self._runs, strict=True)),
             "acts": dict(zip(ids, self._acts, strict=True)),
             "frontier": frontier,

@@ -628,7 +628,8 @@ class _Compiler:
                 self.aliases[root] = edge_src
                 self.warnings.append(f"{where}: '{root}' read as node '{edge_src}' (the edge's source)")
                 continue
-            close = near_nodes or difflib.get_close_matches(root, sorted(known), n=1, cutoff=0.75)
+            close = [k for k in sorted(known, key=lambda k: _edit_distance(root, k))[:1]
+                     if _looks_like_typo(root, k)]
             if close:
                 raise self.err(path, f"unknown name '{root}' in {ref}; did you mean '{close[0]}'? "
                                      f"(if it is an input field, list it under the pipeline's 'inputs:')",
@@ -732,3 +733,20 @@ def _shifted(lines: LineMap) -> LineMap:
     for path, line in lines._lines.items():
         shifted.set(("steps",) + tuple(path), line)
     return shifted
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (small strings only: names in templates)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _looks_like_typo(name: str, known: str) -> bool:
+    """A slip of the keyboard, not a different word: ``clasify``/``classify`` yes,
+    ``needs_expensive_step``/``expensive_step`` no."""
+    return _edit_distance(name, known) <= max(1, min(len(name), len(known)) // 4)
