@@ -31,11 +31,13 @@ def to_text(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value) if isinstance(value, float) else str(value)
     if isinstance(value, dict):
-        for key in ("answer", "text", "content", "query", "summary"):
+        for key in ("answer", "text", "content", "summary"):
             if isinstance(value.get(key), str):
                 return value[key]
         if isinstance(value.get("documents"), list):
             return to_text(value["documents"])
+        if isinstance(value.get("query"), str):
+            return value["query"]
         return json.dumps(value, ensure_ascii=False, default=str)
     if isinstance(value, (list, tuple)):
         lines = []
