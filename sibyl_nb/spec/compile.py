@@ -111,6 +111,7 @@ class _Compiler:
         self.aliases: dict[str, str] = {}
         self.pruned: set[str] = set()
         self.loose_names: set[str] = set()
+        self.executor: Any = None
 
     # -- helpers ----------------------------------------------------------------------------
     def err(self, path: Path, message: str, cls: type[SpecError] = SpecError, **kw: Any) -> SpecError:
@@ -331,6 +332,8 @@ class _Compiler:
             raise self.err(path + ("max_iterations",), "max_iterations must be at least 1")
         group = str(step.get("id") or step.get("name") or f"graph_{index}")
         limit_key = self.limit(config, path, group)
+        if config.get("executor") is not None:
+            self.executor_choice(config["executor"], path + ("executor",))
         if mode == "dynamic":
             return self.dynamic_step(config, path, step, group, max_it)
         gdef = config.get("graph_definition")
@@ -399,6 +402,13 @@ class _Compiler:
         for token in edge.path.replace("]", "").replace("[", ".").split("."):
             parts.append(int(token) if token.isdigit() else token)
         return tuple(parts)
+
+    def executor_choice(self, value: Any, path: Path) -> None:
+        """One run has one scheduler and one executor: a graph's ``executor:`` chooses it for the pipeline."""
+        if self.executor is not None and self.executor != value:
+            raise self.err(path, f"executor {value!r} conflicts with {self.executor!r} chosen earlier: "
+                                 f"a pipeline runs on one executor")
+        self.executor = value
 
     def limit(self, config: dict[str, Any], path: Path, group: str) -> str | None:
         mc = config.get("max_concurrent")
@@ -660,6 +670,15 @@ def compile_pipeline(name: str, spec: dict[str, Any], path: Path, lines: LineMap
     if mc is not None:
         check_type(mc, int, path + ("max_concurrent",), lines, "max_concurrent")
         comp.graph.max_concurrent = mc
+    executor = spec.get("executor")
+    if spec.get("scheduler_address") is not None:
+        address = spec["scheduler_address"]
+        check_type(address, str, path + ("scheduler_address",), lines, "scheduler_address")
+        if executor not in (None, "dask") and not isinstance(executor, dict):
+            raise lines.error(path + ("scheduler_address",), f"scheduler_address needs executor: dask, not {executor!r}")
+        executor = {**(executor if isinstance(executor, dict) else {}), "kind": "dask", "scheduler_address": address}
+    if executor is not None:
+        comp.executor_choice(executor, path + ("executor",))
     exits = comp.pipeline(spec["steps"], path + ("steps",))
     comp.graph.exits = exits
     comp.graph.finalize()
@@ -668,7 +687,7 @@ def compile_pipeline(name: str, spec: dict[str, Any], path: Path, lines: LineMap
                         required_inputs=required, declared_inputs=tuple(inputs), aliases=comp.aliases,
                         pruned=frozenset(comp.pruned), warnings=comp.warnings,
                         description=str(spec.get("description") or ""),
-                        executor=spec.get("executor"), trusted=trusted)
+                        executor=comp.executor, trusted=trusted)
 
 
 def compile_document(data: Any, lines: LineMap, *, trusted: bool = False,
