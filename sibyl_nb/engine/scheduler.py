@@ -408,6 +408,10 @@ class Scheduler:
                         work.append((dst, "skipped", dit))
 
     def _preds_of(self, fired: list[str]) -> tuple[str, ...]:
+        """Fired predecessors in declaration order, so a join's inputs never depend on timing."""
+        if len(fired) > 1:
+            nodes = self.graph.nodes
+            fired = sorted(fired, key=lambda p: nodes[p].index if p in nodes else -1)
         passthrough = self.run.passthrough
         if not passthrough:
             return tuple(fired)
@@ -535,6 +539,15 @@ class Scheduler:
             events, self._deferred_events = self._deferred_events, []
             for ev in events:
                 self._emit(ev)  # type: ignore[misc]
+
+    def running(self) -> frozenset[str]:
+        """Ids of nodes with a call in flight. Safe to call from another thread (a live view polls it)."""
+        for _ in range(3):  # the loop thread may add/remove a task while we copy
+            try:
+                return frozenset(entry[0].id for entry in list(self._tasks.values()))
+            except RuntimeError:
+                continue
+        return frozenset()
 
     # ------------------------------------------------------------------ checkpoints
     def snapshot(self, only: Iterable[str] | None = None) -> dict[str, Any]:
