@@ -1,0 +1,369 @@
+"""The four context strategies as pure functions of (history, budget, token counter).
+
+Each returns a :class:`ContextResult`: the context messages to send (an optional summary message,
+compressed older messages, recent messages in full — in chronological order; the system prompt and
+the current user message are *accounted* but left to the generation step) and a token allocation
+whose seven parts — system, summary, compressed, recent, current, reserved, free — sum exactly to
+``max_tokens``. ``free`` is negative only when the fixed parts alone (system + current + reserve)
+exceed the budget; ``over_budget`` says so.
+
+Counts come from each message's cached ``tokens`` (see :mod:`.tokens`), and selection walks back
+from the newest message, so a turn costs O(messages kept), not O(history).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .extractive import compress_text, summarize_messages
+from .tokens import REPLY_PRIMING, TokenCounter, content_text, get_counter
+
+__all__ = ["ContextResult", "ALLOCATION_KEYS", "STRATEGIES", "window_context", "compression_context",
+           "summary_context", "hierarchical_context", "build_context", "parse_levels", "DEFAULT_LEVELS",
+           "SUMMARY_PREFIX", "COMPRESSED_PREFIX"]
+
+ALLOCATION_KEYS = ("system", "summary", "compressed", "recent", "current", "reserved", "free")
+DEFAULT_MAX_TOKENS = 8000
+DEFAULT_LEVELS = {"full": 5, "compressed": 10, "summary": 100}
+SUMMARY_PREFIX = "Summary of the earlier conversation: "
+COMPRESSED_PREFIX = "Earlier conversation (compressed): "
+
+Message = dict[str, Any]
+Abstractor = Callable[[Sequence[Mapping[str, Any]], int], str]
+
+
+@dataclass(slots=True)
+class ContextResult:
+    """What a strategy decided: the messages to send and where the budget went."""
+
+    strategy: str
+    messages: list[Message]
+    allocation: dict[str, int]
+    max_tokens: int
+    kept: dict[str, int]
+    dropped: int = 0
+    summary: str = ""
+    over_budget: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_used(self) -> int:
+        """Tokens the request will use: everything but the response reserve and the free space."""
+        a = self.allocation
+        return a["system"] + a["summary"] + a["compressed"] + a["recent"] + a["current"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"messages": self.messages, "allocation": dict(self.allocation), "strategy": self.strategy,
+                "kept": dict(self.kept), "tokens_used": self.tokens_used, "max_tokens": self.max_tokens,
+                "dropped": self.dropped, "summary": self.summary, "over_budget": self.over_budget}
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _clean(msg: Mapping[str, Any], content: Any = None) -> Message:
+    """The message as a provider wants it: role, content (and name), no cached bookkeeping."""
+    out: Message = {"role": msg.get("role", "user"), "content": msg.get("content") if content is None else content}
+    if msg.get("name"):
+        out["name"] = msg["name"]
+    return out
+
+
+class _Budget:
+    """The fixed parts of the allocation and what is left for history."""
+
+    def __init__(self, counter: TokenCounter, max_tokens: int, reserve_tokens: int | None,
+                 system_prompt: str, current: str) -> None:
+        self.counter = counter
+        self.max_tokens = int(max_tokens)
+        if reserve_tokens is None:
+            reserve_tokens = min(2000, self.max_tokens // 4)
+        self.reserved = max(0, int(reserve_tokens))
+        self.system = counter.message_tokens({"role": "system", "content": system_prompt}) if system_prompt else 0
+        cur = counter.message_tokens({"role": "user", "content": current}) if current else 0
+        self.current = cur + REPLY_PRIMING
+        self.available = self.max_tokens - self.reserved - self.system - self.current
+
+    def allocation(self, summary: int = 0, compressed: int = 0, recent: int = 0) -> dict[str, int]:
+        used = self.system + summary + compressed + recent + self.current + self.reserved
+        return {"system": self.system, "summary": summary, "compressed": compressed, "recent": recent,
+                "current": self.current, "reserved": self.reserved, "free": self.max_tokens - used}
+
+
+def _suffix(history: Sequence[Mapping[str, Any]], budget: int, counter: TokenCounter,
+            limit: int | None = None) -> tuple[int, int]:
+    """(count, tokens) of the longest suffix of ``history`` (at most ``limit`` messages) within ``budget``."""
+    n = len(history)
+    stop = n - limit if limit is not None else 0
+    used = 0
+    i = n
+    tok = counter.message_tokens
+    while i > max(stop, 0):
+        t = tok(history[i - 1])
+        if used + t > budget:
+            break
+        used += t
+        i -= 1
+    return n - i, used
+
+
+def _compressed(msg: Mapping[str, Any], ratio: float, counter: TokenCounter) -> tuple[Message, int]:
+    """The message with its content compressed (memoised), and its token cost."""
+    text, n = compress_text(content_text(msg.get("content")), ratio, counter)
+    name = msg.get("name")
+    return _clean(msg, text), counter.overhead(str(msg.get("role") or ""), str(name) if name else None) + n
+
+
+def _summary_message(text: str, counter: TokenCounter) -> tuple[Message | None, int]:
+    if not text:
+        return None, 0
+    msg = {"role": "system", "content": SUMMARY_PREFIX + text}
+    return msg, counter.message_tokens(msg)
+
+
+def _fit_summary(text: str, room: int, counter: TokenCounter) -> tuple[Message | None, int, str]:
+    """The summary message cut to ``room`` tokens (None if not even the frame fits)."""
+    msg, t = _summary_message(text, counter)
+    if msg is None or t <= room:
+        return msg, t, text
+    frame = t - counter.count(text)
+    cut = counter.truncate(text, room - frame - 1) if room - frame - 1 > 0 else ""
+    if not cut:
+        return None, 0, ""
+    msg, t = _summary_message(cut, counter)
+    return msg, t, cut
+
+
+def _setup(counter: TokenCounter | None, model: str | None) -> TokenCounter:
+    return counter or get_counter(model)
+
+
+# ---------------------------------------------------------------------------------- strategies
+def window_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                   window_size: int | None = None, reserve_tokens: int | None = None,
+                   system_prompt: str = "", current: str = "", summary: str = "",
+                   include_summary: bool = False, counter: TokenCounter | None = None,
+                   model: str | None = None) -> ContextResult:
+    """Keep the longest suffix (at most ``window_size`` messages) that fits
+    ``max_tokens - reserve_tokens - system - current`` (minus the summary if ``include_summary``)."""
+    counter = _setup(counter, model)
+    b = _Budget(counter, max_tokens, reserve_tokens, system_prompt, current)
+    room = b.available
+    smsg, stok, stext = (None, 0, "")
+    if include_summary and summary:
+        smsg, stok, stext = _fit_summary(summary, max(room, 0), counter)
+        room -= stok
+    limit = int(window_size) if window_size else None
+    k, used = _suffix(history, max(room, 0), counter, limit)
+    kept = history[len(history) - k:] if k else []
+    messages = ([smsg] if smsg else []) + [_clean(m) for m in kept]
+    alloc = b.allocation(summary=stok, recent=used)
+    return ContextResult("window", messages, alloc, b.max_tokens, {"full": k, "compressed": 0, "summarized": 0},
+                         dropped=len(history) - k, summary=stext, over_budget=alloc["free"] < 0)
+
+
+def compression_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                        compression_ratio: float = 0.5, compression_method: str = "extractive",
+                        keep_recent: int | None = None, reserve_tokens: int | None = None,
+                        system_prompt: str = "", current: str = "", summary: str = "",
+                        include_summary: bool = False, counter: TokenCounter | None = None,
+                        model: str | None = None, abstract: Abstractor | None = None) -> ContextResult:
+    """Recent messages in full (the newest that fit half the room, or ``keep_recent`` of them), older
+    ones compressed to ``compression_ratio``: each message extractively, or all together in one
+    block by ``abstract(messages, target_tokens)`` (a model) when the method is ``abstractive``.
+    What still does not fit is dropped, oldest first."""
+    counter = _setup(counter, model)
+    b = _Budget(counter, max_tokens, reserve_tokens, system_prompt, current)
+    room = max(b.available, 0)
+    smsg, stok, stext = (None, 0, "")
+    if include_summary and summary:
+        smsg, stok, stext = _fit_summary(summary, room, counter)
+        room -= stok
+    n = len(history)
+    k_all, used_all = _suffix(history, room, counter)
+    if k_all == n:  # everything fits uncompressed
+        messages = ([smsg] if smsg else []) + [_clean(m) for m in history]
+        alloc = b.allocation(summary=stok, recent=used_all)
+        return ContextResult("compression", messages, alloc, b.max_tokens,
+                             {"full": n, "compressed": 0, "summarized": 0}, summary=stext,
+                             over_budget=alloc["free"] < 0, details={"ratio_requested": compression_ratio})
+    if keep_recent is not None:
+        k_full, used_full = _suffix(history, room, counter, int(keep_recent))
+    else:
+        k_full, used_full = _suffix(history, room // 2, counter)
+    older = history[: n - k_full]
+    left = room - used_full
+    ratio = float(compression_ratio)
+    comp_msgs: list[Message] = []
+    comp_tokens = 0
+    orig_tokens = 0
+    n_comp = 0
+    if compression_method == "abstractive":
+        if abstract is None:
+            raise ValueError("compression_method 'abstractive' needs a model: pass abstract=(messages, tokens) -> text")
+        take, orig = 0, 0
+        for m in reversed(older):  # the newest older messages whose compressed size fits
+            t = counter.message_tokens(m)
+            if (orig + t) * ratio > left:
+                break
+            orig += t
+            take += 1
+        if take:
+            block = older[len(older) - take:]
+            frame = counter.message_tokens({"role": "system", "content": COMPRESSED_PREFIX})
+            text = abstract(block, max(1, int(orig * ratio) - frame))
+            text = counter.truncate(text, max(0, left - frame))
+            if text:
+                msg = {"role": "system", "content": COMPRESSED_PREFIX + text}
+                comp_msgs, comp_tokens, orig_tokens, n_comp = [msg], counter.message_tokens(msg), orig, take
+    else:
+        for m in reversed(older):
+            msg, t = _compressed(m, ratio, counter)
+            if comp_tokens + t > left:
+                break
+            comp_msgs.append(msg)
+            comp_tokens += t
+            orig_tokens += counter.message_tokens(m)
+            n_comp += 1
+        comp_msgs.reverse()
+    full = history[n - k_full:]
+    messages = ([smsg] if smsg else []) + comp_msgs + [_clean(m) for m in full]
+    alloc = b.allocation(summary=stok, compressed=comp_tokens, recent=used_full)
+    achieved = comp_tokens / orig_tokens if orig_tokens else 1.0
+    return ContextResult("compression", messages, alloc, b.max_tokens,
+                         {"full": k_full, "compressed": n_comp, "summarized": 0},
+                         dropped=n - k_full - n_comp, summary=stext, over_budget=alloc["free"] < 0,
+                         details={"ratio_requested": ratio, "ratio_achieved": achieved,
+                                  "method": compression_method})
+
+
+def summary_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                    summary_frequency: int = 10, summary_length: int = 200, reserve_tokens: int | None = None,
+                    system_prompt: str = "", current: str = "", summary: str = "",
+                    counter: TokenCounter | None = None, model: str | None = None,
+                    abstract: Abstractor | None = None) -> ContextResult:
+    """Every complete block of ``summary_frequency`` messages before the newest partial block is
+    summarised (at most ``summary_length`` tokens, after any stored ``summary``); the rest is kept
+    in full as far as it fits."""
+    counter = _setup(counter, model)
+    b = _Budget(counter, max_tokens, reserve_tokens, system_prompt, current)
+    room = max(b.available, 0)
+    n = len(history)
+    freq = max(1, int(summary_frequency))
+    cut = ((n - 1) // freq) * freq if n else 0
+    older, recent = history[:cut], history[cut:]
+    length = max(0, int(summary_length))
+    if older and abstract is not None:
+        text = abstract(older, length)
+        if summary:
+            text = f"{counter.truncate(summary, length // 2)} {text}"
+        text = counter.truncate(text, length)
+    else:
+        text = summarize_messages(older, length, prior=summary, counter=counter) if (older or summary) else ""
+    smsg, stok, stext = _fit_summary(text, room, counter)
+    k, used = _suffix(recent, room - stok, counter)
+    messages = ([smsg] if smsg else []) + [_clean(m) for m in recent[len(recent) - k:]]
+    alloc = b.allocation(summary=stok, recent=used)
+    return ContextResult("summary", messages, alloc, b.max_tokens,
+                         {"full": k, "compressed": 0, "summarized": len(older) if smsg else 0},
+                         dropped=len(recent) - k + (0 if smsg else len(older)), summary=stext,
+                         over_budget=alloc["free"] < 0, details={"summary_frequency": freq, "blocks": cut // freq})
+
+
+def parse_levels(levels: Any) -> dict[str, int]:
+    """Seed form ``[{name: full, messages: 5}, ...]`` or ``{full: 5, ...}`` -> message counts per level."""
+    out = dict(DEFAULT_LEVELS)
+    if not levels:
+        return out
+    alias = {"full": "full", "recent": "full", "compressed": "compressed", "compress": "compressed",
+             "summary": "summary", "summarized": "summary", "summarised": "summary"}
+    items = levels.items() if isinstance(levels, Mapping) else (
+        (lv.get("name"), lv.get("messages")) for lv in levels if isinstance(lv, Mapping))
+    for name, count in items:
+        key = alias.get(str(name).lower())
+        if key is None:
+            raise ValueError(f"unknown context level {name!r}: use full, compressed or summary")
+        out[key] = max(0, int(count)) if count is not None else out[key]
+    return out
+
+
+def _level_option(levels: Any, name: str, key: str) -> Any:
+    if isinstance(levels, Sequence) and not isinstance(levels, str):
+        for lv in levels:
+            if isinstance(lv, Mapping) and str(lv.get("name", "")).lower().startswith(name[:4]) and key in lv:
+                return lv[key]
+    return None
+
+
+def hierarchical_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int = DEFAULT_MAX_TOKENS,
+                         levels: Any = None, compression_ratio: float = 0.5, summary_length: int = 200,
+                         reserve_tokens: int | None = None, system_prompt: str = "", current: str = "",
+                         summary: str = "", counter: TokenCounter | None = None,
+                         model: str | None = None) -> ContextResult:
+    """The newest ``full`` messages verbatim, the ``compressed`` before them compressed, the
+    ``summary`` before those in one summary (defaults 5 / 10 / 100). When the budget is short, the
+    full level keeps priority, then the summary (cut), then the compressed level (oldest dropped)."""
+    counter = _setup(counter, model)
+    lv = parse_levels(levels)
+    ratio = float(_level_option(levels, "compressed", "ratio") or compression_ratio)
+    length = int(_level_option(levels, "summary", "max_tokens") or summary_length)
+    b = _Budget(counter, max_tokens, reserve_tokens, system_prompt, current)
+    room = max(b.available, 0)
+    n = len(history)
+    f_start = max(0, n - lv["full"])
+    c_start = max(0, f_start - lv["compressed"])
+    s_start = max(0, c_start - lv["summary"])
+    full, comp, summ = history[f_start:], history[c_start:f_start], history[s_start:c_start]
+
+    k_full, used_full = _suffix(full, room, counter)
+    room -= used_full
+    text = summarize_messages(summ, length, prior=summary, counter=counter) if (summ or summary) else ""
+    smsg, stok, stext = _fit_summary(text, room, counter)
+    room -= stok
+    comp_msgs: list[Message] = []
+    comp_tokens = orig_tokens = 0
+    for m in reversed(comp):
+        msg, t = _compressed(m, ratio, counter)
+        if comp_tokens + t > room:
+            break
+        comp_msgs.append(msg)
+        comp_tokens += t
+        orig_tokens += counter.message_tokens(m)
+    comp_msgs.reverse()
+    messages = ([smsg] if smsg else []) + comp_msgs + [_clean(m) for m in full[len(full) - k_full:]]
+    alloc = b.allocation(summary=stok, compressed=comp_tokens, recent=used_full)
+    kept = {"full": k_full, "compressed": len(comp_msgs), "summarized": len(summ) if smsg else 0}
+    dropped = n - kept["full"] - kept["compressed"] - kept["summarized"]
+    return ContextResult("hierarchical", messages, alloc, b.max_tokens, kept, dropped=dropped, summary=stext,
+                         over_budget=alloc["free"] < 0,
+                         details={"levels": lv, "ratio_requested": ratio,
+                                  "ratio_achieved": comp_tokens / orig_tokens if orig_tokens else 1.0})
+
+
+STRATEGIES: dict[str, Callable[..., ContextResult]] = {
+    "window": window_context,
+    "compression": compression_context,
+    "summary": summary_context,
+    "hierarchical": hierarchical_context,
+}
+
+_OPTIONS = {
+    "window": ("max_tokens", "window_size", "reserve_tokens", "system_prompt", "current", "summary",
+               "include_summary", "counter", "model"),
+    "compression": ("max_tokens", "compression_ratio", "compression_method", "keep_recent", "reserve_tokens",
+                    "system_prompt", "current", "summary", "include_summary", "counter", "model", "abstract"),
+    "summary": ("max_tokens", "summary_frequency", "summary_length", "reserve_tokens", "system_prompt",
+                "current", "summary", "counter", "model", "abstract"),
+    "hierarchical": ("max_tokens", "levels", "compression_ratio", "summary_length", "reserve_tokens",
+                     "system_prompt", "current", "summary", "counter", "model"),
+}
+
+
+def build_context(strategy: str, history: Sequence[Mapping[str, Any]], **options: Any) -> ContextResult:
+    """Run ``strategy`` by name with whichever of ``options`` it understands (the rest is ignored)."""
+    try:
+        fn = STRATEGIES[strategy]
+    except KeyError:
+        raise ValueError(f"unknown context strategy {strategy!r}: choose {', '.join(STRATEGIES)}") from None
+    known = _OPTIONS[strategy]
+    return fn(history, **{k: v for k, v in options.items() if k in known and v is not None})

@@ -1,0 +1,142 @@
+"""Load a session's history for a run and store the turn after it: the seed's "how it works" 1-4.
+
+Usable without a pipeline::
+
+    mgr = SessionManager(policy_from_config({"subtechnique": "memory", "storage": "memory"}))
+    view = mgr.load("user_123")            # view.history, view.summary
+    mgr.record_turn("user_123", "What is Python?", "Python is a programming language...")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..context.extractive import compress_text, summarize_messages
+from ..context.tokens import TokenCounter, get_counter
+from ..stores import SessionData, Store, shared_store
+from .policy import SessionPolicy
+
+__all__ = ["SessionManager", "SessionView", "make_message"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class SessionView:
+    """What one run sees of a session."""
+
+    session_id: str | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: str = ""
+    new_session: bool = True
+    stored_messages: int = 0
+    summary_covers: int = 0
+    compressed: int = 0        # older messages shown compressed
+    left_out: int = 0          # stored messages not shown (max_tokens / max_messages / window)
+    expires_at: float | None = None
+    user_id: str | None = None
+
+
+def make_message(role: str, content: str, counter: TokenCounter | None = None) -> dict[str, Any]:
+    """A message as stored: role, content, time, and its token count (computed here, once)."""
+    msg = {"role": role, "content": content, "ts": round(time.time(), 3)}
+    (counter or get_counter()).message_tokens(msg)
+    return msg
+
+
+class SessionManager:
+    """A session policy bound to a store (a shared one per configuration unless given)."""
+
+    def __init__(self, policy: SessionPolicy, store: Store | None = None, *,
+                 counter: TokenCounter | None = None) -> None:
+        self.policy = policy
+        self.counter = counter or get_counter()
+        if store is None and policy.stateful:
+            store = shared_store(policy.storage, ttl=policy.timeout, **policy.store_config)
+        self.store = store
+
+    @property
+    def network(self) -> bool:
+        """True when store calls leave the process (callers should run them in a thread)."""
+        return self.store is not None and self.store.backend in ("redis", "sql")
+
+    # ---------------------------------------------------------------- load (steps 1 and 3)
+    def load(self, session_id: str | None) -> SessionView:
+        pol = self.policy
+        if not pol.stateful or self.store is None or not session_id:
+            return SessionView(session_id)
+        data: SessionData | None = self.store.load(session_id)
+        if data is None:
+            return SessionView(session_id)
+        view = SessionView(session_id, new_session=False, stored_messages=len(data.messages),
+                           summary=data.summary, summary_covers=data.summary_covers,
+                           expires_at=data.expires_at, user_id=data.user_id)
+        history = [m for m in data.messages if isinstance(m, dict)]
+        left: list[dict[str, Any]] = []
+        limit = pol.store_limit
+        if limit and len(history) > limit:  # concurrent turns may overshoot until the next trim
+            left, history = history[:-limit], history[-limit:]
+        if pol.max_tokens:
+            history, more, view.compressed = self._fit_tokens(history, pol.max_tokens)
+            left += more
+        view.left_out = len(left)
+        if left and pol.summarization:
+            view.summary = summarize_messages(left, pol.summary_length, prior=view.summary, counter=self.counter)
+        view.history = history
+        return view
+
+    def _fit_tokens(self, history: list[dict[str, Any]], budget: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+        """(history within ``budget`` tokens, messages left out, how many were compressed)."""
+        tok = self.counter.message_tokens
+        total = sum(tok(m) for m in history)
+        if total <= budget:
+            return history, [], 0
+        history = list(history)
+        compressed = 0
+        if self.policy.compression:
+            older = max(0, len(history) - self.policy.keep_recent)
+            for i in range(older):  # oldest first, until it fits
+                m = history[i]
+                text, _ = compress_text(str(m.get("content") or ""), self.policy.compression_ratio, self.counter)
+                new = {**{k: v for k, v in m.items() if k != "tokens"}, "content": text, "compressed": True}
+                total += tok(new) - tok(m)
+                history[i] = new
+                compressed += 1
+                if total <= budget:
+                    break
+        cut = 0
+        while total > budget and cut < len(history):
+            total -= tok(history[cut])
+            cut += 1
+        kept = history[cut:]
+        return kept, history[:cut], compressed - min(compressed, cut)
+
+    # ---------------------------------------------------------------- store (steps 2 and 4)
+    def record_turn(self, session_id: str | None, user: str | None, reply: str | None, *,
+                    user_id: str | None = None) -> int:
+        """Append the user message and the reply atomically, then enforce the stored bound."""
+        pol = self.policy
+        if not pol.stateful or self.store is None or not session_id:
+            return 0
+        msgs = []
+        if user:
+            msgs.append(make_message("user", user, self.counter))
+        if reply:
+            msgs.append(make_message("assistant", reply, self.counter))
+        if not msgs:
+            return 0
+        n = self.store.append(session_id, msgs, user_id=user_id, ttl=pol.timeout)
+        limit = pol.store_limit
+        if limit and n > limit:
+            fold = None
+            if pol.summarization:
+                def fold(old: str, dropped: list[dict[str, Any]]) -> str:
+                    return summarize_messages(dropped, pol.summary_length, prior=old, counter=self.counter)
+            dropped = self.store.trim(session_id, limit, fold=fold)
+            log.debug("session %s: trimmed %d messages (%s)", session_id, len(dropped),
+                      "folded into the summary" if fold else "max_messages/window_size reached")
+            n -= len(dropped)
+        return n

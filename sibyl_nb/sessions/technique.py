@@ -1,0 +1,98 @@
+"""``workflow_orchestration.session_management``: load the conversation before the run, store the
+turn after it.
+
+Contract with the engine: the step sets ``ctx.session["session_id"]``,
+``ctx.session["conversation_history"]`` (prior messages, ``{"role", "content", "tokens", "ts"}``)
+and ``ctx.session["conversation_summary"]`` ("" if none), returns a JSON dict, and registers
+``ctx.defer(callback)``; after the run succeeds the engine calls ``callback(result)``, which appends
+the user's message and ``result.text`` (the final answer) to the store. A failed run stores nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..techniques.context import query_of
+from ..techniques.registry import register_technique
+from .manager import SessionManager, SessionView
+from .policy import MODES, policy_from_config
+
+__all__ = ["session_management", "CONFIG_SCHEMA", "reply_text"]
+
+_NUMBER = (int, float)
+CONFIG_SCHEMA: dict[str, Any] = {
+    "storage": str, "session_id": (str, int), "user_id": (str, int), "timeout": _NUMBER,
+    "max_messages": int, "max_tokens": int, "compression": bool, "summarization": bool,
+    "compression_ratio": _NUMBER, "keep_recent": int, "summary_length": int, "window_size": int,
+    "include_summary": bool, "redis_url": str, "key_prefix": str, "kv_prefix": str, "database_url": str,
+    "table": str, "kv_table": str, "directory": str,
+}
+OUTPUTS = ("session_id", "mode", "history_length", "summary", "new_session", "stored_messages", "storage",
+           "user_id", "timeout", "compressed", "left_out", "summary_covers")
+
+def reply_text(result: Any) -> str | None:
+    """The run's final answer text: ``result.text``, else a text-like field of ``result.output``."""
+    text = getattr(result, "text", None)
+    if isinstance(text, str) and text:
+        return text
+    out = getattr(result, "output", result)
+    if isinstance(out, str):
+        return out or None
+    if isinstance(out, Mapping):
+        for key in ("text", "answer", "response", "content", "output"):
+            v = out.get(key)
+            if isinstance(v, str) and v:
+                return v
+    return None
+
+
+def _input_field(ctx: Any, key: str) -> Any:
+    return ctx.input.get(key) if isinstance(ctx.input, Mapping) else None
+
+
+async def _call(mgr: SessionManager, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    if mgr.network:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    return fn(*args, **kwargs)
+
+
+async def session_management(ctx: Any) -> dict[str, Any]:
+    """Load (or start) the session named by ``session_id`` and arrange for this turn to be stored."""
+    cfg = ctx.config
+    policy = policy_from_config(cfg)
+    sid = cfg.get("session_id") or _input_field(ctx, "session_id")
+    sid = None if sid in (None, "") else str(sid)
+    user_id = cfg.get("user_id") or _input_field(ctx, "user_id")
+    user_id = None if user_id in (None, "") else str(user_id)
+    if sid is None and policy.stateful:
+        sid = uuid.uuid4().hex  # a fresh session; the output tells the caller its id
+    # One manager per call (cheap); the store behind it is shared per configuration.
+    mgr = SessionManager(policy) if policy.stateful else None
+    view = await _call(mgr, mgr.load, sid) if mgr is not None else SessionView(sid)
+
+    ctx.session["session_id"] = sid
+    ctx.session["conversation_history"] = view.history
+    ctx.session["conversation_summary"] = view.summary
+
+    if mgr is not None:
+        user_message = ctx.query or query_of(ctx.input)  # captured now: later steps may rewrite ctx.query
+
+        async def store_turn(result: Any) -> None:
+            await _call(mgr, mgr.record_turn, sid, user_message, reply_text(result), user_id=user_id)
+
+        ctx.defer(store_turn)
+
+    return {
+        "session_id": sid, "mode": policy.mode, "history_length": len(view.history), "summary": view.summary,
+        "new_session": view.new_session, "stored_messages": view.stored_messages,
+        "storage": mgr.store.backend if mgr is not None and mgr.store is not None else None,
+        "user_id": user_id or view.user_id, "timeout": policy.timeout, "compressed": view.compressed,
+        "left_out": view.left_out, "summary_covers": view.summary_covers,
+    }
+
+
+register_technique("workflow_orchestration.session_management", session_management, blocking=False,
+                   subtechniques=MODES, config_schema=CONFIG_SCHEMA, outputs=OUTPUTS)

@@ -1,0 +1,306 @@
+"""The one store interface every backend implements, with two facets.
+
+* A **message log** per session (conversation history): load, atomic append, an atomic
+  read-modify-write (``update_session``) that replace / trim / summarise are built on, delete, expiry
+  and listing. The summary lives *beside* the raw messages (``SessionData.summary``), never in their
+  place.
+* A small **JSON key-value** facet (``kv_*``) with an atomic update, so workflow state, checkpoints and
+  the step cache reuse the same backends instead of growing their own.
+
+Stores are synchronous: local backends answer in microseconds, and network backends are called from a
+thread (``asyncio.to_thread``) by async callers. Values are JSON only (never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import StoreError
+
+__all__ = ["Message", "SessionData", "Store", "mask_url", "to_json", "check_messages"]
+
+Message = dict[str, Any]
+
+
+@dataclass(slots=True)
+class SessionData:
+    """One session as stored: raw messages, the summary kept beside them, and bookkeeping.
+
+    ``summary_covers`` counts the earlier messages the summary stands for (they were trimmed from
+    the log on purpose); times are Unix seconds; ``expires_at`` is None for a session that never
+    expires.
+    """
+
+    session_id: str
+    messages: list[Message] = field(default_factory=list)
+    summary: str = ""
+    summary_covers: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    expires_at: float | None = None
+
+    def copy(self) -> SessionData:
+        return replace(self, messages=list(self.messages), metadata=dict(self.metadata))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id, "messages": self.messages, "summary": self.summary,
+            "summary_covers": self.summary_covers, "metadata": self.metadata, "user_id": self.user_id,
+            "created_at": self.created_at, "updated_at": self.updated_at, "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SessionData:
+        return cls(
+            session_id=str(d["session_id"]), messages=list(d.get("messages") or []),
+            summary=str(d.get("summary") or ""), summary_covers=int(d.get("summary_covers") or 0),
+            metadata=dict(d.get("metadata") or {}), user_id=d.get("user_id"),
+            created_at=float(d.get("created_at") or 0.0), updated_at=float(d.get("updated_at") or 0.0),
+            expires_at=None if d.get("expires_at") is None else float(d["expires_at"]),
+        )
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (time.time() if now is None else now)
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON, or a :class:`StoreError` saying which value is not JSON (we never pickle)."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"store values must be JSON (dict, list, str, number, bool, None): {exc}") from None
+
+
+def check_messages(messages: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[Message]:
+    """Accept one message or a list; each must be a mapping (``{"role", "content", ...}``)."""
+    if isinstance(messages, Mapping):
+        messages = [messages]
+    out = []
+    for m in messages:
+        if not isinstance(m, Mapping):
+            raise StoreError(f"a message must be a dict like {{'role': 'user', 'content': '...'}}, got {m!r}")
+        out.append(dict(m))
+    return out
+
+
+def mask_url(url: str | None) -> str:
+    """The URL with any password replaced by ``***``: safe to put in an error message or a log."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+        return urlunsplit(parts)
+    return url
+
+
+class Store(ABC):
+    """Base class: backends implement the abstract methods; the rest is derived from them.
+
+    ``ttl`` is the store's default session timeout in seconds (None: sessions never expire). Every
+    write, and every ``load(touch=True)``, moves a session's expiry to ``now + ttl`` ("refreshed on
+    use"); a per-call ``ttl`` overrides the default.
+    """
+
+    backend: ClassVar[str] = "abstract"
+
+    def __init__(self, *, ttl: float | None = None) -> None:
+        self.ttl = None if ttl in (None, 0, "") else float(ttl)  # type: ignore[arg-type]
+        self.url = ""
+
+    # ---------------------------------------------------------------- message log: primitives
+    @abstractmethod
+    def load(self, session_id: str, *, touch: bool = True) -> SessionData | None:
+        """The session, or None if it does not exist or has expired (an expired one is removed)."""
+
+    @abstractmethod
+    def append(self, session_id: str, messages: Sequence[Mapping[str, Any]] | Mapping[str, Any], *,
+               user_id: str | None = None, ttl: float | None = None) -> int:
+        """Append atomically (no lost or duplicated message under concurrent writers); returns the new length.
+
+        Appending to an expired session starts a fresh one.
+        """
+
+    @abstractmethod
+    def _rmw(self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]) -> SessionData | None:
+        """Atomic read-modify-write: write ``fn(current)`` exactly as returned (None deletes)."""
+
+    @abstractmethod
+    def delete(self, session_id: str) -> bool:
+        """Remove a session; True if it existed."""
+
+    @abstractmethod
+    def sessions(self) -> list[str]:
+        """Ids of the live (not expired) sessions, sorted."""
+
+    # ---------------------------------------------------------------- message log: derived
+    def _expiry(self, now: float, ttl: float | None) -> float | None:
+        eff = ttl if ttl is not None else self.ttl
+        return None if eff is None else now + float(eff)
+
+    def update_session(self, session_id: str, fn: Callable[[SessionData | None], SessionData | None], *,
+                       ttl: float | None = None) -> SessionData | None:
+        """Atomically replace the session by ``fn(current)`` (``current`` is None when absent/expired).
+
+        ``fn`` may mutate and return its argument; returning None deletes the session. Timestamps and
+        expiry are set here. ``fn`` may run more than once (optimistic backends retry on a conflicting
+        write), so it must not have side effects beyond its return value.
+        """
+
+        def step(cur: SessionData | None) -> SessionData | None:
+            new = fn(cur.copy() if cur is not None else None)
+            if new is None:
+                return None
+            now = time.time()
+            new.session_id = session_id
+            new.messages = check_messages(new.messages)
+            new.created_at = new.created_at or now
+            new.updated_at = now
+            exp = self._expiry(now, ttl)
+            if exp is not None:
+                new.expires_at = exp
+            return new
+
+        return self._rmw(session_id, step)
+
+    def replace(self, session_id: str, messages: Sequence[Mapping[str, Any]], *, summary: str | None = None,
+                summary_covers: int | None = None, metadata: Mapping[str, Any] | None = None,
+                user_id: str | None = None, ttl: float | None = None) -> SessionData:
+        """Replace the whole message log (an explicit, visible operation; summary kept unless given)."""
+
+        def fn(cur: SessionData | None) -> SessionData:
+            data = cur or SessionData(session_id)
+            data.messages = check_messages(messages)
+            if summary is not None:
+                data.summary = summary
+            if summary_covers is not None:
+                data.summary_covers = summary_covers
+            if metadata is not None:
+                data.metadata = dict(metadata)
+            if user_id is not None:
+                data.user_id = user_id
+            return data
+
+        out = self.update_session(session_id, fn, ttl=ttl)
+        assert out is not None
+        return out
+
+    def set_summary(self, session_id: str, summary: str, *, covers: int | None = None) -> SessionData | None:
+        """Store ``summary`` beside the raw messages (they stay as they are). None if no such session."""
+
+        def fn(cur: SessionData | None) -> SessionData | None:
+            if cur is None:
+                return None
+            cur.summary = summary
+            if covers is not None:
+                cur.summary_covers = covers
+            return cur
+
+        return self.update_session(session_id, fn)
+
+    def trim(self, session_id: str, keep_last: int, *,
+             fold: Callable[[str, list[Message]], str] | None = None) -> list[Message]:
+        """Drop all but the last ``keep_last`` messages, atomically; returns the dropped ones.
+
+        With ``fold(old_summary, dropped) -> new_summary`` the dropped messages are folded into the
+        stored summary in the same atomic step, so nothing disappears silently.
+        """
+        dropped: list[Message] = []
+
+        def fn(cur: SessionData | None) -> SessionData | None:
+            dropped.clear()
+            if cur is None:
+                return None
+            cut = max(0, len(cur.messages) - max(0, int(keep_last)))
+            if cut:
+                dropped.extend(cur.messages[:cut])
+                cur.messages = cur.messages[cut:]
+                if fold is not None:
+                    cur.summary = fold(cur.summary, list(dropped))
+                    cur.summary_covers += cut
+            return cur
+
+        self.update_session(session_id, fn)
+        return dropped
+
+    def expire(self, session_id: str, ttl: float | None) -> bool:
+        """Set a session's timeout to ``ttl`` seconds from now (None: never; <= 0: expire now)."""
+
+        def fn(cur: SessionData | None) -> SessionData | None:
+            if cur is None:
+                return None
+            cur.expires_at = None if ttl is None else time.time() + float(ttl)
+            return cur
+
+        return self._rmw(session_id, fn) is not None
+
+    def purge_expired(self) -> int:
+        """Remove expired sessions (and KV entries) now instead of lazily; returns how many sessions."""
+        return 0
+
+    # ---------------------------------------------------------------- key-value facet
+    @abstractmethod
+    def kv_get(self, key: str, default: Any = None) -> Any:
+        """The JSON value under ``key``, or ``default`` if absent or expired."""
+
+    @abstractmethod
+    def kv_put(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+        """Store a JSON value; ``ttl`` seconds until it expires (None: never)."""
+
+    @abstractmethod
+    def kv_update(self, key: str, fn: Callable[[Any], Any], *, default: Any = None,
+                  ttl: float | None = None) -> Any:
+        """Atomically store ``fn(current or default)`` and return it; ``ttl`` None keeps the key's expiry.
+
+        ``fn`` may run more than once (retried on a conflicting write): keep it free of side effects.
+        """
+
+    @abstractmethod
+    def kv_delete(self, key: str) -> bool:
+        """Remove a key; True if it existed."""
+
+    @abstractmethod
+    def kv_keys(self, prefix: str = "") -> list[str]:
+        """Live keys starting with ``prefix``, sorted."""
+
+    def kv_merge(self, key: str, patch: Mapping[str, Any], *, ttl: float | None = None) -> dict[str, Any]:
+        """Atomically shallow-merge ``patch`` into the dict under ``key`` (created if absent)."""
+
+        def fn(cur: Any) -> dict[str, Any]:
+            if cur is None:
+                cur = {}
+            if not isinstance(cur, dict):
+                raise StoreError(f"kv_merge: the value under {key!r} is a {type(cur).__name__}, not a dict")
+            cur.update(patch)
+            return cur
+
+        return self.kv_update(key, fn, ttl=ttl)
+
+    # ---------------------------------------------------------------- lifecycle
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and file handles."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f" {self.url}" if self.url else ""
+        return f"<{type(self).__name__}{where} ttl={self.ttl}>"
