@@ -14,17 +14,19 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from .engine.events import Event, EventBus
+from .engine.executor_factory import check_executor_spec, resolve_executor
 from .engine.result import RunResult, StepRecord
 from .engine.scheduler import Scheduler
 from .errors import SibylError, SpecError, TemplateError
 from .spec.compile import Document, PipelineSpec, compile_document
 from .spec.yaml_lines import LineMap, load_yaml_with_lines
+from .state.api import PipelineStateMixin, settings_extension
 
 __all__ = ["Pipeline", "RunState", "load_document", "RUN_EXTENSIONS"]
 
 # Callables (pipeline, run) -> (observers, hooks) that add checkpointing, caching, logging, metrics...
 # from the document's settings. Registered by the modules that implement them.
-RUN_EXTENSIONS: list[Callable[[Pipeline, RunState], tuple[list[Any], list[Any]]]] = []
+RUN_EXTENSIONS: list[Callable[[Pipeline, RunState], tuple[list[Any], list[Any]]]] = [settings_extension]
 
 
 class RunState:
@@ -45,7 +47,7 @@ class RunState:
         self.session: dict[str, Any] = {}
         self.providers = pipeline._providers()
         self.deferred: list[Callable[[Any], Any]] = []
-        self.bus = bus or EventBus()
+        self.bus = bus if bus is not None else EventBus()  # an empty bus is falsy: keep the caller's
         self.t0 = time.perf_counter()
         self.started_at = time.time()
         self.rng = random.Random(self.run_id)
@@ -71,7 +73,7 @@ class RunState:
             self.bus.emit(Event("custom", self.run_id, node_id, iteration, time.time(), {"kind": kind, **data}))
 
 
-class Pipeline:
+class Pipeline(PipelineStateMixin):
     """A compiled pipeline plus the document settings it runs with.
 
     Build with :meth:`from_yaml` / :meth:`from_dict`; run with ``await pipe.execute(inputs)`` or
@@ -83,6 +85,7 @@ class Pipeline:
         self.document = document or Document(pipelines={spec.name: spec})
         self.trusted = trusted or spec.trusted
         self.bus = EventBus()
+        check_executor_spec(spec)  # shape only; dask is imported when a run needs it
         self.executor: Any = None
         self.hooks: list[Any] = []
         self._provider_cache: dict[str, Any] | None = None
@@ -155,8 +158,10 @@ class Pipeline:
     # ------------------------------------------------------------------ running
     async def execute(self, inputs: Any = None, *, workflow_id: str | None = None, session_id: str | None = None,
                       observers: Iterable[Callable[[Event], Any]] = (), hooks: Iterable[Any] = (),
-                      restore: dict[str, Any] | None = None, run_id: str | None = None) -> RunResult:
-        """Run once and return a :class:`RunResult`; a failure raises ``NodeExecutionError`` (with ``.result``)."""
+                      restore: dict[str, Any] | None = None, run_id: str | None = None,
+                      executor: Any = None) -> RunResult:
+        """Run once and return a :class:`RunResult`; a failure raises ``NodeExecutionError`` (with ``.result``).
+        ``executor``: for this run only (an executor, a ``distributed.Client``, or an ``executor:`` value)."""
         if session_id is not None:
             inputs = {**(inputs or {}), "session_id": session_id} if isinstance(inputs, dict) or inputs is None \
                 else {"query": inputs, "session_id": session_id}
@@ -173,7 +178,7 @@ class Pipeline:
             all_hooks.extend(extra_hooks)
         if restore is not None:
             self._apply_restore(run, restore)
-        scheduler = Scheduler(self.spec.graph, run, executor=self.executor, hooks=tuple(all_hooks),
+        scheduler = Scheduler(self.spec.graph, run, executor=resolve_executor(executor, self), hooks=tuple(all_hooks),
                               restore=restore.get("scheduler") if restore else None, pruned=self.spec.pruned)
         run.scheduler = scheduler
         if bus:
@@ -229,6 +234,8 @@ class Pipeline:
         run.records.extend(StepRecord.from_dict(r) for r in restore.get("records", []))
         run.passthrough.update({k: tuple(v) for k, v in restore.get("passthrough", {}).items()})
         run.retries = restore.get("retries", 0)
+        run.last_completed = restore.get("last_completed", run.last_completed)
+        run.allocations.extend(restore.get("allocations", []))
 
     def _result(self, run: RunState, scheduler: Scheduler, error: SibylError | None) -> RunResult:
         latest: dict[str, str] = {}
