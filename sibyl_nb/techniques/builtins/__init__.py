@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-
-_MODULES = (
-    "sibyl_nb.techniques.builtins.workflow",
-    "sibyl_nb.techniques.builtins.rag",
-    "sibyl_nb.techniques.builtins.ai_generation",
-    "sibyl_nb.techniques.builtins.data",
-    "sibyl_nb.techniques.builtins.external",
-    "sibyl_nb.sessions.technique",
-    "sibyl_nb.context.technique",
-    "sibyl_nb.state.technique",
-)
-
-for _name in _MODULES:
-    try:
-        importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:  # TODO(dev): make strict once every module exists
-        if _exc.name != _name:
-            raise
+from ...context import technique as _context  # noqa: F401
+from ...sessions import technique as _sessions  # noqa: F401
+from ...state import technique as _state  # noqa: F401
+from . import ai_generation, data, external, rag, workflow  # noqa: F401
