@@ -14,32 +14,43 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["draw_graph", "save_graph", "statuses_from_result", "STATUS_COLORS", "EDGE_COLORS"]
+__all__ = ["draw_graph", "save_graph", "statuses_from_result", "statuses_from_records", "STATUS_COLORS",
+           "EDGE_COLORS"]
 
+# Status -> fill colour: one palette for the CLI drawing, the live widget and the static HTML.
 STATUS_COLORS: dict[str, str] = {
-    "pending": "#eceff1",
-    "running": "#ffe082",
-    "done": "#a5d6a7",
-    "skipped": "#f5f5f5",
-    "failed": "#ef9a9a",
-    "cached": "#90caf9",
+    "pending": "#d9d9d9",
+    "running": "#f5b700",
+    "done": "#2ca02c",
+    "cached": "#1f77b4",
+    "skipped": "#f4f4f4",
+    "failed": "#d62728",
+    "cancelled": "#8c8c8c",
 }
 EDGE_COLORS = {"edge": "#546e7a", "conditional": "#1565c0", "back": "#8e24aa", "fallback": "#c62828"}
 _RECORD_STATUS = {"ran": "done", "cached": "cached", "skipped": "skipped", "failed": "failed",
-                  "cancelled": "skipped", "recovered": "done"}
+                  "cancelled": "cancelled", "recovered": "done"}
 _MAX_LABEL = 38
 _REF = re.compile(r"\$\{([^}]*)\}")
 
 
+def statuses_from_records(records: Any) -> dict[str, str]:
+    """Latest drawing status per node id from a run's :class:`StepRecord` list.
+
+    A node whose ``on_error`` fallback succeeded shows as done: the fallback's output is its output.
+    """
+    out: dict[str, str] = {}
+    for rec in records or ():
+        status = _RECORD_STATUS.get(rec.status, rec.status)
+        out[rec.node_id] = status
+        if rec.fallback_for and status == "done":
+            out[rec.fallback_for] = "done"
+    return out
+
+
 def statuses_from_result(result: Any) -> dict[str, str]:
     """Latest drawing status per node of a :class:`~sibyl_nb.engine.result.RunResult`."""
-    out: dict[str, str] = {}
-    for rec in result.records:
-        status = _RECORD_STATUS.get(rec.status, rec.status)
-        if rec.status == "failed" and rec.reason == "fallback takes over":
-            status = "failed"
-        out[rec.node_id] = status
-    return out
+    return statuses_from_records(result.records)
 
 
 def _short(text: str, width: int = _MAX_LABEL) -> str:

@@ -18,37 +18,13 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from ..draw import STATUS_COLORS, statuses_from_records
+
 __all__ = ["STATUS_COLORS", "STATUS_LABELS", "GraphPainter", "graph_png", "statuses_from_records",
            "layered_layout"]
 
-# Status -> fill colour. Records say "ran"; the view says "done".
-STATUS_COLORS: dict[str, str] = {
-    "pending": "#d9d9d9",
-    "running": "#f5b700",
-    "done": "#2ca02c",
-    "cached": "#1f77b4",
-    "skipped": "#f4f4f4",
-    "failed": "#d62728",
-    "cancelled": "#8c8c8c",
-}
 STATUS_LABELS = tuple(STATUS_COLORS)
 _EDGE_FOR_STATUS = {"skipped": "#9a9a9a"}
-_RECORD_TO_VIEW = {"ran": "done", "cached": "cached", "skipped": "skipped", "failed": "failed",
-                   "cancelled": "cancelled"}
-
-
-def statuses_from_records(records: Any) -> dict[str, str]:
-    """Latest view status per node id from a run's :class:`StepRecord` list.
-
-    A node whose ``on_error`` fallback succeeded shows as done: the fallback's output is its output.
-    """
-    out: dict[str, str] = {}
-    for rec in records or ():
-        status = _RECORD_TO_VIEW.get(rec.status, rec.status)
-        out[rec.node_id] = status
-        if rec.fallback_for and status == "done":
-            out[rec.fallback_for] = "done"
-    return out
 
 
 def _forward_edges(graph: Any) -> list[tuple[str, str]]:
