@@ -29,6 +29,13 @@ class StepRecord:
     def duration(self) -> float:
         return max(self.ended - self.started, 0.0)
 
+    @property
+    def usage(self) -> dict[str, Any] | None:
+        """Token usage a model call reported (``prompt_tokens``, ``completion_tokens``, ...), if any."""
+        out = self.output
+        usage = out.get("usage") if isinstance(out, dict) else None
+        return usage if isinstance(usage, dict) else None
+
     def to_dict(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "technique": self.technique, "iteration": self.iteration,
                 "status": self.status, "started": self.started, "ended": self.ended,
@@ -100,9 +107,10 @@ class RunResult:
         for r in self.records:
             d = r.to_dict()
             d["output"] = _preview(r.output)
+            d["tokens"] = (r.usage or {}).get("total_tokens")
             rows.append(d)
         return pd.DataFrame(rows, columns=["node_id", "technique", "iteration", "status", "started",
-                                           "ended", "duration", "attempts", "output", "error",
+                                           "ended", "duration", "attempts", "tokens", "output", "error",
                                            "reason", "fallback_for", "group"])
 
     def format_trace(self) -> str:
