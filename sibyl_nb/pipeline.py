@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import os
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -17,6 +15,7 @@ from .engine.events import Event, EventBus
 from .engine.executor_factory import check_executor_spec, resolve_executor
 from .engine.result import RunResult, StepRecord
 from .engine.scheduler import Scheduler
+from .engine.sync import run_sync
 from .errors import SibylError, SpecError, TemplateError
 from .spec.compile import Document, PipelineSpec, compile_document
 from .spec.yaml_lines import LineMap, load_yaml_with_lines
@@ -211,10 +210,11 @@ class Pipeline(PipelineStateMixin):
                             "output": result.output, "result": result}))
         return result
 
-    def run(self, inputs: Any = None, **kwargs: Any) -> RunResult:
-        """Synchronous :meth:`execute`. Inside a running event loop (a Jupyter cell) it runs the engine on a
-        private loop in a helper thread, so the caller's loop is never re-entered."""
-        return run_sync(self.execute(inputs, **kwargs))
+    def run(self, inputs: Any = None, *, loop: str = "thread", **kwargs: Any) -> RunResult:
+        """Synchronous :meth:`execute`. Inside a running event loop (a Jupyter cell) the engine runs on a
+        private loop in a helper thread (``loop="thread"``), or re-enters the caller's loop with
+        nest_asyncio (``loop="caller"``: for techniques holding objects bound to that loop)."""
+        return run_sync(self.execute(inputs, **kwargs), loop=loop)
 
     def _check_inputs(self, inputs: Any) -> None:
         missing = []
@@ -288,36 +288,3 @@ def _read(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
             raise SpecError(f"no such file: {text}")
         return p.read_text(encoding="utf-8"), str(p)
     return text, "<yaml>"
-
-
-# ---------------------------------------------------------------------- sync bridge
-_local = threading.local()
-
-
-def run_sync(coro: Any) -> Any:
-    """Run ``coro`` to completion from sync code, whether or not this thread already runs a loop."""
-    try:
-        asyncio.get_running_loop()
-        in_loop = True
-    except RuntimeError:
-        in_loop = False
-    if not in_loop:
-        loop = getattr(_local, "loop", None)
-        if loop is None or loop.is_closed():
-            loop = asyncio.new_event_loop()
-            _local.loop = loop
-        return loop.run_until_complete(coro)
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name="sibyl-run", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]

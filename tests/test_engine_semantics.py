@@ -279,3 +279,43 @@ def test_unset_env_var_reads_as_null(monkeypatch):
     assert pipe.run().output["text"] is None
     monkeypatch.setenv("SIBYL_TEST_UNSET_URL", "sqlite://")
     assert pipe.run().output["text"] == "sqlite://"
+
+
+def test_run_with_loop_caller_stays_on_the_callers_loop():
+    """``loop="caller"`` (nest_asyncio) runs techniques on the notebook's own loop; the default does not.
+    In a subprocess: nest_asyncio patches asyncio globally and must not leak into other tests."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import asyncio
+        import sibyl_nb as sb
+
+        seen = {}
+
+        @sb.technique("tst.loopcheck")
+        async def check(ctx):
+            seen["loop"] = asyncio.get_running_loop()
+            return {}
+
+        pipe = sb.Pipeline.from_dict({"steps": [{"use": "tst.loopcheck"}]})
+
+        async def cell():
+            me = asyncio.get_running_loop()
+            pipe.run({}, loop="caller")
+            assert seen["loop"] is me
+            pipe.run({})
+            assert seen["loop"] is not me
+            print("ok")
+
+        asyncio.run(cell())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_unknown_loop_strategy_is_a_clear_error():
+    pipe = sb.Pipeline.from_dict({"steps": [{"use": "tst.echo"}]})
+    with pytest.raises(sb.SibylError, match="loop must be one of thread, caller"):
+        pipe.run({}, loop="fork")

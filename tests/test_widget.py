@@ -9,10 +9,10 @@ import pytest
 
 import sibyl_nb as sb
 from sibyl_nb.engine.events import Event
+from sibyl_nb.engine.sync import run_in_thread
 from sibyl_nb.notebook.graphview import STATUS_COLORS, GraphPainter, layered_layout, statuses_from_records
 from sibyl_nb.notebook.live import RunView
 from sibyl_nb.notebook.render import parse_show, pipeline_mimebundle, result_html, tokens_html
-from sibyl_nb.notebook.runner import run_in_thread
 from sibyl_nb.notebook.widget import LiveRun, RunWidget
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

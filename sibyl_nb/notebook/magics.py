@@ -230,7 +230,7 @@ class SibylMagic(Magics):
                 result = LiveRun(run_pipeline, show=show, live=self.live, interval=self.interval,
                                  title=f"sibyl · {pipeline.name}").run(inputs, **kwargs)
             else:
-                from .runner import run_in_thread
+                from ..engine.sync import run_in_thread
 
                 result = run_in_thread(run_pipeline.execute(inputs, **kwargs))
         except SibylError as exc:

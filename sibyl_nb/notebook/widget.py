@@ -19,10 +19,10 @@ from typing import Any
 
 import ipywidgets as w
 
+from ..engine.sync import run_in_thread
 from .graphview import GraphPainter
 from .live import RunView, following
 from .render import SHOW_ALL, graph_html, run_html, steps_html, tokens_html
-from .runner import run_in_thread
 
 __all__ = ["RunWidget", "LiveRun", "run_live"]
 
