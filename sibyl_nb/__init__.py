@@ -24,6 +24,12 @@ __all__ = [
     "get_provider",
     "load_document",
     "compare_context_strategies",
+    "draw_graph",
+    "OpenAICompatibleProvider",
+    "FallbackProvider",
+    "ReplayProvider",
+    "enable_replay",
+    "DaskExecutor",
     "SibylError",
     "SpecError",
     "ExpressionError",
@@ -52,6 +58,12 @@ _LAZY = {
     "register_provider": ("sibyl_nb.providers.registry", "register_provider"),
     "get_provider": ("sibyl_nb.providers.registry", "get_provider"),
     "compare_context_strategies": ("sibyl_nb.context", "compare_context_strategies"),
+    "draw_graph": ("sibyl_nb.draw", "draw_graph"),
+    "OpenAICompatibleProvider": ("sibyl_nb.providers.openai_compat", "OpenAICompatibleProvider"),
+    "FallbackProvider": ("sibyl_nb.providers.fallback", "FallbackProvider"),
+    "ReplayProvider": ("sibyl_nb.providers.replay", "ReplayProvider"),
+    "enable_replay": ("sibyl_nb.providers.replay", "enable_replay"),
+    "DaskExecutor": ("sibyl_nb.engine.dask_executor", "DaskExecutor"),
 }
 
 from .errors import (  # noqa: E402  (tiny module, no heavy imports)
