@@ -107,6 +107,23 @@ def _suffix(history: Sequence[Mapping[str, Any]], budget: int, counter: TokenCou
     return n - i, used
 
 
+def _fill_compressed(older: Sequence[Mapping[str, Any]], ratio: float, counter: TokenCounter,
+                     room: int) -> tuple[list[Message], int, int]:
+    """Compress the newest of ``older`` first while they fit ``room``: (messages in order, tokens used,
+    tokens they had before compression)."""
+    out: list[Message] = []
+    used = original = 0
+    for m in reversed(older):
+        msg, t = _compressed(m, ratio, counter)
+        if used + t > room:
+            break
+        out.append(msg)
+        used += t
+        original += counter.message_tokens(m)
+    out.reverse()
+    return out, used, original
+
+
 def _compressed(msg: Mapping[str, Any], ratio: float, counter: TokenCounter) -> tuple[Message, int]:
     """The message with its content compressed (memoised), and its token cost."""
     text, n = compress_text(content_text(msg.get("content")), ratio, counter)
@@ -217,15 +234,8 @@ def compression_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int
                 msg = {"role": "system", "content": COMPRESSED_PREFIX + text}
                 comp_msgs, comp_tokens, orig_tokens, n_comp = [msg], counter.message_tokens(msg), orig, take
     else:
-        for m in reversed(older):
-            msg, t = _compressed(m, ratio, counter)
-            if comp_tokens + t > left:
-                break
-            comp_msgs.append(msg)
-            comp_tokens += t
-            orig_tokens += counter.message_tokens(m)
-            n_comp += 1
-        comp_msgs.reverse()
+        comp_msgs, comp_tokens, orig_tokens = _fill_compressed(older, ratio, counter, left)
+        n_comp = len(comp_msgs)
     full = history[n - k_full:]
     messages = ([smsg] if smsg else []) + comp_msgs + [_clean(m) for m in full]
     alloc = b.allocation(summary=stok, compressed=comp_tokens, recent=used_full)
@@ -320,16 +330,7 @@ def hierarchical_context(history: Sequence[Mapping[str, Any]], *, max_tokens: in
     text = summarize_messages(summ, length, prior=summary, counter=counter) if (summ or summary) else ""
     smsg, stok, stext = _fit_summary(text, room, counter)
     room -= stok
-    comp_msgs: list[Message] = []
-    comp_tokens = orig_tokens = 0
-    for m in reversed(comp):
-        msg, t = _compressed(m, ratio, counter)
-        if comp_tokens + t > room:
-            break
-        comp_msgs.append(msg)
-        comp_tokens += t
-        orig_tokens += counter.message_tokens(m)
-    comp_msgs.reverse()
+    comp_msgs, comp_tokens, orig_tokens = _fill_compressed(comp, ratio, counter, room)
     messages = ([smsg] if smsg else []) + comp_msgs + [_clean(m) for m in full[len(full) - k_full:]]
     alloc = b.allocation(summary=stok, compressed=comp_tokens, recent=used_full)
     kept = {"full": k_full, "compressed": len(comp_msgs), "summarized": len(summ) if smsg else 0}

@@ -112,13 +112,7 @@ def search(ctx: Any) -> dict[str, Any]:
     ``ctx.query``.
     """
     mode = str(ctx.config.get("subtechnique") or "hybrid")
-    collection = str(ctx.config.get("collection") or "documents")
-    top_k = _int(ctx, "top_k", 10)
-    _check_collection(ctx, collection, "rag.search")
-    queries = [str(ctx.config["query"])] if ctx.config.get("query") else upstream_queries(ctx)
-    docs = _search_many(queries, collection, mode, top_k)
-    return {"documents": docs, "count": len(docs), "query": queries[0] if queries else "",
-            "queries": queries, "collection": collection, "subtechnique": mode}
+    return {**_search_output(ctx, "rag.search", mode), "subtechnique": mode}
 
 
 # -- rag.retrieval -------------------------------------------------------------------------------------
@@ -131,10 +125,14 @@ def retrieval(ctx: Any) -> dict[str, Any]:
     Only documents that share a term with the query count, so ``count`` says how much the corpus
     knows: conditions like ``${retrieve.count} < 3`` can branch to query expansion.
     """
+    return _search_output(ctx, "rag.retrieval", str(ctx.config.get("mode") or "hybrid"))
+
+
+def _search_output(ctx: Any, technique_name: str, mode: str) -> dict[str, Any]:
+    """What search and retrieval share: the collection, the queries (config, else upstream), the hits."""
     collection = str(ctx.config.get("collection") or "documents")
-    mode = str(ctx.config.get("mode") or "hybrid")
     top_k = _int(ctx, "top_k", 10)
-    _check_collection(ctx, collection, "rag.retrieval")
+    _check_collection(ctx, collection, technique_name)
     queries = [str(ctx.config["query"])] if ctx.config.get("query") else upstream_queries(ctx)
     docs = _search_many(queries, collection, mode, top_k)
     return {"documents": docs, "count": len(docs), "query": queries[0] if queries else "",
