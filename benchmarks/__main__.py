@@ -25,13 +25,27 @@ from typing import Any
 
 from . import SUITES
 
-__all__ = ["main", "run_suite", "expand", "normalise", "format_table", "markdown_report", "machine_info",
-           "package_versions", "PACKAGES"]
+__all__ = [
+    "main",
+    "run_suite",
+    "expand",
+    "normalise",
+    "format_table",
+    "markdown_report",
+    "machine_info",
+    "package_versions",
+    "PACKAGES",
+]
 
 PACKAGES = ("sibyl_nb", "langgraph", "langchain-core", "dask", "distributed")
 STANDARD = ("suite", "benchmark", "unit", "sibyl_nb", "peer", "peer_value", "ratio", "goal", "notes")
-PEER_NAMES = {"langgraph": "LangGraph", "langchain": "LangChain", "langchain_core": "LangChain",
-              "llamaindex": "LlamaIndex", "llama_index": "LlamaIndex"}
+PEER_NAMES = {
+    "langgraph": "LangGraph",
+    "langchain": "LangChain",
+    "langchain_core": "LangChain",
+    "llamaindex": "LlamaIndex",
+    "llama_index": "LlamaIndex",
+}
 HERE = Path(__file__).resolve().parent
 SUITE_TIMEOUT = 1800
 
@@ -73,24 +87,44 @@ def _context_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
     n = row.get("messages")
     label = f"{n:,} messages" if isinstance(n, int) else str(n)
     kept = f"kept: window {row.get('window_kept')}, trim_messages {row.get('trim_messages_kept')}"
-    common = {"unit": "ms", "peer": "LangChain trim_messages", "peer_value": row.get("trim_messages_ms"),
-              "goal": "<= 1 ms per turn"}
+    common = {
+        "unit": "ms",
+        "peer": "LangChain trim_messages",
+        "peer_value": row.get("trim_messages_ms"),
+        "goal": "<= 1 ms per turn",
+    }
     return [
-        {**common, "benchmark": f"context window: 1 turn at {label}", "sibyl_nb": row.get("window_ms"),
-         "notes": f"p95 {_fmt(row.get('window_p95_ms'))} ms; {kept}"},
-        {**common, "benchmark": f"context hierarchical: 1 turn at {label}", "sibyl_nb": row.get("hierarchical_ms"),
-         "notes": f"p95 {_fmt(row.get('hierarchical_p95_ms'))} ms; first call "
-                  f"{_fmt(row.get('hierarchical_first_ms'))} ms"},
+        {
+            **common,
+            "benchmark": f"context window: 1 turn at {label}",
+            "sibyl_nb": row.get("window_ms"),
+            "notes": f"p95 {_fmt(row.get('window_p95_ms'))} ms; {kept}",
+        },
+        {
+            **common,
+            "benchmark": f"context hierarchical: 1 turn at {label}",
+            "sibyl_nb": row.get("hierarchical_ms"),
+            "notes": f"p95 {_fmt(row.get('hierarchical_p95_ms'))} ms; first call "
+            f"{_fmt(row.get('hierarchical_first_ms'))} ms",
+        },
     ]
 
 
 def _widget_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
     """``benchmarks/widget.py`` reports one row per workload, with and without the live widget."""
-    return [{"benchmark": f"widget: {row.get('nodes')}-node {row.get('workload')} run time", "unit": "ms",
-             "sibyl_nb": row.get("with_widget_ms"), "peer": "same run, no widget",
-             "peer_value": row.get("without_ms"), "ratio": row.get("ratio"), "goal": "<= 1.5 x no widget",
-             "notes": f"{row.get('live_repaints')} live repaints; setup {_fmt(row.get('widget_setup_ms'))} ms, "
-                      f"final paint {_fmt(row.get('final_paint_ms'))} ms (outside the run)"}]
+    return [
+        {
+            "benchmark": f"widget: {row.get('nodes')}-node {row.get('workload')} run time",
+            "unit": "ms",
+            "sibyl_nb": row.get("with_widget_ms"),
+            "peer": "same run, no widget",
+            "peer_value": row.get("without_ms"),
+            "ratio": row.get("ratio"),
+            "goal": "<= 1.5 x no widget",
+            "notes": f"{row.get('live_repaints')} live repaints; setup {_fmt(row.get('widget_setup_ms'))} ms, "
+            f"final paint {_fmt(row.get('final_paint_ms'))} ms (outside the run)",
+        }
+    ]
 
 
 def _checkpoint_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -101,31 +135,48 @@ def _checkpoint_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         if r.get("system") != "sibyl_nb" or r.get("backend") == "none":
             continue
-        out.append({"benchmark": f"checkpoint every step, {r.get('steps')}-step chain: {r.get('backend')}",
-                    "unit": "us", "sibyl_nb": r.get("overhead_us_per_step"),
-                    "peer": f"LangGraph {peer.get('backend')}" if peer else "LangGraph",
-                    "peer_value": peer.get("overhead_us_per_step") if peer else None,
-                    "ratio": r.get("vs_langgraph"), "goal": "<= 200 us per step",
-                    "notes": "overhead per step = (run with checkpoints - run without) / steps"})
+        out.append(
+            {
+                "benchmark": f"checkpoint every step, {r.get('steps')}-step chain: {r.get('backend')}",
+                "unit": "us",
+                "sibyl_nb": r.get("overhead_us_per_step"),
+                "peer": f"LangGraph {peer.get('backend')}" if peer else "LangGraph",
+                "peer_value": peer.get("overhead_us_per_step") if peer else None,
+                "ratio": r.get("vs_langgraph"),
+                "goal": "<= 200 us per step",
+                "notes": "overhead per step = (run with checkpoints - run without) / steps",
+            }
+        )
     return out
 
 
 ROW_ADAPTERS = {"context": _context_rows, "widget": _widget_rows}  # one wide row -> table rows
-SUITE_ADAPTERS = {"checkpoint": _checkpoint_rows}                   # all rows of a suite -> table rows
+SUITE_ADAPTERS = {"checkpoint": _checkpoint_rows}  # all rows of a suite -> table rows
 UNIT_SUFFIXES = {"_ms": "ms", "_us": "us", "_s": "s"}
 
 
 def _wide_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Any other wide row: one table row per timing column (``*_ms``/``*_us``/``*_s``), no peer."""
-    label = ", ".join(f"{k}={v}" for k, v in row.items()
-                      if not any(k.endswith(x) for x in UNIT_SUFFIXES) and isinstance(v, (int, str))
-                      and not isinstance(v, bool))
+    label = ", ".join(
+        f"{k}={v}"
+        for k, v in row.items()
+        if not any(k.endswith(x) for x in UNIT_SUFFIXES)
+        and isinstance(v, (int, str))
+        and not isinstance(v, bool)
+    )
     out = []
     for key, value in row.items():
         for suffix, unit in UNIT_SUFFIXES.items():
             if key.endswith(suffix) and (value is None or _number(value)):
-                out.append({"benchmark": f"{key[: -len(suffix)]} ({label})", "unit": unit, "sibyl_nb": value,
-                            "peer": "", "notes": ""})
+                out.append(
+                    {
+                        "benchmark": f"{key[: -len(suffix)]} ({label})",
+                        "unit": unit,
+                        "sibyl_nb": value,
+                        "peer": "",
+                        "notes": "",
+                    }
+                )
                 break
     return out
 
@@ -143,10 +194,16 @@ def expand(suite: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def normalise(suite: str, row: dict[str, Any]) -> dict[str, Any]:
     """One suite's row in the common columns. A peer given as its own column (``"langgraph": 1.2``)
     becomes peer/peer_value; columns the runner does not know are kept, in ``notes``."""
-    out: dict[str, Any] = {"suite": suite, "benchmark": row.get("benchmark") or row.get("name") or "?",
-                           "unit": row.get("unit", ""), "sibyl_nb": row.get("sibyl_nb"),
-                           "peer": row.get("peer"), "peer_value": row.get("peer_value"),
-                           "ratio": row.get("ratio"), "goal": row.get("goal") or ""}
+    out: dict[str, Any] = {
+        "suite": suite,
+        "benchmark": row.get("benchmark") or row.get("name") or "?",
+        "unit": row.get("unit", ""),
+        "sibyl_nb": row.get("sibyl_nb"),
+        "peer": row.get("peer"),
+        "peer_value": row.get("peer_value"),
+        "ratio": row.get("ratio"),
+        "goal": row.get("goal") or "",
+    }
     extras = {k: v for k, v in row.items() if k not in STANDARD and k != "name"}
     if out["peer"] is None:
         for key in list(extras):
@@ -182,8 +239,16 @@ def _fmt(value: Any) -> str:
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    return [row["suite"], row["benchmark"], row["unit"], _fmt(row["sibyl_nb"]), str(row["peer"] or "-"),
-            _fmt(row["peer_value"]), _fmt(row["ratio"]), row["goal"]]
+    return [
+        row["suite"],
+        row["benchmark"],
+        row["unit"],
+        _fmt(row["sibyl_nb"]),
+        str(row["peer"] or "-"),
+        _fmt(row["peer_value"]),
+        _fmt(row["ratio"]),
+        row["goal"],
+    ]
 
 
 HEAD = ["suite", "benchmark", "unit", "sibyl_nb", "peer", "peer value", "ratio", "goal"]
@@ -196,7 +261,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     numeric = {3, 5, 6}
     lines = []
     for n, r in enumerate(table):
-        lines.append("  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.rjust(w) if i in numeric else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
@@ -215,9 +285,12 @@ def machine_info() -> dict[str, str]:
         ram = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB"
     except (ValueError, OSError, AttributeError):
         ram = "unknown"
-    return {"CPU": f"{cpu} ({os.cpu_count()} logical CPUs)", "RAM": ram,
-            "Python": f"{platform.python_version()} ({platform.python_implementation()})",
-            "Platform": platform.platform()}
+    return {
+        "CPU": f"{cpu} ({os.cpu_count()} logical CPUs)",
+        "RAM": ram,
+        "Python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "Platform": platform.platform(),
+    }
 
 
 def package_versions() -> dict[str, str]:
@@ -243,22 +316,40 @@ def _raw_table(raw: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def markdown_report(rows: list[dict[str, Any]], statuses: list[tuple[str, str, float]], quick: bool,
-                    raw: dict[str, list[dict[str, Any]]] | None = None) -> str:
+def markdown_report(
+    rows: list[dict[str, Any]],
+    statuses: list[tuple[str, str, float]],
+    quick: bool,
+    raw: dict[str, list[dict[str, Any]]] | None = None,
+) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = ["# Benchmark results", "",
-             f"Generated by `python -m benchmarks{' --quick' if quick else ''}` on {when}. Regenerate; "
-             "do not edit by hand. ratio = sibyl_nb / peer: below 1 means sibyl_nb is faster.", "",
-             "## Machine", "", "| | |", "|---|---|"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `python -m benchmarks{' --quick' if quick else ''}` on {when}. Regenerate; "
+        "do not edit by hand. ratio = sibyl_nb / peer: below 1 means sibyl_nb is faster.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {_md(v)} |" for k, v in machine_info().items()]
     lines += ["", "## Versions", "", "| package | version |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in package_versions().items()]
-    lines += ["", "## Results", "", "| " + " | ".join(HEAD + ["notes"]) + " |",
-              "|" + "|".join(["---", "---", "---", "--:", "---", "--:", "--:", "---", "---"]) + "|"]
+    lines += [
+        "",
+        "## Results",
+        "",
+        "| " + " | ".join(HEAD + ["notes"]) + " |",
+        "|" + "|".join(["---", "---", "---", "--:", "---", "--:", "--:", "---", "---"]) + "|",
+    ]
     lines += ["| " + " | ".join(_md(c) for c in _cells(r) + [r["notes"]]) + " |" for r in rows]
     lines += ["", "## Suites", ""]
-    lines += [f"- **{name}**: {status}" + (f" ({seconds:.1f} s)" if seconds else "")
-              for name, status, seconds in statuses]
+    lines += [
+        f"- **{name}**: {status}" + (f" ({seconds:.1f} s)" if seconds else "")
+        for name, status, seconds in statuses
+    ]
     for suite, suite_rows in (raw or {}).items():
         lines += ["", f"## {suite}: the suite's own columns", ""] + _raw_table(suite_rows)
     return "\n".join(lines) + "\n"
@@ -268,7 +359,9 @@ def markdown_report(rows: list[dict[str, Any]], statuses: list[tuple[str, str, f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (CI smoke run)")
-    parser.add_argument("--only", default="", help="comma-separated suites: " + ", ".join(n for n, _ in SUITES))
+    parser.add_argument(
+        "--only", default="", help="comma-separated suites: " + ", ".join(n for n, _ in SUITES)
+    )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"), help="where to write the report")
     parser.add_argument("--suite", help=argparse.SUPPRESS)  # child mode: run one module
     parser.add_argument("--json", help=argparse.SUPPRESS)

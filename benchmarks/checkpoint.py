@@ -75,14 +75,30 @@ def run(quick: bool = False, steps: int | None = None) -> list[dict[str, Any]]:
 
     base = _sibyl_chain(n, None)
     t_base = _median_time(lambda: base.run({}), reps)
-    rows.append({"system": "sibyl_nb", "backend": "none", "steps": n, "run_ms": t_base * 1e3,
-                 "overhead_us_per_step": 0.0})
-    for backend, cfg in (("diskcache", {"storage": "diskcache", "path": str(Path(home) / "ck")}),
-                         ("sqlite", {"storage": "database", "database_url": f"sqlite:///{home}/ck.db"})):
+    rows.append(
+        {
+            "system": "sibyl_nb",
+            "backend": "none",
+            "steps": n,
+            "run_ms": t_base * 1e3,
+            "overhead_us_per_step": 0.0,
+        }
+    )
+    for backend, cfg in (
+        ("diskcache", {"storage": "diskcache", "path": str(Path(home) / "ck")}),
+        ("sqlite", {"storage": "database", "database_url": f"sqlite:///{home}/ck.db"}),
+    ):
         pipe = _sibyl_chain(n, cfg)
         t = _median_time(lambda p=pipe: p.run({}, workflow_id=uuid.uuid4().hex), reps)
-        rows.append({"system": "sibyl_nb", "backend": backend, "steps": n, "run_ms": t * 1e3,
-                     "overhead_us_per_step": (t - t_base) / n * 1e6})
+        rows.append(
+            {
+                "system": "sibyl_nb",
+                "backend": backend,
+                "steps": n,
+                "run_ms": t * 1e3,
+                "overhead_us_per_step": (t - t_base) / n * 1e6,
+            }
+        )
 
     try:
         from langgraph.checkpoint.sqlite import SqliteSaver
@@ -94,8 +110,15 @@ def run(quick: bool = False, steps: int | None = None) -> list[dict[str, Any]]:
         limit = {"recursion_limit": n + 10}
         plain = _lg_chain(n)
         t_lg = _median_time(lambda: plain.invoke({}, limit), reps)
-        rows.append({"system": "langgraph", "backend": "none", "steps": n, "run_ms": t_lg * 1e3,
-                     "overhead_us_per_step": 0.0})
+        rows.append(
+            {
+                "system": "langgraph",
+                "backend": "none",
+                "steps": n,
+                "run_ms": t_lg * 1e3,
+                "overhead_us_per_step": 0.0,
+            }
+        )
         conn = sqlite3.connect(os.path.join(home, "lg.db"), check_same_thread=False)
         saver = SqliteSaver(conn)
         graph = _lg_chain(n, saver)
@@ -106,8 +129,15 @@ def run(quick: bool = False, steps: int | None = None) -> list[dict[str, Any]]:
 
         t = _median_time(lg_run, reps)
         lg_over = (t - t_lg) / n * 1e6
-        rows.append({"system": "langgraph", "backend": "SqliteSaver sync", "steps": n, "run_ms": t * 1e3,
-                     "overhead_us_per_step": lg_over})
+        rows.append(
+            {
+                "system": "langgraph",
+                "backend": "SqliteSaver sync",
+                "steps": n,
+                "run_ms": t * 1e3,
+                "overhead_us_per_step": lg_over,
+            }
+        )
         conn.close()
     for r in rows:
         over = r["overhead_us_per_step"]
@@ -124,13 +154,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int)
     args = p.parse_args(argv)
     rows = run(quick=args.quick, steps=args.steps)
-    print(f"{'system':<10} {'backend':<17} {'steps':>5} {'run ms':>9} {'µs/step overhead':>17} "
-          f"{'× LangGraph':>11}  goal ≤{GOAL_US:.0f} µs")
+    print(
+        f"{'system':<10} {'backend':<17} {'steps':>5} {'run ms':>9} {'µs/step overhead':>17} "
+        f"{'× LangGraph':>11}  goal ≤{GOAL_US:.0f} µs"
+    )
     for r in rows:
         ratio = f"{r['vs_langgraph']:.2f}" if r["vs_langgraph"] is not None else "-"
         goal = {True: "yes", False: "NO", None: ""}[r["goal_met"]]
-        print(f"{r['system']:<10} {r['backend']:<17} {r['steps']:>5} {r['run_ms']:>9.2f} "
-              f"{r['overhead_us_per_step']:>17.1f} {ratio:>11}  {goal}")
+        print(
+            f"{r['system']:<10} {r['backend']:<17} {r['steps']:>5} {r['run_ms']:>9.2f} "
+            f"{r['overhead_us_per_step']:>17.1f} {ratio:>11}  {goal}"
+        )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,11 @@ RESERVE = 2_000
 TARGET_TOKENS = 250
 GOAL_MS = 1.0
 
-_VOCAB = ("python data model context token window summary language program compute memory network graph "
-          "node edge scheduler pipeline session cache store budget answer question retrieval document "
-          "vector index query latency throughput notebook widget kernel provider prompt reply")
+_VOCAB = (
+    "python data model context token window summary language program compute memory network graph "
+    "node edge scheduler pipeline session cache store budget answer question retrieval document "
+    "vector index query latency throughput notebook widget kernel provider prompt reply"
+)
 _WORDS = _VOCAB.split()
 
 
@@ -75,7 +77,9 @@ def _turns(history: list[dict[str, Any]], turns: int, select: Any, counter: Any)
     return times, result
 
 
-def _langchain(history: list[dict[str, Any]], turns: int, counter: Any) -> tuple[list[float], int, int] | None:
+def _langchain(
+    history: list[dict[str, Any]], turns: int, counter: Any
+) -> tuple[list[float], int, int] | None:
     """(ms per turn, messages trim_messages kept, messages our window keeps on the same history)."""
     try:
         from langchain_core.messages import AIMessage, HumanMessage, trim_messages
@@ -85,8 +89,13 @@ def _langchain(history: list[dict[str, Any]], turns: int, counter: Any) -> tuple
     role_tokens = {"human": counter.count("user"), "ai": counter.count("assistant")}
 
     def count(msgs: list[Any]) -> int:  # the usual tiktoken counter: every message, every call
-        return sum(TOKENS_PER_MESSAGE + role_tokens.get(m.type, 1) + len(enc.encode_ordinary(m.content))
-                   for m in msgs) + REPLY_PRIMING
+        return (
+            sum(
+                TOKENS_PER_MESSAGE + role_tokens.get(m.type, 1) + len(enc.encode_ordinary(m.content))
+                for m in msgs
+            )
+            + REPLY_PRIMING
+        )
 
     def to_lc(m: dict[str, Any]) -> Any:
         return HumanMessage(m["content"]) if m["role"] == "user" else AIMessage(m["content"])
@@ -103,7 +112,9 @@ def _langchain(history: list[dict[str, Any]], turns: int, counter: Any) -> tuple
         times.append((time.perf_counter() - t0) * 1000.0)
         kept = len(out)
         history.append(msg)  # the same turn through our window, untimed, to check both keep the same
-        ours = window_context(history, max_tokens=MAX_TOKENS, reserve_tokens=RESERVE, counter=counter).kept["full"]
+        ours = window_context(history, max_tokens=MAX_TOKENS, reserve_tokens=RESERVE, counter=counter).kept[
+            "full"
+        ]
     return times, kept, ours
 
 
@@ -165,11 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer turns")
     args = parser.parse_args(argv)
     rows = run(quick=args.quick)
-    cols = [("messages", "messages"), ("history_tokens", "tokens"), ("window_ms", "window ms/turn"),
-            ("hierarchical_ms", "hierarchical ms/turn"), ("hierarchical_first_ms", "hier. 1st call ms"),
-            ("trim_messages_ms", "trim_messages ms/turn"), ("trim_vs_window", "trim/window"),
-            ("trim_vs_hierarchical", "trim/hier."), ("window_kept_same_history", "window kept"),
-            ("trim_messages_kept", "trim kept")]
+    cols = [
+        ("messages", "messages"),
+        ("history_tokens", "tokens"),
+        ("window_ms", "window ms/turn"),
+        ("hierarchical_ms", "hierarchical ms/turn"),
+        ("hierarchical_first_ms", "hier. 1st call ms"),
+        ("trim_messages_ms", "trim_messages ms/turn"),
+        ("trim_vs_window", "trim/window"),
+        ("trim_vs_hierarchical", "trim/hier."),
+        ("window_kept_same_history", "window kept"),
+        ("trim_messages_kept", "trim kept"),
+    ]
     table = [[h for _, h in cols]] + [[_fmt(r.get(k)) for k, _ in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for j, row in enumerate(table):
@@ -178,10 +196,14 @@ def main(argv: list[str] | None = None) -> int:
             print("  ".join("-" * w for w in widths))
     last = rows[-1]
     ok = last["window_ms"] <= GOAL_MS and last["hierarchical_ms"] <= GOAL_MS
-    print(f"\nmedian per turn at {last['messages']:,} messages: window {last['window_ms']:.3f} ms, "
-          f"hierarchical {last['hierarchical_ms']:.3f} ms (goal <= {GOAL_MS} ms: {'met' if ok else 'MISSED'})")
-    print("window and trim_messages keep the same messages:",
-          all(r["trim_messages_kept"] == r["window_kept_same_history"] for r in rows))
+    print(
+        f"\nmedian per turn at {last['messages']:,} messages: window {last['window_ms']:.3f} ms, "
+        f"hierarchical {last['hierarchical_ms']:.3f} ms (goal <= {GOAL_MS} ms: {'met' if ok else 'MISSED'})"
+    )
+    print(
+        "window and trim_messages keep the same messages:",
+        all(r["trim_messages_kept"] == r["window_kept_same_history"] for r in rows),
+    )
     return 0
 
 

@@ -51,8 +51,16 @@ def fanout(width: int) -> sb.Pipeline:
     for i in range(width):
         nodes.append({"id": f"w{i}", "technique": "bench_dask.work", "config": {"i": i}})
         edges += [{"from": "src", "to": f"w{i}"}, {"from": f"w{i}", "to": "join"}]
-    return sb.Pipeline.from_dict({"steps": [{"use": "workflow_orchestration.graph", "config": {
-        "subtechnique": "dag", "graph_definition": {"nodes": nodes, "edges": edges}}}]})
+    return sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "workflow_orchestration.graph",
+                    "config": {"subtechnique": "dag", "graph_definition": {"nodes": nodes, "edges": edges}},
+                }
+            ]
+        }
+    )
 
 
 def _median_wall(fn: Callable[[], Any], repeat: int) -> float:
@@ -80,40 +88,92 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     threads = max(1, math.ceil(local_slots / 2))
     pipe = fanout(TASKS)
     local = _median_wall(lambda: pipe.run({}), repeat)
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=threads, dashboard_address=":0",
-                      silence_logs=logging.ERROR) as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=threads,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         client.wait_for_workers(2)
         dask_slots = sum(client.nthreads().values())
         executor = DaskExecutor(client=client)
         check = pipe.run({}, executor=executor).output
         assert check == {"count": TASKS}, check
         ours = _median_wall(lambda: pipe.run({}, executor=executor), repeat)
-        raw = _median_wall(lambda: client.gather(client.map(time.sleep, [TASK_SECONDS] * TASKS, pure=False)),
-                           repeat)
-    per = {name: (wall - _ideal(slots)) / TASKS
-           for name, wall, slots in (("ours", ours, dask_slots), ("raw", raw, dask_slots),
-                                     ("local", local, local_slots))}
-    setup = (f"{TASKS} tasks x {TASK_SECONDS * 1e3:.0f} ms; Dask: 2 workers x {threads} threads "
-             f"(processes); local: {local_slots}-thread pool; ideal {_ideal(dask_slots):.2f} s / "
-             f"{_ideal(local_slots):.2f} s")
+        raw = _median_wall(
+            lambda: client.gather(client.map(time.sleep, [TASK_SECONDS] * TASKS, pure=False)), repeat
+        )
+    per = {
+        name: (wall - _ideal(slots)) / TASKS
+        for name, wall, slots in (
+            ("ours", ours, dask_slots),
+            ("raw", raw, dask_slots),
+            ("local", local, local_slots),
+        )
+    }
+    setup = (
+        f"{TASKS} tasks x {TASK_SECONDS * 1e3:.0f} ms; Dask: 2 workers x {threads} threads "
+        f"(processes); local: {local_slots}-thread pool; ideal {_ideal(dask_slots):.2f} s / "
+        f"{_ideal(local_slots):.2f} s"
+    )
     return [
-        _row("dask: fan-out 200 x 50 ms (wall) vs local executor", ours, "local executor", local, "s",
-             "<= 1.2 x local", setup),
-        _row("dask: overhead per task vs local executor", per["ours"] * 1e3, "local executor",
-             per["local"] * 1e3, "ms", "", "(wall - ideal) / tasks"),
-        _row("dask: fan-out 200 x 50 ms (wall) vs raw Dask", ours, "raw dask (client.map)", raw, "s",
-             "<= 1.1 x raw Dask", ""),
-        _row("dask: overhead per task vs raw Dask", per["ours"] * 1e3, "raw dask (client.map)",
-             per["raw"] * 1e3, "ms", "<= 2 ms per task", "what the executor adds to Dask itself"),
+        _row(
+            "dask: fan-out 200 x 50 ms (wall) vs local executor",
+            ours,
+            "local executor",
+            local,
+            "s",
+            "<= 1.2 x local",
+            setup,
+        ),
+        _row(
+            "dask: overhead per task vs local executor",
+            per["ours"] * 1e3,
+            "local executor",
+            per["local"] * 1e3,
+            "ms",
+            "",
+            "(wall - ideal) / tasks",
+        ),
+        _row(
+            "dask: fan-out 200 x 50 ms (wall) vs raw Dask",
+            ours,
+            "raw dask (client.map)",
+            raw,
+            "s",
+            "<= 1.1 x raw Dask",
+            "",
+        ),
+        _row(
+            "dask: overhead per task vs raw Dask",
+            per["ours"] * 1e3,
+            "raw dask (client.map)",
+            per["raw"] * 1e3,
+            "ms",
+            "<= 2 ms per task",
+            "what the executor adds to Dask itself",
+        ),
     ]
 
 
-def _row(name: str, ours: float, peer: str, peer_value: float, unit: str, goal: str,
-         notes: str) -> dict[str, Any]:
+def _row(
+    name: str, ours: float, peer: str, peer_value: float, unit: str, goal: str, notes: str
+) -> dict[str, Any]:
     ratio = ours / peer_value if peer_value > 0 and ours >= 0 else None
-    return {"benchmark": name, "unit": unit, "sibyl_nb": ours, "peer": peer, "peer_value": peer_value,
-            "ratio": ratio, "goal": goal, "notes": notes}
+    return {
+        "benchmark": name,
+        "unit": unit,
+        "sibyl_nb": ours,
+        "peer": peer,
+        "peer_value": peer_value,
+        "ratio": ratio,
+        "goal": goal,
+        "notes": notes,
+    }
 
 
 def main() -> None:

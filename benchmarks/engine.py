@@ -58,21 +58,55 @@ def sibyl_fanout(width: int) -> sb.Pipeline:
     for i in range(width):
         nodes.append({"id": f"w{i}", "technique": "bench.sleep"})
         edges += [{"from": "src", "to": f"w{i}"}, {"from": f"w{i}", "to": "join"}]
-    return sb.Pipeline.from_dict({"steps": [{"use": "workflow_orchestration.graph", "config": {
-        "subtechnique": "dag", "graph_definition": {"nodes": nodes, "edges": edges}}}]})
+    return sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "workflow_orchestration.graph",
+                    "config": {"subtechnique": "dag", "graph_definition": {"nodes": nodes, "edges": edges}},
+                }
+            ]
+        }
+    )
 
 
 def sibyl_cycle(iterations: int) -> sb.Pipeline:
-    return sb.Pipeline.from_dict({"steps": [{"use": "workflow_orchestration.graph", "config": {
-        "subtechnique": "cyclic", "max_iterations": iterations + 1, "graph_definition": {
-            "nodes": [{"id": "a", "technique": "bench.count"}, {"id": "b", "technique": "bench.noop"}],
-            "edges": [{"from": "a", "to": "b", "condition": f"${{a.n}} < {iterations}"},
-                      {"from": "b", "to": "a"}]}}}]})
+    return sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "workflow_orchestration.graph",
+                    "config": {
+                        "subtechnique": "cyclic",
+                        "max_iterations": iterations + 1,
+                        "graph_definition": {
+                            "nodes": [
+                                {"id": "a", "technique": "bench.count"},
+                                {"id": "b", "technique": "bench.noop"},
+                            ],
+                            "edges": [
+                                {"from": "a", "to": "b", "condition": f"${{a.n}} < {iterations}"},
+                                {"from": "b", "to": "a"},
+                            ],
+                        },
+                    },
+                }
+            ]
+        }
+    )
 
 
 def sibyl_dynamic() -> sb.Pipeline:
-    return sb.Pipeline.from_dict({"steps": [{"use": "workflow_orchestration.graph", "config": {
-        "subtechnique": "dynamic", "builder": "bench.fanout"}}]})
+    return sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "workflow_orchestration.graph",
+                    "config": {"subtechnique": "dynamic", "builder": "bench.fanout"},
+                }
+            ]
+        }
+    )
 
 
 # ---------------------------------------------------------------------- LangGraph workloads
@@ -183,8 +217,15 @@ async def _measure(quick: bool) -> list[dict[str, Any]]:
         if have_lg and (n == 1000 or not quick):
             graph = lg_chain(n)
             lg = await _time(lambda g=graph: g.ainvoke({}, recursion), max(2, rep // 2))
-        rows.append(_row(f"chain {n} no-op nodes (per node)", s / n, lg / n if lg else None, "us",
-                         goal="<= 0.1 x LangGraph, flat"))
+        rows.append(
+            _row(
+                f"chain {n} no-op nodes (per node)",
+                s / n,
+                lg / n if lg else None,
+                "us",
+                goal="<= 0.1 x LangGraph, flat",
+            )
+        )
 
     one = sibyl_chain(1)
     s = await _time(lambda: one.execute({}), rep * 200)
@@ -224,9 +265,14 @@ async def _measure(quick: bool) -> list[dict[str, Any]]:
 
 def _row(name: str, ours: float, peer: float | None, unit: str, goal: str = "") -> dict[str, Any]:
     scale = {"us": 1e6, "ms": 1e3, "s": 1.0}[unit]
-    return {"benchmark": name, "unit": unit, "sibyl_nb": ours * scale,
-            "langgraph": peer * scale if peer is not None else None,
-            "ratio": (ours / peer) if peer else None, "goal": goal}
+    return {
+        "benchmark": name,
+        "unit": unit,
+        "sibyl_nb": ours * scale,
+        "langgraph": peer * scale if peer is not None else None,
+        "ratio": (ours / peer) if peer else None,
+        "goal": goal,
+    }
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
@@ -239,8 +285,10 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lg = f"{r['langgraph']:.3f}" if r["langgraph"] is not None else "-"
         ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
-        out.append(f"{r['benchmark']:<44} {r['sibyl_nb']:>9.3f} {r['unit']:<2} {lg:>9} {r['unit']:<2} "
-                   f"{ratio:>8}  {r['goal']}")
+        out.append(
+            f"{r['benchmark']:<44} {r['sibyl_nb']:>9.3f} {r['unit']:<2} {lg:>9} {r['unit']:<2} "
+            f"{ratio:>8}  {r['goal']}"
+        )
     return "\n".join(out)
 
 

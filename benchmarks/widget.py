@@ -61,15 +61,36 @@ def build(workload: str) -> Any:
         nodes, edges = [], []
         for layer in range(20):
             for j in range(10):
-                nodes.append({"id": f"n{layer}_{j}", "technique": "bench_widget.io", "config": {"delay": 0.01}})
+                nodes.append(
+                    {"id": f"n{layer}_{j}", "technique": "bench_widget.io", "config": {"delay": 0.01}}
+                )
                 if layer:
-                    edges.extend({"from": f"n{layer - 1}_{k}", "to": f"n{layer}_{j}"} for k in range(10)
-                                 if k == j or k == (j + 1) % 10)
-        doc = {"pipelines": {workload: {"steps": [{"use": "workflow_orchestration.graph", "config": {
-            "subtechnique": "dag", "graph_definition": {"nodes": nodes, "edges": edges}}}]}}}
+                    edges.extend(
+                        {"from": f"n{layer - 1}_{k}", "to": f"n{layer}_{j}"}
+                        for k in range(10)
+                        if k == j or k == (j + 1) % 10
+                    )
+        doc = {
+            "pipelines": {
+                workload: {
+                    "steps": [
+                        {
+                            "use": "workflow_orchestration.graph",
+                            "config": {
+                                "subtechnique": "dag",
+                                "graph_definition": {"nodes": nodes, "edges": edges},
+                            },
+                        }
+                    ]
+                }
+            }
+        }
         return sb.Pipeline.from_dict(doc, workload)
-    technique = {"noop_chain": "bench_widget.noop", "io_chain": "bench_widget.io",
-                 "cpu_chain": "bench_widget.cpu"}[workload]
+    technique = {
+        "noop_chain": "bench_widget.noop",
+        "io_chain": "bench_widget.io",
+        "cpu_chain": "bench_widget.cpu",
+    }[workload]
     steps = [{"use": technique, "id": f"s{i}"} for i in range(200)]
     return sb.Pipeline.from_dict({"pipelines": {workload: {"steps": steps}}}, workload)
 
@@ -118,12 +139,21 @@ def run(quick: bool = False, interval: float = 0.15) -> list[dict[str, Any]]:
         p_ms = statistics.median(plain) * 1000
         l_ms = statistics.median(live) * 1000
         ratio = l_ms / p_ms
-        rows.append({"benchmark": f"{workload} ({len(pipe.graph.nodes)} nodes): run time with live widget",
-                     "unit": "ms", "sibyl_nb": round(l_ms, 3), "peer": "without widget",
-                     "peer_value": round(p_ms, 3), "ratio": round(ratio, 3), "goal": f"<= {GOAL}x",
-                     "goal_met": ratio <= GOAL, "live_repaints": int(statistics.median(paints)) - 2,
-                     "widget_setup_ms": round(statistics.median(setups) * 1000, 1),
-                     "final_paint_ms": round(statistics.median(finals) * 1000, 1)})
+        rows.append(
+            {
+                "benchmark": f"{workload} ({len(pipe.graph.nodes)} nodes): run time with live widget",
+                "unit": "ms",
+                "sibyl_nb": round(l_ms, 3),
+                "peer": "without widget",
+                "peer_value": round(p_ms, 3),
+                "ratio": round(ratio, 3),
+                "goal": f"<= {GOAL}x",
+                "goal_met": ratio <= GOAL,
+                "live_repaints": int(statistics.median(paints)) - 2,
+                "widget_setup_ms": round(statistics.median(setups) * 1000, 1),
+                "final_paint_ms": round(statistics.median(finals) * 1000, 1),
+            }
+        )
     return rows
 
 

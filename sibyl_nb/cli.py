@@ -44,8 +44,11 @@ def find_document(file: str | None, *, quiet: bool = False) -> Path:
         if path.is_file():
             return path
     if not quiet:
-        print(f"sibyl: no --file, ./pipelines.yaml or ./sibyl.yaml: using the bundled seed examples "
-              f"({BUNDLED_EXAMPLES})", file=sys.stderr)
+        print(
+            f"sibyl: no --file, ./pipelines.yaml or ./sibyl.yaml: using the bundled seed examples "
+            f"({BUNDLED_EXAMPLES})",
+            file=sys.stderr,
+        )
     return BUNDLED_EXAMPLES
 
 
@@ -57,8 +60,10 @@ def _pipeline(args: argparse.Namespace) -> Any:
     doc = load_document(path, trust_code=trust)
     name = getattr(args, "pipeline", None)
     if name is None and len(doc.pipelines) > 1:
-        raise CliError(f"{path} defines {len(doc.pipelines)} pipelines: pick one with --pipeline "
-                       f"({', '.join(doc.pipelines)})")
+        raise CliError(
+            f"{path} defines {len(doc.pipelines)} pipelines: pick one with --pipeline "
+            f"({', '.join(doc.pipelines)})"
+        )
     return Pipeline.from_document(doc, name, trusted=trust)
 
 
@@ -88,8 +93,14 @@ def _print(text: str) -> None:
 
 def _show(result: Any, args: argparse.Namespace) -> None:
     if getattr(args, "json", False):
-        _print(json.dumps({"run_id": result.run_id, "stopped_by": result.stopped_by, "output": result.output},
-                          ensure_ascii=False, indent=2, default=str))
+        _print(
+            json.dumps(
+                {"run_id": result.run_id, "stopped_by": result.stopped_by, "output": result.output},
+                ensure_ascii=False,
+                indent=2,
+                default=str,
+            )
+        )
     else:
         _print(result.text)
     if getattr(args, "trace", False):
@@ -155,8 +166,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
             parts.append(f"{name} ({len(g.nodes)} nodes, {len(g.edges)} edges)")
             warnings += [f"  warning: {name}: {w}" for w in spec.warnings]
         n = len(doc.pipelines)
-        extras = [k for k, v in (("shops", doc.infrastructure), ("observability", doc.observability),
-                                 ("providers", doc.providers)) if v]
+        extras = [
+            k
+            for k, v in (
+                ("shops", doc.infrastructure),
+                ("observability", doc.observability),
+                ("providers", doc.providers),
+            )
+            if v
+        ]
         tail = f"; settings: {', '.join(extras)}" if extras else ""
         print(f"ok: {file}: {n} pipeline{'s' if n != 1 else ''}: {', '.join(parts)}{tail}")
         for w in warnings:
@@ -180,8 +198,14 @@ def _checkpoint_store(args: argparse.Namespace) -> Any:
         return _pipeline(args).checkpoint_store()
     from .state.checkpoint import open_checkpoint_store
 
-    return open_checkpoint_store({"storage": args.storage, "database_url": args.database_url,
-                                  "redis_url": args.redis_url, "path": args.path})
+    return open_checkpoint_store(
+        {
+            "storage": args.storage,
+            "database_url": args.database_url,
+            "redis_url": args.redis_url,
+            "path": args.path,
+        }
+    )
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
@@ -196,11 +220,15 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
         print(f"{'workflow_id':<28} {'pipeline':<22} {'status':<9} {'steps':>5}  updated")
         for r in rows:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["updated_at"] or 0))
-            print(f"{r['workflow_id']:<28} {str(r['pipeline']):<22} {str(r['status']):<9} {r['steps']:>5}  {when}")
+            print(
+                f"{r['workflow_id']:<28} {str(r['pipeline']):<22} {str(r['status']):<9} {r['steps']:>5}  {when}"
+            )
         return 0
     older = _duration(args.older_than) if args.older_than else None
     if args.keep is None and older is None and not args.stale_only:
-        raise CliError("checkpoints prune: give --keep N, --older-than DURATION (e.g. 7d, 12h) or --stale-only")
+        raise CliError(
+            "checkpoints prune: give --keep N, --older-than DURATION (e.g. 7d, 12h) or --stale-only"
+        )
     out = store.prune(keep=args.keep, older_than=older, status=args.status)
     print(f"pruned {out['workflows']} workflow(s), {out['entries']} entries from {store.url}")
     return 0
@@ -231,14 +259,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def doc_args(sp: argparse.ArgumentParser, pipeline_required: bool = False) -> None:
-        sp.add_argument("--file", "-f", help="YAML document (default: ./pipelines.yaml, ./sibyl.yaml, "
-                                             "else the bundled seed examples)")
-        sp.add_argument("--pipeline", "-p", required=pipeline_required,
-                        help="pipeline name (needed when the document has several)")
-        sp.add_argument("--trust-code", action="store_true", help="allow builder_code from the document to run")
+        sp.add_argument(
+            "--file",
+            "-f",
+            help="YAML document (default: ./pipelines.yaml, ./sibyl.yaml, else the bundled seed examples)",
+        )
+        sp.add_argument(
+            "--pipeline",
+            "-p",
+            required=pipeline_required,
+            help="pipeline name (needed when the document has several)",
+        )
+        sp.add_argument(
+            "--trust-code", action="store_true", help="allow builder_code from the document to run"
+        )
 
     def run_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--input", "-i", help='pipeline input: JSON, @file.json, or plain text (the query)')
+        sp.add_argument("--input", "-i", help="pipeline input: JSON, @file.json, or plain text (the query)")
         sp.add_argument("--query", "-q", help="shortcut for --input '{\"query\": ...}'")
 
     wf = sub.add_parser("workflow", help="workflow commands (visualize)")

@@ -14,8 +14,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["draw_graph", "save_graph", "statuses_from_result", "statuses_from_records", "STATUS_COLORS",
-           "EDGE_COLORS"]
+__all__ = [
+    "draw_graph",
+    "save_graph",
+    "statuses_from_result",
+    "statuses_from_records",
+    "STATUS_COLORS",
+    "EDGE_COLORS",
+]
 
 # Status -> fill colour: one palette for the CLI drawing, the live widget and the static HTML.
 STATUS_COLORS: dict[str, str] = {
@@ -28,8 +34,14 @@ STATUS_COLORS: dict[str, str] = {
     "cancelled": "#8c8c8c",
 }
 EDGE_COLORS = {"edge": "#546e7a", "conditional": "#1565c0", "back": "#8e24aa", "fallback": "#c62828"}
-_RECORD_STATUS = {"ran": "done", "cached": "cached", "skipped": "skipped", "failed": "failed",
-                  "cancelled": "cancelled", "recovered": "done"}
+_RECORD_STATUS = {
+    "ran": "done",
+    "cached": "cached",
+    "skipped": "skipped",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "recovered": "done",
+}
 _MAX_LABEL = 38
 _REF = re.compile(r"\$\{([^}]*)\}")
 
@@ -98,8 +110,14 @@ def _layers(graph: Any) -> tuple[list[list[str]], dict[str, int]]:
     return rows, layer
 
 
-def draw_graph(graph_ir: Any, statuses: Mapping[str, str] | None = None, ax: Any = None, *,
-               title: str | None = None, show_techniques: bool = True) -> Any:
+def draw_graph(
+    graph_ir: Any,
+    statuses: Mapping[str, str] | None = None,
+    ax: Any = None,
+    *,
+    title: str | None = None,
+    show_techniques: bool = True,
+) -> Any:
     """Draw ``graph_ir`` (a ``GraphIR``; a ``Pipeline`` or ``RunResult`` works too) and return the
     matplotlib ``Figure``. ``statuses``: node id -> pending | running | done | skipped | failed |
     cached (record statuses such as ``ran`` are accepted). Pass ``ax`` to draw into existing axes."""
@@ -186,17 +204,43 @@ def draw_graph(graph_ir: Any, statuses: Mapping[str, str] | None = None, ax: Any
         node = None if fb else graph.nodes[nid]
         dashed = fb or status == "skipped" or (node is not None and node.kind != "task")
         edge = EDGE_COLORS["fallback"] if fb else ("#37474f" if status != "skipped" else "#9e9e9e")
-        box = FancyBboxPatch((x - box_w / 2, y - box_h / 2), box_w, box_h,
-                             boxstyle="round,pad=0.02,rounding_size=0.12", fc=face, ec=edge,
-                             lw=1.3 if status == "running" else 1.0, ls="--" if dashed else "-", zorder=3)
+        box = FancyBboxPatch(
+            (x - box_w / 2, y - box_h / 2),
+            box_w,
+            box_h,
+            boxstyle="round,pad=0.02,rounding_size=0.12",
+            fc=face,
+            ec=edge,
+            lw=1.3 if status == "running" else 1.0,
+            ls="--" if dashed else "-",
+            zorder=3,
+        )
         ax.add_patch(box)
         boxes[nid] = box
         lines = labels[nid]
-        ax.text(x, y + (len(lines) - 1) * 0.085, lines[0], ha="center", va="center", fontsize=8.5,
-                fontweight="bold", zorder=4, color="#212121" if status != "skipped" else "#757575")
+        ax.text(
+            x,
+            y + (len(lines) - 1) * 0.085,
+            lines[0],
+            ha="center",
+            va="center",
+            fontsize=8.5,
+            fontweight="bold",
+            zorder=4,
+            color="#212121" if status != "skipped" else "#757575",
+        )
         if len(lines) > 1:
-            ax.text(x, y - 0.085, "\n".join(lines[1:]), ha="center", va="center", fontsize=7,
-                    color="#455a64", zorder=4, linespacing=1.15)
+            ax.text(
+                x,
+                y - 0.085,
+                "\n".join(lines[1:]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="#455a64",
+                zorder=4,
+                linespacing=1.15,
+            )
 
     kinds_used: set[str] = set()
 
@@ -212,25 +256,66 @@ def draw_graph(graph_ir: Any, statuses: Mapping[str, str] | None = None, ax: Any
             length = max((dx * dx + dy * dy) ** 0.5, 1e-6)
             bend = min(0.9, 0.75 / length + 0.25)
             r = bend if dy >= 0 else -bend  # control point offset r * (dy, -dx): to the right
-            patch = FancyArrowPatch(pa, pb, connectionstyle=f"arc3,rad={r}", arrowstyle="-|>", mutation_scale=11,
-                                    color=color, lw=1.1, ls=style, zorder=2, shrinkA=2, shrinkB=2)
+            patch = FancyArrowPatch(
+                pa,
+                pb,
+                connectionstyle=f"arc3,rad={r}",
+                arrowstyle="-|>",
+                mutation_scale=11,
+                color=color,
+                lw=1.1,
+                ls=style,
+                zorder=2,
+                shrinkA=2,
+                shrinkB=2,
+            )
             mx = (pa[0] + pb[0]) / 2 + 0.5 * r * dy + 0.08
             my = (pa[1] + pb[1]) / 2 - 0.5 * r * dx
             ax.add_patch(patch)
             kinds_used.add(kind)
             if text:
-                ax.text(mx, my, _short(text, 30), ha="left", va="center", fontsize=6.8, color=color, zorder=5,
-                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9})
+                ax.text(
+                    mx,
+                    my,
+                    _short(text, 30),
+                    ha="left",
+                    va="center",
+                    fontsize=6.8,
+                    color=color,
+                    zorder=5,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9},
+                )
             return
         if src == dst:  # self-loop: a small arc on the right side
             pa, pb = (xa + box_w / 2, ya + box_h / 4), (xa + box_w / 2, ya - box_h / 4)
-            patch = FancyArrowPatch(pa, pb, connectionstyle="arc3,rad=-1.8", arrowstyle="-|>", mutation_scale=11,
-                                    color=color, lw=1.1, ls=style, zorder=2)
+            patch = FancyArrowPatch(
+                pa,
+                pb,
+                connectionstyle="arc3,rad=-1.8",
+                arrowstyle="-|>",
+                mutation_scale=11,
+                color=color,
+                lw=1.1,
+                ls=style,
+                zorder=2,
+            )
             mx, my = xa + box_w / 2 + 0.35, ya
         else:
-            patch = FancyArrowPatch((xa, ya), (xb, yb), patchA=boxes[src], patchB=boxes[dst],
-                                    connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=11,
-                                    color=color, lw=1.1, ls=style, zorder=2, shrinkA=1, shrinkB=1)
+            patch = FancyArrowPatch(
+                (xa, ya),
+                (xb, yb),
+                patchA=boxes[src],
+                patchB=boxes[dst],
+                connectionstyle=f"arc3,rad={rad}",
+                arrowstyle="-|>",
+                mutation_scale=11,
+                color=color,
+                lw=1.1,
+                ls=style,
+                zorder=2,
+                shrinkA=1,
+                shrinkB=1,
+            )
             # on the visible part of the quadratic curve arc3 draws (control point offset by
             # rad * (dy, -dx)); ``at`` staggers the labels of a fan-out so they never overlap
             edge_in = min(box_h / 2 / max(abs(yb - ya), 1e-6), 0.45)
@@ -242,8 +327,17 @@ def draw_graph(graph_ir: Any, statuses: Mapping[str, str] | None = None, ax: Any
         ax.add_patch(patch)
         kinds_used.add(kind)
         if text:
-            ax.text(mx, my, _short(text, 30), ha="center", va="center", fontsize=6.8, color=color, zorder=5,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9})
+            ax.text(
+                mx,
+                my,
+                _short(text, 30),
+                ha="center",
+                va="center",
+                fontsize=6.8,
+                color=color,
+                zorder=5,
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9},
+            )
 
     stagger: dict[int, float] = {}
     by_src: dict[str, list[Any]] = {}
@@ -258,7 +352,9 @@ def draw_graph(graph_ir: Any, statuses: Mapping[str, str] | None = None, ax: Any
     for e in graph.edges:
         if e.src not in pos or e.dst not in pos:
             continue
-        cond = _pretty(e.condition.text) if e.condition is not None else (f"when {e.when}" if e.when else None)
+        cond = (
+            _pretty(e.condition.text) if e.condition is not None else (f"when {e.when}" if e.when else None)
+        )
         if e.back:
             arrow(e.src, e.dst, "back", 0.0, ("↺ " + cond) if cond else "↺ loop")
         else:
@@ -276,19 +372,37 @@ def draw_graph(graph_ir: Any, statuses: Mapping[str, str] | None = None, ax: Any
         shown.insert(0, "pending")
     for s in shown:
         handles.append(Patch(fc=STATUS_COLORS[s], ec="#37474f", label=s))
-    names = {"edge": "edge", "conditional": "conditional edge", "back": "back edge (loop)",
-             "fallback": "on_error fallback"}
+    names = {
+        "edge": "edge",
+        "conditional": "conditional edge",
+        "back": "back edge (loop)",
+        "fallback": "on_error fallback",
+    }
     for kind in ("conditional", "back", "fallback"):
         if kind in kinds_used:
-            handles.append(Line2D([0], [0], color=EDGE_COLORS[kind], lw=1.3,
-                                  ls={"back": "--", "fallback": ":"}.get(kind, "-"), label=names[kind]))
+            handles.append(
+                Line2D(
+                    [0],
+                    [0],
+                    color=EDGE_COLORS[kind],
+                    lw=1.3,
+                    ls={"back": "--", "fallback": ":"}.get(kind, "-"),
+                    label=names[kind],
+                )
+            )
     if handles:
         ax.legend(handles=handles, loc="upper right", fontsize=7, frameon=False)
     return fig
 
 
-def save_graph(graph_ir: Any, path: str, statuses: Mapping[str, str] | None = None, *, title: str | None = None,
-               dpi: int = 150) -> str:
+def save_graph(
+    graph_ir: Any,
+    path: str,
+    statuses: Mapping[str, str] | None = None,
+    *,
+    title: str | None = None,
+    dpi: int = 150,
+) -> str:
     """Draw and write ``path``; the format follows the extension (.png, .svg, .pdf)."""
     fig = draw_graph(graph_ir, statuses, title=title)
     fig.savefig(path, dpi=dpi, facecolor="white")

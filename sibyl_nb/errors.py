@@ -33,8 +33,16 @@ def format_location(path: str | None, line: int | None, source: str | None = Non
 class SibylError(Exception):
     """Base class: catch this to catch anything sibyl_nb raises on purpose."""
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 source: str | None = None, node_id: str | None = None, technique: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        source: str | None = None,
+        node_id: str | None = None,
+        technique: str | None = None,
+    ) -> None:
         self.message = message
         self.path = path
         self.line = line
@@ -89,9 +97,19 @@ class NodeExecutionError(SibylError):
     ``result`` holds the partial :class:`RunResult` so nothing that already ran is lost.
     """
 
-    def __init__(self, message: str, *, node_id: str, technique: str, attempts: int,
-                 cause: BaseException | None = None, iteration: int = 1, result: Any = None,
-                 path: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        node_id: str,
+        technique: str,
+        attempts: int,
+        cause: BaseException | None = None,
+        iteration: int = 1,
+        result: Any = None,
+        path: str | None = None,
+        line: int | None = None,
+    ) -> None:
         self.attempts = attempts
         self.cause = cause
         self.iteration = iteration
@@ -106,8 +124,9 @@ class NodeExecutionError(SibylError):
 class ProviderError(SibylError):
     """A model provider failed (HTTP error, timeout, bad response)."""
 
-    def __init__(self, message: str, *, provider: str | None = None, status: int | None = None,
-                 retryable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, provider: str | None = None, status: int | None = None, retryable: bool = False
+    ) -> None:
         self.provider = provider
         self.status = status
         self.retryable = retryable

@@ -31,12 +31,40 @@ RUN_EXTENSIONS: list[Callable[[Pipeline, RunState], tuple[list[Any], list[Any]]]
 class RunState:
     """Everything one run shares between its nodes (what ``ctx`` reads)."""
 
-    __slots__ = ("run_id", "workflow_id", "input", "results", "records", "state", "session", "providers",
-                 "deferred", "bus", "t0", "started_at", "rng", "retries", "passthrough", "last_completed",
-                 "aliases", "trusted", "pipeline", "scheduler", "allocations", "extras")
+    __slots__ = (
+        "run_id",
+        "workflow_id",
+        "input",
+        "results",
+        "records",
+        "state",
+        "session",
+        "providers",
+        "deferred",
+        "bus",
+        "t0",
+        "started_at",
+        "rng",
+        "retries",
+        "passthrough",
+        "last_completed",
+        "aliases",
+        "trusted",
+        "pipeline",
+        "scheduler",
+        "allocations",
+        "extras",
+    )
 
-    def __init__(self, pipeline: Pipeline, input: Any, *, run_id: str | None = None,
-                 workflow_id: str | None = None, bus: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        input: Any,
+        *,
+        run_id: str | None = None,
+        workflow_id: str | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.workflow_id = workflow_id or self.run_id
         self.input = {} if input is None else input
@@ -69,7 +97,9 @@ class RunState:
         if kind == "token_allocation":
             self.allocations.append({"node_id": node_id, "iteration": iteration, **data})
         if self.bus:
-            self.bus.emit(Event("custom", self.run_id, node_id, iteration, time.time(), {"kind": kind, **data}))
+            self.bus.emit(
+                Event("custom", self.run_id, node_id, iteration, time.time(), {"kind": kind, **data})
+            )
 
 
 class Pipeline(PipelineStateMixin):
@@ -79,7 +109,9 @@ class Pipeline(PipelineStateMixin):
     ``pipe.run(inputs)`` (also inside a running loop, e.g. a Jupyter cell).
     """
 
-    def __init__(self, spec: PipelineSpec, document: Document | None = None, *, trusted: bool = False) -> None:
+    def __init__(
+        self, spec: PipelineSpec, document: Document | None = None, *, trusted: bool = False
+    ) -> None:
         self.spec = spec
         self.document = document or Document(pipelines={spec.name: spec})
         self.trusted = trusted or spec.trusted
@@ -92,17 +124,20 @@ class Pipeline(PipelineStateMixin):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_yaml(cls, path_or_text: str | os.PathLike[str], name: str | None = None, *,
-                  trust_code: bool = False) -> Pipeline:
+    def from_yaml(
+        cls, path_or_text: str | os.PathLike[str], name: str | None = None, *, trust_code: bool = False
+    ) -> Pipeline:
         """Load from a file path or YAML text; ``name`` picks one of several ``pipelines:``."""
         document = load_document(path_or_text, trust_code=trust_code)
         return cls.from_document(document, name, trusted=trust_code)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | list[Any], name: str | None = None, *,
-                  trust_code: bool = False) -> Pipeline:
-        document = compile_document(data, LineMap(source="<dict>"), trusted=trust_code,
-                                    default_name=name or "pipeline")
+    def from_dict(
+        cls, data: dict[str, Any] | list[Any], name: str | None = None, *, trust_code: bool = False
+    ) -> Pipeline:
+        document = compile_document(
+            data, LineMap(source="<dict>"), trusted=trust_code, default_name=name or "pipeline"
+        )
         return cls.from_document(document, name, trusted=trust_code)
 
     @classmethod
@@ -112,8 +147,10 @@ class Pipeline(PipelineStateMixin):
             raise SpecError("the document defines no pipeline", source=document.source)
         if name is None:
             if len(names) > 1:
-                raise SpecError(f"the document defines {len(names)} pipelines ({', '.join(names)}): "
-                                f"pass name=", source=document.source)
+                raise SpecError(
+                    f"the document defines {len(names)} pipelines ({', '.join(names)}): pass name=",
+                    source=document.source,
+                )
             name = names[0]
         if name not in document.pipelines:
             if len(names) == 1 and names[0] == "pipeline":
@@ -122,8 +159,10 @@ class Pipeline(PipelineStateMixin):
                 return cls(spec, document, trusted=trusted)
             from .spec.schema import did_you_mean
 
-            raise SpecError(f"no pipeline named '{name}'{did_you_mean(name, names)} (defined: {', '.join(names)})",
-                            source=document.source)
+            raise SpecError(
+                f"no pipeline named '{name}'{did_you_mean(name, names)} (defined: {', '.join(names)})",
+                source=document.source,
+            )
         return cls(document.pipelines[name], document, trusted=trusted)
 
     # ------------------------------------------------------------------ introspection
@@ -155,15 +194,26 @@ class Pipeline(PipelineStateMixin):
         return self._provider_cache
 
     # ------------------------------------------------------------------ running
-    async def execute(self, inputs: Any = None, *, workflow_id: str | None = None, session_id: str | None = None,
-                      observers: Iterable[Callable[[Event], Any]] = (), hooks: Iterable[Any] = (),
-                      restore: dict[str, Any] | None = None, run_id: str | None = None,
-                      executor: Any = None) -> RunResult:
+    async def execute(
+        self,
+        inputs: Any = None,
+        *,
+        workflow_id: str | None = None,
+        session_id: str | None = None,
+        observers: Iterable[Callable[[Event], Any]] = (),
+        hooks: Iterable[Any] = (),
+        restore: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        executor: Any = None,
+    ) -> RunResult:
         """Run once and return a :class:`RunResult`; a failure raises ``NodeExecutionError`` (with ``.result``).
         ``executor``: for this run only (an executor, a ``distributed.Client``, or an ``executor:`` value)."""
         if session_id is not None:
-            inputs = {**(inputs or {}), "session_id": session_id} if isinstance(inputs, dict) or inputs is None \
+            inputs = (
+                {**(inputs or {}), "session_id": session_id}
+                if isinstance(inputs, dict) or inputs is None
                 else {"query": inputs, "session_id": session_id}
+            )
         self._check_inputs(inputs)
         bus = EventBus()
         for fn in (*self.bus._subscribers, *observers):
@@ -177,19 +227,46 @@ class Pipeline(PipelineStateMixin):
             all_hooks.extend(extra_hooks)
         if restore is not None:
             self._apply_restore(run, restore)
-        scheduler = Scheduler(self.spec.graph, run, executor=resolve_executor(executor, self), hooks=tuple(all_hooks),
-                              restore=restore.get("scheduler") if restore else None, pruned=self.spec.pruned)
+        scheduler = Scheduler(
+            self.spec.graph,
+            run,
+            executor=resolve_executor(executor, self),
+            hooks=tuple(all_hooks),
+            restore=restore.get("scheduler") if restore else None,
+            pruned=self.spec.pruned,
+        )
         run.scheduler = scheduler
         if bus:
-            bus.emit(Event("run_started", run.run_id, None, 1, time.time(),
-                           {"pipeline": self.name, "input": run.input, "workflow_id": run.workflow_id,
-                            "nodes": list(self.spec.graph.nodes), "resumed": restore is not None}))
+            bus.emit(
+                Event(
+                    "run_started",
+                    run.run_id,
+                    None,
+                    1,
+                    time.time(),
+                    {
+                        "pipeline": self.name,
+                        "input": run.input,
+                        "workflow_id": run.workflow_id,
+                        "nodes": list(self.spec.graph.nodes),
+                        "resumed": restore is not None,
+                    },
+                )
+            )
         try:
             await scheduler.execute()
         except BaseException as exc:
             if bus:
-                bus.emit(Event("run_failed", run.run_id, None, 1, time.time(),
-                               {"error": f"{type(exc).__name__}: {exc}", "node_id": None}))
+                bus.emit(
+                    Event(
+                        "run_failed",
+                        run.run_id,
+                        None,
+                        1,
+                        time.time(),
+                        {"error": f"{type(exc).__name__}: {exc}", "node_id": None},
+                    )
+                )
             raise
         error = scheduler.failure_error()
         result = self._result(run, scheduler, error)
@@ -197,17 +274,37 @@ class Pipeline(PipelineStateMixin):
         if error is not None:
             error.result = result
             if bus:
-                bus.emit(Event("run_failed", run.run_id, error.node_id, error.iteration, time.time(),
-                               {"error": error.one_line(), "node_id": error.node_id, "result": result}))
+                bus.emit(
+                    Event(
+                        "run_failed",
+                        run.run_id,
+                        error.node_id,
+                        error.iteration,
+                        time.time(),
+                        {"error": error.one_line(), "node_id": error.node_id, "result": result},
+                    )
+                )
             raise error
         for fn in run.deferred:
             out = fn(result)
             if inspect.isawaitable(out):
                 await out
         if bus:
-            bus.emit(Event("run_finished", run.run_id, None, 1, time.time(),
-                           {"stopped_by": result.stopped_by, "duration": result.duration,
-                            "output": result.output, "result": result}))
+            bus.emit(
+                Event(
+                    "run_finished",
+                    run.run_id,
+                    None,
+                    1,
+                    time.time(),
+                    {
+                        "stopped_by": result.stopped_by,
+                        "duration": result.duration,
+                        "output": result.output,
+                        "result": result,
+                    },
+                )
+            )
         return result
 
     def run(self, inputs: Any = None, *, loop: str = "thread", **kwargs: Any) -> RunResult:
@@ -224,8 +321,10 @@ class Pipeline(PipelineStateMixin):
             missing.append(f"'{name}' (used at {wheres[0]})")
         if missing:
             given = ", ".join(sorted(inputs)) if isinstance(inputs, dict) else type(inputs).__name__
-            raise TemplateError(f"pipeline '{self.name}' needs input field(s) {', '.join(missing)}; "
-                                f"the input has: {given or 'nothing'}")
+            raise TemplateError(
+                f"pipeline '{self.name}' needs input field(s) {', '.join(missing)}; "
+                f"the input has: {given or 'nothing'}"
+            )
 
     def _apply_restore(self, run: RunState, restore: dict[str, Any]) -> None:
         run.results.update(restore.get("results", {}))
@@ -242,7 +341,11 @@ class Pipeline(PipelineStateMixin):
         for rec in run.records:
             latest[rec.node_id] = rec.status
         exits = self.spec.graph.exits
-        outs = {x: run.results[x] for x in exits if latest.get(x) in ("ran", "cached", "failed") and x in run.results}
+        outs = {
+            x: run.results[x]
+            for x in exits
+            if latest.get(x) in ("ran", "cached", "failed") and x in run.results
+        }
         if len(outs) == 1:
             output = next(iter(outs.values()))
         elif outs:
@@ -251,11 +354,22 @@ class Pipeline(PipelineStateMixin):
             output = run.results.get(run.last_completed)
         else:
             output = None
-        return RunResult(run_id=run.run_id, pipeline=self.name, output=output, outputs=dict(run.results),
-                         records=run.records, stopped_by="failed" if error else scheduler.stopped_by,
-                         started_at=run.started_at, duration=time.perf_counter() - run.t0, input=run.input,
-                         session=run.session, state=run.state, error=error.one_line() if error else None,
-                         graph=self.spec.graph, allocations=run.allocations)
+        return RunResult(
+            run_id=run.run_id,
+            pipeline=self.name,
+            output=output,
+            outputs=dict(run.results),
+            records=run.records,
+            stopped_by="failed" if error else scheduler.stopped_by,
+            started_at=run.started_at,
+            duration=time.perf_counter() - run.t0,
+            input=run.input,
+            session=run.session,
+            state=run.state,
+            error=error.one_line() if error else None,
+            graph=self.spec.graph,
+            allocations=run.allocations,
+        )
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:

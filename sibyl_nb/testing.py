@@ -15,9 +15,14 @@ __all__ = ["StandaloneRun", "make_context", "call_technique"]
 class StandaloneRun:
     """The slice of a run a :class:`StepContext` reads, with no scheduler behind it."""
 
-    def __init__(self, input: Any = None, results: dict[str, Any] | None = None,
-                 state: dict[str, Any] | None = None, session: dict[str, Any] | None = None,
-                 providers: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        input: Any = None,
+        results: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+        session: dict[str, Any] | None = None,
+        providers: dict[str, Any] | None = None,
+    ) -> None:
         self.input = {} if input is None else input
         self.results: dict[str, Any] = dict(results or {})
         self.state: dict[str, Any] = dict(state or {})
@@ -37,11 +42,18 @@ class StandaloneRun:
         self.events.append((kind, node_id, iteration, data))
 
 
-def make_context(config: dict[str, Any] | None = None, input: Any = None, *,
-                 upstream: dict[str, Any] | None = None, node_id: str = "step",
-                 technique: str = "", session: dict[str, Any] | None = None,
-                 state: dict[str, Any] | None = None, iteration: int = 1,
-                 run: StandaloneRun | None = None) -> StepContext:
+def make_context(
+    config: dict[str, Any] | None = None,
+    input: Any = None,
+    *,
+    upstream: dict[str, Any] | None = None,
+    node_id: str = "step",
+    technique: str = "",
+    session: dict[str, Any] | None = None,
+    state: dict[str, Any] | None = None,
+    iteration: int = 1,
+    run: StandaloneRun | None = None,
+) -> StepContext:
     """A context whose ``upstream`` is exactly ``upstream`` (its entries also count as results)."""
     run = run or StandaloneRun(input=input, results=upstream, state=state, session=session)
     if input is not None:

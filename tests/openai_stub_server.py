@@ -20,35 +20,66 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["StubServer", "JSONReply", "SSEReply", "StatusReply", "AutoReply", "RecordedRequest",
-           "chat_body", "sse_chunks", "DEFAULT_USAGE"]
+__all__ = [
+    "StubServer",
+    "JSONReply",
+    "SSEReply",
+    "StatusReply",
+    "AutoReply",
+    "RecordedRequest",
+    "chat_body",
+    "sse_chunks",
+    "DEFAULT_USAGE",
+]
 
 DEFAULT_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 
 
-def chat_body(text: str, *, model: str = "stub-model", usage: dict[str, int] | None = None,
-              finish_reason: str = "stop") -> dict[str, Any]:
+def chat_body(
+    text: str, *, model: str = "stub-model", usage: dict[str, int] | None = None, finish_reason: str = "stop"
+) -> dict[str, Any]:
     """A non-streaming chat.completion response body."""
-    return {"id": "chatcmpl-stub", "object": "chat.completion", "created": 1700000000, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish_reason}],
-            "usage": dict(DEFAULT_USAGE if usage is None else usage)}
+    return {
+        "id": "chatcmpl-stub",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+        ],
+        "usage": dict(DEFAULT_USAGE if usage is None else usage),
+    }
 
 
-def sse_chunks(deltas: list[str], *, model: str = "stub-model",
-               usage: dict[str, int] | None = None) -> list[dict[str, Any]]:
+def sse_chunks(
+    deltas: list[str], *, model: str = "stub-model", usage: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
     """chat.completion.chunk objects: a role chunk, one per delta, a finish chunk, then (when
     ``usage`` is given) the ``include_usage`` chunk with empty ``choices``."""
+
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 1700000000,
-                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
 
     out = [chunk({"role": "assistant", "content": ""})]
     out += [chunk({"content": d}) for d in deltas]
     out.append(chunk({}, "stop"))
     if usage is not None:
-        out.append({"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 1700000000,
-                    "model": model, "choices": [], "usage": usage})
+        out.append(
+            {
+                "id": "chatcmpl-stub",
+                "object": "chat.completion.chunk",
+                "created": 1700000000,
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+        )
     return out
 
 
@@ -112,7 +143,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = raw.decode("utf-8", "replace")
         stub = self.server.stub
-        stub._record(RecordedRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        stub._record(
+            RecordedRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+        )
         if self.path.rstrip("/") != "/v1/chat/completions":
             self._send_json(404, {"error": {"message": f"no route {self.path}"}})
             return
@@ -128,7 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
                 include = (request.get("stream_options") or {}).get("include_usage")
                 words = reply.text.split(" ")
                 deltas = [w if i == 0 else " " + w for i, w in enumerate(words)]
-                reply = SSEReply(sse_chunks(deltas, model=reply.model, usage=reply.usage if include else None))
+                reply = SSEReply(
+                    sse_chunks(deltas, model=reply.model, usage=reply.usage if include else None)
+                )
             else:
                 reply = JSONReply(chat_body(reply.text, model=reply.model, usage=reply.usage))
         if isinstance(reply, JSONReply):
@@ -137,8 +172,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send_json(reply.status, reply.body, reply.headers)
         elif isinstance(reply, StatusReply):
-            body = reply.body if reply.body is not None else {
-                "error": {"message": f"stub says {reply.status}", "type": "stub_error"}}
+            body = (
+                reply.body
+                if reply.body is not None
+                else {"error": {"message": f"stub says {reply.status}", "type": "stub_error"}}
+            )
             self._send_json(reply.status, body, reply.headers)
         elif isinstance(reply, SSEReply):
             self._send_sse(reply)
@@ -233,8 +271,12 @@ class StubServer:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.stub = self
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"openai-stub-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"openai-stub-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

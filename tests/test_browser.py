@@ -20,8 +20,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -49,15 +57,31 @@ def jupyterlab(tmp_path):
     work.mkdir()
     shutil.copy(ROOT / "notebooks" / "01_quickstart.ipynb", work / "01_quickstart.ipynb")
     port = _free_port()
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-           "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "SIBYL_HOME": str(tmp_path / ".sibyl")}
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", "--IdentityProvider.token=",
-           "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={work}",
-           f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
-           f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.news_url=None",
-           "--LabApp.extension_manager=readonly", "--allow-root"]
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "SIBYL_HOME": str(tmp_path / ".sibyl"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",
+        f"--ServerApp.root_dir={work}",
+        f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+        f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.news_url=None",
+        "--LabApp.extension_manager=readonly",
+        "--allow-root",
+    ]
     log = open(tmp_path / "jupyterlab.log", "wb")  # noqa: SIM115  (closed below)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
     base = f"http://127.0.0.1:{port}"
@@ -109,15 +133,20 @@ def test_quickstart_renders_graph_tokens_and_steps(jupyterlab):
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
             # the last cell is the demo error: when its one-line error shows, everything above has run
-            page.wait_for_selector(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
-                                   ":has-text('UnknownTechniqueError')", timeout=90_000)
+            page.wait_for_selector(
+                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+                ":has-text('UnknownTechniqueError')",
+                timeout=90_000,
+            )
             widgets = page.locator(".sibyl-run-widget")
             assert widgets.count() >= 3, "the run widgets were not rendered by the widget manager"
             first = widgets.first
             first.scroll_into_view_if_needed()
             page.wait_for_function(
                 "() => { const i = document.querySelector('.sibyl-run-widget img.sibyl-graph');"
-                " return i && i.complete && i.naturalWidth > 100; }", timeout=30_000)
+                " return i && i.complete && i.naturalWidth > 100; }",
+                timeout=30_000,
+            )
             # the widget's last update may still be on its way: expect() retries until it lands
             expect(first.locator(".sibyl-status-line")).to_contain_text("completed", timeout=30_000)
             expect(first.locator(".sibyl-token-bar")).to_have_count(1)
@@ -127,8 +156,10 @@ def test_quickstart_renders_graph_tokens_and_steps(jupyterlab):
             # a Pipeline alone in a cell draws its graph as static HTML
             assert page.locator(".jp-RenderedHTMLCommon .sibyl-pipeline img").count() >= 1
             # the error cell shows exactly one line
-            err = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
-                               has_text="UnknownTechniqueError").first
+            err = page.locator(
+                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                has_text="UnknownTechniqueError",
+            ).first
             assert len(err.inner_text().strip().splitlines()) == 1
             first.screenshot(path=str(shot))
         except Exception:

@@ -39,8 +39,13 @@ def slow_generation():
         out = original.fn(ctx)
         return await out if inspect.isawaitable(out) else out
 
-    registry.register_technique(GENERATION, slow, subtechniques=original.subtechniques,
-                                config_schema=original.config_schema, outputs=original.outputs)
+    registry.register_technique(
+        GENERATION,
+        slow,
+        subtechniques=original.subtechniques,
+        config_schema=original.config_schema,
+        outputs=original.outputs,
+    )
     try:
         yield calls
     finally:
@@ -136,8 +141,12 @@ def test_opt_outs_and_non_json_outputs():
     pipe = small("  - {use: cache.weird, id: w}")
     pipe.run({"query": "x"})
     second = pipe.run({"query": "x"})
-    assert [(r.node_id, r.status) for r in second.records] == [("a", "cached"), ("b", "ran"), ("c", "ran"),
-                                                                ("w", "ran")]
+    assert [(r.node_id, r.status) for r in second.records] == [
+        ("a", "cached"),
+        ("b", "ran"),
+        ("c", "ran"),
+        ("w", "ran"),
+    ]
     assert CALLS == ["a", "b", "w", "b", "w"]
 
 

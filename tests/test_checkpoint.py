@@ -23,8 +23,12 @@ def _step(ctx):
         FAIL_ON.discard(key)
         raise RuntimeError(f"planned failure at {key}")
     RAN.append(key)
-    return {"node": ctx.node_id, "it": ctx.iteration, "from": sorted(ctx.upstream),
-            "score": round(0.3 + 0.1 * ctx.iteration, 2)}
+    return {
+        "node": ctx.node_id,
+        "it": ctx.iteration,
+        "from": sorted(ctx.upstream),
+        "score": round(0.3 + 0.1 * ctx.iteration, 2),
+    }
 
 
 @sb.technique("ckpt.slow")
@@ -149,8 +153,9 @@ def test_resume_mid_loop_continues_at_the_same_iteration(fail_at):
     assert first + RAN == ref_ran  # same steps, same order, none twice
     assert RAN[0] == fail_at
     assert result.output == expected.output and result.outputs == expected.outputs
-    assert [(r.node_id, r.iteration, r.status) for r in result.records] == \
-           [(r.node_id, r.iteration, r.status) for r in expected.records]
+    assert [(r.node_id, r.iteration, r.status) for r in result.records] == [
+        (r.node_id, r.iteration, r.status) for r in expected.records
+    ]
 
 
 def test_resume_keeps_state_and_session_written_before_the_crash():
@@ -254,14 +259,34 @@ def test_non_json_output_turns_checkpointing_off_with_a_warning(caplog):
 
 def test_fold_applies_deltas_in_order():
     deltas = [
-        {"records": [{"node_id": "a", "technique": "t", "iteration": 1, "status": "ran", "same": True}],
-         "results": {"a": 1}, "retries": 0, "sched": {"pending": {"a": 0, "b": 1}, "fired": {"b": []},
-                                                      "runs": {"a": 1}, "acts": {"a": 1},
-                                                      "frontier": [["b", ["a"]]], "stopped_by": "completed"}},
-        {"records": [{"node_id": "b", "technique": "t", "iteration": 1, "status": "ran", "output": 5}],
-         "results": {"b": 2}, "retries": 1, "state": {"k": 1}, "last": "b",
-         "sched": {"pending": {"b": 0}, "fired": {"b": ["a"]}, "runs": {"b": 1}, "acts": {"b": 1},
-                   "frontier": [], "stopped_by": "completed"}},
+        {
+            "records": [{"node_id": "a", "technique": "t", "iteration": 1, "status": "ran", "same": True}],
+            "results": {"a": 1},
+            "retries": 0,
+            "sched": {
+                "pending": {"a": 0, "b": 1},
+                "fired": {"b": []},
+                "runs": {"a": 1},
+                "acts": {"a": 1},
+                "frontier": [["b", ["a"]]],
+                "stopped_by": "completed",
+            },
+        },
+        {
+            "records": [{"node_id": "b", "technique": "t", "iteration": 1, "status": "ran", "output": 5}],
+            "results": {"b": 2},
+            "retries": 1,
+            "state": {"k": 1},
+            "last": "b",
+            "sched": {
+                "pending": {"b": 0},
+                "fired": {"b": ["a"]},
+                "runs": {"b": 1},
+                "acts": {"b": 1},
+                "frontier": [],
+                "stopped_by": "completed",
+            },
+        },
     ]
     out = fold(deltas)
     assert out["results"] == {"a": 1, "b": 2}

@@ -33,8 +33,13 @@ async def crash_step(ctx):
         f.write(f"{ctx.node_id}#{ctx.iteration}\n")
     up = ctx.upstream
     digest = hashlib.sha256(json.dumps(up, sort_keys=True).encode()).hexdigest()[:16]
-    return {"node": ctx.node_id, "it": ctx.iteration, "from": sorted(up), "digest": digest,
-            "score": round(0.3 + 0.1 * ctx.iteration, 2)}
+    return {
+        "node": ctx.node_id,
+        "it": ctx.iteration,
+        "from": sorted(up),
+        "digest": digest,
+        "score": round(0.3 + 0.1 * ctx.iteration, 2),
+    }
 
 
 DAG = """          subtechnique: dag
@@ -105,8 +110,12 @@ def crash_and_resume(tmp_path, graph: str, checkpointing: str, kill_after: int, 
     log = tmp_path / "crash.log"
     workflow_id = f"crash-{tmp_path.name}"
     env = dict(os.environ, CRASH_SLEEP=str(SLEEP), CRASH_LOG=str(log), PYTHONPATH=str(Path(__file__).parent))
-    proc = subprocess.Popen([sys.executable, __file__, "child", str(doc_path), workflow_id], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "child", str(doc_path), workflow_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while len(lines(log)) < kill_after:
@@ -132,13 +141,14 @@ def crash_and_resume(tmp_path, graph: str, checkpointing: str, kill_after: int, 
 
     after = lines(log)
     assert len(after) > len(before)
-    assert sorted(after) == sorted(reference)          # every step ran exactly once in total
+    assert sorted(after) == sorted(reference)  # every step ran exactly once in total
     assert len(set(after)) == len(after)
-    assert result.output == expected.output             # same final output as an uninterrupted run
+    assert result.output == expected.output  # same final output as an uninterrupted run
     assert result.outputs == expected.outputs
     if graph is LOOP:  # same iterations in the same order (a DAG's parallel pair may finish either way)
-        assert [(r.node_id, r.iteration, r.status) for r in result.records] == \
-               [(r.node_id, r.iteration, r.status) for r in expected.records]
+        assert [(r.node_id, r.iteration, r.status) for r in result.records] == [
+            (r.node_id, r.iteration, r.status) for r in expected.records
+        ]
     assert pipe.load_checkpoint(workflow_id).status == "finished"
     return pipe, workflow_id
 
@@ -147,7 +157,9 @@ def _config(storage: str, tmp_path, postgres_url=None) -> str:
     if storage == "diskcache":
         return "{enabled: true, frequency: 1}"
     if storage == "sqlite":
-        return f'{{enabled: true, frequency: 1, storage: database, database_url: "sqlite:///{tmp_path}/ck.db"}}'
+        return (
+            f'{{enabled: true, frequency: 1, storage: database, database_url: "sqlite:///{tmp_path}/ck.db"}}'
+        )
     return f'{{enabled: true, frequency: 1, storage: database, database_url: "{postgres_url}"}}'
 
 
@@ -156,7 +168,9 @@ def _config(storage: str, tmp_path, postgres_url=None) -> str:
 @pytest.mark.parametrize("kill_after", [2, 4])
 def test_sigkill_mid_dag_then_resume(storage, kill_after, tmp_path, monkeypatch):
     # after 2 steps the slow search_external is a running task: it resumes with its upstream intact
-    crash_and_resume(tmp_path, DAG, _config(storage, tmp_path), kill_after=kill_after, monkeypatch=monkeypatch)
+    crash_and_resume(
+        tmp_path, DAG, _config(storage, tmp_path), kill_after=kill_after, monkeypatch=monkeypatch
+    )
 
 
 @pytest.mark.slow
@@ -169,8 +183,13 @@ def test_sigkill_mid_loop_then_resume(storage, tmp_path, monkeypatch):
 @pytest.mark.postgres
 @pytest.mark.parametrize("graph,kill_after", [(DAG, 2), (LOOP, 6)], ids=["dag", "loop"])
 def test_sigkill_then_resume_on_postgresql(graph, kill_after, tmp_path, monkeypatch, postgres_url):
-    pipe, workflow_id = crash_and_resume(tmp_path, graph, _config("postgres", tmp_path, postgres_url),
-                                         kill_after=kill_after, monkeypatch=monkeypatch)
+    pipe, workflow_id = crash_and_resume(
+        tmp_path,
+        graph,
+        _config("postgres", tmp_path, postgres_url),
+        kill_after=kill_after,
+        monkeypatch=monkeypatch,
+    )
     assert pipe.delete_checkpoint(workflow_id) > 0
 
 

@@ -41,8 +41,22 @@ def test_visualize_svg_and_a_file_in_the_working_directory(in_tmp):
     assert main(["visualize", "-p", "iterative_refinement", "-o", "loop.svg"]) == 0
     svg = (in_tmp / "loop.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
-    assert main(["workflow", "visualize", "-p", "adaptive_workflow", "-o", "out/adaptive.png", "--run",
-                 "-q", "What is Python?"]) == 0
+    assert (
+        main(
+            [
+                "workflow",
+                "visualize",
+                "-p",
+                "adaptive_workflow",
+                "-o",
+                "out/adaptive.png",
+                "--run",
+                "-q",
+                "What is Python?",
+            ]
+        )
+        == 0
+    )
     assert (in_tmp / "out" / "adaptive.png").stat().st_size > 10_000
 
 
@@ -85,8 +99,20 @@ def test_validate_a_good_file_prints_a_summary(capsys):
 
 
 def test_run_and_demo(in_tmp, capsys):
-    assert main(["run", "-p", "research_workflow", "--input", '{"query": "What is Python used for?"}',
-                 "--json", "--trace"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "-p",
+                "research_workflow",
+                "--input",
+                '{"query": "What is Python used for?"}',
+                "--json",
+                "--trace",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     payload = json.loads(out[: out.index("\nrun ") + 1])
     assert payload["stopped_by"] == "completed" and payload["output"]

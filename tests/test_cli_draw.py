@@ -86,10 +86,12 @@ def test_conditional_fan_out_labels_do_not_overlap():
 
 
 def test_engine_and_state_imports_stay_light():
-    code = ("import sys, sibyl_nb, sibyl_nb.pipeline, sibyl_nb.state.api, sibyl_nb.state.technique, "
-            "sibyl_nb.observe, sibyl_nb.cli; "
-            "heavy = [m for m in ('matplotlib', 'pandas', 'IPython', 'diskcache', 'sqlalchemy', 'redis') "
-            "if m in sys.modules]; print(heavy)")
+    code = (
+        "import sys, sibyl_nb, sibyl_nb.pipeline, sibyl_nb.state.api, sibyl_nb.state.technique, "
+        "sibyl_nb.observe, sibyl_nb.cli; "
+        "heavy = [m for m in ('matplotlib', 'pandas', 'IPython', 'diskcache', 'sqlalchemy', 'redis') "
+        "if m in sys.modules]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -21,8 +21,10 @@ from sibyl_nb.context.strategies import COMPRESSED_PREFIX, SUMMARY_PREFIX, parse
 from sibyl_nb.context.tokens import REPLY_PRIMING, get_counter
 
 C = get_counter()
-VOCAB = ("python data model context token window summary language program compute memory network graph "
-         "node edge scheduler pipeline session cache store budget answer question retrieval")
+VOCAB = (
+    "python data model context token window summary language program compute memory network graph "
+    "node edge scheduler pipeline session cache store budget answer question retrieval"
+)
 WORDS = VOCAB.split()
 
 
@@ -32,9 +34,13 @@ def sentence(rng):
 
 def make_history(n, seed=0, sentences=(3, 8)):
     rng = random.Random(seed)
-    return [{"role": "user" if i % 2 == 0 else "assistant",
-             "content": f"Turn {i}. " + " ".join(sentence(rng) for _ in range(rng.randint(*sentences)))}
-            for i in range(n)]
+    return [
+        {
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": f"Turn {i}. " + " ".join(sentence(rng) for _ in range(rng.randint(*sentences))),
+        }
+        for i in range(n)
+    ]
 
 
 def sized(tokens):
@@ -57,8 +63,15 @@ def test_window_keeps_longest_suffix_that_fits():
     budget = 1000 - 200 - s_tok - c_tok
     assert r.kept["full"] == budget // 100
     assert [m["content"] for m in r.messages] == [f"m{i}" for i in range(20 - budget // 100, 20)]
-    assert r.allocation == {"system": s_tok, "summary": 0, "compressed": 0, "recent": 100 * (budget // 100),
-                            "current": c_tok, "reserved": 200, "free": budget - 100 * (budget // 100)}
+    assert r.allocation == {
+        "system": s_tok,
+        "summary": 0,
+        "compressed": 0,
+        "recent": 100 * (budget // 100),
+        "current": c_tok,
+        "reserved": 200,
+        "free": budget - 100 * (budget // 100),
+    }
     assert r.dropped == 20 - budget // 100
     assert_sums(r)
 
@@ -81,11 +94,11 @@ def test_window_property_random(seed):
     r = window_context(sized(tokens), max_tokens=max_tokens, reserve_tokens=reserve, window_size=window_size)
     budget = max_tokens - reserve - REPLY_PRIMING
     k = r.kept["full"]
-    assert sum(tokens[len(tokens) - k:]) <= budget
+    assert sum(tokens[len(tokens) - k :]) <= budget
     limit = len(tokens) if window_size is None else min(window_size, len(tokens))
     assert k <= limit
     if k < limit:  # one more would not fit
-        assert sum(tokens[len(tokens) - k - 1:]) > budget
+        assert sum(tokens[len(tokens) - k - 1 :]) > budget
     assert_sums(r)
 
 
@@ -98,8 +111,9 @@ def test_window_size_caps_messages_and_messages_are_clean():
 
 
 def test_window_can_include_the_stored_summary():
-    r = window_context(sized([50] * 5), max_tokens=1000, reserve_tokens=0, summary="Earlier: hello.",
-                       include_summary=True)
+    r = window_context(
+        sized([50] * 5), max_tokens=1000, reserve_tokens=0, summary="Earlier: hello.", include_summary=True
+    )
     assert r.messages[0]["role"] == "system" and r.messages[0]["content"].startswith(SUMMARY_PREFIX)
     assert r.allocation["summary"] == C.message_tokens(r.messages[0])
     assert_sums(r)
@@ -124,9 +138,11 @@ def test_extractive_compression_honours_ratio(ratio, seed):
 
 
 def test_extractive_compression_keeps_important_sentences_in_order():
-    text = ("The user asked about Python. Python is a programming language. It was created by Guido van "
-            "Rossum. Python is known for simplicity. The cafeteria serves soup on Tuesdays. Python has many "
-            "use cases in data science and web development.")
+    text = (
+        "The user asked about Python. Python is a programming language. It was created by Guido van "
+        "Rossum. Python is known for simplicity. The cafeteria serves soup on Tuesdays. Python has many "
+        "use cases in data science and web development."
+    )
     out, _ = compress_text(text, 0.5, C)
     assert "Python is a programming language." in out
     assert "cafeteria" not in out
@@ -140,10 +156,10 @@ def test_compression_strategy_compresses_older_and_keeps_recent_full():
     r = compression_context(history, max_tokens=4000, reserve_tokens=500, compression_ratio=0.5)
     assert r.kept["full"] >= 1 and r.kept["compressed"] >= 1
     assert r.kept["full"] + r.kept["compressed"] + r.dropped == 60
-    full = r.messages[-r.kept["full"]:]
-    assert [m["content"] for m in full] == [m["content"] for m in history[-r.kept["full"]:]]
-    older = history[60 - r.kept["full"] - r.kept["compressed"]:60 - r.kept["full"]]
-    for orig, comp in zip(older, r.messages[:r.kept["compressed"]], strict=True):
+    full = r.messages[-r.kept["full"] :]
+    assert [m["content"] for m in full] == [m["content"] for m in history[-r.kept["full"] :]]
+    older = history[60 - r.kept["full"] - r.kept["compressed"] : 60 - r.kept["full"]]
+    for orig, comp in zip(older, r.messages[: r.kept["compressed"]], strict=True):
         assert len(comp["content"]) < len(orig["content"])
     assert abs(r.details["ratio_achieved"] - 0.5) < 0.1
     assert r.allocation["free"] >= 0
@@ -165,8 +181,14 @@ def test_abstractive_compression_uses_the_model():
         return "Discussion covered Python basics, its creator, and main use cases."
 
     history = make_history(80)
-    r = compression_context(history, max_tokens=3000, reserve_tokens=300, compression_method="abstractive",
-                            compression_ratio=0.3, abstract=abstract)
+    r = compression_context(
+        history,
+        max_tokens=3000,
+        reserve_tokens=300,
+        compression_method="abstractive",
+        compression_ratio=0.3,
+        abstract=abstract,
+    )
     assert len(calls) == 1 and calls[0][0] == r.kept["compressed"] > 0
     assert r.messages[0]["content"].startswith(COMPRESSED_PREFIX + "Discussion covered")
     assert_sums(r)
@@ -221,8 +243,11 @@ def test_hierarchical_default_levels_hold_configured_counts():
 
 
 def test_hierarchical_custom_levels_seed_form():
-    levels = [{"name": "full", "messages": 3}, {"name": "compressed", "messages": 4},
-              {"name": "summary", "messages": 6}]
+    levels = [
+        {"name": "full", "messages": 3},
+        {"name": "compressed", "messages": 4},
+        {"name": "summary", "messages": 6},
+    ]
     r = hierarchical_context(make_history(30), max_tokens=100_000, levels=levels)
     assert r.kept == {"full": 3, "compressed": 4, "summarized": 6}
     assert len(r.messages) == 1 + 4 + 3
@@ -246,9 +271,16 @@ def test_hierarchical_short_history_and_tight_budget():
 def test_allocation_sums_exactly(strategy, seed):
     rng = random.Random(seed)
     history = make_history(rng.randint(0, 80), seed=seed)
-    r = build_context(strategy, history, max_tokens=rng.randint(500, 12000), reserve_tokens=rng.randint(0, 400),
-                      system_prompt=rng.choice(["", "You are a helpful assistant."]), current="What next?",
-                      summary=rng.choice(["", "Earlier: greetings."]), window_size=rng.choice([None, 8]))
+    r = build_context(
+        strategy,
+        history,
+        max_tokens=rng.randint(500, 12000),
+        reserve_tokens=rng.randint(0, 400),
+        system_prompt=rng.choice(["", "You are a helpful assistant."]),
+        current="What next?",
+        summary=rng.choice(["", "Earlier: greetings."]),
+        window_size=rng.choice([None, 8]),
+    )
     assert_sums(r)
     a = r.allocation
     assert r.tokens_used == a["system"] + a["summary"] + a["compressed"] + a["recent"] + a["current"]

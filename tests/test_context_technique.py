@@ -18,9 +18,11 @@ NAME = "workflow_orchestration.context_management"
 
 
 def run_step(config, history, *, query="What's it used for?", summary="", providers=None):
-    run = StandaloneRun(input={"message": query}, session={"conversation_history": history,
-                                                           "conversation_summary": summary},
-                        providers=providers)
+    run = StandaloneRun(
+        input={"message": query},
+        session={"conversation_history": history, "conversation_summary": summary},
+        providers=providers,
+    )
     ctx = make_context(config, run=run, technique=NAME, node_id="context")
     out = asyncio.run(get_technique(NAME).fn(ctx))
     return out, run
@@ -35,8 +37,15 @@ def test_registered_with_subtechniques_and_schema():
 @pytest.mark.parametrize("strategy", ["window", "compression", "summary", "hierarchical"])
 def test_sets_session_fields_and_emits_allocation(strategy):
     history = make_history(120)
-    out, run = run_step({"subtechnique": strategy, "max_tokens": 4000, "reserve_tokens": 500,
-                         "system_prompt": "You are a helpful assistant."}, history)
+    out, run = run_step(
+        {
+            "subtechnique": strategy,
+            "max_tokens": 4000,
+            "reserve_tokens": 500,
+            "system_prompt": "You are a helpful assistant.",
+        },
+        history,
+    )
     assert out["strategy"] == strategy
     assert set(out) >= {"messages", "allocation", "strategy", "kept", "tokens_used"}
     assert sum(out["allocation"].values()) == 4000
@@ -52,7 +61,9 @@ def test_sets_session_fields_and_emits_allocation(strategy):
 
 
 def test_seed_hierarchical_defaults():
-    out, _ = run_step({"subtechnique": "hierarchical", "max_tokens": 8000}, make_history(200, sentences=(1, 2)))
+    out, _ = run_step(
+        {"subtechnique": "hierarchical", "max_tokens": 8000}, make_history(200, sentences=(1, 2))
+    )
     assert out["kept"] == {"full": 5, "compressed": 10, "summarized": 100}
 
 
@@ -74,17 +85,28 @@ def test_abstractive_uses_the_provider():
             return Completion(text="They discussed Python basics and its uses.")
 
     fake = Fake()
-    out, _ = run_step({"subtechnique": "compression", "compression_method": "abstractive", "max_tokens": 3000,
-                       "reserve_tokens": 300, "compression_ratio": 0.3}, make_history(100),
-                      providers={"primary": fake})
+    out, _ = run_step(
+        {
+            "subtechnique": "compression",
+            "compression_method": "abstractive",
+            "max_tokens": 3000,
+            "reserve_tokens": 300,
+            "compression_ratio": 0.3,
+        },
+        make_history(100),
+        providers={"primary": fake},
+    )
     assert len(fake.calls) == 1
     prompt, params = fake.calls[0]
     assert "Compress" in prompt[0]["content"] and params["max_tokens"] > 0
     assert "They discussed Python basics" in out["messages"][0]["content"]
     assert sum(out["allocation"].values()) == 3000
 
-    out, _ = run_step({"subtechnique": "summary", "summary_method": "abstractive", "max_tokens": 8000},
-                      make_history(25), providers={"primary": fake})
+    out, _ = run_step(
+        {"subtechnique": "summary", "summary_method": "abstractive", "max_tokens": 8000},
+        make_history(25),
+        providers={"primary": fake},
+    )
     assert len(fake.calls) == 2 and out["kept"]["summarized"] == 20
     assert "They discussed Python basics" in out["summary"]
 
@@ -92,12 +114,28 @@ def test_abstractive_uses_the_provider():
 def test_compare_context_strategies_dataframe():
     history = make_history(300)
     df = compare_context_strategies(
-        history, ["window", "summary", {"subtechnique": "compression", "compression_ratio": 0.3},
-                  {"subtechnique": "hierarchical", "label": "hier"}],
-        max_tokens=6000, system_prompt="Be brief.", current="And now?")
+        history,
+        [
+            "window",
+            "summary",
+            {"subtechnique": "compression", "compression_ratio": 0.3},
+            {"subtechnique": "hierarchical", "label": "hier"},
+        ],
+        max_tokens=6000,
+        system_prompt="Be brief.",
+        current="And now?",
+    )
     assert list(df.index) == ["window", "summary", "compression (compression_ratio=0.3)", "hier"]
-    for col in ("tokens_used", "kept_full", "kept_compressed", "kept_summarized", "dropped",
-                "compression_ratio", "time_ms", *(f"alloc_{k}" for k in ALLOCATION_KEYS)):
+    for col in (
+        "tokens_used",
+        "kept_full",
+        "kept_compressed",
+        "kept_summarized",
+        "dropped",
+        "compression_ratio",
+        "time_ms",
+        *(f"alloc_{k}" for k in ALLOCATION_KEYS),
+    ):
         assert col in df.columns
     alloc = df[[f"alloc_{k}" for k in ALLOCATION_KEYS]].sum(axis=1)
     assert (alloc == df["max_tokens"]).all()
@@ -110,7 +148,9 @@ def test_compare_context_strategies_dataframe():
 
 
 def test_importing_context_does_not_import_pandas():
-    code = ("import sys, sibyl_nb.context, sibyl_nb.context.technique, sibyl_nb.sessions.technique, "
-            "sibyl_nb.stores; print('pandas' in sys.modules, 'sqlalchemy' in sys.modules, 'redis' in sys.modules)")
+    code = (
+        "import sys, sibyl_nb.context, sibyl_nb.context.technique, sibyl_nb.sessions.technique, "
+        "sibyl_nb.stores; print('pandas' in sys.modules, 'sqlalchemy' in sys.modules, 'redis' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]

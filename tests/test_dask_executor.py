@@ -114,8 +114,9 @@ def die_once(ctx: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0",
-                                  silence_logs=logging.ERROR) as c:
+    with distributed.LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0", silence_logs=logging.ERROR
+    ) as c:
         yield c
 
 
@@ -141,8 +142,16 @@ def _fanout(width: int) -> sb.Pipeline:
     for i in range(width):
         nodes.append({"id": f"w{i}", "technique": "dasktest.square", "config": {"i": i}})
         edges += [{"from": "src", "to": f"w{i}"}, {"from": f"w{i}", "to": "join"}]
-    return sb.Pipeline.from_dict({"steps": [{"use": "workflow_orchestration.graph", "config": {
-        "subtechnique": "dag", "graph_definition": {"nodes": nodes, "edges": edges}}}]})
+    return sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "workflow_orchestration.graph",
+                    "config": {"subtechnique": "dag", "graph_definition": {"nodes": nodes, "edges": edges}},
+                }
+            ]
+        }
+    )
 
 
 def _run(pipe: sb.Pipeline, inputs: Any, executor: Any = None) -> tuple[Any, list[Any]]:
@@ -170,8 +179,10 @@ def _per_node(events: list[Any]) -> dict[Any, list[str]]:
 
 def _records(result: Any) -> list[tuple[Any, ...]]:
     """Records in a stable order (completion order of siblings is timing, not semantics)."""
-    return sorted((r.node_id, r.iteration, r.status, r.attempts, r.error, r.fallback_for, repr(r.output))
-                  for r in result.records)
+    return sorted(
+        (r.node_id, r.iteration, r.status, r.attempts, r.error, r.fallback_for, repr(r.output))
+        for r in result.records
+    )
 
 
 # ---------------------------------------------------------------------- tests
@@ -216,20 +227,48 @@ def test_fanout_200_same_as_local_and_shipped_by_value(dask_exec, client):
 
 def test_retries_fallbacks_conditions_side_effects_match_local(dask_exec, client, tmp_path):
     log = tmp_path / "replies.log"
-    doc = {"steps": [
-        {"use": "workflow_orchestration.graph", "id": "loop", "config": {
-            "subtechnique": "cyclic", "max_iterations": 5, "graph_definition": {
-                "nodes": [
-                    {"id": "evaluate", "technique": "dasktest.side_effects", "config": {"log": "${log}"}},
-                    {"id": "refine", "technique": "dasktest.flaky",
-                     "retry": {"max_attempts": 3, "initial_delay": 0.01, "backoff": "fixed"}},
-                ],
-                "edges": [{"from": "evaluate", "to": "refine", "condition": "${evaluate.score} < 0.8"},
-                          {"from": "refine", "to": "evaluate"}]}}},
-        {"use": "dasktest.always_fails", "id": "risky", "on_error": [{"use": "dasktest.rescue", "id": "plan_b"}]},
-        {"use": "dasktest.slow", "id": "too_slow", "timeout": 0.2, "config": {"seconds": 0.6},
-         "on_error": [{"use": "dasktest.rescue", "id": "after_timeout"}]},
-    ]}
+    doc = {
+        "steps": [
+            {
+                "use": "workflow_orchestration.graph",
+                "id": "loop",
+                "config": {
+                    "subtechnique": "cyclic",
+                    "max_iterations": 5,
+                    "graph_definition": {
+                        "nodes": [
+                            {
+                                "id": "evaluate",
+                                "technique": "dasktest.side_effects",
+                                "config": {"log": "${log}"},
+                            },
+                            {
+                                "id": "refine",
+                                "technique": "dasktest.flaky",
+                                "retry": {"max_attempts": 3, "initial_delay": 0.01, "backoff": "fixed"},
+                            },
+                        ],
+                        "edges": [
+                            {"from": "evaluate", "to": "refine", "condition": "${evaluate.score} < 0.8"},
+                            {"from": "refine", "to": "evaluate"},
+                        ],
+                    },
+                },
+            },
+            {
+                "use": "dasktest.always_fails",
+                "id": "risky",
+                "on_error": [{"use": "dasktest.rescue", "id": "plan_b"}],
+            },
+            {
+                "use": "dasktest.slow",
+                "id": "too_slow",
+                "timeout": 0.2,
+                "config": {"seconds": 0.6},
+                "on_error": [{"use": "dasktest.rescue", "id": "after_timeout"}],
+            },
+        ]
+    }
     pipe = sb.Pipeline.from_dict(doc)
     local, local_events = _run(pipe, {"query": "q?", "log": str(log)})
     local_log = log.read_text()
@@ -312,8 +351,9 @@ def test_async_client_on_the_callers_loop(cluster):
     pipe = _fanout(10)
 
     async def main() -> Any:
-        async with distributed.Client(cluster.scheduler_address, asynchronous=True,
-                                      set_as_default=False) as aclient:
+        async with distributed.Client(
+            cluster.scheduler_address, asynchronous=True, set_as_default=False
+        ) as aclient:
             return await pipe.execute({"n": 10}, executor=DaskExecutor(client=aclient))
 
     result = asyncio.run(main())
@@ -339,8 +379,16 @@ def test_worker_killed_mid_run_is_retried_on_another_worker(dask_exec, client, t
     marker = tmp_path / "killed.pid"
     nodes = [{"id": "victim", "technique": "dasktest.die_once", "config": {"marker": str(marker)}}]
     nodes += [{"id": f"w{i}", "technique": "dasktest.square", "config": {"i": i}} for i in range(6)]
-    pipe = sb.Pipeline.from_dict({"steps": [{"use": "workflow_orchestration.graph", "config": {
-        "subtechnique": "dag", "graph_definition": {"nodes": nodes, "edges": []}}}]})
+    pipe = sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "workflow_orchestration.graph",
+                    "config": {"subtechnique": "dag", "graph_definition": {"nodes": nodes, "edges": []}},
+                }
+            ]
+        }
+    )
     before = _worker_pids(client)
     result, events = _run(pipe, {}, dask_exec)
     killed = int(marker.read_text())
@@ -366,13 +414,20 @@ def scaled(ctx: Any) -> dict[str, Any]:
 def test_notebook_cell_function_and_changed_globals(dask_exec, monkeypatch):
     """A function from a notebook cell (module ``__main__``) runs on the workers; a global changed
     between runs (another cell) is seen by the next run, as with the local executor."""
+
     def cell_technique(ctx: Any) -> dict[str, Any]:
         return {"cell": ctx.config["x"] + 1, "pid": os.getpid()}
 
     cell_technique.__module__ = "__main__"
     sb.register_technique("dasktest.cell", cell_technique)
-    pipe = sb.Pipeline.from_dict({"steps": [{"use": "dasktest.cell", "id": "c", "config": {"x": 41}},
-                                            {"use": "dasktest.scaled", "id": "s", "config": {"x": 5}}]})
+    pipe = sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {"use": "dasktest.cell", "id": "c", "config": {"x": 41}},
+                {"use": "dasktest.scaled", "id": "s", "config": {"x": 5}},
+            ]
+        }
+    )
     first = pipe.run({}, executor=dask_exec)
     assert first.outputs["c"]["cell"] == 42 and first.outputs["c"]["pid"] != os.getpid()
     assert first.outputs["s"] == {"value": 10}
@@ -393,4 +448,3 @@ def test_ship_function_rules():
     assert ship_function(square, "run-2")[0] is not blob  # re-pickled for the next run
     lam_blob, _, _ = ship_function(lambda ctx: {"x": 1})
     assert lam_blob is not None
-

@@ -60,14 +60,20 @@ def test_pipeline_builds_the_executor_when_it_runs_not_when_it_loads(monkeypatch
     assert pipe.run({"x": 1}, executor="local").output == {"x": 1}
 
 
-@pytest.mark.parametrize("executor_yaml, message, line", [
-    ("    executor: ray\n", "executor 'ray' is not one of: local, dask", 3),
-    ("    executor: dsak\n", "did you mean 'dask'", 3),
-    ("    executor:\n      kind: dask\n      adress: tcp://x:1\n", "unknown key 'adress' in executor; "
-                                                                   "did you mean 'address'", 3),
-    ("    executor:\n      kind: spark\n", "executor kind 'spark' is not one of", 3),
-    ("    executor:\n      kind: dask\n      retries: many\n", "executor.retries must be int", 3),
-])
+@pytest.mark.parametrize(
+    "executor_yaml, message, line",
+    [
+        ("    executor: ray\n", "executor 'ray' is not one of: local, dask", 3),
+        ("    executor: dsak\n", "did you mean 'dask'", 3),
+        (
+            "    executor:\n      kind: dask\n      adress: tcp://x:1\n",
+            "unknown key 'adress' in executor; did you mean 'address'",
+            3,
+        ),
+        ("    executor:\n      kind: spark\n", "executor kind 'spark' is not one of", 3),
+        ("    executor:\n      kind: dask\n      retries: many\n", "executor.retries must be int", 3),
+    ],
+)
 def test_malformed_executor_is_a_load_error_with_its_line(executor_yaml, message, line):
     with pytest.raises(SpecError) as info:
         sb.Pipeline.from_yaml(_doc(executor_yaml))
@@ -84,18 +90,23 @@ def test_bare_steps_document_names_top_level_executor():
 
 def test_missing_dask_extra_says_how_to_install(monkeypatch):
     real = executor_factory.importlib.util.find_spec
-    monkeypatch.setattr(executor_factory.importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("dask", "distributed") else real(name, *a))
+    monkeypatch.setattr(
+        executor_factory.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("dask", "distributed") else real(name, *a),
+    )
     monkeypatch.setattr(executor_factory, "_SHARED", {})
     with pytest.raises(SibylError, match=r"pip install sibyl_nb\[dask\]"):
         make_executor("dask")
 
 
 def test_import_and_load_never_import_dask():
-    code = ("import sys, sibyl_nb as sb\n"
-            "p = sb.Pipeline.from_yaml('executor: dask\\nsteps:\\n  - use: workflow_orchestration.passthrough\\n')\n"
-            "bad = [m for m in ('dask', 'distributed', 'cloudpickle') if m in sys.modules]\n"
-            "print(','.join(bad) or 'clean')\n")
+    code = (
+        "import sys, sibyl_nb as sb\n"
+        "p = sb.Pipeline.from_yaml('executor: dask\\nsteps:\\n  - use: workflow_orchestration.passthrough\\n')\n"
+        "bad = [m for m in ('dask', 'distributed', 'cloudpickle') if m in sys.modules]\n"
+        "print(','.join(bad) or 'clean')\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "clean", out.stdout + out.stderr
 

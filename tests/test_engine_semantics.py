@@ -57,8 +57,20 @@ def _blocking_sleep(ctx):
 
 
 def graph(nodes, edges, mode="dag", **config):
-    return sb.Pipeline.from_dict({"steps": [{"use": "workflow_orchestration.graph", "config": {
-        "subtechnique": mode, **config, "graph_definition": {"nodes": nodes, "edges": edges}}}]})
+    return sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "workflow_orchestration.graph",
+                    "config": {
+                        "subtechnique": mode,
+                        **config,
+                        "graph_definition": {"nodes": nodes, "edges": edges},
+                    },
+                }
+            ]
+        }
+    )
 
 
 def span(result, node_id):
@@ -69,32 +81,53 @@ def span(result, node_id):
 def test_no_superstep_barrier_fast_branch_runs_ahead():
     # a -> slow(0.3) ; a -> fast(0.02) -> after_fast(0.02): after_fast must not wait for slow
     pipe = graph(
-        [{"id": "a", "technique": "tst.echo"},
-         {"id": "slow", "technique": "tst.sleep", "config": {"sleep": 0.3}},
-         {"id": "fast", "technique": "tst.sleep", "config": {"sleep": 0.02}},
-         {"id": "after_fast", "technique": "tst.sleep", "config": {"sleep": 0.02}}],
-        [{"from": "a", "to": "slow"}, {"from": "a", "to": "fast"}, {"from": "fast", "to": "after_fast"}])
+        [
+            {"id": "a", "technique": "tst.echo"},
+            {"id": "slow", "technique": "tst.sleep", "config": {"sleep": 0.3}},
+            {"id": "fast", "technique": "tst.sleep", "config": {"sleep": 0.02}},
+            {"id": "after_fast", "technique": "tst.sleep", "config": {"sleep": 0.02}},
+        ],
+        [{"from": "a", "to": "slow"}, {"from": "a", "to": "fast"}, {"from": "fast", "to": "after_fast"}],
+    )
     r = pipe.run()
     assert span(r, "after_fast")[1] < span(r, "slow")[1] - 0.15
 
 
 def test_join_waits_for_all_and_receives_both_upstreams():
     pipe = graph(
-        [{"id": "a", "technique": "tst.echo"}, {"id": "b", "technique": "tst.sleep"},
-         {"id": "c", "technique": "tst.sleep", "config": {"sleep": 0.1}}, {"id": "d", "technique": "tst.echo"}],
-        [{"from": "a", "to": "b"}, {"from": "a", "to": "c"}, {"from": "b", "to": "d"}, {"from": "c", "to": "d"}])
+        [
+            {"id": "a", "technique": "tst.echo"},
+            {"id": "b", "technique": "tst.sleep"},
+            {"id": "c", "technique": "tst.sleep", "config": {"sleep": 0.1}},
+            {"id": "d", "technique": "tst.echo"},
+        ],
+        [
+            {"from": "a", "to": "b"},
+            {"from": "a", "to": "c"},
+            {"from": "b", "to": "d"},
+            {"from": "c", "to": "d"},
+        ],
+    )
     r = pipe.run()
     assert span(r, "d")[0] >= max(span(r, "b")[1], span(r, "c")[1])
     assert r.output["up"] == ["b", "c"]
 
 
 def test_conditional_branch_and_dead_path_elimination_keeps_join_alive():
-    nodes = [{"id": "classify", "technique": "tst.label"}, {"id": "f", "technique": "tst.echo"},
-             {"id": "o", "technique": "tst.echo"}, {"id": "o2", "technique": "tst.echo"},
-             {"id": "join", "technique": "tst.echo"}]
-    edges = [{"from": "classify", "to": "f", "condition": '${classify.type} == "factual"'},
-             {"from": "classify", "to": "o", "condition": '${classify.type} == "opinion"'},
-             {"from": "o", "to": "o2"}, {"from": "f", "to": "join"}, {"from": "o2", "to": "join"}]
+    nodes = [
+        {"id": "classify", "technique": "tst.label"},
+        {"id": "f", "technique": "tst.echo"},
+        {"id": "o", "technique": "tst.echo"},
+        {"id": "o2", "technique": "tst.echo"},
+        {"id": "join", "technique": "tst.echo"},
+    ]
+    edges = [
+        {"from": "classify", "to": "f", "condition": '${classify.type} == "factual"'},
+        {"from": "classify", "to": "o", "condition": '${classify.type} == "opinion"'},
+        {"from": "o", "to": "o2"},
+        {"from": "f", "to": "join"},
+        {"from": "o2", "to": "join"},
+    ]
     r = graph(nodes, edges, mode="conditional").run({"kind": "opinion"})
     assert r.status("f") == "skipped" and r.status("o") == "ran" and r.status("o2") == "ran"
     assert r.status("join") == "ran" and r.output["up"] == ["o2"]
@@ -104,10 +137,16 @@ def test_conditional_branch_and_dead_path_elimination_keeps_join_alive():
 
 
 def test_back_edge_loops_until_condition_fails():
-    nodes = [{"id": "gen", "technique": "tst.echo"}, {"id": "ev", "technique": "tst.counter"},
-             {"id": "fix", "technique": "tst.echo"}]
-    edges = [{"from": "gen", "to": "ev"}, {"from": "ev", "to": "fix", "condition": "${ev.score} < 0.8"},
-             {"from": "fix", "to": "ev"}]
+    nodes = [
+        {"id": "gen", "technique": "tst.echo"},
+        {"id": "ev", "technique": "tst.counter"},
+        {"id": "fix", "technique": "tst.echo"},
+    ]
+    edges = [
+        {"from": "gen", "to": "ev"},
+        {"from": "ev", "to": "fix", "condition": "${ev.score} < 0.8"},
+        {"from": "fix", "to": "ev"},
+    ]
     r = graph(nodes, edges, mode="cyclic", max_iterations=10).run()
     # score = 0.5 + 0.1*iteration: 0.6, 0.7 loop; 0.8 stops
     assert [x for x in r.ran() if x == "ev"] == ["ev"] * 3
@@ -125,16 +164,22 @@ def test_max_iterations_ends_gracefully():
 
 def test_dag_rejects_cycle_naming_it():
     with pytest.raises(sb.SpecError) as err:
-        graph([{"id": "a", "technique": "tst.echo"}, {"id": "b", "technique": "tst.echo"}],
-              [{"from": "a", "to": "b"}, {"from": "b", "to": "a"}])
+        graph(
+            [{"id": "a", "technique": "tst.echo"}, {"id": "b", "technique": "tst.echo"}],
+            [{"from": "a", "to": "b"}, {"from": "b", "to": "a"}],
+        )
     assert "a -> b -> a" in str(err.value)
 
 
 def test_fail_fast_cancels_siblings_and_names_node_technique_attempt():
-    pipe = graph([{"id": "root", "technique": "tst.echo"},
-                  {"id": "slow", "technique": "tst.sleep", "config": {"sleep": 5}},
-                  {"id": "bad", "technique": "tst.boom", "retry": {"max_attempts": 2, "initial_delay": 0.01}}],
-                 [{"from": "root", "to": "slow"}, {"from": "root", "to": "bad"}])
+    pipe = graph(
+        [
+            {"id": "root", "technique": "tst.echo"},
+            {"id": "slow", "technique": "tst.sleep", "config": {"sleep": 5}},
+            {"id": "bad", "technique": "tst.boom", "retry": {"max_attempts": 2, "initial_delay": 0.01}},
+        ],
+        [{"from": "root", "to": "slow"}, {"from": "root", "to": "bad"}],
+    )
     t0 = time.perf_counter()
     with pytest.raises(NodeExecutionError) as err:
         pipe.run()
@@ -149,9 +194,17 @@ def test_fail_fast_cancels_siblings_and_names_node_technique_attempt():
 def test_retry_backoff_exponential_delays():
     FLAKY.clear()
     events = []
-    pipe = sb.Pipeline.from_dict({"steps": [{"use": "tst.flaky", "config": {"key": "x", "succeed_on": 4},
-                                             "retry": {"max_attempts": 4, "backoff": "exponential",
-                                                       "initial_delay": 0.05}}]})
+    pipe = sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "tst.flaky",
+                    "config": {"key": "x", "succeed_on": 4},
+                    "retry": {"max_attempts": 4, "backoff": "exponential", "initial_delay": 0.05},
+                }
+            ]
+        }
+    )
     r = pipe.run(observers=[events.append])
     assert r.output == {"ok": True, "attempt": 4}
     delays = [e.data["delay"] for e in events if e.kind == "node_retrying"]
@@ -166,17 +219,35 @@ def test_retry_backoff_exponential_delays():
 def test_retry_backoff_linear_and_fixed(backoff, expected):
     FLAKY.clear()
     events = []
-    sb.Pipeline.from_dict({"steps": [{"use": "tst.flaky", "config": {"key": backoff, "succeed_on": 4},
-                                      "retry": {"max_attempts": 4, "backoff": backoff, "initial_delay": 0.02}}]}
-                          ).run(observers=[events.append])
+    sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "tst.flaky",
+                    "config": {"key": backoff, "succeed_on": 4},
+                    "retry": {"max_attempts": 4, "backoff": backoff, "initial_delay": 0.02},
+                }
+            ]
+        }
+    ).run(observers=[events.append])
     assert [e.data["delay"] for e in events if e.kind == "node_retrying"] == pytest.approx(expected)
 
 
 def test_fallback_supplies_output_and_run_continues():
-    pipe = sb.Pipeline.from_dict({"steps": [
-        {"use": "tst.boom", "id": "primary", "on_error": [{"name": "backup", "technique": "tst.echo",
-                                                          "config": {"text": "from backup"}}]},
-        {"use": "tst.echo", "id": "after"}]})
+    pipe = sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "tst.boom",
+                    "id": "primary",
+                    "on_error": [
+                        {"name": "backup", "technique": "tst.echo", "config": {"text": "from backup"}}
+                    ],
+                },
+                {"use": "tst.echo", "id": "after"},
+            ]
+        }
+    )
     r = pipe.run()
     assert r.outputs["primary"]["text"] == "from backup"
     assert r.status("after") == "ran" and r.output["up"] == ["primary"]
@@ -194,17 +265,38 @@ def test_max_concurrent_is_respected():
         running["now"] -= 1
         return {}
 
-    pipe = sb.Pipeline.from_dict({"steps": [{"use": "workflow_orchestration.orchestration", "config": {
-        "subtechnique": "parallel", "max_concurrent": 3,
-        "steps": [{"name": f"t{i}", "technique": "tst.track"} for i in range(10)]}}]})
+    pipe = sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "workflow_orchestration.orchestration",
+                    "config": {
+                        "subtechnique": "parallel",
+                        "max_concurrent": 3,
+                        "steps": [{"name": f"t{i}", "technique": "tst.track"} for i in range(10)],
+                    },
+                }
+            ]
+        }
+    )
     pipe.run()
     assert running["peak"] == 3
 
 
 def test_blocking_sync_techniques_overlap_in_threads():
-    pipe = sb.Pipeline.from_dict({"steps": [{"use": "workflow_orchestration.orchestration", "config": {
-        "subtechnique": "parallel", "steps": [{"name": f"b{i}", "technique": "tst.blocking_sleep"}
-                                              for i in range(4)]}}]})
+    pipe = sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "workflow_orchestration.orchestration",
+                    "config": {
+                        "subtechnique": "parallel",
+                        "steps": [{"name": f"b{i}", "technique": "tst.blocking_sleep"} for i in range(4)],
+                    },
+                }
+            ]
+        }
+    )
     t0 = time.perf_counter()
     pipe.run()
     assert time.perf_counter() - t0 < 0.15  # 4 x 50 ms overlapped
@@ -222,7 +314,9 @@ def test_run_works_inside_a_running_event_loop():
 
 def test_events_cover_the_lifecycle():
     events = []
-    sb.Pipeline.from_dict({"steps": [{"use": "tst.echo"}, {"use": "tst.echo"}]}).run(observers=[events.append])
+    sb.Pipeline.from_dict({"steps": [{"use": "tst.echo"}, {"use": "tst.echo"}]}).run(
+        observers=[events.append]
+    )
     kinds = [e.kind for e in events]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
     assert kinds.count("node_finished") == 2 and kinds.count("node_started") == 2
@@ -237,15 +331,32 @@ def test_dynamic_graph_from_python_builder_depends_on_input():
             g.add_edge("start", f"w{i}")
         return g
 
-    pipe = sb.Pipeline.from_dict({"steps": [{"use": "workflow_orchestration.graph", "config": {
-        "subtechnique": "dynamic", "builder": "tst.builder"}}]})
+    pipe = sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {
+                    "use": "workflow_orchestration.graph",
+                    "config": {"subtechnique": "dynamic", "builder": "tst.builder"},
+                }
+            ]
+        }
+    )
     assert len(pipe.run({"n": 3}).output) == 3
     assert len(pipe.run({"n": 7}).output) == 7
 
 
 def test_builder_code_needs_trust():
-    doc = {"steps": [{"use": "workflow_orchestration.graph", "config": {
-        "subtechnique": "dynamic", "builder_code": "def build_graph(d):\n    return Graph()\n"}}]}
+    doc = {
+        "steps": [
+            {
+                "use": "workflow_orchestration.graph",
+                "config": {
+                    "subtechnique": "dynamic",
+                    "builder_code": "def build_graph(d):\n    return Graph()\n",
+                },
+            }
+        ]
+    }
     with pytest.raises(NodeExecutionError) as err:
         sb.Pipeline.from_dict(doc).run()
     assert "trust" in str(err.value)
@@ -253,12 +364,26 @@ def test_builder_code_needs_trust():
 
 
 def test_lazy_skips_unconsumed_and_false_condition():
-    doc = {"steps": [{"use": "workflow_orchestration.orchestration", "config": {
-        "lazy": True, "steps": [
-            {"name": "unused", "technique": "tst.echo"},
-            {"name": "needed", "technique": "tst.echo"},
-            {"name": "final", "technique": "tst.echo", "depends_on": ["needed"],
-             "condition": "${go}"}]}}]}
+    doc = {
+        "steps": [
+            {
+                "use": "workflow_orchestration.orchestration",
+                "config": {
+                    "lazy": True,
+                    "steps": [
+                        {"name": "unused", "technique": "tst.echo"},
+                        {"name": "needed", "technique": "tst.echo"},
+                        {
+                            "name": "final",
+                            "technique": "tst.echo",
+                            "depends_on": ["needed"],
+                            "condition": "${go}",
+                        },
+                    ],
+                },
+            }
+        ]
+    }
     r = sb.Pipeline.from_dict(doc).run({"go": True})
     assert r.status("unused") == "skipped" and r.status("needed") == "ran" and r.status("final") == "ran"
     r = sb.Pipeline.from_dict(doc).run({"go": False})
@@ -275,7 +400,9 @@ def test_missing_input_is_reported_before_running():
 
 def test_unset_env_var_reads_as_null(monkeypatch):
     monkeypatch.delenv("SIBYL_TEST_UNSET_URL", raising=False)
-    pipe = sb.Pipeline.from_dict({"steps": [{"use": "tst.echo", "config": {"text": "${SIBYL_TEST_UNSET_URL}"}}]})
+    pipe = sb.Pipeline.from_dict(
+        {"steps": [{"use": "tst.echo", "config": {"text": "${SIBYL_TEST_UNSET_URL}"}}]}
+    )
     assert pipe.run().output["text"] is None
     monkeypatch.setenv("SIBYL_TEST_UNSET_URL", "sqlite://")
     assert pipe.run().output["text"] == "sqlite://"

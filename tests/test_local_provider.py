@@ -41,16 +41,20 @@ def test_answers_from_corpus_without_context():
 
 
 def test_answers_from_context_block_over_corpus():
-    system = ("You are helpful.\n\nContext:\n[1] Zorblax: Zorblax is a fictional database built in 2031. "
-              "It stores cats.\n[2] Other: Unrelated text about weather.")
+    system = (
+        "You are helpful.\n\nContext:\n[1] Zorblax: Zorblax is a fictional database built in 2031. "
+        "It stores cats.\n[2] Other: Unrelated text about weather."
+    )
     c = ask("What is Zorblax?", system=system)
     assert c.text.startswith("Zorblax is a fictional database built in 2031.")
 
 
 def test_parse_context_block():
     docs = parse_context_block("Context:\n[1] T1: body one: with colon\n[2] no title here\nplain line")
-    assert docs == [{"id": "context-1", "title": "T1", "text": "body one: with colon"},
-                    {"id": "context-2", "title": "", "text": "no title here"}]
+    assert docs == [
+        {"id": "context-1", "title": "T1", "text": "body one: with colon"},
+        {"id": "context-2", "title": "", "text": "no title here"},
+    ]
 
 
 def test_unknown_topic_says_it_has_no_information():
@@ -59,8 +63,10 @@ def test_unknown_topic_says_it_has_no_information():
 
 
 def test_follow_up_resolved_against_conversation():
-    history = [{"role": "user", "content": "What is Python?"},
-               {"role": "assistant", "content": "Python is a high-level programming language."}]
+    history = [
+        {"role": "user", "content": "What is Python?"},
+        {"role": "assistant", "content": "Python is a high-level programming language."},
+    ]
     c = ask("What's it used for?", history=history)
     assert c.text.startswith("Python is used for")
     who = ask("Who created it?", history=history)
@@ -71,11 +77,20 @@ def test_classification_modes():
     c = ask("Classify query type: factual, opinion, or creative\n\nQuestion: Write a poem about the sea")
     assert c.text == "creative"
     assert c.fields == {"query_type": "creative", "type": "creative", "label": "creative"}
-    assert ask("Classify query type: factual, opinion, or creative\n\nQuestion: What year was Python created?"
-               ).text == "factual"
-    assert ask("Classify query type: factual, opinion, or creative\n\nQuestion: Is Rust better than Go?"
-               ).text == "opinion"
-    assert ask("Classify sentiment: positive, negative, neutral\n\nQuestion: I love this library").text == "positive"
+    assert (
+        ask(
+            "Classify query type: factual, opinion, or creative\n\nQuestion: What year was Python created?"
+        ).text
+        == "factual"
+    )
+    assert (
+        ask("Classify query type: factual, opinion, or creative\n\nQuestion: Is Rust better than Go?").text
+        == "opinion"
+    )
+    assert (
+        ask("Classify sentiment: positive, negative, neutral\n\nQuestion: I love this library").text
+        == "positive"
+    )
     # No Question: section: the text to classify is the rest of the message, or the previous user turn.
     assert ask("Classify complexity: simple, medium, complex\nWhat is Python?").text == "simple"
     history = [{"role": "user", "content": "Tell me a story about a dragon"}]
@@ -83,14 +98,18 @@ def test_classification_modes():
 
 
 def test_unknown_labels_fall_back_to_first_choice_or_word_match():
-    assert ask("Classify topic: cooking, programming\n\nQuestion: a programming question").text == "programming"
+    assert (
+        ask("Classify topic: cooking, programming\n\nQuestion: a programming question").text == "programming"
+    )
     assert ask("Classify topic: cooking, gardening\n\nQuestion: zzz").text == "cooking"
 
 
 def test_rating_quality_scores_better_answers_higher():
     q = "\n\nQuestion: What is Python used for?"
-    good = ask("Critique this answer: Python is used for web development, data science, machine learning, "
-               "automation and scripting.\nRate quality 0-10:" + q)
+    good = ask(
+        "Critique this answer: Python is used for web development, data science, machine learning, "
+        "automation and scripting.\nRate quality 0-10:" + q
+    )
     bad = ask("Critique this answer: Python was invented on Mars by robots.\nRate quality 0-10:" + q)
     assert good.text.startswith("Score: ")
     assert good.fields["score"] == parse_score(good.text) and bad.fields["score"] == parse_score(bad.text)
@@ -100,17 +119,23 @@ def test_rating_quality_scores_better_answers_higher():
 
 
 def test_rating_on_another_scale():
-    c = ask("Critique this answer: Python is used for web development, data science, machine learning, "
-            "automation and scripting.\nRate quality on a scale from 1 to 5.\n\nQuestion: What is Python used for?")
+    c = ask(
+        "Critique this answer: Python is used for web development, data science, machine learning, "
+        "automation and scripting.\nRate quality on a scale from 1 to 5.\n\nQuestion: What is Python used for?"
+    )
     score = parse_score(c.text, 1, 5)
     assert 1 <= score <= 5 and c.text.startswith("Score: ") and "/5" in c.text.splitlines()[0]
 
 
 def test_relevance_rating():
-    rel = ask("Rate the relevance of this document to the question on a scale 0-10.\n"
-              "Document: Guido van Rossum created Python.\nQuestion: Who created Python?")
-    irrel = ask("Rate the relevance of this document to the question on a scale 0-10.\n"
-                "Document: Cats sleep a lot.\nQuestion: Who created Python?")
+    rel = ask(
+        "Rate the relevance of this document to the question on a scale 0-10.\n"
+        "Document: Guido van Rossum created Python.\nQuestion: Who created Python?"
+    )
+    irrel = ask(
+        "Rate the relevance of this document to the question on a scale 0-10.\n"
+        "Document: Cats sleep a lot.\nQuestion: Who created Python?"
+    )
     assert rel.fields["score"] > irrel.fields["score"]
 
 
@@ -136,8 +161,10 @@ def test_improve_this_answer_form():
 
 
 def test_improve_drops_unsupported_sentence_when_nothing_is_lost():
-    prev = "Python is used for web development, data science, machine learning, automation and scripting. " \
-           "Python is used on Mars by robots daily."
+    prev = (
+        "Python is used for web development, data science, machine learning, automation and scripting. "
+        "Python is used on Mars by robots daily."
+    )
     c = ask(f"Previous: {prev}\nCritique: Unsupported\nImproved:\n\nQuestion: What is Python used for?")
     assert "Mars" not in c.text and c.text.startswith("Python is used for web development")
 

@@ -21,8 +21,10 @@ CALLS: list[str] = []
 def _shout(ctx):
     CALLS.append(ctx.node_id)
     inp = ctx.input if isinstance(ctx.input, dict) else {"message": ctx.input}
-    return {"text": str(inp.get("message", "")).upper() + ctx.config.get("suffix", ""),
-            "session": inp.get("session_id")}
+    return {
+        "text": str(inp.get("message", "")).upper() + ctx.config.get("suffix", ""),
+        "session": inp.get("session_id"),
+    }
 
 
 @sb.technique("magic_test.boom")
@@ -89,8 +91,11 @@ def test_cell_runs_and_stores_result(ip):
 
 
 def test_technique_from_an_earlier_cell(ip):
-    r = cell(ip, "import sibyl_nb as sb\n@sb.technique('magic_test.fresh')\ndef fresh(ctx):\n"
-                 "    return {'text': 'fresh ' + ctx.input['message']}\n")
+    r = cell(
+        ip,
+        "import sibyl_nb as sb\n@sb.technique('magic_test.fresh')\ndef fresh(ctx):\n"
+        "    return {'text': 'fresh ' + ctx.input['message']}\n",
+    )
     assert r.success
     r = cell(ip, "%%sibyl_pipeline -i q -o res\nsteps:\n  - use: magic_test.fresh\n")
     assert r.success, r.error_in_exec
@@ -124,7 +129,9 @@ def test_session_flag_reaches_the_input(ip):
 
 
 def test_dry_run_validates_without_running(ip):
-    r = cell(ip, "%%sibyl_pipeline --dry-run -o p\npipelines:\n  dry:\n    steps:\n      - use: magic_test.shout\n")
+    r = cell(
+        ip, "%%sibyl_pipeline --dry-run -o p\npipelines:\n  dry:\n    steps:\n      - use: magic_test.shout\n"
+    )
     assert r.success, r.error_in_exec
     assert CALLS == []
     assert isinstance(ip.user_ns["p"], sb.Pipeline)
@@ -133,14 +140,19 @@ def test_dry_run_validates_without_running(ip):
 
 
 def test_several_pipelines_are_defined_then_run_by_name(ip, capsys):
-    r = cell(ip, "%%sibyl_pipeline\npipelines:\n  a:\n    steps:\n      - use: magic_test.shout\n"
-                 "  b:\n    steps:\n      - use: magic_test.shout\n        config: {suffix: '?'}\n")
+    r = cell(
+        ip,
+        "%%sibyl_pipeline\npipelines:\n  a:\n    steps:\n      - use: magic_test.shout\n"
+        "  b:\n    steps:\n      - use: magic_test.shout\n        config: {suffix: '?'}\n",
+    )
     assert r.success, r.error_in_exec
     assert CALLS == []
     assert "defined pipelines a, b" in capsys.readouterr().out
     r = cell(ip, "%sibyl_pipeline b -i q -o rb")
     assert r.success and ip.user_ns["rb"].output["text"] == "HELLO?"
-    r = cell(ip, "%%sibyl_pipeline -p a -i q -o ra\npipelines:\n  a:\n    steps:\n      - use: magic_test.shout\n")
+    r = cell(
+        ip, "%%sibyl_pipeline -p a -i q -o ra\npipelines:\n  a:\n    steps:\n      - use: magic_test.shout\n"
+    )
     assert r.success and ip.user_ns["ra"].output["text"] == "HELLO"
 
 
@@ -168,12 +180,15 @@ def test_bad_flag_is_not_a_usage_error(ip):
     assert_fails(cell(ip, "%sibyl_pipeline --bogus"), SibylMagicError, "unrecognized arguments")
 
 
-@pytest.mark.parametrize("line, text", [
-    ("%sibyl_pipeline nothing_here", "no pipeline named 'nothing_here'"),
-    ("%sibyl_pipeline hello -i missing_var", "no variable with that name"),
-    ("%sibyl_pipeline hello -i '{\"broken\": }'", "neither a variable name nor valid JSON"),
-    ("%sibyl_pipeline hello --show graph,colour", "unknown view 'colour'"),
-])
+@pytest.mark.parametrize(
+    "line, text",
+    [
+        ("%sibyl_pipeline nothing_here", "no pipeline named 'nothing_here'"),
+        ("%sibyl_pipeline hello -i missing_var", "no variable with that name"),
+        ("%sibyl_pipeline hello -i '{\"broken\": }'", "neither a variable name nor valid JSON"),
+        ("%sibyl_pipeline hello --show graph,colour", "unknown view 'colour'"),
+    ],
+)
 def test_usage_problems_fail_in_one_line(ip, line, text):
     assert cell(ip, HELLO).success
     assert_fails(cell(ip, line), SibylMagicError, text)
@@ -185,7 +200,9 @@ def test_missing_input_fails(ip):
 
 
 def test_failing_node_fails_the_cell_and_keeps_partial_result(ip):
-    r = cell(ip, "%%sibyl_pipeline -i q -o res\nsteps:\n  - use: magic_test.shout\n  - use: magic_test.boom\n")
+    r = cell(
+        ip, "%%sibyl_pipeline -i q -o res\nsteps:\n  - use: magic_test.shout\n  - use: magic_test.boom\n"
+    )
     err = assert_fails(r, sb.NodeExecutionError, "kaboom")
     assert "cell:4" in str(err) and "node 'boom'" in str(err)
     res = ip.user_ns["res"]
@@ -229,8 +246,10 @@ def test_no_cache_flag(ip):
 
 
 def test_no_cache_bypasses_the_step_cache(ip):
-    cached = ("%%sibyl_pipeline -i q -o c1{flag}\nshops:\n  infrastructure:\n    config:\n      caching:\n"
-              "        enabled: true\npipelines:\n  cached_hello:\n    steps:\n      - use: magic_test.shout\n")
+    cached = (
+        "%%sibyl_pipeline -i q -o c1{flag}\nshops:\n  infrastructure:\n    config:\n      caching:\n"
+        "        enabled: true\npipelines:\n  cached_hello:\n    steps:\n      - use: magic_test.shout\n"
+    )
     assert cell(ip, cached.format(flag="")).success
     assert cell(ip, "%sibyl_pipeline cached_hello -i q -o c2").success
     assert ip.user_ns["c2"].status("shout") == "cached"

@@ -26,16 +26,24 @@ def _kernel_name() -> str:
     except NoSuchKernel:  # pragma: no cover - ipykernel normally ships it
         pytest.fail(f"no '{KERNEL}' kernelspec: run `{sys.executable} -m ipykernel install --sys-prefix`")
     exe = spec.argv[0]
-    if exe not in ("python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}") and \
-            Path(exe).resolve() != Path(sys.executable).resolve():
+    if (
+        exe not in ("python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}")
+        and Path(exe).resolve() != Path(sys.executable).resolve()
+    ):
         pytest.fail(f"kernelspec '{KERNEL}' runs {exe}, not {sys.executable}")
     return KERNEL
 
 
 def test_there_are_six_demo_notebooks():
     names = [p.stem for p in NOTEBOOKS]
-    assert names == ["01_quickstart", "02_sessions", "03_context_strategies", "04_graphs_and_orchestration",
-                     "05_complete_workflows", "06_reproducibility"]
+    assert names == [
+        "01_quickstart",
+        "02_sessions",
+        "03_context_strategies",
+        "04_graphs_and_orchestration",
+        "05_complete_workflows",
+        "06_reproducibility",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -53,8 +61,13 @@ def test_notebook_is_committed_without_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path, tmp_path):
     book = nbformat.read(path, as_version=4)
-    client = NotebookClient(book, kernel_name=_kernel_name(), timeout=120, allow_errors=False,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        book,
+        kernel_name=_kernel_name(),
+        timeout=120,
+        allow_errors=False,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     t0 = time.perf_counter()
     client.execute()  # raises CellExecutionError on any error not tagged raises-exception
     elapsed = time.perf_counter() - t0

@@ -77,15 +77,20 @@ def test_seed_logging_settings_log_steps_with_structured_fields(caplog, unique):
     retry = [r for r in recs if r.event == "node_retrying"]
     assert len(retry) == 1 and retry[0].levelno == logging.WARNING and retry[0].node == "flaky"
     state = [r.getMessage() for r in recs if r.status == "state_changed"]
-    assert state == [f"observed/{result.run_id} state changed after first: +seen",
-                     f"observed/{result.run_id} state changed after last: ~seen"]
+    assert state == [
+        f"observed/{result.run_id} state changed after first: +seen",
+        f"observed/{result.run_id} state changed after last: ~seen",
+    ]
     # level INFO: the DEBUG trace is not logged
     assert not [r for r in recs if r.status == "trace"]
 
 
 def test_failures_are_logged_as_errors_whatever_the_switches(caplog):
-    pipe = pipeline("  logging: {level: WARNING, log_step_transitions: false, workflow_tracing: false}",
-                    last="obs.boom", key="fail")
+    pipe = pipeline(
+        "  logging: {level: WARNING, log_step_transitions: false, workflow_tracing: false}",
+        last="obs.boom",
+        key="fail",
+    )
     with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME), pytest.raises(sb.NodeExecutionError):
         pipe.run({})
     recs = [r for r in caplog.records if r.name == LOGGER_NAME]
@@ -104,8 +109,15 @@ def test_debug_level_logs_the_trace(caplog):
 
 def test_json_formatter_carries_the_fields():
     record = logging.LogRecord(LOGGER_NAME, logging.INFO, __file__, 1, "node x finished", None, None)
-    for k, v in {"event": "node_finished", "run_id": "r1", "node": "x", "iteration": 2, "attempt": 1,
-                 "duration": 0.25, "technique": "t.x"}.items():
+    for k, v in {
+        "event": "node_finished",
+        "run_id": "r1",
+        "node": "x",
+        "iteration": 2,
+        "attempt": 1,
+        "duration": 0.25,
+        "technique": "t.x",
+    }.items():
         setattr(record, k, v)
     out = json.loads(JsonFormatter().format(record))
     assert out["message"] == "node x finished" and out["node"] == "x" and out["iteration"] == 2

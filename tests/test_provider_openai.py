@@ -55,6 +55,7 @@ def make(server: StubServer, name: str = "primary", **kw: Any) -> OpenAICompatib
 
 def run(provider: Any, fn: Callable[[], Awaitable[Any]]) -> Any:
     """Run ``fn()`` on a fresh loop and close the provider's client for that loop."""
+
     async def main() -> Any:
         try:
             return await fn()
@@ -67,14 +68,16 @@ def run(provider: Any, fn: Callable[[], Awaitable[Any]]) -> Any:
 
 # -- success ---------------------------------------------------------------------------------------
 
+
 def test_complete_parses_answer_and_sends_model_messages_temperature(server: StubServer) -> None:
     server.script(JSONReply(chat_body("Paris.", model="gpt-stub-2024", usage=USAGE, finish_reason="length")))
     provider = make(server, temperature=0.2, api_key="sk-test-123")
 
     out = run(provider, lambda: provider.complete(MESSAGES, max_tokens=5))
 
-    assert out == Completion(text="Paris.", usage=USAGE, model="gpt-stub-2024", provider="primary",
-                             finish_reason="length")
+    assert out == Completion(
+        text="Paris.", usage=USAGE, model="gpt-stub-2024", provider="primary", finish_reason="length"
+    )
     [req] = server.requests
     assert req.path == "/v1/chat/completions"
     assert req.body == {"model": "stub-model", "messages": MESSAGES, "temperature": 0.2, "max_tokens": 5}
@@ -84,8 +87,7 @@ def test_complete_parses_answer_and_sends_model_messages_temperature(server: Stu
 
 def test_call_params_override_defaults_and_none_is_dropped(server: StubServer) -> None:
     provider = make(server, temperature=0.2)
-    run(provider, lambda: provider.complete(MESSAGES, temperature=0.9, top_p=None,
-                                            extra_body={"top_k": 5}))
+    run(provider, lambda: provider.complete(MESSAGES, temperature=0.9, top_p=None, extra_body={"top_k": 5}))
     body = server.requests[0].body
     assert body["temperature"] == 0.9 and body["top_k"] == 5
     assert "top_p" not in body and "extra_body" not in body
@@ -101,13 +103,17 @@ def test_json_answer_becomes_fields(server: StubServer) -> None:
 
 # -- streaming -------------------------------------------------------------------------------------
 
+
 def test_streaming_calls_back_each_delta_in_order_and_returns_full_completion(server: StubServer) -> None:
     deltas = ["The", " capital", " is", " Paris", "."]
     server.script(SSEReply(sse_chunks(deltas, model="stream-model", usage=USAGE), delay=0.005))
     provider = make(server)
     seen: list[tuple[float, str]] = []
 
-    out = run(provider, lambda: provider.complete(MESSAGES, on_token=lambda d: seen.append((time.perf_counter(), d))))
+    out = run(
+        provider,
+        lambda: provider.complete(MESSAGES, on_token=lambda d: seen.append((time.perf_counter(), d))),
+    )
 
     assert [d for _, d in seen] == deltas
     assert seen[-1][0] > seen[0][0]  # delivered as they arrived, not all at the end
@@ -177,9 +183,13 @@ def test_stream_stalling_before_any_text_is_retried(server: StubServer) -> None:
 
 # -- retries ---------------------------------------------------------------------------------------
 
+
 def test_429_then_success_honours_retry_after(server: StubServer) -> None:
-    server.script(StatusReply(429, headers={"Retry-After": "0"}), StatusReply(429, headers={"Retry-After": "0"}),
-                  JSONReply(chat_body("ok")))
+    server.script(
+        StatusReply(429, headers={"Retry-After": "0"}),
+        StatusReply(429, headers={"Retry-After": "0"}),
+        JSONReply(chat_body("ok")),
+    )
     # A 5 s backoff would blow the time limit below: the server's Retry-After: 0 must win.
     provider = make(server, backoff_initial=5.0, backoff_max=5.0, max_retries=3)
     t0 = time.perf_counter()
@@ -198,11 +208,14 @@ def test_429_then_success_when_streaming(server: StubServer) -> None:
 
 
 def test_5xx_exhausts_retries_with_a_message_naming_provider_url_status_attempt(
-        server: StubServer, caplog: pytest.LogCaptureFixture) -> None:
+    server: StubServer, caplog: pytest.LogCaptureFixture
+) -> None:
     server.default = StatusReply(503, body={"error": {"message": "overloaded"}})
     provider = make(server, name="remote", max_retries=2)
-    with caplog.at_level(logging.INFO, logger="sibyl_nb.providers.openai"), \
-            pytest.raises(ProviderError) as err:
+    with (
+        caplog.at_level(logging.INFO, logger="sibyl_nb.providers.openai"),
+        pytest.raises(ProviderError) as err,
+    ):
         run(provider, lambda: provider.complete(MESSAGES))
     msg = str(err.value)
     assert "provider 'remote'" in msg and provider.url in msg
@@ -236,15 +249,17 @@ def test_connection_refused_is_retried_then_reported() -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    provider = OpenAICompatibleProvider("p", f"http://127.0.0.1:{port}/v1", "m", api_key_env=None,
-                                        max_retries=1, backoff_initial=0.01)
+    provider = OpenAICompatibleProvider(
+        "p", f"http://127.0.0.1:{port}/v1", "m", api_key_env=None, max_retries=1, backoff_initial=0.01
+    )
     with pytest.raises(ProviderError, match=r"attempt 2/2.*connection failed") as err:
         run(provider, lambda: provider.complete(MESSAGES))
     assert err.value.retryable is True
 
 
 def test_api_key_from_env_is_sent_but_never_logged_or_reported(
-        server: StubServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    server: StubServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("SIBYL_TEST_KEY", "sk-very-secret-42")
     server.script(StatusReply(500), StatusReply(401, body={"error": {"message": "bad key"}}))
     provider = make(server, api_key_env="SIBYL_TEST_KEY", max_retries=2)
@@ -272,16 +287,34 @@ def test_retry_policy_units() -> None:
     assert backoff_delay(1, 0.5, 3.0, retry_after=0.0) == 0.0
     assert backoff_delay(1, 0.5, 3.0, retry_after=3600) == 60.0
     assert [is_retryable_status(s) for s in (400, 401, 404, 408, 429, 500, 503)] == [
-        False, False, False, True, True, True, True]
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
 
 
 # -- YAML kinds and clients ------------------------------------------------------------------------
 
+
 def test_yaml_kinds_build_the_provider_and_local_kinds_never_get_the_openai_key(
-        server: StubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    server: StubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-leak")
-    provider = registry.make_provider("primary", {"kind": "vllm", "base_url": server.url, "model": "qwen",
-                                                  "temperature": 0.1, "timeout": 0.5, "max_retries": 0})
+    provider = registry.make_provider(
+        "primary",
+        {
+            "kind": "vllm",
+            "base_url": server.url,
+            "model": "qwen",
+            "temperature": 0.1,
+            "timeout": 0.5,
+            "max_retries": 0,
+        },
+    )
     assert isinstance(provider, OpenAICompatibleProvider)
     assert (provider.timeout, provider.max_retries, provider.temperature) == (0.5, 0, 0.1)
     out = run(provider, lambda: provider.complete(MESSAGES))
@@ -318,6 +351,7 @@ def test_one_client_per_event_loop_closed_with_its_loop(server: StubServer) -> N
 
 
 # -- timeout -> fallback ---------------------------------------------------------------------------
+
 
 class _FakeLocal:
     """Stands in for sibyl_nb.providers.local.LocalProvider until that module lands."""
@@ -368,7 +402,9 @@ def test_fallback_failing_too_names_both(server: StubServer) -> None:
 
     primary = make(server, name="primary", max_retries=0)
     both = FallbackProvider(primary, Broken("fallback"))
-    with pytest.raises(ProviderError, match="primary 'primary' failed .*HTTP 500.*fallback 'fallback' failed"):
+    with pytest.raises(
+        ProviderError, match="primary 'primary' failed .*HTTP 500.*fallback 'fallback' failed"
+    ):
         run(primary, lambda: both.complete(MESSAGES))
 
 

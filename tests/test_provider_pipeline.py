@@ -10,15 +10,21 @@ import sibyl_nb as sb
 
 
 def with_providers(yaml_text: str, primary_url: str) -> str:
-    providers = ("providers:\n  primary:\n    kind: openai_compatible\n"
-                 f"    base_url: {primary_url}\n    model: stub-model\n    max_retries: 0\n    timeout: 2\n")
+    providers = (
+        "providers:\n  primary:\n    kind: openai_compatible\n"
+        f"    base_url: {primary_url}\n    model: stub-model\n    max_retries: 0\n    timeout: 2\n"
+    )
     return providers + yaml_text
 
 
 def test_primary_provider_answers_and_usage_lands_in_the_step_record():
     with StubServer(default=AutoReply("Python is a programming language used for data science.")) as server:
-        pipe = sb.Pipeline.from_yaml(with_providers(
-            "steps:\n  - use: ai_generation.generation\n    config:\n      provider: primary\n", server.url))
+        pipe = sb.Pipeline.from_yaml(
+            with_providers(
+                "steps:\n  - use: ai_generation.generation\n    config:\n      provider: primary\n",
+                server.url,
+            )
+        )
         r = pipe.run({"query": "What is Python?"})
         assert r.output["answer"].startswith("Python is a programming language")
         assert r.output["provider"] == "primary"

@@ -86,8 +86,9 @@ def test_record_then_replay_without_the_server(server: StubServer, tmp_path: Pat
 
 def test_replay_miss_is_a_clear_error_and_calls_nothing(server: StubServer, tmp_path: Path) -> None:
     replayer = ReplayProvider(http(server.url), mode="replay", directory=tmp_path)
-    with pytest.raises(ProviderError, match=r"provider 'primary': replay miss: no recording .*model 'stub-model'"
-                       ) as err:
+    with pytest.raises(
+        ProviderError, match=r"provider 'primary': replay miss: no recording .*model 'stub-model'"
+    ) as err:
         call(replayer)
     assert err.value.retryable is False
     assert str(tmp_path) in str(err.value)
@@ -140,14 +141,30 @@ def test_keys_are_stable_across_processes_and_dict_order() -> None:
     assert len(key) == 64 and int(key, 16) >= 0
     assert replay_key("primary", "m", MESSAGES, dict(reversed(params.items()))) == key
     assert replay_key("primary", "m", [{"content": MESSAGES[0]["content"], "role": "user"}], params) == key
-    assert len({key, replay_key("fallback", "m", MESSAGES, params), replay_key("primary", "m2", MESSAGES, params),
+    assert (
+        len(
+            {
+                key,
+                replay_key("fallback", "m", MESSAGES, params),
+                replay_key("primary", "m2", MESSAGES, params),
                 replay_key("primary", "m", MESSAGES, {**params, "max_tokens": 6}),
-                replay_key("primary", "m", MESSAGES + MESSAGES, params)}) == 5
-    code = ("import json,sys; from sibyl_nb.providers.replay import replay_key; "
-            "a=json.loads(sys.argv[1]); print(replay_key('primary','m',a['m'],a['p']))")
+                replay_key("primary", "m", MESSAGES + MESSAGES, params),
+            }
+        )
+        == 5
+    )
+    code = (
+        "import json,sys; from sibyl_nb.providers.replay import replay_key; "
+        "a=json.loads(sys.argv[1]); print(replay_key('primary','m',a['m'],a['p']))"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", code, json.dumps({"m": MESSAGES, "p": params})],
-                         capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps({"m": MESSAGES, "p": params})],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
     assert out.stdout.strip() == key
     with pytest.raises(ProviderError, match="not JSON-serialisable"):
         replay_key("primary", "m", MESSAGES, {"callback": object()})
@@ -195,7 +212,8 @@ def test_default_directory_is_under_sibyl_home(server: StubServer) -> None:
 
 
 def test_enable_replay_wraps_named_providers_and_yaml_kinds(
-        server: StubServer, tmp_path: Path, clean_registry: None) -> None:
+    server: StubServer, tmp_path: Path, clean_registry: None
+) -> None:
     registry.register_provider("primary", http(server.url))
     wrapped = enable_replay("auto", tmp_path)
     assert set(wrapped) >= {"primary"}
@@ -209,31 +227,44 @@ def test_enable_replay_wraps_named_providers_and_yaml_kinds(
     assert isinstance(again, ReplayProvider) and isinstance(again.inner, OpenAICompatibleProvider)
 
     # Providers built later from YAML kinds get the active setting too.
-    built = registry.make_provider("research", {"kind": "vllm", "base_url": server.url, "model": "stub-model"})
+    built = registry.make_provider(
+        "research", {"kind": "vllm", "base_url": server.url, "model": "stub-model"}
+    )
     assert isinstance(built, ReplayProvider) and built.mode == "replay" and built.directory == tmp_path
 
     assert "primary" in disable_replay()
     assert isinstance(registry.get_provider("primary"), OpenAICompatibleProvider)
-    assert not isinstance(registry.make_provider("x", {"kind": "vllm", "base_url": server.url, "model": "m"}),
-                          ReplayProvider)
+    assert not isinstance(
+        registry.make_provider("x", {"kind": "vllm", "base_url": server.url, "model": "m"}), ReplayProvider
+    )
 
     assert clear_replay(tmp_path) == 1
     with pytest.raises(ProviderError, match="replay miss"):
         call(ReplayProvider(http(server.url), mode="replay", directory=tmp_path))
 
 
-def test_yaml_replay_key_and_env_switch(server: StubServer, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    built = registry.make_provider("p", {"kind": "ollama", "base_url": server.url, "model": "m",
-                                         "replay": "record", "replay_dir": str(tmp_path)})
+def test_yaml_replay_key_and_env_switch(
+    server: StubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = registry.make_provider(
+        "p",
+        {
+            "kind": "ollama",
+            "base_url": server.url,
+            "model": "m",
+            "replay": "record",
+            "replay_dir": str(tmp_path),
+        },
+    )
     assert isinstance(built, ReplayProvider) and built.mode == "record"
     monkeypatch.setenv("SIBYL_REPLAY", "replay")
     monkeypatch.setenv("SIBYL_REPLAY_DIR", str(tmp_path / "ci"))
     from_env = registry.make_provider("p", {"kind": "ollama", "base_url": server.url, "model": "m"})
     assert isinstance(from_env, ReplayProvider) and from_env.mode == "replay"
     assert from_env.directory == tmp_path / "ci"
-    opted_out = registry.make_provider("p", {"kind": "ollama", "base_url": server.url, "model": "m",
-                                             "replay": False})  # YAML ``replay: off``
+    opted_out = registry.make_provider(
+        "p", {"kind": "ollama", "base_url": server.url, "model": "m", "replay": False}
+    )  # YAML ``replay: off``
     assert isinstance(opted_out, OpenAICompatibleProvider)
     with pytest.raises(SibylError, match="replay mode must be one of"):
         ReplayProvider(built.inner, mode="sometimes")  # type: ignore[arg-type]

@@ -36,13 +36,24 @@ def with_latency(delays: dict[str, float]):
                 out = _info.fn(ctx)
                 return await out if asyncio.iscoroutine(out) else out
 
-            register_technique(name, slow, subtechniques=info.subtechniques, config_schema=info.config_schema,
-                               outputs=info.outputs)
+            register_technique(
+                name,
+                slow,
+                subtechniques=info.subtechniques,
+                config_schema=info.config_schema,
+                outputs=info.outputs,
+            )
         yield
     finally:
         for name, info in saved.items():
-            register_technique(name, info.fn, blocking=info.blocking, subtechniques=info.subtechniques,
-                               config_schema=info.config_schema, outputs=info.outputs)
+            register_technique(
+                name,
+                info.fn,
+                blocking=info.blocking,
+                subtechniques=info.subtechniques,
+                config_schema=info.config_schema,
+                outputs=info.outputs,
+            )
 
 
 @contextlib.contextmanager
@@ -58,13 +69,24 @@ def failing(name: str, when=lambda ctx: True, calls: list | None = None):
         out = info.fn(ctx)
         return await out if asyncio.iscoroutine(out) else out
 
-    register_technique(name, maybe_fail, subtechniques=info.subtechniques, config_schema=info.config_schema,
-                       outputs=info.outputs)
+    register_technique(
+        name,
+        maybe_fail,
+        subtechniques=info.subtechniques,
+        config_schema=info.config_schema,
+        outputs=info.outputs,
+    )
     try:
         yield
     finally:
-        register_technique(name, info.fn, blocking=info.blocking, subtechniques=info.subtechniques,
-                           config_schema=info.config_schema, outputs=info.outputs)
+        register_technique(
+            name,
+            info.fn,
+            blocking=info.blocking,
+            subtechniques=info.subtechniques,
+            config_schema=info.config_schema,
+            outputs=info.outputs,
+        )
 
 
 def overlap(result, a, b):
@@ -80,9 +102,21 @@ def test_dag_example_runs_searches_in_parallel_and_joins_after_both():
     assert overlap(r, "search_docs", "search_web")
     combine = r.record("combine_results")
     assert combine.started >= max(r.record("search_docs").ended, r.record("search_web").ended)
-    assert r.ran() == ["expand_query", "search_docs", "search_web", "combine_results", "generate_answer",
-                       "validate"] or set(r.ran()) == {"expand_query", "search_docs", "search_web",
-                                                       "combine_results", "generate_answer", "validate"}
+    assert r.ran() == [
+        "expand_query",
+        "search_docs",
+        "search_web",
+        "combine_results",
+        "generate_answer",
+        "validate",
+    ] or set(r.ran()) == {
+        "expand_query",
+        "search_docs",
+        "search_web",
+        "combine_results",
+        "generate_answer",
+        "validate",
+    }
     assert len(r.outputs["expand_query"]["queries"]) == 3
     assert "python" in r.outputs["generate_answer"]["answer"].lower()
     assert 0.0 <= r.output["score"] <= 1.0
@@ -104,11 +138,14 @@ def test_cyclic_example_loops_until_condition_fails_or_max_iterations():
     assert [ev.iteration for ev in evaluations] == list(range(1, len(evaluations) + 1))
 
 
-@pytest.mark.parametrize("query,branch", [
-    ("What year was Python created?", "factual_pipeline"),
-    ("Is Python better than Java in your opinion?", "opinion_pipeline"),
-    ("Write a short poem about the sea", "creative_pipeline"),
-])
+@pytest.mark.parametrize(
+    "query,branch",
+    [
+        ("What year was Python created?", "factual_pipeline"),
+        ("Is Python better than Java in your opinion?", "opinion_pipeline"),
+        ("Write a short poem about the sea", "creative_pipeline"),
+    ],
+)
 def test_conditional_example_runs_exactly_one_branch(query, branch):
     r = sb.Pipeline.from_yaml(block("Conditional Graphs")).run({"query": query})
     ran = {n for n in ("factual_pipeline", "opinion_pipeline", "creative_pipeline") if r.status(n) == "ran"}
@@ -160,9 +197,14 @@ def test_error_handling_fallback_supplies_output_and_retries_back_off():
     calls: list = []
     events: list = []
     pipe = sb.Pipeline.from_yaml(block("Error Handling Orchestration"))
-    with failing("rag.search", when=lambda ctx: ctx.config.get("collection") == "primary"), \
-            failing("ai_generation.generation", when=lambda ctx: ctx.config.get("provider", "primary") == "primary",
-                    calls=calls):
+    with (
+        failing("rag.search", when=lambda ctx: ctx.config.get("collection") == "primary"),
+        failing(
+            "ai_generation.generation",
+            when=lambda ctx: ctx.config.get("provider", "primary") == "primary",
+            calls=calls,
+        ),
+    ):
         r = pipe.run(QUESTION, observers=[events.append])
     # primary_search failed once (no retry configured) and fallback_search answered from 'backup'
     assert r.record("fallback_search").fallback_for == "primary_search"
@@ -212,17 +254,26 @@ def test_iterative_refinement_critique_scores_drive_the_loop():
     assert len(refines) == len(critiques) - (0 if r.stopped_by == "max_iterations" else 1)
 
 
-@pytest.mark.parametrize("query,path", [
-    ("What is Python?", "simple_search"),
-    ("Compare BM25 and vector search for retrieval, and explain when hybrid search with reciprocal rank "
-     "fusion beats both, considering latency, recall and cost trade-offs in production systems", "complex_search"),
-])
+@pytest.mark.parametrize(
+    "query,path",
+    [
+        ("What is Python?", "simple_search"),
+        (
+            "Compare BM25 and vector search for retrieval, and explain when hybrid search with reciprocal rank "
+            "fusion beats both, considering latency, recall and cost trade-offs in production systems",
+            "complex_search",
+        ),
+    ],
+)
 def test_adaptive_workflow_takes_one_path(query, path):
     r = sb.Pipeline.from_yaml(block("Adaptive Workflow")).run({"query": query})
     complexity = r.outputs["classify"]["complexity"]
     assert complexity in ("simple", "medium", "complex")
-    expected = {"simple": {"simple_search"}, "medium": {"medium_search", "medium_rerank"},
-                "complex": {"complex_expand", "complex_search", "complex_rerank", "complex_consensus"}}
+    expected = {
+        "simple": {"simple_search"},
+        "medium": {"medium_search", "medium_rerank"},
+        "complex": {"complex_expand", "complex_search", "complex_rerank", "complex_consensus"},
+    }
     ran = set(r.ran()) - {"classify"}
     assert ran == expected[complexity]
     assert path in ran

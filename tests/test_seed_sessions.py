@@ -66,9 +66,15 @@ def test_sliding_window_keeps_the_last_messages(unique):
     assert results[-1].outputs["session_management"]["history_length"] <= 10
 
 
-@pytest.mark.parametrize("heading,strategy", [
-    ("Window-Based Context", "window"), ("Compression-Based Context", "compression"),
-    ("Summary-Based Context", "summary"), ("Hierarchical Context", "hierarchical")])
+@pytest.mark.parametrize(
+    "heading,strategy",
+    [
+        ("Window-Based Context", "window"),
+        ("Compression-Based Context", "compression"),
+        ("Summary-Based Context", "summary"),
+        ("Hierarchical Context", "hierarchical"),
+    ],
+)
 def test_context_examples_allocate_exactly_max_tokens(heading, strategy):
     r = sb.Pipeline.from_yaml(block(heading)).run({"message": "What is Python used for?"})
     out = r.outputs["context_management"]

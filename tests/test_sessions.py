@@ -36,6 +36,7 @@ def turn(config, message, reply, *, input_extra=None, succeed=True):
     out = asyncio.run(get_technique(NAME).fn(ctx))
     seen = {k: run.session.get(k) for k in ("session_id", "conversation_history", "conversation_summary")}
     if succeed:
+
         async def finish():
             for cb in run.deferred:
                 res = cb(Result(reply))
@@ -61,17 +62,29 @@ def test_second_run_sees_the_first_turn(backend, unique, request):
     storage, store_cfg = store_config(backend, unique, request)
     cfg = {"subtechnique": "memory", "timeout": 3600, "max_messages": 100, "storage": storage, **store_cfg}
     try:
-        out1, seen1, run1 = turn(cfg, "What is Python?", "Python is a programming language.",
-                                 input_extra={"session_id": "user_123"})
+        out1, seen1, run1 = turn(
+            cfg,
+            "What is Python?",
+            "Python is a programming language.",
+            input_extra={"session_id": "user_123"},
+        )
         assert out1["new_session"] is True and out1["history_length"] == 0
         assert seen1 == {"session_id": "user_123", "conversation_history": [], "conversation_summary": ""}
         assert len(run1.deferred) == 1
-        out2, seen2, _ = turn(cfg, "What's it used for?", "Python is used for web development.",
-                              input_extra={"session_id": "user_123"})
+        out2, seen2, _ = turn(
+            cfg,
+            "What's it used for?",
+            "Python is used for web development.",
+            input_extra={"session_id": "user_123"},
+        )
         assert out2["new_session"] is False and out2["history_length"] == 2
-        assert contents(seen2["conversation_history"]) == [("user", "What is Python?"),
-                                                           ("assistant", "Python is a programming language.")]
-        assert all(isinstance(m["tokens"], int) for m in seen2["conversation_history"])  # counted once, stored
+        assert contents(seen2["conversation_history"]) == [
+            ("user", "What is Python?"),
+            ("assistant", "Python is a programming language."),
+        ]
+        assert all(
+            isinstance(m["tokens"], int) for m in seen2["conversation_history"]
+        )  # counted once, stored
         _, seen3, _ = turn(cfg, "Thanks", "You're welcome.", input_extra={"session_id": "user_123"})
         assert len(seen3["conversation_history"]) == 4
         _, other, _ = turn(cfg, "Hi", "Hello", input_extra={"session_id": "someone_else"})
@@ -93,8 +106,9 @@ def test_templated_session_id_from_config_wins_over_input():
 def test_without_session_id_a_new_session_is_started():
     out, seen, _ = turn({"subtechnique": "memory", "storage": "memory"}, "Hello", "Hi")
     assert out["new_session"] is True and len(out["session_id"]) == 32
-    out2, seen2, _ = turn({"subtechnique": "memory", "storage": "memory", "session_id": out["session_id"]},
-                          "More", "Sure")
+    out2, seen2, _ = turn(
+        {"subtechnique": "memory", "storage": "memory", "session_id": out["session_id"]}, "More", "Sure"
+    )
     assert out2["history_length"] == 2
 
 
@@ -125,8 +139,14 @@ def test_stateless_loads_and_stores_nothing():
 
 
 def test_persistent_defaults_to_sqlite_with_the_seed_table(tmp_path):
-    cfg = {"subtechnique": "persistent", "storage": "database", "database_url": None, "table": "conversations",
-           "session_id": "p1", "user_id": "alice"}
+    cfg = {
+        "subtechnique": "persistent",
+        "storage": "database",
+        "database_url": None,
+        "table": "conversations",
+        "session_id": "p1",
+        "user_id": "alice",
+    }
     out, _, _ = turn(cfg, "Remember me", "I will")
     assert out["storage"] == "sql"
     out, seen, _ = turn(cfg, "Do you?", "Yes")
@@ -143,8 +163,14 @@ def test_persistent_defaults_to_sqlite_with_the_seed_table(tmp_path):
 
 def test_persistent_on_postgres(unique, request):
     url = request.getfixturevalue("postgres_url")
-    cfg = {"subtechnique": "persistent", "storage": "database", "database_url": url.replace("+psycopg", ""),
-           "table": f"conv_{unique}", "kv_table": f"kv_{unique}", "session_id": "pg1"}
+    cfg = {
+        "subtechnique": "persistent",
+        "storage": "database",
+        "database_url": url.replace("+psycopg", ""),
+        "table": f"conv_{unique}",
+        "kv_table": f"kv_{unique}",
+        "session_id": "pg1",
+    }
     try:
         turn(cfg, "Hello postgres", "Hello")
         out, seen, _ = turn(cfg, "Again", "Again")
@@ -156,15 +182,22 @@ def test_persistent_on_postgres(unique, request):
 
 
 def test_sliding_window_keeps_last_messages_and_summarises_older():
-    cfg = {"subtechnique": "sliding_window", "window_size": 4, "include_summary": True, "storage": "memory",
-           "session_id": "sw"}
+    cfg = {
+        "subtechnique": "sliding_window",
+        "window_size": 4,
+        "include_summary": True,
+        "storage": "memory",
+        "session_id": "sw",
+    }
     for i in range(5):
         turn(cfg, f"Question {i} about topic {i}?", f"Answer {i} explains topic {i}.")
     out, seen, _ = turn(cfg, "Next", "ok")
-    assert contents(seen["conversation_history"]) == [("user", "Question 3 about topic 3?"),
-                                                      ("assistant", "Answer 3 explains topic 3."),
-                                                      ("user", "Question 4 about topic 4?"),
-                                                      ("assistant", "Answer 4 explains topic 4.")]
+    assert contents(seen["conversation_history"]) == [
+        ("user", "Question 3 about topic 3?"),
+        ("assistant", "Answer 3 explains topic 3."),
+        ("user", "Question 4 about topic 4?"),
+        ("assistant", "Answer 4 explains topic 4."),
+    ]
     assert "topic 0" in seen["conversation_summary"] or "topic 1" in seen["conversation_summary"]
     assert out["summary_covers"] == 6  # 3 older turns folded into the stored summary
 
@@ -176,8 +209,13 @@ def test_sliding_window_keeps_last_messages_and_summarises_older():
 
 
 def test_memory_max_messages_with_summarization_keeps_summary_beside_messages():
-    cfg = {"subtechnique": "memory", "storage": "memory", "session_id": "mm", "max_messages": 4,
-           "summarization": True}
+    cfg = {
+        "subtechnique": "memory",
+        "storage": "memory",
+        "session_id": "mm",
+        "max_messages": 4,
+        "summarization": True,
+    }
     turn(cfg, "What is Python?", "Python is a programming language created by Guido van Rossum.")
     turn(cfg, "What is it used for?", "Python is used for web development and data science.")
     turn(cfg, "Who uses it?", "Google and Instagram use Python.")
@@ -201,9 +239,18 @@ def test_memory_max_messages_without_summarization_just_trims():
 
 
 def test_memory_max_tokens_compresses_then_leaves_out():
-    long_answer = " ".join(f"Sentence {i} talks about Python feature number {i} in some detail." for i in range(12))
-    cfg = {"subtechnique": "memory", "storage": "memory", "session_id": "mx", "max_tokens": 400,
-           "compression": True, "summarization": True, "keep_recent": 2}
+    long_answer = " ".join(
+        f"Sentence {i} talks about Python feature number {i} in some detail." for i in range(12)
+    )
+    cfg = {
+        "subtechnique": "memory",
+        "storage": "memory",
+        "session_id": "mx",
+        "max_tokens": 400,
+        "compression": True,
+        "summarization": True,
+        "keep_recent": 2,
+    }
     for i in range(4):
         turn(cfg, f"Tell me about feature {i}?", long_answer)
     out, seen, _ = turn(cfg, "ok", "ok")

@@ -43,8 +43,10 @@ def test_seed_state_operations_default_to_diskcache():
     assert pipe.state_store().backend == "diskcache"
 
     async def go():
-        await pipe.save_state(workflow_id="workflow_123",
-                              state={"current_step": "generate", "iteration": 2, "results": {"a": 1}})
+        await pipe.save_state(
+            workflow_id="workflow_123",
+            state={"current_step": "generate", "iteration": 2, "results": {"a": 1}},
+        )
         state = await pipe.load_state("workflow_123")
         assert state == {"current_step": "generate", "iteration": 2, "results": {"a": 1}}
         new = await pipe.update_state(workflow_id="workflow_123", updates={"current_step": "validate"})
@@ -123,14 +125,18 @@ def test_configure_overrides_the_backend_and_values_must_be_json(tmp_path):
 
 
 def test_deep_merge():
-    assert deep_merge({"a": {"x": 1}, "b": 1}, {"a": {"y": 2}, "b": {"z": 3}}) == {"a": {"x": 1, "y": 2},
-                                                                                  "b": {"z": 3}}
+    assert deep_merge({"a": {"x": 1}, "b": 1}, {"a": {"y": 2}, "b": {"z": 3}}) == {
+        "a": {"x": 1, "y": 2},
+        "b": {"z": 3},
+    }
 
 
 def test_seed_redis_url_from_an_unset_env_var_means_the_local_default(redis_url, monkeypatch, unique):
     # the seed writes redis_url: "${REDIS_URL}"; unset, it renders to None -> redis://127.0.0.1:6379/0
     monkeypatch.delenv("REDIS_URL", raising=False)
-    pipe = state_pipeline(f'{{backend: redis, redis_url: "${{REDIS_URL}}", namespace: "{unique}:", ttl: 3600}}')
+    pipe = state_pipeline(
+        f'{{backend: redis, redis_url: "${{REDIS_URL}}", namespace: "{unique}:", ttl: 3600}}'
+    )
     store = pipe.state_store()
     assert store.backend == "redis" and "127.0.0.1:6379" in store.store.url
     assert pipe.run({"query": "q"}, workflow_id="w1").output == {"visits": 1}
@@ -173,13 +179,17 @@ def check(state: dict) -> None:
 
 
 def test_concurrent_updates_lose_nothing_on_diskcache(tmp_path):
-    stores = [open_state_store({"backend": "diskcache", "path": str(tmp_path / "st")}) for _ in range(WRITERS)]
+    stores = [
+        open_state_store({"backend": "diskcache", "path": str(tmp_path / "st")}) for _ in range(WRITERS)
+    ]
     check(hammer(stores, "shared"))
 
 
 def test_concurrent_updates_lose_nothing_on_sqlite(tmp_path, unique):
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    stores = [StateStore(open_store("database", database_url=url, kv_table=f"{unique}_kv")) for _ in range(WRITERS)]
+    stores = [
+        StateStore(open_store("database", database_url=url, kv_table=f"{unique}_kv")) for _ in range(WRITERS)
+    ]
     try:
         check(hammer(stores, "shared"))
     finally:
@@ -189,8 +199,12 @@ def test_concurrent_updates_lose_nothing_on_sqlite(tmp_path, unique):
 
 @pytest.mark.postgres
 def test_concurrent_updates_lose_nothing_on_postgresql(postgres_url, unique):
-    stores = [StateStore(open_store("database", database_url=postgres_url, table=f"{unique}_c",
-                                    kv_table=f"{unique}_kv")) for _ in range(WRITERS)]
+    stores = [
+        StateStore(
+            open_store("database", database_url=postgres_url, table=f"{unique}_c", kv_table=f"{unique}_kv")
+        )
+        for _ in range(WRITERS)
+    ]
     try:
         check(hammer(stores, "shared"))
     finally:
@@ -201,7 +215,9 @@ def test_concurrent_updates_lose_nothing_on_postgresql(postgres_url, unique):
 
 @pytest.mark.redis
 def test_concurrent_updates_lose_nothing_on_redis(redis_url, unique):
-    stores = [StateStore(open_store("redis", redis_url=redis_url, kv_prefix=f"{unique}:")) for _ in range(WRITERS)]
+    stores = [
+        StateStore(open_store("redis", redis_url=redis_url, kv_prefix=f"{unique}:")) for _ in range(WRITERS)
+    ]
     try:
         check(hammer(stores, "shared"))
     finally:

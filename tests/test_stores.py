@@ -104,7 +104,9 @@ def test_summary_is_stored_beside_raw_messages(store):
 
 def test_trim_folds_dropped_messages_into_summary(store):
     store.append("s", [msg(i) for i in range(10)])
-    dropped = store.trim("s", 3, fold=lambda old, d: (old + " " if old else "") + ",".join(m["content"][-1] for m in d))
+    dropped = store.trim(
+        "s", 3, fold=lambda old, d: (old + " " if old else "") + ",".join(m["content"][-1] for m in d)
+    )
     assert [m["content"] for m in dropped] == [f"message {i}" for i in range(7)]
     data = store.load("s")
     assert [m["content"] for m in data.messages] == ["message 7", "message 8", "message 9"]
@@ -269,7 +271,9 @@ def test_sessions_and_kv_do_not_collide(store):
 # ------------------------------------------------------------------------------------ backend specifics
 def test_factory_names_and_defaults(tmp_path):
     assert canonical_storage(None) == "diskcache"
-    assert canonical_storage("database") == canonical_storage("postgres") == canonical_storage("sqlite") == "sql"
+    assert (
+        canonical_storage("database") == canonical_storage("postgres") == canonical_storage("sqlite") == "sql"
+    )
     assert canonical_storage("disk") == "diskcache"
     with pytest.raises(StoreError, match="did you mean 'redis'"):
         canonical_storage("rediss")
@@ -344,8 +348,15 @@ def test_sql_table_follows_the_seed_schema(request, unique):
         assert sa.inspect(s._engine).has_table(f"kv_{unique}")
         s.append("first", msg(0))
         cols = {c["name"]: str(c["type"]) for c in sa.inspect(s._engine).get_columns(f"conv_{unique}")}
-        assert set(cols) == {"session_id", "user_id", "messages", "metadata", "created_at", "updated_at",
-                             "expires_at"}
+        assert set(cols) == {
+            "session_id",
+            "user_id",
+            "messages",
+            "metadata",
+            "created_at",
+            "updated_at",
+            "expires_at",
+        }
         assert cols["messages"] == "JSONB" and cols["metadata"] == "JSONB"
         s.delete("first")
         s.append("s", [msg(i) for i in range(s.COMPACT_EVERY + 3)], user_id="u")

@@ -71,8 +71,10 @@ def test_processes_append_concurrently(backend, unique, request):
     try:
         mp = multiprocessing.get_context("spawn")
         start = mp.Event()
-        procs = [mp.Process(target=_process_writer, args=(storage, config, os.environ["SIBYL_HOME"], w, start))
-                 for w in range(WRITERS)]
+        procs = [
+            mp.Process(target=_process_writer, args=(storage, config, os.environ["SIBYL_HOME"], w, start))
+            for w in range(WRITERS)
+        ]
         for p in procs:
             p.start()
         start.set()

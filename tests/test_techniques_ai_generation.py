@@ -30,9 +30,12 @@ class Recorder:
 
     async def complete(self, messages, **params):
         self.calls.append((messages, params))
-        return Completion(text=self.reply(messages, params), usage={"prompt_tokens": 5, "completion_tokens": 2,
-                                                                     "total_tokens": 7},
-                          model="fake-1", provider=self.name)
+        return Completion(
+            text=self.reply(messages, params),
+            usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+            model="fake-1",
+            provider=self.name,
+        )
 
 
 def _run_with(provider, config, input, **kwargs):
@@ -49,11 +52,14 @@ def _gen(config, input, **kwargs):
 CLASSIFY = "Classify query type: factual, opinion, or creative"
 
 
-@pytest.mark.parametrize("query,label", [
-    ("Write a poem about the sea", "creative"),
-    ("What year was Python created?", "factual"),
-    ("Should I learn Rust or Go?", "opinion"),
-])
+@pytest.mark.parametrize(
+    "query,label",
+    [
+        ("Write a poem about the sea", "creative"),
+        ("What year was Python created?", "factual"),
+        ("Should I learn Rust or Go?", "opinion"),
+    ],
+)
 def test_classify_query_type(query, label):
     out = _gen({"prompt": CLASSIFY}, {"query": query})
     assert out["kind"] == "classification"
@@ -62,11 +68,17 @@ def test_classify_query_type(query, label):
     assert "answer" not in out  # ${answer} keeps meaning the answer, not a label
 
 
-@pytest.mark.parametrize("query,level", [
-    ("What is Python?", "simple"),
-    ("How does hybrid search combine BM25 with vector search?", "medium"),
-    ("Compare BM25 and vector search and explain when to use each for a RAG pipeline, with trade-offs", "complex"),
-])
+@pytest.mark.parametrize(
+    "query,level",
+    [
+        ("What is Python?", "simple"),
+        ("How does hybrid search combine BM25 with vector search?", "medium"),
+        (
+            "Compare BM25 and vector search and explain when to use each for a RAG pipeline, with trade-offs",
+            "complex",
+        ),
+    ],
+)
 def test_classify_complexity(query, level):
     out = _gen({"prompt": "Classify complexity: simple, medium, complex"}, {"query": query})
     assert out["complexity"] == level
@@ -94,16 +106,24 @@ def test_parse_fields_names():
 # -- rating -------------------------------------------------------------------------------------------------
 def test_rating_parses_score_from_reply():
     rec = Recorder(lambda m, p: "Decent answer. I'd give it 6 out of 10.")
-    out, _ = _run_with(rec, {"prompt": "Critique this answer: Python is a language.\nRate quality 0-10:"},
-                       {"query": "What is Python?"})
+    out, _ = _run_with(
+        rec,
+        {"prompt": "Critique this answer: Python is a language.\nRate quality 0-10:"},
+        {"query": "What is Python?"},
+    )
     assert out["kind"] == "rating" and out["score"] == 6
     assert out["critique"] == out["text"]
     assert "answer" not in out
 
 
 def test_rating_with_local_provider():
-    out = _gen({"prompt": "Critique this answer: Python is a high-level, general-purpose programming language.\n"
-                          "Rate quality 0-10:"}, {"query": "What is Python?"})
+    out = _gen(
+        {
+            "prompt": "Critique this answer: Python is a high-level, general-purpose programming language.\n"
+            "Rate quality 0-10:"
+        },
+        {"query": "What is Python?"},
+    )
     assert out["kind"] == "rating"
     assert out["text"].startswith(f"Score: {out['score']}/10")
     assert 0 <= out["score"] <= 10
@@ -113,15 +133,26 @@ def test_rating_with_local_provider():
 def test_messages_have_context_conversation_and_question():
     rec = Recorder()
     docs = [{"id": "d1", "title": "Python: intro", "text": "Python is a language.\nIt is popular."}]
-    session = {"context_messages": [{"role": "system", "content": "Summary: talked about Python"},
-                                    {"role": "user", "content": "What is Python?"},
-                                    {"role": "assistant", "content": "A language."},
-                                    {"role": "user", "content": "Who made it?"}]}
-    out, _ = _run_with(rec, {"prompt": "Answer briefly", "system_prompt": "Be nice.", "temperature": 0.3},
-                       {"message": "Who made it?"}, session=session, upstream={"search": {"documents": docs}})
+    session = {
+        "context_messages": [
+            {"role": "system", "content": "Summary: talked about Python"},
+            {"role": "user", "content": "What is Python?"},
+            {"role": "assistant", "content": "A language."},
+            {"role": "user", "content": "Who made it?"},
+        ]
+    }
+    out, _ = _run_with(
+        rec,
+        {"prompt": "Answer briefly", "system_prompt": "Be nice.", "temperature": 0.3},
+        {"message": "Who made it?"},
+        session=session,
+        upstream={"search": {"documents": docs}},
+    )
     messages, params = rec.calls[0]
     assert messages[0]["role"] == "system"
-    assert messages[0]["content"].startswith("Be nice.\n\nContext:\n[1] Python - intro: Python is a language. It is popular.")
+    assert messages[0]["content"].startswith(
+        "Be nice.\n\nContext:\n[1] Python - intro: Python is a language. It is popular."
+    )
     assert [m["role"] for m in messages[1:]] == ["system", "user", "assistant", "user"]
     assert messages[-1]["content"] == "Answer briefly\n\nQuestion: Who made it?"  # current message sent once
     assert params == {"temperature": 0.3}
@@ -138,10 +169,17 @@ def test_prompt_containing_the_question_is_not_repeated():
 
 def test_without_prompt_the_user_message_is_the_query_and_history_is_used():
     rec = Recorder()
-    history = [{"role": "user", "content": "What is Python?"}, {"role": "assistant", "content": "A language."},
-               {"role": "user", "content": "What's it used for?"}]
-    _run_with(rec, {}, {"message": "What's it used for?"}, session={"conversation_history": history,
-                                                                   "query": "What is Python used for?"})
+    history = [
+        {"role": "user", "content": "What is Python?"},
+        {"role": "assistant", "content": "A language."},
+        {"role": "user", "content": "What's it used for?"},
+    ]
+    _run_with(
+        rec,
+        {},
+        {"message": "What's it used for?"},
+        session={"conversation_history": history, "query": "What is Python used for?"},
+    )
     messages = rec.calls[0][0]
     assert messages[-1] == {"role": "user", "content": "What is Python used for?"}
     assert [m["content"] for m in messages[1:-1]] == ["What is Python?", "A language."]
@@ -149,7 +187,13 @@ def test_without_prompt_the_user_message_is_the_query_and_history_is_used():
 
 # -- answers with the local provider -------------------------------------------------------------------------
 def test_generation_answers_from_upstream_documents():
-    docs = [{"id": "x", "title": "Zorblax", "text": "Zorblax is a fictional database built in 2031. It stores cats."}]
+    docs = [
+        {
+            "id": "x",
+            "title": "Zorblax",
+            "text": "Zorblax is a fictional database built in 2031. It stores cats.",
+        }
+    ]
     out = _gen({}, {"query": "What is Zorblax?"}, upstream={"retrieve": {"documents": docs}})
     assert out["kind"] == "answer" and out["answer"] == out["text"]
     assert "Zorblax is a fictional database built in 2031." in out["text"]
@@ -157,10 +201,15 @@ def test_generation_answers_from_upstream_documents():
 
 
 def test_conversational_follow_up_is_answered_about_the_topic():
-    history = [{"role": "user", "content": "What is Python?"},
-               {"role": "assistant", "content": "Python is a high-level programming language."}]
-    rewrite = call_technique("rag.query_processing", {"subtechnique": "rewriting", "context": history},
-                             {"message": "What's it used for?"})
+    history = [
+        {"role": "user", "content": "What is Python?"},
+        {"role": "assistant", "content": "Python is a high-level programming language."},
+    ]
+    rewrite = call_technique(
+        "rag.query_processing",
+        {"subtechnique": "rewriting", "context": history},
+        {"message": "What's it used for?"},
+    )
     run = StandaloneRun(input={"message": "What's it used for?"}, session={"conversation_history": history})
     ctx = make_context({"subtechnique": "rewriting", "context": history}, run=run)
     get_technique("rag.query_processing").fn(ctx)
@@ -180,22 +229,28 @@ def test_unknown_topic_says_so():
 def _refine_loop(question: str, answer: str, rounds: int = 4) -> list[int]:
     scores = []
     for _ in range(rounds + 1):
-        critique = _gen({"prompt": f"Critique this answer: {answer}\nRate quality 0-10:\n"}, {"query": question})
+        critique = _gen(
+            {"prompt": f"Critique this answer: {answer}\nRate quality 0-10:\n"}, {"query": question}
+        )
         scores.append(critique["score"])
         if critique["score"] >= 8:
             break
-        refined = _gen({"prompt": f"Previous: {answer}\nCritique: {critique['text']}\nImproved:\n"},
-                       {"query": question})
+        refined = _gen(
+            {"prompt": f"Previous: {answer}\nCritique: {critique['text']}\nImproved:\n"}, {"query": question}
+        )
         assert refined["kind"] == "answer"
         answer = refined["answer"]
     return scores
 
 
-@pytest.mark.parametrize("question,start", [
-    ("What is Python used for?", "Python was invented on Mars by robots."),
-    ("What is Python?", "Python is a high-level, general-purpose programming language."),
-    ("What is retrieval-augmented generation?", "It is a thing."),
-])
+@pytest.mark.parametrize(
+    "question,start",
+    [
+        ("What is Python used for?", "Python was invented on Mars by robots."),
+        ("What is Python?", "Python is a high-level, general-purpose programming language."),
+        ("What is retrieval-augmented generation?", "It is a thing."),
+    ],
+)
 def test_refinement_raises_score_monotonically_to_8_within_4_rounds(question, start):
     scores = _refine_loop(question, start)
     assert scores == sorted(scores), scores
@@ -211,8 +266,13 @@ def test_generate_then_critique_then_refine_from_scratch():
 
 # -- validation ---------------------------------------------------------------------------------------------
 def test_fact_check_supported_answer_scores_one():
-    answer = {"answer": "Python was created by Guido van Rossum and first released in 1991.", "kind": "answer"}
-    out = call_technique("ai_generation.validation", {}, {"query": "Who created Python?"}, upstream={"gen": answer})
+    answer = {
+        "answer": "Python was created by Guido van Rossum and first released in 1991.",
+        "kind": "answer",
+    }
+    out = call_technique(
+        "ai_generation.validation", {}, {"query": "Who created Python?"}, upstream={"gen": answer}
+    )
     assert out["score"] == 1.0 and out["valid"] is True and out["issues"] == []
     assert out["answer"] == answer["answer"] and out["source"] == "gen"
     assert out["checks"][0]["supported"] is True
@@ -232,8 +292,12 @@ def test_fact_check_flags_unsupported_sentences_against_retrieved_documents():
 def test_fact_check_counts_corpus_support_but_reports_context_score():
     docs = [{"id": "cats", "title": "Cats", "text": "Cats sleep for most of the day."}]
     answer = "Python was created by Guido van Rossum and first released in 1991."
-    out = call_technique("ai_generation.validation", {}, {"query": "Who created Python?"},
-                         upstream={"gen": {"answer": answer}, "search": {"documents": docs}})
+    out = call_technique(
+        "ai_generation.validation",
+        {},
+        {"query": "Who created Python?"},
+        upstream={"gen": {"answer": answer}, "search": {"documents": docs}},
+    )
     assert out["score"] == 1.0 and out["context_score"] == 0.0
     assert out["checks"][0]["in_sources"] is False
 
@@ -244,37 +308,63 @@ def test_validation_without_answer():
 
 
 def test_validation_ignores_classification_text():
-    out = call_technique("ai_generation.validation", {}, {"query": "q"},
-                         upstream={"classify": {"text": "factual", "kind": "classification"}})
+    out = call_technique(
+        "ai_generation.validation",
+        {},
+        {"query": "q"},
+        upstream={"classify": {"text": "factual", "kind": "classification"}},
+    )
     assert out["answer"] == ""
 
 
 def test_quality_validation_uses_rubric():
-    good = "Python is used for web development, data science, machine learning, automation and scripting. " \
-           "Python is used in web and internet development, scientific and numeric computing, education, " \
-           "desktop interfaces and software development."
-    out = call_technique("ai_generation.validation", {"subtechnique": "quality"}, {"query": "What is Python used for?"},
-                         upstream={"g": {"answer": good}})
-    weak = call_technique("ai_generation.validation", {"subtechnique": "quality"}, {"query": "What is Python used for?"},
-                          upstream={"g": {"answer": "It is nice."}})
+    good = (
+        "Python is used for web development, data science, machine learning, automation and scripting. "
+        "Python is used in web and internet development, scientific and numeric computing, education, "
+        "desktop interfaces and software development."
+    )
+    out = call_technique(
+        "ai_generation.validation",
+        {"subtechnique": "quality"},
+        {"query": "What is Python used for?"},
+        upstream={"g": {"answer": good}},
+    )
+    weak = call_technique(
+        "ai_generation.validation",
+        {"subtechnique": "quality"},
+        {"query": "What is Python used for?"},
+        upstream={"g": {"answer": "It is nice."}},
+    )
     assert out["score"] > weak["score"]
     assert out["checks"][0]["check"] == "rubric"
 
 
 def test_consistency_validation_detects_contradiction():
     answer = "Python is dynamically typed. Python is not dynamically typed."
-    out = call_technique("ai_generation.validation", {"subtechnique": "consistency"}, {"query": "q"},
-                         upstream={"g": {"answer": answer}})
+    out = call_technique(
+        "ai_generation.validation",
+        {"subtechnique": "consistency"},
+        {"query": "q"},
+        upstream={"g": {"answer": answer}},
+    )
     assert out["score"] < 1.0 and any("contradiction" in i for i in out["issues"])
-    fine = call_technique("ai_generation.validation", {"subtechnique": "consistency"}, {"query": "q"},
-                          upstream={"g": {"answer": "Python is dynamically typed."}})
+    fine = call_technique(
+        "ai_generation.validation",
+        {"subtechnique": "consistency"},
+        {"query": "q"},
+        upstream={"g": {"answer": "Python is dynamically typed."}},
+    )
     assert fine["score"] == 1.0
 
 
 def test_consistency_uses_consensus_candidates():
     cands = [{"text": "Python is great."}, {"text": "Rust is fast."}]
-    out = call_technique("ai_generation.validation", {"subtechnique": "consistency"}, {"query": "q"},
-                         upstream={"c": {"answer": "Python is great.", "candidates": cands}})
+    out = call_technique(
+        "ai_generation.validation",
+        {"subtechnique": "consistency"},
+        {"query": "q"},
+        upstream={"c": {"answer": "Python is great.", "candidates": cands}},
+    )
     assert any(c["check"] == "candidate_agreement" for c in out["checks"])
     assert out["score"] < 1.0
 

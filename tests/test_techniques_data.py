@@ -68,7 +68,9 @@ def test_load_markdown_from_path_and_json_and_corpus(tmp_path):
     assert [(d["id"], d["title"]) for d in md["documents"]] == [("a", "Alpha"), ("sub/b", "B")]
 
     path = tmp_path / "docs.json"
-    path.write_text(json.dumps({"documents": [{"title": "T", "text": "Body"}, "just text"]}), encoding="utf-8")
+    path.write_text(
+        json.dumps({"documents": [{"title": "T", "text": "Body"}, "just text"]}), encoding="utf-8"
+    )
     js = call_technique("data.load_documents", {"source": "json", "path": str(path)}, {})
     assert js["count"] == 2 and js["documents"][1]["text"] == "just text"
 
@@ -90,22 +92,31 @@ def test_load_documents_errors_name_the_technique(tmp_path):
 # -- the seed's sequential ingestion: load -> chunk -> embed -> store, then search -------------------------------
 def test_ingestion_chain_makes_chunks_searchable():
     loaded = call_technique("data.load_documents", {"source": "filesystem_markdown"}, {})
-    chunks = call_technique("rag.chunking", {"chunk_size": 60, "chunk_overlap": 10}, {}, upstream={"load_data": loaded})
+    chunks = call_technique(
+        "rag.chunking", {"chunk_size": 60, "chunk_overlap": 10}, {}, upstream={"load_data": loaded}
+    )
     embedded = call_technique("rag.embedding", {}, {}, upstream={"chunk": chunks})
-    stored = call_technique("data.store_vectors", {"collection": "handbook"}, {}, upstream={"embed": embedded})
+    stored = call_technique(
+        "data.store_vectors", {"collection": "handbook"}, {}, upstream={"embed": embedded}
+    )
     assert stored["stored"] == chunks["count"] == stored["count"] == stored["collection_size"]
     assert stored["collection"] == "handbook"
     assert stored["dim"] == 256
     for mode in ("vector", "hybrid", "bm25"):
-        hits = call_technique("rag.search", {"collection": "handbook", "subtechnique": mode, "top_k": 3},
-                              {"query": "How does a cyclic workflow stop looping?"})
+        hits = call_technique(
+            "rag.search",
+            {"collection": "handbook", "subtechnique": mode, "top_k": 3},
+            {"query": "How does a cyclic workflow stop looping?"},
+        )
         assert hits["documents"][0]["doc_id"] == "workflows", mode
     again = call_technique("data.store_vectors", {"collection": "handbook"}, {}, upstream={"embed": embedded})
     assert again["collection_size"] == stored["collection_size"]  # same ids replace, never duplicate
 
 
 def test_store_vectors_default_collection_and_embeds_plain_documents():
-    docs = [{"id": "new-1", "title": "Quokkas", "text": "Quokkas are small marsupials from Western Australia."}]
+    docs = [
+        {"id": "new-1", "title": "Quokkas", "text": "Quokkas are small marsupials from Western Australia."}
+    ]
     out = call_technique("data.store_vectors", {}, {}, upstream={"load": {"documents": docs}})
     assert out["collection"] == "documents" and out["stored"] == out["count"] == 1
     assert out["collection_size"] == len(corpus.get_documents("documents"))
@@ -115,8 +126,12 @@ def test_store_vectors_default_collection_and_embeds_plain_documents():
 
 def test_store_vectors_rejects_mismatched_upstream():
     with pytest.raises(SibylError, match="chunks but"):
-        call_technique("data.store_vectors", {}, {}, upstream={"e": {"chunks": [{"id": "a", "text": "x"}],
-                                                                      "embeddings": []}})
+        call_technique(
+            "data.store_vectors",
+            {},
+            {},
+            upstream={"e": {"chunks": [{"id": "a", "text": "x"}], "embeddings": []}},
+        )
 
 
 # -- external.web_search -------------------------------------------------------------------------------------
@@ -186,25 +201,39 @@ def test_research_dag_by_hand():
     expand = _call(run, "rag.query_processing", {"subtechnique": "expansion", "num_queries": 3})
     docs = _call(run, "rag.search", {"subtechnique": "hybrid", "top_k": 10}, {"expand_query": expand})
     web = _call(run, "external.web_search", {"max_results": 5}, {"expand_query": expand})
-    combined = _call(run, "rag.ranking", {"subtechnique": "reciprocal_rank_fusion"},
-                     {"search_docs": docs, "search_web": web})
+    combined = _call(
+        run,
+        "rag.ranking",
+        {"subtechnique": "reciprocal_rank_fusion"},
+        {"search_docs": docs, "search_web": web},
+    )
     answer = _call(run, "ai_generation.generation", {"provider": "primary"}, {"combine_results": combined})
-    check = _call(run, "ai_generation.validation", {"subtechnique": "fact_check"}, {"generate_answer": answer})
+    check = _call(
+        run, "ai_generation.validation", {"subtechnique": "fact_check"}, {"generate_answer": answer}
+    )
     assert combined["count"] > 0 and combined["sources"]
     assert "reciprocal rank fusion" in answer["answer"].lower()
     assert check["score"] == 1.0 and check["valid"]
 
 
 def test_research_workflow_with_decomposition_and_report():
-    run = StandaloneRun(input={"query": "What is retrieval-augmented generation and how does reranking help?"})
+    run = StandaloneRun(
+        input={"query": "What is retrieval-augmented generation and how does reranking help?"}
+    )
     expand = _call(run, "rag.query_processing", {"subtechnique": "decomposition"})
     assert len(expand["queries"]) == 2
     internal = _call(run, "rag.search", {"collection": "internal_docs"}, {"expand": expand})
     web = _call(run, "external.web_search", {}, {"expand": expand})
     combine = _call(run, "rag.ranking", {}, {"search_internal": internal, "search_external": web})
-    analyze = _call(run, "ai_generation.generation", {"prompt": f"Analyze these sources: {combine['sources']}"},
-                    {"combine": combine})
-    report = _call(run, "ai_generation.generation", {"prompt": "Create comprehensive report"}, {"analyze": analyze})
+    analyze = _call(
+        run,
+        "ai_generation.generation",
+        {"prompt": f"Analyze these sources: {combine['sources']}"},
+        {"combine": combine},
+    )
+    report = _call(
+        run, "ai_generation.generation", {"prompt": "Create comprehensive report"}, {"analyze": analyze}
+    )
     check = _call(run, "ai_generation.validation", {}, {"synthesize": report})
     assert analyze["kind"] == report["kind"] == "answer"
     assert len(report["text"]) >= len(analyze["text"])
@@ -212,11 +241,15 @@ def test_research_workflow_with_decomposition_and_report():
 
 
 def test_conditional_branches_by_classification():
-    for query, label in [("What year was Python created?", "factual"), ("Is Rust better than Go?", "opinion"),
-                         ("Write a poem about the sea", "creative")]:
+    for query, label in [
+        ("What year was Python created?", "factual"),
+        ("Is Rust better than Go?", "opinion"),
+        ("Write a poem about the sea", "creative"),
+    ]:
         run = StandaloneRun(input={"query": query})
-        classify = _call(run, "ai_generation.generation",
-                         {"prompt": "Classify query type: factual, opinion, or creative"})
+        classify = _call(
+            run, "ai_generation.generation", {"prompt": "Classify query type: factual, opinion, or creative"}
+        )
         assert classify["type"] == label
         if label == "factual":
             assert _call(run, "rag.retrieval", {}, {"classify": classify})["count"] > 0
@@ -231,7 +264,10 @@ def test_error_handling_collections_exist():
     run = StandaloneRun(input={"query": "What is Python?"})
     assert _call(run, "rag.search", {"collection": "primary"})["count"] > 0
     assert _call(run, "rag.search", {"collection": "backup"})["count"] > 0
-    assert _call(run, "ai_generation.generation", {"provider": "fallback", "temperature": 0.3})["provider"] == "fallback"
+    assert (
+        _call(run, "ai_generation.generation", {"provider": "fallback", "temperature": 0.3})["provider"]
+        == "fallback"
+    )
 
 
 def test_all_builtin_outputs_are_json_serialisable():

@@ -28,12 +28,15 @@ def _doc(i: str, text: str = "", title: str = "") -> dict:
 
 
 # -- registration ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,subs", [
-    ("rag.query_processing", {"expansion", "decomposition", "rewriting"}),
-    ("rag.search", {"keyword", "bm25", "semantic", "vector", "hybrid"}),
-    ("rag.ranking", {"reciprocal_rank_fusion", "score", "weighted"}),
-    ("rag.reranking", {"cross_encoder", "llm", "mmr"}),
-])
+@pytest.mark.parametrize(
+    "name,subs",
+    [
+        ("rag.query_processing", {"expansion", "decomposition", "rewriting"}),
+        ("rag.search", {"keyword", "bm25", "semantic", "vector", "hybrid"}),
+        ("rag.ranking", {"reciprocal_rank_fusion", "score", "weighted"}),
+        ("rag.reranking", {"cross_encoder", "llm", "mmr"}),
+    ],
+)
 def test_registered_with_subtechniques(name, subs):
     info = get_technique(name)
     assert set(info.subtechniques) == subs
@@ -42,7 +45,14 @@ def test_registered_with_subtechniques(name, subs):
 
 
 def test_every_rag_technique_declares_outputs_and_schema():
-    for name in ("rag.search", "rag.retrieval", "rag.ranking", "rag.reranking", "rag.chunking", "rag.embedding"):
+    for name in (
+        "rag.search",
+        "rag.retrieval",
+        "rag.ranking",
+        "rag.reranking",
+        "rag.chunking",
+        "rag.embedding",
+    ):
         info = get_technique(name)
         assert "count" in info.outputs
         assert isinstance(info.config_schema, dict) and info.config_schema
@@ -53,8 +63,11 @@ def test_every_rag_technique_declares_outputs_and_schema():
 # -- query processing --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n", [1, 3, 5, 12])
 def test_expansion_yields_num_queries_distinct_queries(n):
-    out = call_technique("rag.query_processing", {"subtechnique": "expansion", "num_queries": n},
-                         {"query": "What is Python used for?"})
+    out = call_technique(
+        "rag.query_processing",
+        {"subtechnique": "expansion", "num_queries": n},
+        {"query": "What is Python used for?"},
+    )
     assert len(out["queries"]) == n
     assert len({normalise(q) for q in out["queries"]}) == n
     assert out["queries"][0] == "What is Python used for?"
@@ -77,18 +90,26 @@ def test_expansion_is_deterministic():
 
 
 def test_decomposition_splits_and_resolves_pronouns():
-    out = call_technique("rag.query_processing", {"subtechnique": "decomposition"},
-                         {"query": "What is Python and who created it?"})
+    out = call_technique(
+        "rag.query_processing",
+        {"subtechnique": "decomposition"},
+        {"query": "What is Python and who created it?"},
+    )
     assert out["queries"] == ["What is Python?", "Who created Python?"]
-    compare = call_technique("rag.query_processing", {"subtechnique": "decomposition"},
-                             {"query": "Compare BM25 and vector search"})
+    compare = call_technique(
+        "rag.query_processing", {"subtechnique": "decomposition"}, {"query": "Compare BM25 and vector search"}
+    )
     assert compare["queries"][:2] == ["What is BM25?", "What is vector search?"]
-    single = call_technique("rag.query_processing", {"subtechnique": "decomposition"}, {"query": "What is Python?"})
+    single = call_technique(
+        "rag.query_processing", {"subtechnique": "decomposition"}, {"query": "What is Python?"}
+    )
     assert single["queries"] == ["What is Python?"]
 
 
-HISTORY = [{"role": "user", "content": "What is Python?"},
-           {"role": "assistant", "content": "Python is a high-level programming language."}]
+HISTORY = [
+    {"role": "user", "content": "What is Python?"},
+    {"role": "assistant", "content": "Python is a high-level programming language."},
+]
 
 
 def test_rewriting_resolves_follow_up_and_sets_session_query():
@@ -102,52 +123,74 @@ def test_rewriting_resolves_follow_up_and_sets_session_query():
     assert ctx.query == "What is Python used for?"  # later steps answer the rewritten question
 
 
-@pytest.mark.parametrize("context", [
-    '[{"role": "user", "content": "What is Python?"}]',  # a JSON string (template rendered to text)
-    "[{'role': 'user', 'content': 'What is Python?'}]",  # a Python repr
-    "user: What is Python?\nassistant: Python is a language.",  # role-prefixed lines
-])
+@pytest.mark.parametrize(
+    "context",
+    [
+        '[{"role": "user", "content": "What is Python?"}]',  # a JSON string (template rendered to text)
+        "[{'role': 'user', 'content': 'What is Python?'}]",  # a Python repr
+        "user: What is Python?\nassistant: Python is a language.",  # role-prefixed lines
+    ],
+)
 def test_rewriting_accepts_string_context(context):
-    out = call_technique("rag.query_processing", {"subtechnique": "rewriting", "context": context},
-                         {"message": "Who created it?"})
+    out = call_technique(
+        "rag.query_processing",
+        {"subtechnique": "rewriting", "context": context},
+        {"message": "Who created it?"},
+    )
     assert out["query"] == "Who created Python?"
 
 
 def test_rewriting_falls_back_to_session_history_including_current_message():
     history = HISTORY + [{"role": "user", "content": "What's it used for?"}]
-    out = call_technique("rag.query_processing", {"subtechnique": "rewriting", "context": ""},
-                         {"message": "What's it used for?"}, session={"conversation_history": history})
+    out = call_technique(
+        "rag.query_processing",
+        {"subtechnique": "rewriting", "context": ""},
+        {"message": "What's it used for?"},
+        session={"conversation_history": history},
+    )
     assert "Python" in out["query"]
 
 
 def test_rewriting_leaves_standalone_questions_alone():
-    out = call_technique("rag.query_processing", {"subtechnique": "rewriting", "context": HISTORY},
-                         {"message": "What is Rust?"})
+    out = call_technique(
+        "rag.query_processing",
+        {"subtechnique": "rewriting", "context": HISTORY},
+        {"message": "What is Rust?"},
+    )
     assert out["query"] == "What is Rust?"
     assert out["rewritten"] is False
 
 
 def test_rewriting_ellipsis_reuses_previous_question():
     history = [{"role": "user", "content": "What is Python used for?"}]
-    out = call_technique("rag.query_processing", {"subtechnique": "rewriting", "context": history},
-                         {"message": "What about Java?"})
+    out = call_technique(
+        "rag.query_processing",
+        {"subtechnique": "rewriting", "context": history},
+        {"message": "What about Java?"},
+    )
     assert out["query"] == "What is Java used for?"
 
 
 # -- search -------------------------------------------------------------------------------------------------
 def test_hybrid_search_returns_python_docs_for_python_question():
-    out = call_technique("rag.search", {"subtechnique": "hybrid", "top_k": 5}, {"query": "What is Python used for?"})
+    out = call_technique(
+        "rag.search", {"subtechnique": "hybrid", "top_k": 5}, {"query": "What is Python used for?"}
+    )
     assert out["count"] == len(out["documents"]) == 5
     assert out["collection"] == "documents"
     top = out["documents"][:3]
     assert all("python" in (d["title"] + d["text"]).lower() for d in top)
     assert "doc-python-uses" in [d["id"] for d in top]
-    assert [d["score"] for d in out["documents"]] == sorted((d["score"] for d in out["documents"]), reverse=True)
+    assert [d["score"] for d in out["documents"]] == sorted(
+        (d["score"] for d in out["documents"]), reverse=True
+    )
 
 
 @pytest.mark.parametrize("mode", ["keyword", "bm25", "semantic", "vector", "hybrid"])
 def test_every_search_mode_finds_matching_documents(mode):
-    out = call_technique("rag.search", {"subtechnique": mode, "top_k": 3}, {"query": "reciprocal rank fusion"})
+    out = call_technique(
+        "rag.search", {"subtechnique": mode, "top_k": 3}, {"query": "reciprocal rank fusion"}
+    )
     assert out["count"] >= 1
     assert out["subtechnique"] == mode
     assert "doc-hybrid-search" in [d["id"] for d in out["documents"]]
@@ -157,7 +200,9 @@ def test_every_search_mode_finds_matching_documents(mode):
 
 def test_search_uses_upstream_queries_and_collection():
     upstream = {"expand": {"queries": ["Who created Python?", "Python creator"]}}
-    out = call_technique("rag.search", {"collection": "internal_docs"}, {"query": "ignored"}, upstream=upstream)
+    out = call_technique(
+        "rag.search", {"collection": "internal_docs"}, {"query": "ignored"}, upstream=upstream
+    )
     assert out["queries"] == ["Who created Python?", "Python creator"]
     assert all(d["collection"] == "internal_docs" for d in out["documents"])
 
@@ -177,9 +222,13 @@ def test_unknown_collection_error_names_technique_and_known_collections():
 
 
 def test_user_added_collection_is_searchable():
-    corpus.add_documents("faq", [{"id": "faq-1", "title": "Refunds", "text": "Refunds take five business days."}])
+    corpus.add_documents(
+        "faq", [{"id": "faq-1", "title": "Refunds", "text": "Refunds take five business days."}]
+    )
     assert "faq" in corpus.list_collections()
-    out = call_technique("rag.search", {"collection": "faq", "subtechnique": "bm25"}, {"query": "How long do refunds take?"})
+    out = call_technique(
+        "rag.search", {"collection": "faq", "subtechnique": "bm25"}, {"query": "How long do refunds take?"}
+    )
     assert [d["id"] for d in out["documents"]] == ["faq-1"]
 
 
@@ -195,8 +244,12 @@ def test_retrieval_count_reflects_corpus_knowledge():
 
 
 def test_retrieval_uses_rewritten_session_query():
-    out = call_technique("rag.retrieval", {"top_k": 3}, {"message": "What's it used for?"},
-                         session={"query": "What is Python used for?"})
+    out = call_technique(
+        "rag.retrieval",
+        {"top_k": 3},
+        {"message": "What's it used for?"},
+        session={"query": "What is Python used for?"},
+    )
     assert out["query"] == "What is Python used for?"
     assert out["documents"][0]["id"] == "doc-python-uses"
 
@@ -205,8 +258,12 @@ def test_retrieval_uses_rewritten_session_query():
 def test_rrf_known_answer():
     a = [_doc("a"), _doc("b"), _doc("c")]
     b = [_doc("b"), _doc("c"), _doc("d")]
-    out = call_technique("rag.ranking", {"subtechnique": "reciprocal_rank_fusion"}, {"query": "q"},
-                         upstream={"one": {"documents": a}, "two": {"documents": b}})
+    out = call_technique(
+        "rag.ranking",
+        {"subtechnique": "reciprocal_rank_fusion"},
+        {"query": "q"},
+        upstream={"one": {"documents": a}, "two": {"documents": b}},
+    )
     assert [d["id"] for d in out["documents"]] == ["b", "c", "a", "d"]
     expected = {"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 63 + 1 / 62, "d": 1 / 63}
     for d in out["documents"]:
@@ -225,35 +282,50 @@ def test_rrf_function_records_ranks_and_custom_k():
 
 def test_ranking_dedupes_and_formats_web_sources():
     web = {"id": "w1", "title": "Page", "text": "t", "url": "https://example.org/p", "source": "web"}
-    out = call_technique("rag.ranking", {}, {"query": "q"},
-                         upstream={"s": {"documents": [_doc("a"), _doc("a")]}, "w": {"documents": [web]}})
+    out = call_technique(
+        "rag.ranking",
+        {},
+        {"query": "q"},
+        upstream={"s": {"documents": [_doc("a"), _doc("a")]}, "w": {"documents": [web]}},
+    )
     assert [d["id"] for d in out["documents"]] == ["a", "w1"]
     assert out["sources"][1] == "Page (https://example.org/p)"
 
 
 def test_weighted_ranking_follows_weights():
     up = {"one": {"documents": [_doc("a"), _doc("b")]}, "two": {"documents": [_doc("b"), _doc("a")]}}
-    out = call_technique("rag.ranking", {"subtechnique": "weighted", "weights": {"two": 3.0}}, {"query": "q"},
-                         upstream=up)
+    out = call_technique(
+        "rag.ranking", {"subtechnique": "weighted", "weights": {"two": 3.0}}, {"query": "q"}, upstream=up
+    )
     assert [d["id"] for d in out["documents"]] == ["b", "a"]
-    out = call_technique("rag.ranking", {"subtechnique": "weighted", "weights": [3.0, 1.0]}, {"query": "q"},
-                         upstream=up)
+    out = call_technique(
+        "rag.ranking", {"subtechnique": "weighted", "weights": [3.0, 1.0]}, {"query": "q"}, upstream=up
+    )
     assert [d["id"] for d in out["documents"]] == ["a", "b"]
 
 
 def test_score_ranking_normalises_each_list():
     one = [dict(_doc("a"), score=10.0), dict(_doc("b"), score=0.0)]
     two = [dict(_doc("b"), score=0.9), dict(_doc("c"), score=0.1)]
-    out = call_technique("rag.ranking", {"subtechnique": "score"}, {"query": "q"},
-                         upstream={"one": {"documents": one}, "two": {"documents": two}})
+    out = call_technique(
+        "rag.ranking",
+        {"subtechnique": "score"},
+        {"query": "q"},
+        upstream={"one": {"documents": one}, "two": {"documents": two}},
+    )
     scores = {d["id"]: d["score"] for d in out["documents"]}
     assert scores == {"a": 1.0, "b": 1.0, "c": 0.0}
 
 
 def test_ranking_without_documents_is_empty():
     out = call_technique("rag.ranking", {}, {"query": "q"})
-    assert out == {"documents": [], "sources": [], "count": 0, "subtechnique": "reciprocal_rank_fusion",
-                   "inputs": []}
+    assert out == {
+        "documents": [],
+        "sources": [],
+        "count": 0,
+        "subtechnique": "reciprocal_rank_fusion",
+        "inputs": [],
+    }
 
 
 # -- reranking ----------------------------------------------------------------------------------------------
@@ -266,8 +338,12 @@ def _candidates():
 
 
 def test_cross_encoder_rerank_puts_the_answering_document_first():
-    out = call_technique("rag.reranking", {"top_k": 2}, {"query": "Who created Python?"},
-                         upstream={"retrieve": {"documents": _candidates()}})
+    out = call_technique(
+        "rag.reranking",
+        {"top_k": 2},
+        {"query": "Who created Python?"},
+        upstream={"retrieve": {"documents": _candidates()}},
+    )
     assert [d["id"] for d in out["documents"]] == ["target", "partial"]
     assert out["count"] == 2
     assert 0 <= out["documents"][1]["score"] <= out["documents"][0]["score"] <= 1
@@ -283,26 +359,37 @@ def test_llm_rerank_orders_by_provider_scores():
             return Completion(text=f"Score: {score}/10")
 
     run = StandaloneRun(input={"query": "Who created Python?"}, providers={"judge": Judge()})
-    ctx = make_context({"subtechnique": "llm", "provider": "judge"}, run=run,
-                       upstream={"r": {"documents": _candidates()}})
+    ctx = make_context(
+        {"subtechnique": "llm", "provider": "judge"}, run=run, upstream={"r": {"documents": _candidates()}}
+    )
     out = asyncio.run(get_technique("rag.reranking").fn(ctx))
     assert [d["id"] for d in out["documents"]] == ["target", "partial", "noise"]
     assert [d["score"] for d in out["documents"]] == [9, 5, 1]
 
 
 def test_llm_rerank_with_local_provider_prefers_relevant_document():
-    out = call_technique("rag.reranking", {"subtechnique": "llm"}, {"query": "Who created Python?"},
-                         upstream={"r": {"documents": _candidates()}})
+    out = call_technique(
+        "rag.reranking",
+        {"subtechnique": "llm"},
+        {"query": "Who created Python?"},
+        upstream={"r": {"documents": _candidates()}},
+    )
     assert out["documents"][0]["id"] == "target"
     assert out["documents"][-1]["id"] == "noise"
 
 
 def test_mmr_prefers_diversity():
-    docs = [_doc("p1", "Python is used for web development and data science."),
-            _doc("p2", "Python is used for web development and data science work."),
-            _doc("p3", "Python is used for automation and scripting tasks.")]
-    out = call_technique("rag.reranking", {"subtechnique": "mmr", "top_k": 2, "lambda": 0.5},
-                         {"query": "What is Python used for?"}, upstream={"r": {"documents": docs}})
+    docs = [
+        _doc("p1", "Python is used for web development and data science."),
+        _doc("p2", "Python is used for web development and data science work."),
+        _doc("p3", "Python is used for automation and scripting tasks."),
+    ]
+    out = call_technique(
+        "rag.reranking",
+        {"subtechnique": "mmr", "top_k": 2, "lambda": 0.5},
+        {"query": "What is Python used for?"},
+        upstream={"r": {"documents": docs}},
+    )
     ids = [d["id"] for d in out["documents"]]
     assert len(ids) == 2 and "p3" in ids
 
@@ -317,8 +404,12 @@ LONG = " ".join(f"Sentence number {i} talks about topic {i} in some detail." for
 
 
 def test_chunking_respects_size_and_overlap():
-    out = call_technique("rag.chunking", {"chunk_size": 30, "chunk_overlap": 10}, {},
-                         upstream={"load": {"documents": [_doc("long", LONG)]}})
+    out = call_technique(
+        "rag.chunking",
+        {"chunk_size": 30, "chunk_overlap": 10},
+        {},
+        upstream={"load": {"documents": [_doc("long", LONG)]}},
+    )
     chunks = out["chunks"]
     assert out["count"] == len(chunks) > 1
     assert all(c["n_words"] <= 30 for c in chunks)
@@ -348,8 +439,11 @@ def test_chunking_input_text_fallback():
 
 
 def test_embedding_is_unit_length_deterministic_and_semantic():
-    docs = [_doc("a", "Python is used for data science."), _doc("b", "Python is used for data analysis."),
-            _doc("c", "Rust prevents data races with ownership.")]
+    docs = [
+        _doc("a", "Python is used for data science."),
+        _doc("b", "Python is used for data analysis."),
+        _doc("c", "Rust prevents data races with ownership."),
+    ]
     out = call_technique("rag.embedding", {"dim": 64}, {}, upstream={"chunk": {"chunks": docs}})
     assert out["dim"] == 64 and out["count"] == 3 and len(out["chunks"]) == 3
     vecs = out["embeddings"]
@@ -366,5 +460,6 @@ def test_embedding_is_unit_length_deterministic_and_semantic():
 
 def test_embedding_rejects_unknown_model():
     with pytest.raises(SibylError, match="unknown embedding model"):
-        call_technique("rag.embedding", {"model": "text-embedding-3-large"}, {},
-                       upstream={"c": {"chunks": [_doc("a")]}})
+        call_technique(
+            "rag.embedding", {"model": "text-embedding-3-large"}, {}, upstream={"c": {"chunks": [_doc("a")]}}
+        )

@@ -16,8 +16,15 @@ from sibyl_nb.notebook.render import parse_show, pipeline_mimebundle, result_htm
 from sibyl_nb.notebook.widget import LiveRun, RunWidget
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-ALLOCATION = {"system": 200, "summary": 300, "compressed": 500, "recent": 3000, "current": 50,
-              "reserved": 2000, "free": 1950}
+ALLOCATION = {
+    "system": 200,
+    "summary": 300,
+    "compressed": 500,
+    "recent": 3000,
+    "current": 50,
+    "reserved": 2000,
+    "free": 1950,
+}
 
 
 @sb.technique("widget_test.slow")
@@ -109,7 +116,9 @@ def test_show_limits_the_parts():
 
 
 def test_failed_run_paints_failure_and_reraises():
-    pipe = sb.Pipeline.from_yaml("steps:\n  - use: widget_test.slow\n    config: {delay: 0}\n  - use: widget_test.fail\n")
+    pipe = sb.Pipeline.from_yaml(
+        "steps:\n  - use: widget_test.slow\n    config: {delay: 0}\n  - use: widget_test.fail\n"
+    )
     live = LiveRun(pipe, display=False)
     with pytest.raises(sb.NodeExecutionError):
         live.run({"query": "x"})
@@ -123,15 +132,19 @@ def test_run_view_folds_events():
     a, b = list(g.nodes)
     view = RunView(g)
     t = time.time()
-    for ev in (Event("run_started", "r", None, 1, t, {}),
-               Event("node_started", "r", a, 1, t, {"technique": "x", "attempt": 1}),
-               Event("node_retrying", "r", a, 1, t, {"attempt": 1, "error": "flaky"}),
-               Event("node_started", "r", a, 1, t, {"technique": "x", "attempt": 2}),
-               Event("node_finished", "r", a, 1, t + 0.01, {"output": {"text": "ok"}, "duration": 0.01,
-                                                           "attempts": 2}),
-               Event("node_cached", "r", b, 1, t + 0.02, {"output": 1}),
-               Event("custom", "r", b, 1, t, {"kind": "token_allocation", "allocation": ALLOCATION,
-                                              "max_tokens": 8000})):
+    for ev in (
+        Event("run_started", "r", None, 1, t, {}),
+        Event("node_started", "r", a, 1, t, {"technique": "x", "attempt": 1}),
+        Event("node_retrying", "r", a, 1, t, {"attempt": 1, "error": "flaky"}),
+        Event("node_started", "r", a, 1, t, {"technique": "x", "attempt": 2}),
+        Event(
+            "node_finished", "r", a, 1, t + 0.01, {"output": {"text": "ok"}, "duration": 0.01, "attempts": 2}
+        ),
+        Event("node_cached", "r", b, 1, t + 0.02, {"output": 1}),
+        Event(
+            "custom", "r", b, 1, t, {"kind": "token_allocation", "allocation": ALLOCATION, "max_tokens": 8000}
+        ),
+    ):
         view(ev)
     snap = view.snapshot()
     assert snap["statuses"] == {a: "done", b: "cached"}
@@ -169,9 +182,11 @@ def test_layout_wraps_long_chains_and_handles_cycles():
 def test_statuses_from_records_marks_recovered_nodes_done():
     from sibyl_nb.engine.result import StepRecord
 
-    recs = [StepRecord("n", "t", 1, "failed", reason="fallback takes over"),
-            StepRecord("n_fallback", "t", 1, "ran", fallback_for="n"),
-            StepRecord("m", "t", 1, "skipped")]
+    recs = [
+        StepRecord("n", "t", 1, "failed", reason="fallback takes over"),
+        StepRecord("n_fallback", "t", 1, "ran", fallback_for="n"),
+        StepRecord("m", "t", 1, "skipped"),
+    ]
     assert statuses_from_records(recs) == {"n": "done", "n_fallback": "done", "m": "skipped"}
     assert set(STATUS_COLORS) >= {"pending", "running", "done", "skipped", "failed", "cached"}
 
@@ -224,9 +239,11 @@ def test_import_sibyl_nb_does_not_load_the_notebook_layer():
     import subprocess
     import sys
 
-    code = ("import sys, sibyl_nb; p = sibyl_nb.Pipeline; "
-            "bad = [m for m in ('sibyl_nb.notebook', 'IPython', 'ipywidgets', 'matplotlib', 'pandas') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, sibyl_nb; p = sibyl_nb.Pipeline; "
+        "bad = [m for m in ('sibyl_nb.notebook', 'IPython', 'ipywidgets', 'matplotlib', 'pandas') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -240,5 +257,7 @@ def test_live_run_adds_no_observer_to_the_engine():
         seen.append(bool(ctx._run.bus))
         return 1
 
-    LiveRun(sb.Pipeline.from_yaml("steps:\n  - use: widget_test.bus_probe\n"), display=False).run({"query": "x"})
+    LiveRun(sb.Pipeline.from_yaml("steps:\n  - use: widget_test.bus_probe\n"), display=False).run(
+        {"query": "x"}
+    )
     assert seen == [False]

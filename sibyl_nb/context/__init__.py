@@ -20,7 +20,21 @@ from .strategies import (
 )
 from .tokens import TokenCounter, count_tokens, get_counter, message_tokens, messages_tokens
 
-__all__ = ["compare_context_strategies", "build_context", "window_context", "compression_context",
-           "summary_context", "hierarchical_context", "ContextResult", "ALLOCATION_KEYS", "STRATEGIES",
-           "TokenCounter", "get_counter", "count_tokens", "message_tokens", "messages_tokens",
-           "compress_text", "summarize_messages"]
+__all__ = [
+    "compare_context_strategies",
+    "build_context",
+    "window_context",
+    "compression_context",
+    "summary_context",
+    "hierarchical_context",
+    "ContextResult",
+    "ALLOCATION_KEYS",
+    "STRATEGIES",
+    "TokenCounter",
+    "get_counter",
+    "count_tokens",
+    "message_tokens",
+    "messages_tokens",
+    "compress_text",
+    "summarize_messages",
+]

@@ -36,11 +36,18 @@ def _spec(item: str | Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
     return label, strategy, opts
 
 
-def compare_context_strategies(history: Sequence[Mapping[str, Any]],
-                               strategies: Iterable[str | Mapping[str, Any]] = tuple(STRATEGIES), *,
-                               max_tokens: int = 8000, system_prompt: str = "", current: str = "",
-                               summary: str = "", reserve_tokens: int | None = None, model: str | None = None,
-                               repeat: int = 1) -> Any:
+def compare_context_strategies(
+    history: Sequence[Mapping[str, Any]],
+    strategies: Iterable[str | Mapping[str, Any]] = tuple(STRATEGIES),
+    *,
+    max_tokens: int = 8000,
+    system_prompt: str = "",
+    current: str = "",
+    summary: str = "",
+    reserve_tokens: int | None = None,
+    model: str | None = None,
+    repeat: int = 1,
+) -> Any:
     """One row per strategy: tokens used, messages kept in full / compressed / summarised, dropped,
     the allocation (``alloc_*`` columns, summing to ``max_tokens``), ``compression_ratio`` (history
     tokens sent / history tokens available) and ``time_ms`` (best of ``repeat`` runs).
@@ -56,8 +63,14 @@ def compare_context_strategies(history: Sequence[Mapping[str, Any]],
     rows = []
     for item in strategies:
         label, strategy, opts = _spec(item)
-        options: dict[str, Any] = {"max_tokens": max_tokens, "system_prompt": system_prompt, "current": current,
-                                   "summary": summary, "reserve_tokens": reserve_tokens, "counter": counter}
+        options: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "system_prompt": system_prompt,
+            "current": current,
+            "summary": summary,
+            "reserve_tokens": reserve_tokens,
+            "counter": counter,
+        }
         options.update(opts)
         best = float("inf")
         result = None
@@ -68,9 +81,15 @@ def compare_context_strategies(history: Sequence[Mapping[str, Any]],
         assert result is not None
         a = result.allocation
         sent = a["summary"] + a["compressed"] + a["recent"]
-        row = {"strategy": label, "tokens_used": result.tokens_used, "max_tokens": result.max_tokens,
-               "kept_full": result.kept["full"], "kept_compressed": result.kept["compressed"],
-               "kept_summarized": result.kept["summarized"], "dropped": result.dropped}
+        row = {
+            "strategy": label,
+            "tokens_used": result.tokens_used,
+            "max_tokens": result.max_tokens,
+            "kept_full": result.kept["full"],
+            "kept_compressed": result.kept["compressed"],
+            "kept_summarized": result.kept["summarized"],
+            "dropped": result.dropped,
+        }
         row.update({f"alloc_{k}": a[k] for k in ALLOCATION_KEYS})
         row["compression_ratio"] = sent / history_tokens if history_tokens else 1.0
         row["time_ms"] = best * 1000.0

@@ -20,8 +20,15 @@ from typing import Any
 
 from .tokens import TokenCounter, content_text, get_counter
 
-__all__ = ["split_sentences", "score_sentences", "compress_text", "gist", "summarize_messages",
-           "RATIO_TOLERANCE", "TOLERANCE_MIN_TOKENS"]
+__all__ = [
+    "split_sentences",
+    "score_sentences",
+    "compress_text",
+    "gist",
+    "summarize_messages",
+    "RATIO_TOLERANCE",
+    "TOLERANCE_MIN_TOKENS",
+]
 
 RATIO_TOLERANCE = 0.05
 TOLERANCE_MIN_TOKENS = 60
@@ -158,8 +165,13 @@ def _gist(text: str, encoding: str) -> tuple[str, float, int]:
 _ROLE_LABEL = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
 
-def summarize_messages(messages: Sequence[Mapping[str, Any]], max_tokens: int = 200, *,
-                       prior: str = "", counter: TokenCounter | None = None) -> str:
+def summarize_messages(
+    messages: Sequence[Mapping[str, Any]],
+    max_tokens: int = 200,
+    *,
+    prior: str = "",
+    counter: TokenCounter | None = None,
+) -> str:
     """A deterministic extractive summary of ``messages`` in at most ``max_tokens`` tokens.
 
     Each message contributes its most important sentence ("User: ...", "Assistant: ..."); the

@@ -20,9 +20,20 @@ from typing import Any
 from .extractive import compress_text, summarize_messages
 from .tokens import REPLY_PRIMING, TokenCounter, content_text, get_counter
 
-__all__ = ["ContextResult", "ALLOCATION_KEYS", "STRATEGIES", "window_context", "compression_context",
-           "summary_context", "hierarchical_context", "build_context", "parse_levels", "DEFAULT_LEVELS",
-           "SUMMARY_PREFIX", "COMPRESSED_PREFIX"]
+__all__ = [
+    "ContextResult",
+    "ALLOCATION_KEYS",
+    "STRATEGIES",
+    "window_context",
+    "compression_context",
+    "summary_context",
+    "hierarchical_context",
+    "build_context",
+    "parse_levels",
+    "DEFAULT_LEVELS",
+    "SUMMARY_PREFIX",
+    "COMPRESSED_PREFIX",
+]
 
 ALLOCATION_KEYS = ("system", "summary", "compressed", "recent", "current", "reserved", "free")
 DEFAULT_MAX_TOKENS = 8000
@@ -55,15 +66,26 @@ class ContextResult:
         return a["system"] + a["summary"] + a["compressed"] + a["recent"] + a["current"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"messages": self.messages, "allocation": dict(self.allocation), "strategy": self.strategy,
-                "kept": dict(self.kept), "tokens_used": self.tokens_used, "max_tokens": self.max_tokens,
-                "dropped": self.dropped, "summary": self.summary, "over_budget": self.over_budget}
+        return {
+            "messages": self.messages,
+            "allocation": dict(self.allocation),
+            "strategy": self.strategy,
+            "kept": dict(self.kept),
+            "tokens_used": self.tokens_used,
+            "max_tokens": self.max_tokens,
+            "dropped": self.dropped,
+            "summary": self.summary,
+            "over_budget": self.over_budget,
+        }
 
 
 # ---------------------------------------------------------------------------------- helpers
 def _clean(msg: Mapping[str, Any], content: Any = None) -> Message:
     """The message as a provider wants it: role, content (and name), no cached bookkeeping."""
-    out: Message = {"role": msg.get("role", "user"), "content": msg.get("content") if content is None else content}
+    out: Message = {
+        "role": msg.get("role", "user"),
+        "content": msg.get("content") if content is None else content,
+    }
     if msg.get("name"):
         out["name"] = msg["name"]
     return out
@@ -72,26 +94,42 @@ def _clean(msg: Mapping[str, Any], content: Any = None) -> Message:
 class _Budget:
     """The fixed parts of the allocation and what is left for history."""
 
-    def __init__(self, counter: TokenCounter, max_tokens: int, reserve_tokens: int | None,
-                 system_prompt: str, current: str) -> None:
+    def __init__(
+        self,
+        counter: TokenCounter,
+        max_tokens: int,
+        reserve_tokens: int | None,
+        system_prompt: str,
+        current: str,
+    ) -> None:
         self.counter = counter
         self.max_tokens = int(max_tokens)
         if reserve_tokens is None:
             reserve_tokens = min(2000, self.max_tokens // 4)
         self.reserved = max(0, int(reserve_tokens))
-        self.system = counter.message_tokens({"role": "system", "content": system_prompt}) if system_prompt else 0
+        self.system = (
+            counter.message_tokens({"role": "system", "content": system_prompt}) if system_prompt else 0
+        )
         cur = counter.message_tokens({"role": "user", "content": current}) if current else 0
         self.current = cur + REPLY_PRIMING
         self.available = self.max_tokens - self.reserved - self.system - self.current
 
     def allocation(self, summary: int = 0, compressed: int = 0, recent: int = 0) -> dict[str, int]:
         used = self.system + summary + compressed + recent + self.current + self.reserved
-        return {"system": self.system, "summary": summary, "compressed": compressed, "recent": recent,
-                "current": self.current, "reserved": self.reserved, "free": self.max_tokens - used}
+        return {
+            "system": self.system,
+            "summary": summary,
+            "compressed": compressed,
+            "recent": recent,
+            "current": self.current,
+            "reserved": self.reserved,
+            "free": self.max_tokens - used,
+        }
 
 
-def _suffix(history: Sequence[Mapping[str, Any]], budget: int, counter: TokenCounter,
-            limit: int | None = None) -> tuple[int, int]:
+def _suffix(
+    history: Sequence[Mapping[str, Any]], budget: int, counter: TokenCounter, limit: int | None = None
+) -> tuple[int, int]:
     """(count, tokens) of the longest suffix of ``history`` (at most ``limit`` messages) within ``budget``."""
     n = len(history)
     stop = n - limit if limit is not None else 0
@@ -107,8 +145,9 @@ def _suffix(history: Sequence[Mapping[str, Any]], budget: int, counter: TokenCou
     return n - i, used
 
 
-def _fill_compressed(older: Sequence[Mapping[str, Any]], ratio: float, counter: TokenCounter,
-                     room: int) -> tuple[list[Message], int, int]:
+def _fill_compressed(
+    older: Sequence[Mapping[str, Any]], ratio: float, counter: TokenCounter, room: int
+) -> tuple[list[Message], int, int]:
     """Compress the newest of ``older`` first while they fit ``room``: (messages in order, tokens used,
     tokens they had before compression)."""
     out: list[Message] = []
@@ -156,11 +195,19 @@ def _setup(counter: TokenCounter | None, model: str | None) -> TokenCounter:
 
 
 # ---------------------------------------------------------------------------------- strategies
-def window_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                   window_size: int | None = None, reserve_tokens: int | None = None,
-                   system_prompt: str = "", current: str = "", summary: str = "",
-                   include_summary: bool = False, counter: TokenCounter | None = None,
-                   model: str | None = None) -> ContextResult:
+def window_context(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    window_size: int | None = None,
+    reserve_tokens: int | None = None,
+    system_prompt: str = "",
+    current: str = "",
+    summary: str = "",
+    include_summary: bool = False,
+    counter: TokenCounter | None = None,
+    model: str | None = None,
+) -> ContextResult:
     """Keep the longest suffix (at most ``window_size`` messages) that fits
     ``max_tokens - reserve_tokens - system - current`` (minus the summary if ``include_summary``)."""
     counter = _setup(counter, model)
@@ -172,19 +219,37 @@ def window_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int = DE
         room -= stok
     limit = int(window_size) if window_size else None
     k, used = _suffix(history, max(room, 0), counter, limit)
-    kept = history[len(history) - k:] if k else []
+    kept = history[len(history) - k :] if k else []
     messages = ([smsg] if smsg else []) + [_clean(m) for m in kept]
     alloc = b.allocation(summary=stok, recent=used)
-    return ContextResult("window", messages, alloc, b.max_tokens, {"full": k, "compressed": 0, "summarized": 0},
-                         dropped=len(history) - k, summary=stext, over_budget=alloc["free"] < 0)
+    return ContextResult(
+        "window",
+        messages,
+        alloc,
+        b.max_tokens,
+        {"full": k, "compressed": 0, "summarized": 0},
+        dropped=len(history) - k,
+        summary=stext,
+        over_budget=alloc["free"] < 0,
+    )
 
 
-def compression_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                        compression_ratio: float = 0.5, compression_method: str = "extractive",
-                        keep_recent: int | None = None, reserve_tokens: int | None = None,
-                        system_prompt: str = "", current: str = "", summary: str = "",
-                        include_summary: bool = False, counter: TokenCounter | None = None,
-                        model: str | None = None, abstract: Abstractor | None = None) -> ContextResult:
+def compression_context(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    compression_ratio: float = 0.5,
+    compression_method: str = "extractive",
+    keep_recent: int | None = None,
+    reserve_tokens: int | None = None,
+    system_prompt: str = "",
+    current: str = "",
+    summary: str = "",
+    include_summary: bool = False,
+    counter: TokenCounter | None = None,
+    model: str | None = None,
+    abstract: Abstractor | None = None,
+) -> ContextResult:
     """Recent messages in full (the newest that fit half the room, or ``keep_recent`` of them), older
     ones compressed to ``compression_ratio``: each message extractively, or all together in one
     block by ``abstract(messages, target_tokens)`` (a model) when the method is ``abstractive``.
@@ -201,9 +266,16 @@ def compression_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int
     if k_all == n:  # everything fits uncompressed
         messages = ([smsg] if smsg else []) + [_clean(m) for m in history]
         alloc = b.allocation(summary=stok, recent=used_all)
-        return ContextResult("compression", messages, alloc, b.max_tokens,
-                             {"full": n, "compressed": 0, "summarized": 0}, summary=stext,
-                             over_budget=alloc["free"] < 0, details={"ratio_requested": compression_ratio})
+        return ContextResult(
+            "compression",
+            messages,
+            alloc,
+            b.max_tokens,
+            {"full": n, "compressed": 0, "summarized": 0},
+            summary=stext,
+            over_budget=alloc["free"] < 0,
+            details={"ratio_requested": compression_ratio},
+        )
     if keep_recent is not None:
         k_full, used_full = _suffix(history, room, counter, int(keep_recent))
     else:
@@ -217,7 +289,9 @@ def compression_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int
     n_comp = 0
     if compression_method == "abstractive":
         if abstract is None:
-            raise ValueError("compression_method 'abstractive' needs a model: pass abstract=(messages, tokens) -> text")
+            raise ValueError(
+                "compression_method 'abstractive' needs a model: pass abstract=(messages, tokens) -> text"
+            )
         take, orig = 0, 0
         for m in reversed(older):  # the newest older messages whose compressed size fits
             t = counter.message_tokens(m)
@@ -226,7 +300,7 @@ def compression_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int
             orig += t
             take += 1
         if take:
-            block = older[len(older) - take:]
+            block = older[len(older) - take :]
             frame = counter.message_tokens({"role": "system", "content": COMPRESSED_PREFIX})
             text = abstract(block, max(1, int(orig * ratio) - frame))
             text = counter.truncate(text, max(0, left - frame))
@@ -236,22 +310,37 @@ def compression_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int
     else:
         comp_msgs, comp_tokens, orig_tokens = _fill_compressed(older, ratio, counter, left)
         n_comp = len(comp_msgs)
-    full = history[n - k_full:]
+    full = history[n - k_full :]
     messages = ([smsg] if smsg else []) + comp_msgs + [_clean(m) for m in full]
     alloc = b.allocation(summary=stok, compressed=comp_tokens, recent=used_full)
     achieved = comp_tokens / orig_tokens if orig_tokens else 1.0
-    return ContextResult("compression", messages, alloc, b.max_tokens,
-                         {"full": k_full, "compressed": n_comp, "summarized": 0},
-                         dropped=n - k_full - n_comp, summary=stext, over_budget=alloc["free"] < 0,
-                         details={"ratio_requested": ratio, "ratio_achieved": achieved,
-                                  "method": compression_method})
+    return ContextResult(
+        "compression",
+        messages,
+        alloc,
+        b.max_tokens,
+        {"full": k_full, "compressed": n_comp, "summarized": 0},
+        dropped=n - k_full - n_comp,
+        summary=stext,
+        over_budget=alloc["free"] < 0,
+        details={"ratio_requested": ratio, "ratio_achieved": achieved, "method": compression_method},
+    )
 
 
-def summary_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                    summary_frequency: int = 10, summary_length: int = 200, reserve_tokens: int | None = None,
-                    system_prompt: str = "", current: str = "", summary: str = "",
-                    counter: TokenCounter | None = None, model: str | None = None,
-                    abstract: Abstractor | None = None) -> ContextResult:
+def summary_context(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    summary_frequency: int = 10,
+    summary_length: int = 200,
+    reserve_tokens: int | None = None,
+    system_prompt: str = "",
+    current: str = "",
+    summary: str = "",
+    counter: TokenCounter | None = None,
+    model: str | None = None,
+    abstract: Abstractor | None = None,
+) -> ContextResult:
     """Every complete block of ``summary_frequency`` messages before the newest partial block is
     summarised (at most ``summary_length`` tokens, after any stored ``summary``); the rest is kept
     in full as far as it fits."""
@@ -272,12 +361,19 @@ def summary_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int = D
         text = summarize_messages(older, length, prior=summary, counter=counter) if (older or summary) else ""
     smsg, stok, stext = _fit_summary(text, room, counter)
     k, used = _suffix(recent, room - stok, counter)
-    messages = ([smsg] if smsg else []) + [_clean(m) for m in recent[len(recent) - k:]]
+    messages = ([smsg] if smsg else []) + [_clean(m) for m in recent[len(recent) - k :]]
     alloc = b.allocation(summary=stok, recent=used)
-    return ContextResult("summary", messages, alloc, b.max_tokens,
-                         {"full": k, "compressed": 0, "summarized": len(older) if smsg else 0},
-                         dropped=len(recent) - k + (0 if smsg else len(older)), summary=stext,
-                         over_budget=alloc["free"] < 0, details={"summary_frequency": freq, "blocks": cut // freq})
+    return ContextResult(
+        "summary",
+        messages,
+        alloc,
+        b.max_tokens,
+        {"full": k, "compressed": 0, "summarized": len(older) if smsg else 0},
+        dropped=len(recent) - k + (0 if smsg else len(older)),
+        summary=stext,
+        over_budget=alloc["free"] < 0,
+        details={"summary_frequency": freq, "blocks": cut // freq},
+    )
 
 
 def parse_levels(levels: Any) -> dict[str, int]:
@@ -285,10 +381,20 @@ def parse_levels(levels: Any) -> dict[str, int]:
     out = dict(DEFAULT_LEVELS)
     if not levels:
         return out
-    alias = {"full": "full", "recent": "full", "compressed": "compressed", "compress": "compressed",
-             "summary": "summary", "summarized": "summary", "summarised": "summary"}
-    items = levels.items() if isinstance(levels, Mapping) else (
-        (lv.get("name"), lv.get("messages")) for lv in levels if isinstance(lv, Mapping))
+    alias = {
+        "full": "full",
+        "recent": "full",
+        "compressed": "compressed",
+        "compress": "compressed",
+        "summary": "summary",
+        "summarized": "summary",
+        "summarised": "summary",
+    }
+    items = (
+        levels.items()
+        if isinstance(levels, Mapping)
+        else ((lv.get("name"), lv.get("messages")) for lv in levels if isinstance(lv, Mapping))
+    )
     for name, count in items:
         key = alias.get(str(name).lower())
         if key is None:
@@ -305,11 +411,20 @@ def _level_option(levels: Any, name: str, key: str) -> Any:
     return None
 
 
-def hierarchical_context(history: Sequence[Mapping[str, Any]], *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                         levels: Any = None, compression_ratio: float = 0.5, summary_length: int = 200,
-                         reserve_tokens: int | None = None, system_prompt: str = "", current: str = "",
-                         summary: str = "", counter: TokenCounter | None = None,
-                         model: str | None = None) -> ContextResult:
+def hierarchical_context(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    levels: Any = None,
+    compression_ratio: float = 0.5,
+    summary_length: int = 200,
+    reserve_tokens: int | None = None,
+    system_prompt: str = "",
+    current: str = "",
+    summary: str = "",
+    counter: TokenCounter | None = None,
+    model: str | None = None,
+) -> ContextResult:
     """The newest ``full`` messages verbatim, the ``compressed`` before them compressed, the
     ``summary`` before those in one summary (defaults 5 / 10 / 100). When the budget is short, the
     full level keeps priority, then the summary (cut), then the compressed level (oldest dropped)."""
@@ -331,14 +446,25 @@ def hierarchical_context(history: Sequence[Mapping[str, Any]], *, max_tokens: in
     smsg, stok, stext = _fit_summary(text, room, counter)
     room -= stok
     comp_msgs, comp_tokens, orig_tokens = _fill_compressed(comp, ratio, counter, room)
-    messages = ([smsg] if smsg else []) + comp_msgs + [_clean(m) for m in full[len(full) - k_full:]]
+    messages = ([smsg] if smsg else []) + comp_msgs + [_clean(m) for m in full[len(full) - k_full :]]
     alloc = b.allocation(summary=stok, compressed=comp_tokens, recent=used_full)
     kept = {"full": k_full, "compressed": len(comp_msgs), "summarized": len(summ) if smsg else 0}
     dropped = n - kept["full"] - kept["compressed"] - kept["summarized"]
-    return ContextResult("hierarchical", messages, alloc, b.max_tokens, kept, dropped=dropped, summary=stext,
-                         over_budget=alloc["free"] < 0,
-                         details={"levels": lv, "ratio_requested": ratio,
-                                  "ratio_achieved": comp_tokens / orig_tokens if orig_tokens else 1.0})
+    return ContextResult(
+        "hierarchical",
+        messages,
+        alloc,
+        b.max_tokens,
+        kept,
+        dropped=dropped,
+        summary=stext,
+        over_budget=alloc["free"] < 0,
+        details={
+            "levels": lv,
+            "ratio_requested": ratio,
+            "ratio_achieved": comp_tokens / orig_tokens if orig_tokens else 1.0,
+        },
+    )
 
 
 STRATEGIES: dict[str, Callable[..., ContextResult]] = {
@@ -349,14 +475,55 @@ STRATEGIES: dict[str, Callable[..., ContextResult]] = {
 }
 
 _OPTIONS = {
-    "window": ("max_tokens", "window_size", "reserve_tokens", "system_prompt", "current", "summary",
-               "include_summary", "counter", "model"),
-    "compression": ("max_tokens", "compression_ratio", "compression_method", "keep_recent", "reserve_tokens",
-                    "system_prompt", "current", "summary", "include_summary", "counter", "model", "abstract"),
-    "summary": ("max_tokens", "summary_frequency", "summary_length", "reserve_tokens", "system_prompt",
-                "current", "summary", "counter", "model", "abstract"),
-    "hierarchical": ("max_tokens", "levels", "compression_ratio", "summary_length", "reserve_tokens",
-                     "system_prompt", "current", "summary", "counter", "model"),
+    "window": (
+        "max_tokens",
+        "window_size",
+        "reserve_tokens",
+        "system_prompt",
+        "current",
+        "summary",
+        "include_summary",
+        "counter",
+        "model",
+    ),
+    "compression": (
+        "max_tokens",
+        "compression_ratio",
+        "compression_method",
+        "keep_recent",
+        "reserve_tokens",
+        "system_prompt",
+        "current",
+        "summary",
+        "include_summary",
+        "counter",
+        "model",
+        "abstract",
+    ),
+    "summary": (
+        "max_tokens",
+        "summary_frequency",
+        "summary_length",
+        "reserve_tokens",
+        "system_prompt",
+        "current",
+        "summary",
+        "counter",
+        "model",
+        "abstract",
+    ),
+    "hierarchical": (
+        "max_tokens",
+        "levels",
+        "compression_ratio",
+        "summary_length",
+        "reserve_tokens",
+        "system_prompt",
+        "current",
+        "summary",
+        "counter",
+        "model",
+    ),
 }
 
 

@@ -22,17 +22,40 @@ __all__ = ["context_management", "CONFIG_SCHEMA"]
 
 _NUMBER = (int, float)
 CONFIG_SCHEMA: dict[str, Any] = {
-    "max_tokens": int, "window_size": int, "reserve_tokens": int, "system_prompt": str,
-    "compression_ratio": _NUMBER, "compression_method": ["extractive", "abstractive"], "keep_recent": int,
-    "summary_frequency": int, "summary_length": int, "levels": (list, dict), "include_summary": bool,
-    "summary_method": ["extractive", "abstractive"], "model": str, "provider": str, "history": (list, str),
+    "max_tokens": int,
+    "window_size": int,
+    "reserve_tokens": int,
+    "system_prompt": str,
+    "compression_ratio": _NUMBER,
+    "compression_method": ["extractive", "abstractive"],
+    "keep_recent": int,
+    "summary_frequency": int,
+    "summary_length": int,
+    "levels": (list, dict),
+    "include_summary": bool,
+    "summary_method": ["extractive", "abstractive"],
+    "model": str,
+    "provider": str,
+    "history": (list, str),
     "current": str,
 }
-OUTPUTS = ("messages", "allocation", "strategy", "kept", "tokens_used", "max_tokens", "dropped", "summary",
-           "over_budget", "history_length")
+OUTPUTS = (
+    "messages",
+    "allocation",
+    "strategy",
+    "kept",
+    "tokens_used",
+    "max_tokens",
+    "dropped",
+    "summary",
+    "over_budget",
+    "history_length",
+)
 
-_ABSTRACT_PROMPT = ("Compress the conversation below into at most about {n} tokens. Keep names, facts, "
-                    "decisions and open questions; write plain prose, no preamble.")
+_ABSTRACT_PROMPT = (
+    "Compress the conversation below into at most about {n} tokens. Keep names, facts, "
+    "decisions and open questions; write plain prose, no preamble."
+)
 # compression_method / summary_method "abstractive" ask the provider; "extractive" (default) is model-free.
 
 
@@ -57,22 +80,29 @@ async def context_management(ctx: Any) -> dict[str, Any]:
         raise ValueError(f"unknown context strategy {strategy!r}: choose {', '.join(STRATEGIES)}")
     history = _history(ctx)
     counter = get_counter(cfg.get("model"))
-    options: dict[str, Any] = {k: cfg.get(k) for k in CONFIG_SCHEMA
-                               if k not in ("history", "provider", "model", "summary_method")}
-    options.update(counter=counter, current=cfg.get("current") or ctx.query or "",
-                   summary=str(ctx.session.get("conversation_summary") or ""),
-                   system_prompt=str(cfg.get("system_prompt") or ""))
+    options: dict[str, Any] = {
+        k: cfg.get(k) for k in CONFIG_SCHEMA if k not in ("history", "provider", "model", "summary_method")
+    }
+    options.update(
+        counter=counter,
+        current=cfg.get("current") or ctx.query or "",
+        summary=str(ctx.session.get("conversation_summary") or ""),
+        system_prompt=str(cfg.get("system_prompt") or ""),
+    )
     if options.get("max_tokens") is None:
         options["max_tokens"] = 8000
-    wants_model = ((strategy == "compression" and cfg.get("compression_method") == "abstractive")
-                   or (strategy == "summary" and cfg.get("summary_method") == "abstractive"))
+    wants_model = (strategy == "compression" and cfg.get("compression_method") == "abstractive") or (
+        strategy == "summary" and cfg.get("summary_method") == "abstractive"
+    )
     if wants_model:
         provider = ctx.provider()
         loop = asyncio.get_running_loop()
 
         def abstract(messages: Sequence[Mapping[str, Any]], target: int) -> str:
-            prompt = [{"role": "system", "content": _ABSTRACT_PROMPT.format(n=target)},
-                      {"role": "user", "content": _transcript(messages)}]
+            prompt = [
+                {"role": "system", "content": _ABSTRACT_PROMPT.format(n=target)},
+                {"role": "user", "content": _transcript(messages)},
+            ]
             fut = asyncio.run_coroutine_threadsafe(provider.complete(prompt, max_tokens=target), loop)
             return str(fut.result().text or "")
 
@@ -82,12 +112,23 @@ async def context_management(ctx: Any) -> dict[str, Any]:
         result = build_context(strategy, history, **options)
     ctx.session["context_messages"] = result.messages
     ctx.session["token_allocation"] = dict(result.allocation)
-    ctx.emit("token_allocation", strategy=strategy, allocation=dict(result.allocation),
-             max_tokens=result.max_tokens, kept=dict(result.kept))
+    ctx.emit(
+        "token_allocation",
+        strategy=strategy,
+        allocation=dict(result.allocation),
+        max_tokens=result.max_tokens,
+        kept=dict(result.kept),
+    )
     out = result.to_dict()
     out["history_length"] = len(history)
     return out
 
 
-register_technique("workflow_orchestration.context_management", context_management, blocking=False,
-                   subtechniques=tuple(STRATEGIES), config_schema=CONFIG_SCHEMA, outputs=OUTPUTS)
+register_technique(
+    "workflow_orchestration.context_management",
+    context_management,
+    blocking=False,
+    subtechniques=tuple(STRATEGIES),
+    config_schema=CONFIG_SCHEMA,
+    outputs=OUTPUTS,
+)

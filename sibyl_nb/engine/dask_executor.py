@@ -44,8 +44,16 @@ from ..errors import SibylError, UnknownTechniqueError
 from ..techniques.context import StepContext
 from ..techniques.registry import TechniqueInfo, get_technique
 
-__all__ = ["DaskExecutor", "RemoteCall", "RemoteOutcome", "RemoteTechniqueError", "WorkerRun",
-           "replay", "run_remote", "ship_function"]
+__all__ = [
+    "DaskExecutor",
+    "RemoteCall",
+    "RemoteOutcome",
+    "RemoteTechniqueError",
+    "WorkerRun",
+    "replay",
+    "run_remote",
+    "ship_function",
+]
 
 
 class RemoteTechniqueError(SibylError):
@@ -71,9 +79,9 @@ class RemoteCall:
     workflow_id: str = ""
     aliases: dict[str, str] = field(default_factory=dict)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fn_blob: bytes | None = None     # cloudpickled technique function; None = look it up by name
+    fn_blob: bytes | None = None  # cloudpickled technique function; None = look it up by name
     fn_digest: str = ""
-    ship_note: str = ""              # why the function was not shipped (for the worker's error message)
+    ship_note: str = ""  # why the function was not shipped (for the worker's error message)
 
 
 @dataclass(slots=True)
@@ -85,7 +93,7 @@ class RemoteOutcome:
     traceback: str = ""
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     deferred: bytes | None = None
-    session: tuple[dict[str, Any], list[str]] | None = None   # (changed keys, removed keys)
+    session: tuple[dict[str, Any], list[str]] | None = None  # (changed keys, removed keys)
     state: tuple[dict[str, Any], list[str]] | None = None
     worker: str = ""
 
@@ -182,8 +190,13 @@ def _ship(fn: Any) -> tuple[bytes | None, str, str]:
 
     module = getattr(fn, "__module__", None) or "__main__"
     ours = module == "sibyl_nb" or module.startswith("sibyl_nb.")  # every worker has the package
-    by_value = (inspect.isfunction(fn) and not ours and module != "__main__" and module in sys.modules
-                and not _is_installed(module))
+    by_value = (
+        inspect.isfunction(fn)
+        and not ours
+        and module != "__main__"
+        and module in sys.modules
+        and not _is_installed(module)
+    )
     try:
         blob = _dumps_by_value(fn, module) if by_value else cloudpickle.dumps(fn)
     except Exception as exc:
@@ -209,8 +222,8 @@ def _dumps_by_value(fn: Any, module: str) -> bytes:
 
 
 # ====================================================================== worker side
-_LOADED: dict[str, Any] = {}          # digest -> function (per worker process)
-_PROVIDERS: dict[str, Any] = {}       # provider config digest -> provider instance
+_LOADED: dict[str, Any] = {}  # digest -> function (per worker process)
+_PROVIDERS: dict[str, Any] = {}  # provider config digest -> provider instance
 _WORKER_LOCAL = threading.local()
 
 
@@ -232,9 +245,12 @@ def _load_technique(call: RemoteCall) -> Any:
     try:
         return get_technique(call.technique).fn
     except UnknownTechniqueError:
-        raise SibylError(f"technique '{call.technique}' is not available on Dask worker {_worker_name()}"
-                         f"{': ' + problem if problem else ''}; define it in an importable module "
-                         f"installed on the workers, or register it there", technique=call.technique) from None
+        raise SibylError(
+            f"technique '{call.technique}' is not available on Dask worker {_worker_name()}"
+            f"{': ' + problem if problem else ''}; define it in an importable module "
+            f"installed on the workers, or register it there",
+            technique=call.technique,
+        ) from None
 
 
 def _worker_providers(configs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -316,8 +332,15 @@ def run_remote(call: RemoteCall) -> RemoteOutcome:
         fn = _load_technique(call)
         run = WorkerRun(call, _worker_providers(call.providers))
         upstream = call.upstream
-        ctx = StepContext(run, call.node_id, call.technique, call.config, lambda: dict(upstream),
-                          call.iteration, call.attempt)
+        ctx = StepContext(
+            run,
+            call.node_id,
+            call.technique,
+            call.config,
+            lambda: dict(upstream),
+            call.iteration,
+            call.attempt,
+        )
         out = fn(ctx)
         if inspect.isawaitable(out):
             out = _worker_loop().run_until_complete(out)
@@ -339,7 +362,9 @@ def run_remote(call: RemoteCall) -> RemoteOutcome:
                 outcome.value = SibylError(
                     f"a ctx.defer callback cannot be sent back from the Dask worker "
                     f"({type(exc).__name__}: {exc}); capture plain data in it, not live connections",
-                    node_id=call.node_id, technique=call.technique)
+                    node_id=call.node_id,
+                    technique=call.technique,
+                )
     outcome.session = _diff(session0, run.session)
     outcome.state = _diff(state0, run.state)
     return outcome
@@ -362,8 +387,16 @@ class DaskExecutor:
 
     name = "dask"
 
-    def __init__(self, client: Any = None, scheduler_address: str | None = None, *, retries: int = 2,
-                 ship_results: bool = True, connect_timeout: float = 10.0, **submit_options: Any) -> None:
+    def __init__(
+        self,
+        client: Any = None,
+        scheduler_address: str | None = None,
+        *,
+        retries: int = 2,
+        ship_results: bool = True,
+        connect_timeout: float = 10.0,
+        **submit_options: Any,
+    ) -> None:
         if client is not None and scheduler_address is not None:
             raise SibylError("DaskExecutor: pass client= or scheduler_address=, not both")
         self._client = client
@@ -389,8 +422,10 @@ class DaskExecutor:
                 if self._client.status not in ("closing", "closed"):
                     return self._client
                 if self._given:  # never swap the user's cluster for another one behind their back
-                    raise SibylError("the distributed.Client given to DaskExecutor is closed; "
-                                     "pass an open one (pipe.executor = DaskExecutor(client=...))")
+                    raise SibylError(
+                        "the distributed.Client given to DaskExecutor is closed; "
+                        "pass an open one (pipe.executor = DaskExecutor(client=...))"
+                    )
                 self._client, self._owns_client = None, False  # ours closed under us: reconnect
             try:
                 from distributed import Client, default_client
@@ -403,12 +438,14 @@ class DaskExecutor:
                 except ValueError:
                     pass
             try:
-                self._client = Client(self.scheduler_address, set_as_default=False,
-                                      timeout=self.connect_timeout)
+                self._client = Client(
+                    self.scheduler_address, set_as_default=False, timeout=self.connect_timeout
+                )
             except Exception as exc:
                 where = f"at {self.scheduler_address}" if self.scheduler_address else "(local cluster)"
-                raise SibylError(f"cannot connect to the Dask scheduler {where}: {type(exc).__name__}: {exc}") \
-                    from None
+                raise SibylError(
+                    f"cannot connect to the Dask scheduler {where}: {type(exc).__name__}: {exc}"
+                ) from None
             self._owns_client = True
             return self._client
 
@@ -427,8 +464,11 @@ class DaskExecutor:
         self.close()
 
     def __repr__(self) -> str:
-        where = self.scheduler_address or (getattr(self._client, "scheduler", None) and
-                                           getattr(self._client.scheduler, "address", None)) or "default"
+        where = (
+            self.scheduler_address
+            or (getattr(self._client, "scheduler", None) and getattr(self._client.scheduler, "address", None))
+            or "default"
+        )
         return f"<DaskExecutor {where}>"
 
     # ------------------------------------------------------------------ the seam
@@ -453,8 +493,9 @@ class DaskExecutor:
         return replay(outcome, ctx)
 
     async def _on_client_loop(self, client: Any, remote: RemoteCall, key: str) -> RemoteOutcome:
-        future = client.submit(run_remote, remote, key=key, pure=False, retries=self.retries,
-                               **self.submit_options)
+        future = client.submit(
+            run_remote, remote, key=key, pure=False, retries=self.retries, **self.submit_options
+        )
         try:
             return await future
         except asyncio.CancelledError:
@@ -474,11 +515,24 @@ class DaskExecutor:
         document = getattr(pipeline, "document", None)
         providers = dict(getattr(document, "providers", None) or {})
         return RemoteCall(
-            technique=info.name, node_id=ctx.node_id, config=ctx.config, input=ctx.input,
-            upstream=upstream, results=results, iteration=ctx.iteration, attempt=ctx.attempt,
-            session=dict(run.session), state=dict(run.state), run_id=getattr(run, "run_id", ""),
-            workflow_id=getattr(run, "workflow_id", ""), aliases=dict(getattr(run, "aliases", None) or {}),
-            providers=providers, fn_blob=blob, fn_digest=digest, ship_note=note)
+            technique=info.name,
+            node_id=ctx.node_id,
+            config=ctx.config,
+            input=ctx.input,
+            upstream=upstream,
+            results=results,
+            iteration=ctx.iteration,
+            attempt=ctx.attempt,
+            session=dict(run.session),
+            state=dict(run.state),
+            run_id=getattr(run, "run_id", ""),
+            workflow_id=getattr(run, "workflow_id", ""),
+            aliases=dict(getattr(run, "aliases", None) or {}),
+            providers=providers,
+            fn_blob=blob,
+            fn_digest=digest,
+            ship_note=note,
+        )
 
 
 def _declaration_order(upstream: dict[str, Any], run: Any) -> dict[str, Any]:

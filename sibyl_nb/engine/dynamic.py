@@ -40,13 +40,21 @@ def _builder_from(node: Node, run: Any) -> Callable[[Any], Graph]:
         try:
             return _BUILDERS[builder]
         except KeyError:
-            raise SibylError(f"no graph builder registered as '{builder}' (use @sibyl_nb.graph_builder)",
-                             node_id=node.id, path=node.path, line=node.line) from None
+            raise SibylError(
+                f"no graph builder registered as '{builder}' (use @sibyl_nb.graph_builder)",
+                node_id=node.id,
+                path=node.path,
+                line=node.line,
+            ) from None
     code = config.get("builder_code")
     if not run.trusted:
-        raise TrustError("builder_code is Python from the document and runs only from a trusted source: "
-                         "pass trust_code=True (a %%sibyl_pipeline cell is trusted)",
-                         node_id=node.id, path=node.path, line=node.line)
+        raise TrustError(
+            "builder_code is Python from the document and runs only from a trusted source: "
+            "pass trust_code=True (a %%sibyl_pipeline cell is trusted)",
+            node_id=node.id,
+            path=node.path,
+            line=node.line,
+        )
     namespace: dict[str, Any] = {"Graph": Graph, "__name__": f"sibyl_builder_{node.id}"}
     exec(compile(code, f"<builder_code of {node.id}>", "exec"), namespace)  # trusted code only (above)
     return namespace["build_graph"]
@@ -55,29 +63,52 @@ def _builder_from(node: Node, run: Any) -> Callable[[Any], Graph]:
 def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
     """Validate what a builder returned and turn it into IR (errors name the dynamic node)."""
     if not isinstance(built, Graph):
-        raise SpecError(f"build_graph must return a Graph, got {type(built).__name__}", node_id=node.id,
-                        path=node.path, line=node.line)
+        raise SpecError(
+            f"build_graph must return a Graph, got {type(built).__name__}",
+            node_id=node.id,
+            path=node.path,
+            line=node.line,
+        )
     g = GraphIR(max_concurrent=outer.max_concurrent)
     uses_start = any(e["from"] == "start" for e in built.edges)
     if uses_start:
         g.add_node(Node("start", "workflow_orchestration.start", kind="entry", group=node.id))
     for nid, spec in built.nodes.items():
         if nid in outer.nodes:
-            raise SpecError(f"dynamic node id '{nid}' clashes with a node of the pipeline", node_id=node.id,
-                            path=node.path, line=node.line)
+            raise SpecError(
+                f"dynamic node id '{nid}' clashes with a node of the pipeline",
+                node_id=node.id,
+                path=node.path,
+                line=node.line,
+            )
         try:
             get_technique(spec["technique"])
         except SibylError as exc:
-            raise SpecError(f"built node '{nid}': {exc.message}", node_id=node.id, path=node.path,
-                            line=node.line) from None
+            raise SpecError(
+                f"built node '{nid}': {exc.message}", node_id=node.id, path=node.path, line=node.line
+            ) from None
         render, _ = compile_value(spec["config"], (node.id, nid, "config"))
-        g.add_node(Node(nid, spec["technique"], spec["config"], render=render, group=node.id,
-                        max_iterations=node.max_iterations, path=f"{node.path} -> {nid}", line=node.line))
+        g.add_node(
+            Node(
+                nid,
+                spec["technique"],
+                spec["config"],
+                render=render,
+                group=node.id,
+                max_iterations=node.max_iterations,
+                path=f"{node.path} -> {nid}",
+                line=node.line,
+            )
+        )
     for e in built.edges:
         for end in ("from", "to"):
             if e[end] not in g.nodes:
-                raise SpecError(f"built edge {e['from']} -> {e['to']}: no node '{e[end]}'", node_id=node.id,
-                                path=node.path, line=node.line)
+                raise SpecError(
+                    f"built edge {e['from']} -> {e['to']}: no node '{e[end]}'",
+                    node_id=node.id,
+                    path=node.path,
+                    line=node.line,
+                )
         cond = compile_condition(e["condition"]) if e.get("condition") else None
         g.add_edge(Edge(e["from"], e["to"], condition=cond, path=f"{node.path} -> {e['from']}->{e['to']}"))
     return g.finalize()

@@ -12,16 +12,16 @@ from typing import Any
 __all__ = ["Event", "EventBus", "EVENT_KINDS"]
 
 EVENT_KINDS = (
-    "run_started",      # data: pipeline, input, nodes (ids), edges
-    "node_started",     # data: technique, attempt
-    "node_finished",    # data: technique, output, duration, attempts
-    "node_skipped",     # data: reason
-    "node_cached",      # data: technique, output, key
-    "node_retrying",    # data: technique, attempt, delay, error
-    "node_failed",      # data: technique, attempts, error, recovered (bool: a fallback takes over)
-    "run_finished",     # data: stopped_by, duration, output
-    "run_failed",       # data: error, node_id
-    "custom",           # data: kind-specific, e.g. {"kind": "token_allocation", ...}
+    "run_started",  # data: pipeline, input, nodes (ids), edges
+    "node_started",  # data: technique, attempt
+    "node_finished",  # data: technique, output, duration, attempts
+    "node_skipped",  # data: reason
+    "node_cached",  # data: technique, output, key
+    "node_retrying",  # data: technique, attempt, delay, error
+    "node_failed",  # data: technique, attempts, error, recovered (bool: a fallback takes over)
+    "run_finished",  # data: stopped_by, duration, output
+    "run_failed",  # data: error, node_id
+    "custom",  # data: kind-specific, e.g. {"kind": "token_allocation", ...}
 )
 
 
@@ -31,7 +31,7 @@ class Event:
     run_id: str
     node_id: str | None = None
     iteration: int = 1
-    time: float = 0.0          # time.time() when it happened
+    time: float = 0.0  # time.time() when it happened
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,4 +66,5 @@ class EventBus:
                 import logging
 
                 logging.getLogger("sibyl_nb.events").warning(
-                    "event subscriber %r failed on %s: %s", fn, event.kind, exc)
+                    "event subscriber %r failed on %s: %s", fn, event.kind, exc
+                )

@@ -31,12 +31,27 @@ from typing import Any
 from ..errors import SibylError, SpecError
 from .executors import LocalExecutor
 
-__all__ = ["make_executor", "check_executor_spec", "resolve_executor", "EXECUTOR_KINDS", "EXECUTOR_KEYS",
-           "DASK_MISSING"]
+__all__ = [
+    "make_executor",
+    "check_executor_spec",
+    "resolve_executor",
+    "EXECUTOR_KINDS",
+    "EXECUTOR_KEYS",
+    "DASK_MISSING",
+]
 
 EXECUTOR_KINDS = ("local", "dask")
-EXECUTOR_KEYS = ("kind", "scheduler_address", "address", "retries", "ship_results", "connect_timeout",
-                 "resources", "workers", "priority")
+EXECUTOR_KEYS = (
+    "kind",
+    "scheduler_address",
+    "address",
+    "retries",
+    "ship_results",
+    "connect_timeout",
+    "resources",
+    "workers",
+    "priority",
+)
 ADDRESS_SCHEMES = ("tcp://", "tls://", "ws://", "wss://", "inproc://", "ucx://")
 DASK_MISSING = "the Dask executor needs the optional dask extra: pip install sibyl_nb[dask]"
 _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
@@ -53,30 +68,45 @@ def _problem(value: Any) -> str | None:
             return None
         from ..spec.schema import did_you_mean
 
-        return (f"executor {value!r} is not one of: {', '.join(EXECUTOR_KINDS)} "
-                f"(or a scheduler address such as tcp://host:8786){did_you_mean(value, EXECUTOR_KINDS)}")
+        return (
+            f"executor {value!r} is not one of: {', '.join(EXECUTOR_KINDS)} "
+            f"(or a scheduler address such as tcp://host:8786){did_you_mean(value, EXECUTOR_KINDS)}"
+        )
     if isinstance(value, Mapping):
         unknown = [k for k in value if k not in EXECUTOR_KEYS]
         if unknown:
             from ..spec.schema import did_you_mean
 
-            return (f"unknown key '{unknown[0]}' in executor{did_you_mean(str(unknown[0]), EXECUTOR_KEYS)} "
-                    f"(allowed: {', '.join(EXECUTOR_KEYS)})")
+            return (
+                f"unknown key '{unknown[0]}' in executor{did_you_mean(str(unknown[0]), EXECUTOR_KEYS)} "
+                f"(allowed: {', '.join(EXECUTOR_KEYS)})"
+            )
         kind = value.get("kind", "dask")
         if kind not in EXECUTOR_KINDS:
             return f"executor kind {kind!r} is not one of: {', '.join(EXECUTOR_KINDS)}"
         if kind == "local" and len(value) > 1:
             return "executor kind 'local' takes no other keys"
-        for key, types in (("retries", int), ("connect_timeout", (int, float)), ("ship_results", bool),
-                           ("priority", int), ("resources", Mapping), ("workers", (list, str))):
-            if key in value and (not isinstance(value[key], types) or
-                                 (isinstance(value[key], bool) and key != "ship_results")):
-                return f"executor.{key} must be {getattr(types, '__name__', 'a number or list')}, " \
-                       f"got {value[key]!r}"
+        for key, types in (
+            ("retries", int),
+            ("connect_timeout", (int, float)),
+            ("ship_results", bool),
+            ("priority", int),
+            ("resources", Mapping),
+            ("workers", (list, str)),
+        ):
+            if key in value and (
+                not isinstance(value[key], types) or (isinstance(value[key], bool) and key != "ship_results")
+            ):
+                return (
+                    f"executor.{key} must be {getattr(types, '__name__', 'a number or list')}, "
+                    f"got {value[key]!r}"
+                )
         return None
     if _is_client(value):
         return None
-    return f"executor must be 'local', 'dask', a mapping with kind: dask, or an executor object; got {value!r}"
+    return (
+        f"executor must be 'local', 'dask', a mapping with kind: dask, or an executor object; got {value!r}"
+    )
 
 
 def check_executor_spec(spec: Any) -> None:

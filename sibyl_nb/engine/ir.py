@@ -56,12 +56,12 @@ class Node:
     render: Callable[..., dict[str, Any]] | None = None  # compiled templates; None = config is static
     retry: RetryPolicy | None = None
     fallbacks: list[Node] = field(default_factory=list)
-    guard: Condition | None = None       # node condition: false -> skipped, its out-edges still fire
+    guard: Condition | None = None  # node condition: false -> skipped, its out-edges still fire
     max_iterations: int = 10
     timeout: float | None = None
     cache: bool | None = None
-    group: str = ""                      # the step / subgraph this node came from (display, limits)
-    limit_key: str | None = None         # concurrency group with its own max_concurrent
+    group: str = ""  # the step / subgraph this node came from (display, limits)
+    limit_key: str | None = None  # concurrency group with its own max_concurrent
     kind: str = "task"
     path: str = ""
     line: int | None = None
@@ -101,13 +101,17 @@ class CycleFound(Exception):
 class GraphIR:
     """Nodes in declaration order plus edges; ``finalize`` classifies back edges and indexes."""
 
-    def __init__(self, nodes: list[Node] | None = None, edges: list[Edge] | None = None,
-                 max_concurrent: int | None = None) -> None:
+    def __init__(
+        self,
+        nodes: list[Node] | None = None,
+        edges: list[Edge] | None = None,
+        max_concurrent: int | None = None,
+    ) -> None:
         self.nodes: dict[str, Node] = {}
         self.edges: list[Edge] = []
         self.max_concurrent = max_concurrent
-        self.limits: dict[str, int] = {}         # limit_key -> max_concurrent
-        self.exits: list[str] = []               # nodes whose outputs make the final output
+        self.limits: dict[str, int] = {}  # limit_key -> max_concurrent
+        self.exits: list[str] = []  # nodes whose outputs make the final output
         self.entries: list[Node] = []
         self._regions: dict[str, tuple[frozenset[str], dict[str, int]]] = {}
         self.finalized = False
@@ -226,6 +230,7 @@ class GraphIR:
         for n in self.nodes.values():
             g.add_node(n.id, technique=n.technique, group=n.group, kind=n.kind)
         for e in self.edges:
-            g.add_edge(e.src, e.dst, condition=e.condition.text if e.condition else None, back=e.back,
-                       when=e.when)
+            g.add_edge(
+                e.src, e.dst, condition=e.condition.text if e.condition else None, back=e.back, when=e.when
+            )
         return g

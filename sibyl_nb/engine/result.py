@@ -15,13 +15,13 @@ class StepRecord:
     node_id: str
     technique: str
     iteration: int
-    status: str                     # ran | skipped | failed | cached | cancelled
+    status: str  # ran | skipped | failed | cached | cancelled
     started: float = 0.0
     ended: float = 0.0
     attempts: int = 0
     output: Any = None
     error: str | None = None
-    reason: str | None = None       # why skipped; "fallback for X"
+    reason: str | None = None  # why skipped; "fallback for X"
     fallback_for: str | None = None
     group: str = ""
 
@@ -37,11 +37,21 @@ class StepRecord:
         return usage if isinstance(usage, dict) else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"node_id": self.node_id, "technique": self.technique, "iteration": self.iteration,
-                "status": self.status, "started": self.started, "ended": self.ended,
-                "duration": self.duration, "attempts": self.attempts, "output": self.output,
-                "error": self.error, "reason": self.reason, "fallback_for": self.fallback_for,
-                "group": self.group}
+        return {
+            "node_id": self.node_id,
+            "technique": self.technique,
+            "iteration": self.iteration,
+            "status": self.status,
+            "started": self.started,
+            "ended": self.ended,
+            "duration": self.duration,
+            "attempts": self.attempts,
+            "output": self.output,
+            "error": self.error,
+            "reason": self.reason,
+            "fallback_for": self.fallback_for,
+            "group": self.group,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StepRecord:
@@ -65,14 +75,14 @@ class RunResult:
     output: Any
     outputs: dict[str, Any]
     records: list[StepRecord]
-    stopped_by: str = "completed"   # completed | max_iterations | failed
-    started_at: float = 0.0         # wall clock (time.time())
+    stopped_by: str = "completed"  # completed | max_iterations | failed
+    started_at: float = 0.0  # wall clock (time.time())
     duration: float = 0.0
     input: Any = None
     session: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    graph: Any = None               # the GraphIR that ran (for drawing)
+    graph: Any = None  # the GraphIR that ran (for drawing)
     allocations: list[dict[str, Any]] = field(default_factory=list)  # token allocations, per context step
 
     @property
@@ -109,15 +119,35 @@ class RunResult:
             d["output"] = _preview(r.output)
             d["tokens"] = (r.usage or {}).get("total_tokens")
             rows.append(d)
-        return pd.DataFrame(rows, columns=["node_id", "technique", "iteration", "status", "started",
-                                           "ended", "duration", "attempts", "tokens", "output", "error",
-                                           "reason", "fallback_for", "group"])
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "node_id",
+                "technique",
+                "iteration",
+                "status",
+                "started",
+                "ended",
+                "duration",
+                "attempts",
+                "tokens",
+                "output",
+                "error",
+                "reason",
+                "fallback_for",
+                "group",
+            ],
+        )
 
     def format_trace(self) -> str:
         """A readable step trace for terminals and logs."""
-        lines = [f"run {self.run_id} · {self.pipeline} · {self.duration * 1000:.1f} ms · stopped_by={self.stopped_by}"]
+        lines = [
+            f"run {self.run_id} · {self.pipeline} · {self.duration * 1000:.1f} ms · stopped_by={self.stopped_by}"
+        ]
         for r in self.records:
-            mark = {"ran": "✓", "cached": "⚡", "skipped": "·", "failed": "✗", "cancelled": "⊘"}.get(r.status, "?")
+            mark = {"ran": "✓", "cached": "⚡", "skipped": "·", "failed": "✗", "cancelled": "⊘"}.get(
+                r.status, "?"
+            )
             extra = ""
             if r.status == "skipped" and r.reason:
                 extra = f"  ({r.reason})"
@@ -127,15 +157,19 @@ class RunResult:
                 extra = f"  (fallback for {r.fallback_for})"
             label = f"{r.node_id} #{r.iteration}" if r.iteration > 1 else r.node_id
             attempts = f" ×{r.attempts}" if r.attempts > 1 else ""
-            lines.append(f"  {mark} {label:<22} {r.technique:<38} {r.started * 1000:8.1f} → "
-                         f"{r.ended * 1000:8.1f} ms{attempts}{extra}")
+            lines.append(
+                f"  {mark} {label:<22} {r.technique:<38} {r.started * 1000:8.1f} → "
+                f"{r.ended * 1000:8.1f} ms{attempts}{extra}"
+            )
             if r.status in ("ran", "cached"):
                 lines.append(f"      {_preview(r.output, 110)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return (f"RunResult(pipeline={self.pipeline!r}, steps={len(self.records)}, "
-                f"stopped_by={self.stopped_by!r}, output={_preview(self.output, 60)})")
+        return (
+            f"RunResult(pipeline={self.pipeline!r}, steps={len(self.records)}, "
+            f"stopped_by={self.stopped_by!r}, output={_preview(self.output, 60)})"
+        )
 
     def _repr_html_(self) -> str:
         from ..notebook.render import result_html

@@ -60,8 +60,16 @@ class _EdgeScope:
 class Scheduler:
     """Runs one graph against one run state (``run``: results, records, bus, session...)."""
 
-    def __init__(self, graph: GraphIR, run: Any, *, executor: Any = None, hooks: tuple[Any, ...] = (),
-                 restore: dict[str, Any] | None = None, pruned: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        graph: GraphIR,
+        run: Any,
+        *,
+        executor: Any = None,
+        hooks: tuple[Any, ...] = (),
+        restore: dict[str, Any] | None = None,
+        pruned: frozenset[str] = frozenset(),
+    ) -> None:
         if not graph.finalized:
             graph.finalize()
         self.graph = graph
@@ -74,8 +82,8 @@ class Scheduler:
         self._nodes = list(graph.nodes.values())
         self._pending = [node.n_fwd_in for node in self._nodes]
         self._fired: list[list[str]] = [[] for _ in range(n)]
-        self._runs = [0] * n            # executions that ran (for max_iterations)
-        self._acts = [0] * n            # activations (ran, bypassed, skipped) = iteration numbers
+        self._runs = [0] * n  # executions that ran (for max_iterations)
+        self._acts = [0] * n  # activations (ran, bypassed, skipped) = iteration numbers
         self._ready: deque[tuple[Node, tuple[str, ...]]] = deque()
         self._inflight = 0
         self._inflight_by: dict[str, int] = {}
@@ -195,8 +203,15 @@ class Scheduler:
                 self._apply(node, it, outcome)
 
     # ------------------------------------------------------------------ launching
-    def _spawn(self, node: Node, ctx: StepContext, info: TechniqueInfo | None, it: int,
-               first_error: BaseException | None, t0: float) -> None:
+    def _spawn(
+        self,
+        node: Node,
+        ctx: StepContext,
+        info: TechniqueInfo | None,
+        it: int,
+        first_error: BaseException | None,
+        t0: float,
+    ) -> None:
         task = asyncio.ensure_future(self._attempts(node, ctx, info, it, first_error, t0))
         self._tasks[task] = (node, it, ctx._preds if isinstance(ctx._preds, tuple) else ())
         self._inflight += 1
@@ -224,8 +239,15 @@ class Scheduler:
         if q:
             self._ready.append(q.popleft())
 
-    async def _run_direct(self, node: Node, ctx: StepContext, info: TechniqueInfo | None, it: int,
-                          first_error: BaseException | None, t0: float) -> None:
+    async def _run_direct(
+        self,
+        node: Node,
+        ctx: StepContext,
+        info: TechniqueInfo | None,
+        it: int,
+        first_error: BaseException | None,
+        t0: float,
+    ) -> None:
         try:
             outcome = await self._attempts(node, ctx, info, it, first_error, t0)
         except NodeFailure as failure:
@@ -237,8 +259,15 @@ class Scheduler:
         out, t0, t1, attempts, preds, status = outcome
         self._complete(node, it, out, t0, t1, attempts, preds, status=status)
 
-    async def _attempts(self, node: Node, ctx: StepContext, info: TechniqueInfo | None, it: int,
-                        first_error: BaseException | None, t0: float) -> tuple[Any, ...]:
+    async def _attempts(
+        self,
+        node: Node,
+        ctx: StepContext,
+        info: TechniqueInfo | None,
+        it: int,
+        first_error: BaseException | None,
+        t0: float,
+    ) -> tuple[Any, ...]:
         """Attempts with retry/backoff, then fallbacks. Returns (output, t0, t1, attempts, preds, status)."""
         preds = ctx._preds if isinstance(ctx._preds, tuple) else ()
         policy = node.retry
@@ -261,8 +290,15 @@ class Scheduler:
                 break
             delay = policy.delay(attempt, self.run.rng) if policy else 0.0
             if self._emit:
-                self._event("node_retrying", node, it, technique=node.technique, attempt=attempt,
-                            delay=delay, error=_describe(error))
+                self._event(
+                    "node_retrying",
+                    node,
+                    it,
+                    technique=node.technique,
+                    attempt=attempt,
+                    delay=delay,
+                    error=_describe(error),
+                )
             self.run.retries += 1
             await asyncio.sleep(delay)
             attempt += 1
@@ -271,11 +307,26 @@ class Scheduler:
                 self._event("node_started", node, it, technique=node.technique, attempt=attempt)
         t1 = _perf()
         recovered = bool(node.fallbacks)
-        self._record(node, it, "failed", t0, t1, attempt, error=_describe(error),
-                     reason="fallback takes over" if recovered else None)
+        self._record(
+            node,
+            it,
+            "failed",
+            t0,
+            t1,
+            attempt,
+            error=_describe(error),
+            reason="fallback takes over" if recovered else None,
+        )
         if self._emit:
-            self._event("node_failed", node, it, technique=node.technique, attempts=attempt,
-                        error=_describe(error), recovered=recovered)
+            self._event(
+                "node_failed",
+                node,
+                it,
+                technique=node.technique,
+                attempts=attempt,
+                error=_describe(error),
+                recovered=recovered,
+            )
         for fb in node.fallbacks:
             f0 = _perf()
             fctx = StepContext(self.run, fb.id, fb.technique, fb.config, preds, it)
@@ -284,28 +335,47 @@ class Scheduler:
                     fctx.config = fb.render(resolver_for(self.run, fb.id, fctx))
                 finfo = get_technique(fb.technique)
                 if self._emit:
-                    self._event("node_started", fb, it, technique=fb.technique, attempt=1, fallback_for=node.id)
+                    self._event(
+                        "node_started", fb, it, technique=fb.technique, attempt=1, fallback_for=node.id
+                    )
                 fout, _, _, fattempts, _, _ = await self._attempts_plain(fb, fctx, finfo, it)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._record(fb, it, "failed", f0, _perf(), 1, error=_describe(exc), fallback_for=node.id)
                 if self._emit:
-                    self._event("node_failed", fb, it, technique=fb.technique, attempts=1,
-                                error=_describe(exc), recovered=False, fallback_for=node.id)
+                    self._event(
+                        "node_failed",
+                        fb,
+                        it,
+                        technique=fb.technique,
+                        attempts=1,
+                        error=_describe(exc),
+                        recovered=False,
+                        fallback_for=node.id,
+                    )
                 error = exc
                 continue
             f1 = _perf()
             self.run.results[fb.id] = fout
             self._record(fb, it, "ran", f0, f1, fattempts, output=fout, fallback_for=node.id)
             if self._emit:
-                self._event("node_finished", fb, it, technique=fb.technique, output=fout,
-                            duration=f1 - f0, attempts=fattempts, fallback_for=node.id)
+                self._event(
+                    "node_finished",
+                    fb,
+                    it,
+                    technique=fb.technique,
+                    output=fout,
+                    duration=f1 - f0,
+                    attempts=fattempts,
+                    fallback_for=node.id,
+                )
             return fout, t0, f1, attempt, preds, "recovered"
         raise NodeFailure(node, it, attempt, error if error is not None else RuntimeError("failed"))
 
-    async def _attempts_plain(self, node: Node, ctx: StepContext, info: TechniqueInfo,
-                              it: int) -> tuple[Any, ...]:
+    async def _attempts_plain(
+        self, node: Node, ctx: StepContext, info: TechniqueInfo, it: int
+    ) -> tuple[Any, ...]:
         """A fallback's own attempts (its retry policy), without nested fallbacks."""
         policy = node.retry
         attempt = 1
@@ -338,8 +408,17 @@ class Scheduler:
         return await call
 
     # ------------------------------------------------------------------ completion & edges
-    def _complete(self, node: Node, it: int, out: Any, t0: float, t1: float, attempts: int,
-                  preds: tuple[str, ...], status: str = "ran") -> None:
+    def _complete(
+        self,
+        node: Node,
+        it: int,
+        out: Any,
+        t0: float,
+        t1: float,
+        attempts: int,
+        preds: tuple[str, ...],
+        status: str = "ran",
+    ) -> None:
         run = self.run
         if status != "recovered":
             run.results[node.id] = out
@@ -353,14 +432,24 @@ class Scheduler:
             if status == "cached":
                 self._event("node_cached", node, it, technique=node.technique, output=out)
             elif status == "ran":
-                self._event("node_finished", node, it, technique=node.technique, output=out,
-                            duration=t1 - t0, attempts=attempts)
+                self._event(
+                    "node_finished",
+                    node,
+                    it,
+                    technique=node.technique,
+                    output=out,
+                    duration=t1 - t0,
+                    attempts=attempts,
+                )
             self._flush_deferred()
 
     def _finish_skip(self, node: Node, it: int, preds: tuple[str, ...], reason: str, *, bypass: bool) -> None:
         now = _perf() - self.run.t0
-        self.run.records.append(StepRecord(node.id, node.technique, it, "skipped", now, now, 0,
-                                           None, None, reason, None, node.group))
+        self.run.records.append(
+            StepRecord(
+                node.id, node.technique, it, "skipped", now, now, 0, None, None, reason, None, node.group
+            )
+        )
         if bypass:
             # a guard/lazy skip: successors still run and see this node's own upstream
             self.run.passthrough[node.id] = preds
@@ -400,11 +489,26 @@ class Scheduler:
                         dit = self._acts[i] + 1
                         self._acts[i] = dit
                         now = _perf() - self.run.t0
-                        self.run.records.append(StepRecord(dst.id, dst.technique, dit, "skipped", now, now, 0,
-                                                           None, None, "no incoming edge fired", None, dst.group))
+                        self.run.records.append(
+                            StepRecord(
+                                dst.id,
+                                dst.technique,
+                                dit,
+                                "skipped",
+                                now,
+                                now,
+                                0,
+                                None,
+                                None,
+                                "no incoming edge fired",
+                                None,
+                                dst.group,
+                            )
+                        )
                         if self._emit:
-                            self._deferred_events.append(self._make_event(
-                                "node_skipped", dst, dit, reason="no incoming edge fired"))
+                            self._deferred_events.append(
+                                self._make_event("node_skipped", dst, dit, reason="no incoming edge fired")
+                            )
                         work.append((dst, "skipped", dit))
 
     def _preds_of(self, fired: list[str]) -> tuple[str, ...]:
@@ -436,8 +540,10 @@ class Scheduler:
         try:
             for ref in e.condition.refs:
                 if resolve(ref) is MISSING and ref.default is None:
-                    raise TemplateError(f"condition '{e.condition.text}': {ref} has no value "
-                                        f"(output of '{src.id}' is {_short(self.run.results.get(src.id))})")
+                    raise TemplateError(
+                        f"condition '{e.condition.text}': {ref} has no value "
+                        f"(output of '{src.id}' is {_short(self.run.results.get(src.id))})"
+                    )
             return e.condition.evaluate(resolve)
         except SibylError as exc:
             where = f"{e.path} (line {e.line})" if e.line else e.path
@@ -450,9 +556,16 @@ class Scheduler:
         if self._runs[ti] >= target.max_iterations:
             self.stopped_by = "max_iterations"
             if self._emit:
-                self._deferred_events.append(self._make_event(
-                    "custom", target, self._acts[ti], kind="max_iterations",
-                    max_iterations=target.max_iterations, edge=f"{e.src}->{e.dst}"))
+                self._deferred_events.append(
+                    self._make_event(
+                        "custom",
+                        target,
+                        self._acts[ti],
+                        kind="max_iterations",
+                        max_iterations=target.max_iterations,
+                        edge=f"{e.src}->{e.dst}",
+                    )
+                )
             return
         region, inner = self.graph.region(target.id)
         nodes = self.graph.nodes
@@ -488,8 +601,22 @@ class Scheduler:
     # ------------------------------------------------------------------ failure
     def _fail_now(self, node: Node, it: int, attempts: int, exc: BaseException) -> None:
         now = _perf() - self.run.t0
-        self.run.records.append(StepRecord(node.id, node.technique, it, "failed", now, now, attempts,
-                                           None, _describe(exc), None, None, node.group))
+        self.run.records.append(
+            StepRecord(
+                node.id,
+                node.technique,
+                it,
+                "failed",
+                now,
+                now,
+                attempts,
+                None,
+                _describe(exc),
+                None,
+                None,
+                node.group,
+            )
+        )
         if self._failure is None:
             self._failure = NodeFailure(node, it, attempts, exc)
 
@@ -502,8 +629,22 @@ class Scheduler:
         for t, node, it in list(self._done):
             if t.cancelled():
                 now = _perf() - self.run.t0
-                self.run.records.append(StepRecord(node.id, node.technique, it, "cancelled", now, now, 0,
-                                                   None, "cancelled: another node failed", None, None, node.group))
+                self.run.records.append(
+                    StepRecord(
+                        node.id,
+                        node.technique,
+                        it,
+                        "cancelled",
+                        now,
+                        now,
+                        0,
+                        None,
+                        "cancelled: another node failed",
+                        None,
+                        None,
+                        node.group,
+                    )
+                )
         self._done.clear()
 
     def failure_error(self) -> NodeExecutionError | None:
@@ -515,17 +656,49 @@ class Scheduler:
             message = cause.message
         else:
             message = _describe(cause)
-        return NodeExecutionError(message, node_id=f.node.id, technique=f.node.technique,
-                                  attempts=f.attempts, cause=cause, iteration=f.iteration,
-                                  path=f.node.path or None, line=f.node.line)
+        return NodeExecutionError(
+            message,
+            node_id=f.node.id,
+            technique=f.node.technique,
+            attempts=f.attempts,
+            cause=cause,
+            iteration=f.iteration,
+            path=f.node.path or None,
+            line=f.node.line,
+        )
 
     # ------------------------------------------------------------------ records & events
-    def _record(self, node: Node, it: int, status: str, t0: float, t1: float, attempts: int, *,
-                output: Any = None, error: str | None = None, fallback_for: str | None = None,
-                reason: str | None = None) -> None:
+    def _record(
+        self,
+        node: Node,
+        it: int,
+        status: str,
+        t0: float,
+        t1: float,
+        attempts: int,
+        *,
+        output: Any = None,
+        error: str | None = None,
+        fallback_for: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         base = self.run.t0
-        self.run.records.append(StepRecord(node.id, node.technique, it, status, t0 - base, t1 - base,
-                                           attempts, output, error, reason, fallback_for, node.group))
+        self.run.records.append(
+            StepRecord(
+                node.id,
+                node.technique,
+                it,
+                status,
+                t0 - base,
+                t1 - base,
+                attempts,
+                output,
+                error,
+                reason,
+                fallback_for,
+                node.group,
+            )
+        )
 
     def _make_event(self, event_kind: str, node: Node, it: int, **data: Any) -> Event:
         return Event(event_kind, self.run.run_id, node.id, it, time.time(), data)

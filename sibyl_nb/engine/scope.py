@@ -16,10 +16,31 @@ from ..spec.expressions import MISSING, Ref, _field
 
 __all__ = ["resolver_for", "BUILTIN_NAMES", "SESSION_NAMES", "is_env_name"]
 
-BUILTIN_NAMES = frozenset({"run_id", "workflow_id", "node_id", "step_name", "iteration", "input",
-                           "inputs", "state", "session", "results", "upstream"})
-SESSION_NAMES = frozenset({"conversation_history", "conversation_summary", "session_id",
-                           "context_messages", "token_allocation", "query"})
+BUILTIN_NAMES = frozenset(
+    {
+        "run_id",
+        "workflow_id",
+        "node_id",
+        "step_name",
+        "iteration",
+        "input",
+        "inputs",
+        "state",
+        "session",
+        "results",
+        "upstream",
+    }
+)
+SESSION_NAMES = frozenset(
+    {
+        "conversation_history",
+        "conversation_summary",
+        "session_id",
+        "context_messages",
+        "token_allocation",
+        "query",
+    }
+)
 
 
 def is_env_name(name: str) -> bool:
@@ -58,15 +79,22 @@ def _root(run: Any, node_id: str | None, ctx: Any, name: str) -> Any:
     if value is not MISSING:
         return value
     if name.startswith("previous_"):
-        value = latest_field(run, name[len("previous_"):])
+        value = latest_field(run, name[len("previous_") :])
         if value is not MISSING:
             return value
     if name in BUILTIN_NAMES:
         return {
-            "run_id": run.run_id, "workflow_id": run.workflow_id, "node_id": node_id,
-            "step_name": node_id, "iteration": getattr(ctx, "iteration", 1),
-            "input": inp, "inputs": inp, "state": run.state, "session": run.session,
-            "results": results, "upstream": ctx.upstream if ctx is not None else {},
+            "run_id": run.run_id,
+            "workflow_id": run.workflow_id,
+            "node_id": node_id,
+            "step_name": node_id,
+            "iteration": getattr(ctx, "iteration", 1),
+            "input": inp,
+            "inputs": inp,
+            "state": run.state,
+            "session": run.session,
+            "results": results,
+            "upstream": ctx.upstream if ctx is not None else {},
         }[name]
     if name in SESSION_NAMES:
         return [] if name in ("conversation_history", "context_messages") else ""

@@ -23,8 +23,9 @@ LOOP_STRATEGIES = ("thread", "caller")
 _local = threading.local()
 
 
-def run_in_thread(coro: Coroutine[Any, Any, Any], *, tick: Callable[[], None] | None = None,
-                  interval: float = 0.05) -> Any:
+def run_in_thread(
+    coro: Coroutine[Any, Any, Any], *, tick: Callable[[], None] | None = None, interval: float = 0.05
+) -> Any:
     """Run ``coro`` on a new event loop in a daemon thread; call ``tick()`` every ``interval`` s meanwhile.
 
     Returns the coroutine's value or re-raises its exception in the caller's thread. A

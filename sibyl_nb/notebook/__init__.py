@@ -9,8 +9,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["SibylMagic", "RunWidget", "LiveRun", "RunView", "GraphPainter", "run_live", "result_html",
-           "pipeline_mimebundle", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [
+    "SibylMagic",
+    "RunWidget",
+    "LiveRun",
+    "RunView",
+    "GraphPainter",
+    "run_live",
+    "result_html",
+    "pipeline_mimebundle",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
 
 _LAZY = {
     "SibylMagic": "magics",

@@ -20,8 +20,14 @@ from typing import Any
 
 from ..draw import STATUS_COLORS, statuses_from_records
 
-__all__ = ["STATUS_COLORS", "STATUS_LABELS", "GraphPainter", "graph_png", "statuses_from_records",
-           "layered_layout"]
+__all__ = [
+    "STATUS_COLORS",
+    "STATUS_LABELS",
+    "GraphPainter",
+    "graph_png",
+    "statuses_from_records",
+    "layered_layout",
+]
 
 STATUS_LABELS = tuple(STATUS_COLORS)
 _EDGE_FOR_STATUS = {"skipped": "#9a9a9a"}
@@ -53,6 +59,7 @@ def layered_layout(graph: Any, max_cols: int = 12) -> dict[str, tuple[float, flo
     # one barycentre pass: order each layer by the mean position of its predecessors
     order: dict[str, float] = {}
     for layer in layers:
+
         def key(n: str) -> tuple[float, int]:
             preds = [order[p] for p in g.predecessors(n) if p in order]
             return (sum(preds) / len(preds) if preds else 0.0, ids.index(n))
@@ -122,36 +129,100 @@ class GraphPainter:
         g.add_edges_from(fwd + back)
         plain = [e for e in fwd if e not in conditional]
         if plain:
-            nx.draw_networkx_edges(g, pos, edgelist=plain, ax=ax, node_size=node_size, edge_color="#555555",
-                                   arrowsize=9, width=1.0, hide_ticks=False)
+            nx.draw_networkx_edges(
+                g,
+                pos,
+                edgelist=plain,
+                ax=ax,
+                node_size=node_size,
+                edge_color="#555555",
+                arrowsize=9,
+                width=1.0,
+                hide_ticks=False,
+            )
         if conditional:
-            nx.draw_networkx_edges(g, pos, edgelist=conditional, ax=ax, node_size=node_size,
-                                   edge_color="#7a5195", style="dashed", arrowsize=9, width=1.0,
-                                   hide_ticks=False)
+            nx.draw_networkx_edges(
+                g,
+                pos,
+                edgelist=conditional,
+                ax=ax,
+                node_size=node_size,
+                edge_color="#7a5195",
+                style="dashed",
+                arrowsize=9,
+                width=1.0,
+                hide_ticks=False,
+            )
             if n <= 40:
-                labels = {(e.src, e.dst): e.condition.text for e in self.graph.edges
-                          if not e.back and e.condition is not None}
-                nx.draw_networkx_edge_labels(g, pos, edge_labels=labels, ax=ax, font_size=font - 1.5,
-                                             font_color="#7a5195", rotate=False, hide_ticks=False,
-                                             bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none",
-                                                   "alpha": 0.8})
+                labels = {
+                    (e.src, e.dst): e.condition.text
+                    for e in self.graph.edges
+                    if not e.back and e.condition is not None
+                }
+                nx.draw_networkx_edge_labels(
+                    g,
+                    pos,
+                    edge_labels=labels,
+                    ax=ax,
+                    font_size=font - 1.5,
+                    font_color="#7a5195",
+                    rotate=False,
+                    hide_ticks=False,
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+                )
         if back:
-            nx.draw_networkx_edges(g, pos, edgelist=back, ax=ax, node_size=node_size, edge_color="#ef5675",
-                                   style="dashed", arrowsize=9, width=1.2, hide_ticks=False,
-                                   connectionstyle="arc3,rad=0.45")
+            nx.draw_networkx_edges(
+                g,
+                pos,
+                edgelist=back,
+                ax=ax,
+                node_size=node_size,
+                edge_color="#ef5675",
+                style="dashed",
+                arrowsize=9,
+                width=1.2,
+                hide_ticks=False,
+                connectionstyle="arc3,rad=0.45",
+            )
         if n <= 120:
             offset = 0.22 + 0.12 * math.sqrt(node_size / 520.0)
             for nid, (x, y) in pos.items():
-                ax.text(x, y - offset, _short(nid, 22 if n <= 40 else 14), ha="center", va="top",
-                        fontsize=font, color="#222222", clip_on=False)
+                ax.text(
+                    x,
+                    y - offset,
+                    _short(nid, 22 if n <= 40 else 14),
+                    ha="center",
+                    va="top",
+                    fontsize=font,
+                    color="#222222",
+                    clip_on=False,
+                )
         handles = [Patch(facecolor=STATUS_COLORS[s], edgecolor="#666666", label=s) for s in STATUS_LABELS]
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False,
-                   handlelength=1.0, handletextpad=0.3, columnspacing=0.8)
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=len(handles),
+            fontsize=7,
+            frameon=False,
+            handlelength=1.0,
+            handletextpad=0.3,
+            columnspacing=0.8,
+        )
         if self.title:
             fig.text(0.01, 0.99, self.title, ha="left", va="top", fontsize=8, color="#444444")
-        self._nodes = ax.scatter([pos[i][0] for i in self.ids], [pos[i][1] for i in self.ids], s=node_size,
-                                 c=[STATUS_COLORS["pending"]] * n, edgecolors="#555555", linewidths=0.8,
-                                 zorder=3) if n else None
+        self._nodes = (
+            ax.scatter(
+                [pos[i][0] for i in self.ids],
+                [pos[i][1] for i in self.ids],
+                s=node_size,
+                c=[STATUS_COLORS["pending"]] * n,
+                edgecolors="#555555",
+                linewidths=0.8,
+                zorder=3,
+            )
+            if n
+            else None
+        )
         if self._nodes is not None:
             self._nodes.set_animated(True)  # drawn on top of the cached background only
         fig.canvas.draw()

@@ -22,7 +22,9 @@ from typing import Any
 __all__ = ["RunView", "following", "install_extension"]
 
 # The view that wants the next run's state; set by ``following`` around one ``execute`` call.
-_FOLLOWER: contextvars.ContextVar[RunView | None] = contextvars.ContextVar("sibyl_live_follower", default=None)
+_FOLLOWER: contextvars.ContextVar[RunView | None] = contextvars.ContextVar(
+    "sibyl_live_follower", default=None
+)
 _RECORD_STATUS = {"ran": "done"}
 
 _TERMINAL = frozenset(("done", "skipped", "failed", "cached", "cancelled"))
@@ -44,10 +46,10 @@ class RunView:
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
         self.allocations: list[dict[str, Any]] = []
         self.finished: set[str] = set()
-        self.state = "pending"          # pending | running | completed | max_iterations | failed
+        self.state = "pending"  # pending | running | completed | max_iterations | failed
         self.error: str | None = None
         self.version = 0
-        self.t0: float | None = None    # wall clock of run_started
+        self.t0: float | None = None  # wall clock of run_started
         self.started_perf: float | None = None
         self.duration: float | None = None
         self._lock = threading.Lock()
@@ -66,11 +68,18 @@ class RunView:
                 key = (nid, ev.iteration)
                 row = self.rows.get(key)
                 if row is None:
-                    self.rows[key] = {"node_id": nid, "technique": data.get("technique", ""),
-                                      "iteration": ev.iteration, "status": "running",
-                                      "started": ev.time - (self.t0 or ev.time), "duration": None,
-                                      "attempts": data.get("attempt", 1), "output": None, "error": None,
-                                      "fallback_for": data.get("fallback_for")}
+                    self.rows[key] = {
+                        "node_id": nid,
+                        "technique": data.get("technique", ""),
+                        "iteration": ev.iteration,
+                        "status": "running",
+                        "started": ev.time - (self.t0 or ev.time),
+                        "duration": None,
+                        "attempts": data.get("attempt", 1),
+                        "output": None,
+                        "error": None,
+                        "fallback_for": data.get("fallback_for"),
+                    }
                 else:
                     row["status"] = "running"
                     row["attempts"] = data.get("attempt", row["attempts"])
@@ -78,8 +87,12 @@ class RunView:
             elif kind == "node_finished" or kind == "node_cached":
                 status = "done" if kind == "node_finished" else "cached"
                 row = self._row(nid, ev, data)
-                row.update(status=status, output=data.get("output"),
-                           duration=data.get("duration", 0.0), attempts=data.get("attempts", row["attempts"]))
+                row.update(
+                    status=status,
+                    output=data.get("output"),
+                    duration=data.get("duration", 0.0),
+                    attempts=data.get("attempts", row["attempts"]),
+                )
                 self._terminal(nid, status)
                 fb = data.get("fallback_for")
                 if fb:
@@ -94,13 +107,22 @@ class RunView:
             elif kind == "node_failed":
                 row = self._row(nid, ev, data)
                 started = row["started"] or 0.0
-                row.update(status="failed", error=data.get("error"), attempts=data.get("attempts", 1),
-                           duration=max(ev.time - (self.t0 or ev.time) - started, 0.0))
+                row.update(
+                    status="failed",
+                    error=data.get("error"),
+                    attempts=data.get("attempts", 1),
+                    duration=max(ev.time - (self.t0 or ev.time) - started, 0.0),
+                )
                 self._terminal(nid, "failed")
             elif kind == "custom":
                 if data.get("kind") == "token_allocation":
-                    self.allocations.append({"node_id": nid, "iteration": ev.iteration,
-                                             **{k: v for k, v in data.items() if k != "kind"}})
+                    self.allocations.append(
+                        {
+                            "node_id": nid,
+                            "iteration": ev.iteration,
+                            **{k: v for k, v in data.items() if k != "kind"},
+                        }
+                    )
                 else:
                     return
             elif kind == "run_started":
@@ -123,11 +145,18 @@ class RunView:
         key = (nid, ev.iteration)
         row = self.rows.get(key)
         if row is None:
-            row = self.rows[key] = {"node_id": nid, "technique": data.get("technique", ""),
-                                    "iteration": ev.iteration, "status": "pending",
-                                    "started": ev.time - (self.t0 or ev.time), "duration": None,
-                                    "attempts": 0, "output": None, "error": None,
-                                    "fallback_for": data.get("fallback_for")}
+            row = self.rows[key] = {
+                "node_id": nid,
+                "technique": data.get("technique", ""),
+                "iteration": ev.iteration,
+                "status": "pending",
+                "started": ev.time - (self.t0 or ev.time),
+                "duration": None,
+                "attempts": 0,
+                "output": None,
+                "error": None,
+                "fallback_for": data.get("fallback_for"),
+            }
         return row
 
     def _terminal(self, nid: str, status: str) -> None:
@@ -166,20 +195,27 @@ class RunView:
         with self._lock:
             changed = False
             if n > self._seen:
-                for rec in records[self._seen:n]:
+                for rec in records[self._seen : n]:
                     status = _RECORD_STATUS.get(rec.status, rec.status)
                     self.rows[(rec.node_id, rec.iteration, self._seen)] = {
-                        "node_id": rec.node_id, "technique": rec.technique, "iteration": rec.iteration,
-                        "status": status, "started": rec.started, "duration": rec.duration,
-                        "attempts": rec.attempts, "output": rec.output, "error": rec.error or rec.reason,
-                        "fallback_for": rec.fallback_for}
+                        "node_id": rec.node_id,
+                        "technique": rec.technique,
+                        "iteration": rec.iteration,
+                        "status": status,
+                        "started": rec.started,
+                        "duration": rec.duration,
+                        "attempts": rec.attempts,
+                        "output": rec.output,
+                        "error": rec.error or rec.reason,
+                        "fallback_for": rec.fallback_for,
+                    }
                     self._seen += 1
                     self._terminal(rec.node_id, status)
                     if rec.fallback_for and status == "done":
                         self._terminal(rec.fallback_for, "done")
                 changed = True
             if len(allocs) > len(self.allocations):
-                self.allocations.extend(allocs[len(self.allocations):])
+                self.allocations.extend(allocs[len(self.allocations) :])
                 changed = True
             if running != self._running:
                 for nid in self._running - running:
@@ -215,13 +251,30 @@ class RunView:
         with self._lock:
             rows = [dict(r) for r in self.rows.values()]
             if self._running:
-                rows.extend({"node_id": nid, "technique": "", "iteration": None, "status": "running",
-                             "started": None, "duration": None, "attempts": None, "output": None,
-                             "error": None} for nid in sorted(self._running))
-            return {"version": self.version, "statuses": dict(self.statuses),
-                    "rows": rows, "allocations": list(self.allocations),
-                    "done": len(self.finished), "total": self.total, "state": self.state,
-                    "summary": self.summary()}
+                rows.extend(
+                    {
+                        "node_id": nid,
+                        "technique": "",
+                        "iteration": None,
+                        "status": "running",
+                        "started": None,
+                        "duration": None,
+                        "attempts": None,
+                        "output": None,
+                        "error": None,
+                    }
+                    for nid in sorted(self._running)
+                )
+            return {
+                "version": self.version,
+                "statuses": dict(self.statuses),
+                "rows": rows,
+                "allocations": list(self.allocations),
+                "done": len(self.finished),
+                "total": self.total,
+                "state": self.state,
+                "summary": self.summary(),
+            }
 
     def load_result(self, result: Any) -> None:
         """Replace the live state with a finished :class:`RunResult` (its records are authoritative)."""

@@ -42,14 +42,22 @@ class SibylMagicError(SibylError):
 class SibylMagic(Magics):
     """Run sibyl_nb pipelines from cells. Configure with ``%config SibylMagic.<option> = value``."""
 
-    show = Unicode("graph,tokens,steps", help="Default views for --show: a comma list of graph, tokens, "
-                   "steps (or all / none).").tag(config=True)
-    autodisplay = Bool(True, help="Display the run view in the cell. False: no display; the magic "
-                       "returns the RunResult instead.").tag(config=True)
-    widget = Bool(True, help="Use the live ipywidgets view. False: one static HTML output after the "
-                  "run (for front ends without a widget manager).").tag(config=True)
-    live = Bool(True, help="Repaint the widget while the run goes on (False: paint once at the "
-                "end).").tag(config=True)
+    show = Unicode(
+        "graph,tokens,steps",
+        help="Default views for --show: a comma list of graph, tokens, steps (or all / none).",
+    ).tag(config=True)
+    autodisplay = Bool(
+        True,
+        help="Display the run view in the cell. False: no display; the magic returns the RunResult instead.",
+    ).tag(config=True)
+    widget = Bool(
+        True,
+        help="Use the live ipywidgets view. False: one static HTML output after the "
+        "run (for front ends without a widget manager).",
+    ).tag(config=True)
+    live = Bool(True, help="Repaint the widget while the run goes on (False: paint once at the end).").tag(
+        config=True
+    )
     interval = Float(0.15, help="Minimum seconds between two live repaints.").tag(config=True)
     preview_width = Int(120, help="Characters of each step output shown in the step table.").tag(config=True)
 
@@ -61,22 +69,31 @@ class SibylMagic(Magics):
 
     # ------------------------------------------------------------------ the magic
     @magic_arguments()
-    @argument("name", nargs="?", default=None,
-              help="Pipeline to run (same as --pipeline).")
-    @argument("-p", "--pipeline", default=None,
-              help="Pipeline name: one of the cell's pipelines, or (line form) one defined in an earlier "
-                   "cell or a Pipeline variable. Line form without a name: the last one defined.")
-    @argument("-i", "--input", default=None,
-              help="The run's input: a variable in the notebook namespace, or inline JSON "
-                   "(quote it: -i '{\"query\": \"What is Python?\"}').")
+    @argument("name", nargs="?", default=None, help="Pipeline to run (same as --pipeline).")
+    @argument(
+        "-p",
+        "--pipeline",
+        default=None,
+        help="Pipeline name: one of the cell's pipelines, or (line form) one defined in an earlier "
+        "cell or a Pipeline variable. Line form without a name: the last one defined.",
+    )
+    @argument(
+        "-i",
+        "--input",
+        default=None,
+        help="The run's input: a variable in the notebook namespace, or inline JSON "
+        '(quote it: -i \'{"query": "What is Python?"}\').',
+    )
     @argument("-s", "--session", default=None, help="Session id (adds session_id to the input).")
-    @argument("--show", default=None,
-              help="What to show: comma list of graph, tokens, steps (all / none). "
-                   "Default: SibylMagic.show.")
-    @argument("-o", "--output", default=None,
-              help="Store the RunResult (dry run: the Pipeline) in this variable.")
-    @argument("--dry-run", action="store_true",
-              help="Validate and draw the graph; do not execute.")
+    @argument(
+        "--show",
+        default=None,
+        help="What to show: comma list of graph, tokens, steps (all / none). Default: SibylMagic.show.",
+    )
+    @argument(
+        "-o", "--output", default=None, help="Store the RunResult (dry run: the Pipeline) in this variable."
+    )
+    @argument("--dry-run", action="store_true", help="Validate and draw the graph; do not execute.")
     @argument("--no-cache", action="store_true", help="Run without the step cache.")
     @line_cell_magic
     def sibyl_pipeline(self, line: str = "", cell: str | None = None) -> Any:
@@ -107,8 +124,9 @@ class SibylMagic(Magics):
         inputs = self._inputs(args.input)
         run_pipeline = _without_cache(pipeline) if args.no_cache else pipeline
         try:
-            return self._execute(run_pipeline, pipeline, inputs, session=args.session, show=show,
-                                 output=args.output)
+            return self._execute(
+                run_pipeline, pipeline, inputs, session=args.session, show=show, output=args.output
+            )
         except SibylError as exc:
             if where and exc.line is not None and exc.source is None:
                 raise _in_cell(exc, where) from None
@@ -134,7 +152,9 @@ class SibylMagic(Magics):
         from ..spec.compile import Document
 
         if not cell.strip():
-            raise SibylMagicError("the cell is empty: write a pipeline (steps: ...) or a document (pipelines: ...)")
+            raise SibylMagicError(
+                "the cell is empty: write a pipeline (steps: ...) or a document (pipelines: ...)"
+            )
         try:
             document: Document = load_document("\n" + cell, trust_code=True)
         except SibylError as exc:
@@ -159,14 +179,18 @@ class SibylMagic(Magics):
                 name = next(iter(defined))
             else:
                 self.last_defined = names[-1]
-                self._say(f"defined pipelines {', '.join(names)}; run one with %sibyl_pipeline NAME "
-                          "(or -p NAME in this cell)")
+                self._say(
+                    f"defined pipelines {', '.join(names)}; run one with %sibyl_pipeline NAME "
+                    "(or -p NAME in this cell)"
+                )
                 return None
         if name not in defined:
             from ..spec.schema import did_you_mean
 
-            raise SibylMagicError(f"the cell defines no pipeline '{name}'{did_you_mean(name, names)} "
-                                  f"(it defines: {', '.join(names)})")
+            raise SibylMagicError(
+                f"the cell defines no pipeline '{name}'{did_you_mean(name, names)} "
+                f"(it defines: {', '.join(names)})"
+            )
         self.last_defined = name
         return defined[name]
 
@@ -175,8 +199,10 @@ class SibylMagic(Magics):
 
         if name is None:
             if self.last_defined is None:
-                raise SibylMagicError("no pipeline defined yet: define one in a %%sibyl_pipeline cell, "
-                                      "or name a Pipeline variable")
+                raise SibylMagicError(
+                    "no pipeline defined yet: define one in a %%sibyl_pipeline cell, "
+                    "or name a Pipeline variable"
+                )
             name = self.last_defined
         if name in self.pipelines:
             return self.pipelines[name]
@@ -186,26 +212,35 @@ class SibylMagic(Magics):
         from ..spec.schema import did_you_mean
 
         known = sorted(self.pipelines)
-        raise SibylMagicError(f"no pipeline named '{name}'{did_you_mean(name, known)}"
-                              f" (defined: {', '.join(known) or 'none'})")
+        raise SibylMagicError(
+            f"no pipeline named '{name}'{did_you_mean(name, known)} (defined: {', '.join(known) or 'none'})"
+        )
 
     def _inputs(self, spec: str | None) -> Any:
         if spec is None:
             return None
         ns = self.shell.user_ns if self.shell is not None else {}
         text, quoted = _unquote(spec.strip())
-        if not quoted and text.isidentifier() and not keyword.iskeyword(text) and text not in ("true", "false", "null"):
+        if (
+            not quoted
+            and text.isidentifier()
+            and not keyword.iskeyword(text)
+            and text not in ("true", "false", "null")
+        ):
             if text in ns:
                 return ns[text]
-            raise SibylMagicError(f"--input '{text}': no variable with that name in the notebook "
-                                  "(and it is not JSON)")
+            raise SibylMagicError(
+                f"--input '{text}': no variable with that name in the notebook (and it is not JSON)"
+            )
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             if quoted and not text.lstrip().startswith(("{", "[")):
                 return text  # -i "What is Python?": a quoted plain string is the input itself
-            raise SibylMagicError(f"--input is neither a variable name nor valid JSON: {exc.msg} at column "
-                                  f"{exc.colno} in {text!r}") from None
+            raise SibylMagicError(
+                f"--input is neither a variable name nor valid JSON: {exc.msg} at column "
+                f"{exc.colno} in {text!r}"
+            ) from None
 
     def _dry_run(self, pipeline: Any, output: str | None) -> Any:
         if output:
@@ -217,8 +252,16 @@ class SibylMagic(Magics):
             return None
         return pipeline
 
-    def _execute(self, run_pipeline: Any, pipeline: Any, inputs: Any, *, session: str | None,
-                 show: tuple[str, ...], output: str | None) -> Any:
+    def _execute(
+        self,
+        run_pipeline: Any,
+        pipeline: Any,
+        inputs: Any,
+        *,
+        session: str | None,
+        show: tuple[str, ...],
+        output: str | None,
+    ) -> Any:
         kwargs: dict[str, Any] = {}
         if session is not None:
             kwargs["session_id"] = session
@@ -227,8 +270,13 @@ class SibylMagic(Magics):
             if self.autodisplay and self.widget:
                 from .widget import LiveRun
 
-                result = LiveRun(run_pipeline, show=show, live=self.live, interval=self.interval,
-                                 title=f"sibyl · {pipeline.name}").run(inputs, **kwargs)
+                result = LiveRun(
+                    run_pipeline,
+                    show=show,
+                    live=self.live,
+                    interval=self.interval,
+                    title=f"sibyl · {pipeline.name}",
+                ).run(inputs, **kwargs)
             else:
                 from ..engine.sync import run_in_thread
 

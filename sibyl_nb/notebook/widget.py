@@ -39,8 +39,9 @@ class RunWidget(w.VBox):
         self.show = tuple(show)
         self.header = w.HTML(value=f"<b>{title}</b>")
         self.header.add_class("sibyl-header")
-        self.progress = w.IntProgress(value=0, min=0, max=max(total, 1), bar_style="info",
-                                      layout=w.Layout(width="320px"))
+        self.progress = w.IntProgress(
+            value=0, min=0, max=max(total, 1), bar_style="info", layout=w.Layout(width="320px")
+        )
         self.progress.add_class("sibyl-progress")
         self.status = w.Label(value="pending")
         self.status.add_class("sibyl-status-line")
@@ -68,8 +69,11 @@ class RunWidget(w.VBox):
             self.progress.max = max(total, 1)
         self.progress.value = min(snapshot.get("done", 0), self.progress.max)
         state = snapshot.get("state", "running")
-        self.progress.bar_style = {"failed": "danger", "completed": "success",
-                                   "max_iterations": "warning"}.get(state, "info")
+        self.progress.bar_style = {
+            "failed": "danger",
+            "completed": "success",
+            "max_iterations": "warning",
+        }.get(state, "info")
         self.status.value = snapshot.get("summary", state)
         if png is not None and png != self._png:
             if self._png is None:
@@ -93,8 +97,14 @@ class RunWidget(w.VBox):
     def static_html(self) -> str:
         """The current state as self-contained HTML (what a saved notebook shows without widgets)."""
         snap = self._snapshot
-        return run_html(title=self.title, summary=snap.get("summary", ""), png=self._png,
-                        allocations=snap.get("allocations"), rows=snap.get("rows"), show=self.show)
+        return run_html(
+            title=self.title,
+            summary=snap.get("summary", ""),
+            png=self._png,
+            allocations=snap.get("allocations"),
+            rows=snap.get("rows"),
+            show=self.show,
+        )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         data = super()._repr_mimebundle_(**kwargs) or {}
@@ -121,8 +131,16 @@ def _png_width(png: bytes) -> int | None:
 class LiveRun:
     """Runs ``pipeline`` once with a :class:`RunWidget` attached; see :func:`run_live`."""
 
-    def __init__(self, pipeline: Any, *, show: Sequence[str] = SHOW_ALL, live: bool = True,
-                 interval: float = 0.15, display: bool = True, title: str | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Any,
+        *,
+        show: Sequence[str] = SHOW_ALL,
+        live: bool = True,
+        interval: float = 0.15,
+        display: bool = True,
+        title: str | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.show = tuple(show)
         self.live = live
@@ -130,7 +148,9 @@ class LiveRun:
         self.display = display
         self.title = title or f"sibyl · {pipeline.name}"
         self.view = RunView(pipeline.graph, pipeline.name)
-        self.painter = GraphPainter(pipeline.graph) if "graph" in self.show and len(pipeline.graph.nodes) else None
+        self.painter = (
+            GraphPainter(pipeline.graph) if "graph" in self.show and len(pipeline.graph.nodes) else None
+        )
         self.widget = RunWidget(self.title, total=self.view.total, show=self.show)
         self.handle: Any = None
         self.paints = 0
@@ -189,8 +209,11 @@ class LiveRun:
             return pipeline.execute(inputs, **execute_kwargs)
 
         try:
-            result = run_in_thread(following(self.view, start_run), tick=self._tick if self.live else None,
-                                   interval=min(self.interval, 0.05))
+            result = run_in_thread(
+                following(self.view, start_run),
+                tick=self._tick if self.live else None,
+                interval=min(self.interval, 0.05),
+            )
         except BaseException as exc:
             self.finish(getattr(exc, "result", None), exc)
             raise
@@ -204,8 +227,17 @@ class LiveRun:
         self._paint()
 
 
-def run_live(pipeline: Any, inputs: Any = None, *, show: Sequence[str] = SHOW_ALL, live: bool = True,
-             interval: float = 0.15, display: bool = True, **execute_kwargs: Any) -> Any:
+def run_live(
+    pipeline: Any,
+    inputs: Any = None,
+    *,
+    show: Sequence[str] = SHOW_ALL,
+    live: bool = True,
+    interval: float = 0.15,
+    display: bool = True,
+    **execute_kwargs: Any,
+) -> Any:
     """Run ``pipeline`` with the live widget displayed in the current cell; returns the RunResult."""
     return LiveRun(pipeline, show=show, live=live, interval=interval, display=display).run(
-        inputs, **execute_kwargs)
+        inputs, **execute_kwargs
+    )

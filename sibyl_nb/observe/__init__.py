@@ -8,13 +8,24 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LoggingObserver", "JsonFormatter", "MetricsObserver", "MetricsCollector", "workflow_metrics",
-           "metrics_of", "start_prometheus_server"]
+__all__ = [
+    "LoggingObserver",
+    "JsonFormatter",
+    "MetricsObserver",
+    "MetricsCollector",
+    "workflow_metrics",
+    "metrics_of",
+    "start_prometheus_server",
+]
 
 _LAZY = {
-    "LoggingObserver": ".log", "JsonFormatter": ".log",
-    "MetricsObserver": ".metrics", "MetricsCollector": ".metrics", "workflow_metrics": ".metrics",
-    "metrics_of": ".metrics", "start_prometheus_server": ".metrics",
+    "LoggingObserver": ".log",
+    "JsonFormatter": ".log",
+    "MetricsObserver": ".metrics",
+    "MetricsCollector": ".metrics",
+    "workflow_metrics": ".metrics",
+    "metrics_of": ".metrics",
+    "start_prometheus_server": ".metrics",
 }
 
 

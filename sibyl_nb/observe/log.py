@@ -25,8 +25,18 @@ from ..engine.events import Event
 __all__ = ["LoggingObserver", "JsonFormatter", "LOGGER_NAME", "FIELDS"]
 
 LOGGER_NAME = "sibyl_nb.workflow"
-FIELDS = ("event", "run_id", "workflow_id", "pipeline", "node", "technique", "iteration", "attempt",
-          "duration", "status")
+FIELDS = (
+    "event",
+    "run_id",
+    "workflow_id",
+    "pipeline",
+    "node",
+    "technique",
+    "iteration",
+    "attempt",
+    "duration",
+    "status",
+)
 
 _HANDLER_MARK = "_sibyl_nb_handler"
 
@@ -35,8 +45,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the structured fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {"time": record.created, "level": record.levelname, "logger": record.name,
-                               "message": record.getMessage()}
+        out: dict[str, Any] = {
+            "time": record.created,
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         for key in FIELDS:
             value = getattr(record, key, None)
             if value is not None:
@@ -51,8 +65,11 @@ def _ensure_handler(logger: logging.Logger, fmt: str) -> None:
     if logger.handlers or logging.getLogger().handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     setattr(handler, _HANDLER_MARK, True)
     logger.addHandler(handler)
 
@@ -71,9 +88,17 @@ def _ms(seconds: Any) -> str:
 class LoggingObserver:
     """Turns one run's events into log records (create one per run; ``run`` gives state and ids)."""
 
-    def __init__(self, run: Any = None, *, level: Any = "INFO", workflow_tracing: bool = True,
-                 log_step_transitions: bool = True, log_state_changes: bool = False, format: str = "text",
-                 logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        run: Any = None,
+        *,
+        level: Any = "INFO",
+        workflow_tracing: bool = True,
+        log_step_transitions: bool = True,
+        log_state_changes: bool = False,
+        format: str = "text",
+        logger: logging.Logger | None = None,
+    ) -> None:
         self.run = run
         self.level = _level(level)
         self.workflow_tracing = workflow_tracing
@@ -89,18 +114,30 @@ class LoggingObserver:
 
     @classmethod
     def from_settings(cls, run: Any, settings: Mapping[str, Any]) -> LoggingObserver:
-        return cls(run, level=settings.get("level", "INFO"),
-                   workflow_tracing=settings.get("workflow_tracing", True),
-                   log_step_transitions=settings.get("log_step_transitions", True),
-                   log_state_changes=settings.get("log_state_changes", False),
-                   format=settings.get("format", "text"))
+        return cls(
+            run,
+            level=settings.get("level", "INFO"),
+            workflow_tracing=settings.get("workflow_tracing", True),
+            log_step_transitions=settings.get("log_step_transitions", True),
+            log_state_changes=settings.get("log_state_changes", False),
+            format=settings.get("format", "text"),
+        )
 
     def _log(self, level: int, ev: Event, message: str, **fields: Any) -> None:
         if level < self.level or not self.logger.isEnabledFor(level):
             return
-        extra = {"event": ev.kind, "run_id": ev.run_id, "workflow_id": self._workflow, "pipeline": self._pipeline,
-                 "node": ev.node_id, "iteration": ev.iteration, "technique": None, "attempt": None,
-                 "duration": None, "status": None}
+        extra = {
+            "event": ev.kind,
+            "run_id": ev.run_id,
+            "workflow_id": self._workflow,
+            "pipeline": self._pipeline,
+            "node": ev.node_id,
+            "iteration": ev.iteration,
+            "technique": None,
+            "attempt": None,
+            "duration": None,
+            "status": None,
+        }
         extra.update(fields)
         self.logger.log(level, message, extra=extra)
 
@@ -119,43 +156,86 @@ class LoggingObserver:
             return
         if kind == "run_finished":
             if self.workflow_tracing:
-                self._log(logging.INFO, ev, f"{run_tag} finished in {_ms(d.get('duration'))} "
-                                            f"(stopped_by={d.get('stopped_by')})",
-                          duration=d.get("duration"), status=d.get("stopped_by"))
+                self._log(
+                    logging.INFO,
+                    ev,
+                    f"{run_tag} finished in {_ms(d.get('duration'))} (stopped_by={d.get('stopped_by')})",
+                    duration=d.get("duration"),
+                    status=d.get("stopped_by"),
+                )
                 result = d.get("result")
                 if result is not None and self.level <= logging.DEBUG:
                     self._log(logging.DEBUG, ev, result.format_trace(), status="trace")
             return
         if kind == "run_failed":
-            self._log(logging.ERROR, ev, f"{run_tag} failed: {d.get('error')}", status="failed",
-                      node=d.get("node_id"))
+            self._log(
+                logging.ERROR,
+                ev,
+                f"{run_tag} failed: {d.get('error')}",
+                status="failed",
+                node=d.get("node_id"),
+            )
             return
         node = ev.node_id
         tech = d.get("technique")
         it = f" #{ev.iteration}" if ev.iteration > 1 else ""
         if kind == "node_retrying":
-            self._log(logging.WARNING, ev, f"{run_tag} node {node}{it} attempt {d.get('attempt')} failed, "
-                                           f"retrying in {d.get('delay', 0):.2f} s: {d.get('error')}",
-                      technique=tech, attempt=d.get("attempt"), status="retrying")
+            self._log(
+                logging.WARNING,
+                ev,
+                f"{run_tag} node {node}{it} attempt {d.get('attempt')} failed, "
+                f"retrying in {d.get('delay', 0):.2f} s: {d.get('error')}",
+                technique=tech,
+                attempt=d.get("attempt"),
+                status="retrying",
+            )
         elif kind == "node_failed":
             level = logging.WARNING if d.get("recovered") else logging.ERROR
             tail = " (a fallback takes over)" if d.get("recovered") else ""
-            self._log(level, ev, f"{run_tag} node {node}{it} failed after {d.get('attempts')} attempt(s): "
-                                 f"{d.get('error')}{tail}", technique=tech, attempt=d.get("attempts"),
-                      status="failed")
+            self._log(
+                level,
+                ev,
+                f"{run_tag} node {node}{it} failed after {d.get('attempts')} attempt(s): "
+                f"{d.get('error')}{tail}",
+                technique=tech,
+                attempt=d.get("attempts"),
+                status="failed",
+            )
         elif self.steps:
             if kind == "node_started":
-                self._log(logging.INFO, ev, f"{run_tag} node {node}{it} started ({tech})", technique=tech,
-                          attempt=d.get("attempt"), status="running")
+                self._log(
+                    logging.INFO,
+                    ev,
+                    f"{run_tag} node {node}{it} started ({tech})",
+                    technique=tech,
+                    attempt=d.get("attempt"),
+                    status="running",
+                )
             elif kind == "node_finished":
-                self._log(logging.INFO, ev, f"{run_tag} node {node}{it} finished in {_ms(d.get('duration'))}",
-                          technique=tech, attempt=d.get("attempts"), duration=d.get("duration"), status="done")
+                self._log(
+                    logging.INFO,
+                    ev,
+                    f"{run_tag} node {node}{it} finished in {_ms(d.get('duration'))}",
+                    technique=tech,
+                    attempt=d.get("attempts"),
+                    duration=d.get("duration"),
+                    status="done",
+                )
             elif kind == "node_skipped":
-                self._log(logging.INFO, ev, f"{run_tag} node {node}{it} skipped: {d.get('reason')}",
-                          status="skipped")
+                self._log(
+                    logging.INFO,
+                    ev,
+                    f"{run_tag} node {node}{it} skipped: {d.get('reason')}",
+                    status="skipped",
+                )
             elif kind == "node_cached":
-                self._log(logging.INFO, ev, f"{run_tag} node {node}{it} served from cache", technique=tech,
-                          status="cached")
+                self._log(
+                    logging.INFO,
+                    ev,
+                    f"{run_tag} node {node}{it} served from cache",
+                    technique=tech,
+                    status="cached",
+                )
         if self.state_changes and kind in ("node_finished", "node_cached", "node_skipped"):
             self._state_diff(ev, run_tag)
 
@@ -174,5 +254,10 @@ class LoggingObserver:
         removed = sorted(k for k in before if k not in now)
         self._state = now
         parts = [f"+{k}" for k in added] + [f"~{k}" for k in changed] + [f"-{k}" for k in removed]
-        self._log(logging.INFO, ev, f"{run_tag} state changed after {ev.node_id}: {' '.join(parts)}",
-                  event="state_changed", status="state_changed")
+        self._log(
+            logging.INFO,
+            ev,
+            f"{run_tag} state changed after {ev.node_id}: {' '.join(parts)}",
+            event="state_changed",
+            status="state_changed",
+        )

@@ -27,11 +27,11 @@ class MetricsCollector:
         self.runs: deque[dict[str, Any]] = deque(maxlen=max_runs)
         self.steps: deque[dict[str, Any]] = deque(maxlen=max_steps)
         # running totals for counters: key -> value
-        self._run_totals: dict[tuple[str, str], int] = {}                 # (pipeline, status) -> runs
-        self._run_time: dict[str, list[float]] = {}                       # pipeline -> [sum, count]
-        self._step_time: dict[tuple[str, str], list[float]] = {}          # (pipeline, node) -> [sum, count]
-        self._step_status: dict[tuple[str, str, str], int] = {}           # (pipeline, node, status) -> n
-        self._retries: dict[tuple[str, str], int] = {}                    # (pipeline, node) -> n
+        self._run_totals: dict[tuple[str, str], int] = {}  # (pipeline, status) -> runs
+        self._run_time: dict[str, list[float]] = {}  # pipeline -> [sum, count]
+        self._step_time: dict[tuple[str, str], list[float]] = {}  # (pipeline, node) -> [sum, count]
+        self._step_status: dict[tuple[str, str, str], int] = {}  # (pipeline, node, status) -> n
+        self._retries: dict[tuple[str, str], int] = {}  # (pipeline, node) -> n
 
     # ---------------------------------------------------------------- recording
     def add_run(self, row: Mapping[str, Any], steps: list[dict[str, Any]]) -> None:
@@ -74,8 +74,22 @@ class MetricsCollector:
 
         with self._lock:
             rows = [r for r in self.runs if pipeline is None or r.get("pipeline") == pipeline]
-        return pd.DataFrame(rows, columns=["run_id", "workflow_id", "pipeline", "status", "started_at", "duration",
-                                           "steps", "errors", "retries", "cached", "skipped"])
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "run_id",
+                "workflow_id",
+                "pipeline",
+                "status",
+                "started_at",
+                "duration",
+                "steps",
+                "errors",
+                "retries",
+                "cached",
+                "skipped",
+            ],
+        )
 
     def steps_frame(self, pipeline: str | None = None, run_id: str | None = None) -> Any:
         """One row per step execution: run_id, pipeline, node, technique, iteration, status, duration,
@@ -83,30 +97,57 @@ class MetricsCollector:
         import pandas as pd
 
         with self._lock:
-            rows = [s for s in self.steps if (pipeline is None or s.get("pipeline") == pipeline)
-                    and (run_id is None or s.get("run_id") == run_id)]
-        return pd.DataFrame(rows, columns=["run_id", "pipeline", "node", "technique", "iteration", "status",
-                                           "duration", "attempts", "retries"])
+            rows = [
+                s
+                for s in self.steps
+                if (pipeline is None or s.get("pipeline") == pipeline)
+                and (run_id is None or s.get("run_id") == run_id)
+            ]
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "run_id",
+                "pipeline",
+                "node",
+                "technique",
+                "iteration",
+                "status",
+                "duration",
+                "attempts",
+                "retries",
+            ],
+        )
 
     def summary(self) -> Any:
         """Per pipeline: runs, failed, error_rate, duration mean/p50/p95 (s), retries, step errors."""
         import pandas as pd
 
         runs = self.runs_frame()
-        cols = ["pipeline", "runs", "failed", "error_rate", "duration_mean", "duration_p50", "duration_p95",
-                "retries", "step_errors"]
+        cols = [
+            "pipeline",
+            "runs",
+            "failed",
+            "error_rate",
+            "duration_mean",
+            "duration_p50",
+            "duration_p95",
+            "retries",
+            "step_errors",
+        ]
         if runs.empty:
             return pd.DataFrame(columns=cols)
         g = runs.groupby("pipeline")
-        out = pd.DataFrame({
-            "runs": g.size(),
-            "failed": g["status"].apply(lambda s: int((s == "failed").sum())),
-            "duration_mean": g["duration"].mean(),
-            "duration_p50": g["duration"].quantile(0.5),
-            "duration_p95": g["duration"].quantile(0.95),
-            "retries": g["retries"].sum(),
-            "step_errors": g["errors"].sum(),
-        })
+        out = pd.DataFrame(
+            {
+                "runs": g.size(),
+                "failed": g["status"].apply(lambda s: int((s == "failed").sum())),
+                "duration_mean": g["duration"].mean(),
+                "duration_p50": g["duration"].quantile(0.5),
+                "duration_p95": g["duration"].quantile(0.95),
+                "retries": g["retries"].sum(),
+                "step_errors": g["errors"].sum(),
+            }
+        )
         out["error_rate"] = out["failed"] / out["runs"]
         return out.reset_index()[cols]
 
@@ -116,8 +157,20 @@ class MetricsCollector:
         if steps.empty:
             import pandas as pd
 
-            return pd.DataFrame(columns=["pipeline", "node", "runs", "duration_mean", "duration_p50",
-                                         "duration_p95", "duration_max", "errors", "retries", "cached"])
+            return pd.DataFrame(
+                columns=[
+                    "pipeline",
+                    "node",
+                    "runs",
+                    "duration_mean",
+                    "duration_p50",
+                    "duration_p95",
+                    "duration_max",
+                    "errors",
+                    "retries",
+                    "cached",
+                ]
+            )
         g = steps.groupby(["pipeline", "node"])
         done = steps[steps["status"] == "done"].groupby(["pipeline", "node"])["duration"]
         out = g.size().to_frame("runs")
@@ -144,19 +197,24 @@ class MetricsCollector:
         from prometheus_client.core import CounterMetricFamily, SummaryMetricFamily
 
         with self._lock:
-            runs = CounterMetricFamily("sibyl_workflow_runs", "Workflow runs by outcome",
-                                       labels=["pipeline", "status"])
+            runs = CounterMetricFamily(
+                "sibyl_workflow_runs", "Workflow runs by outcome", labels=["pipeline", "status"]
+            )
             for (p, status), n in sorted(self._run_totals.items()):
                 runs.add_metric([p, status], n)
-            wd = SummaryMetricFamily("sibyl_workflow_duration_seconds", "Workflow run duration",
-                                     labels=["pipeline"])
+            wd = SummaryMetricFamily(
+                "sibyl_workflow_duration_seconds", "Workflow run duration", labels=["pipeline"]
+            )
             for p, (total, count) in sorted(self._run_time.items()):
                 wd.add_metric([p], count_value=count, sum_value=total)
-            sd = SummaryMetricFamily("sibyl_step_duration_seconds", "Step duration (executed steps)",
-                                     labels=["pipeline", "node"])
+            sd = SummaryMetricFamily(
+                "sibyl_step_duration_seconds", "Step duration (executed steps)", labels=["pipeline", "node"]
+            )
             for (p, node), (total, count) in sorted(self._step_time.items()):
                 sd.add_metric([p, node], count_value=count, sum_value=total)
-            st = CounterMetricFamily("sibyl_steps", "Step executions by status", labels=["pipeline", "node", "status"])
+            st = CounterMetricFamily(
+                "sibyl_steps", "Step executions by status", labels=["pipeline", "node", "status"]
+            )
             for (p, node, status), n in sorted(self._step_status.items()):
                 st.add_metric([p, node, status], n)
             rt = CounterMetricFamily("sibyl_step_retries", "Step retries", labels=["pipeline", "node"])
@@ -196,11 +254,23 @@ def start_prometheus_server(port: int, collector: MetricsCollector | None = None
 class MetricsObserver:
     """Collects one run's metrics from its events and hands them to a collector when it ends."""
 
-    def __init__(self, run: Any = None, *, workflow_duration: bool = True, step_duration: bool = True,
-                 error_rate: bool = True, retry_count: bool = True, collector: MetricsCollector | None = None) -> None:
+    def __init__(
+        self,
+        run: Any = None,
+        *,
+        workflow_duration: bool = True,
+        step_duration: bool = True,
+        error_rate: bool = True,
+        retry_count: bool = True,
+        collector: MetricsCollector | None = None,
+    ) -> None:
         self.run = run
-        self.flags = {"workflow_duration": workflow_duration, "step_duration": step_duration,
-                      "error_rate": error_rate, "retry_count": retry_count}
+        self.flags = {
+            "workflow_duration": workflow_duration,
+            "step_duration": step_duration,
+            "error_rate": error_rate,
+            "retry_count": retry_count,
+        }
         self.collector = collector or _METRICS
         self._started: dict[tuple[str, int], float] = {}
         self._retries: dict[tuple[str, int], int] = {}
@@ -209,21 +279,32 @@ class MetricsObserver:
 
     @classmethod
     def from_settings(cls, run: Any, settings: Mapping[str, Any]) -> MetricsObserver:
-        obs = cls(run, workflow_duration=settings.get("workflow_duration", True),
-                  step_duration=settings.get("step_duration", True), error_rate=settings.get("error_rate", True),
-                  retry_count=settings.get("retry_count", True))
+        obs = cls(
+            run,
+            workflow_duration=settings.get("workflow_duration", True),
+            step_duration=settings.get("step_duration", True),
+            error_rate=settings.get("error_rate", True),
+            retry_count=settings.get("retry_count", True),
+        )
         if settings.get("export") == "prometheus" and settings.get("prometheus_port"):
             start_prometheus_server(int(settings["prometheus_port"]))
         return obs
 
     def _step(self, ev: Event, status: str, duration: float | None, attempts: int | None = None) -> None:
         key = (ev.node_id or "", ev.iteration)
-        self.steps.append({
-            "run_id": ev.run_id, "pipeline": self.row.get("pipeline"), "node": ev.node_id,
-            "technique": ev.data.get("technique"), "iteration": ev.iteration, "status": status,
-            "duration": duration if self.flags["step_duration"] else None, "attempts": attempts,
-            "retries": self._retries.pop(key, 0) if self.flags["retry_count"] else 0,
-        })
+        self.steps.append(
+            {
+                "run_id": ev.run_id,
+                "pipeline": self.row.get("pipeline"),
+                "node": ev.node_id,
+                "technique": ev.data.get("technique"),
+                "iteration": ev.iteration,
+                "status": status,
+                "duration": duration if self.flags["step_duration"] else None,
+                "attempts": attempts,
+                "retries": self._retries.pop(key, 0) if self.flags["retry_count"] else 0,
+            }
+        )
 
     def __call__(self, ev: Event) -> None:
         kind = ev.kind
@@ -244,8 +325,13 @@ class MetricsObserver:
             t0 = self._started.pop((ev.node_id or "", ev.iteration), None)
             self._step(ev, "failed", ev.time - t0 if t0 is not None else None, d.get("attempts"))
         elif kind == "run_started":
-            self.row = {"run_id": ev.run_id, "workflow_id": d.get("workflow_id"), "pipeline": d.get("pipeline"),
-                        "started_at": ev.time, "status": "running"}
+            self.row = {
+                "run_id": ev.run_id,
+                "workflow_id": d.get("workflow_id"),
+                "pipeline": d.get("pipeline"),
+                "started_at": ev.time,
+                "status": "running",
+            }
         elif kind in ("run_finished", "run_failed"):
             self._finish(ev)
 
@@ -259,7 +345,9 @@ class MetricsObserver:
             status="failed" if failed else str(ev.data.get("stopped_by") or "completed"),
             duration=duration if self.flags["workflow_duration"] else None,
             steps=sum(1 for s in self.steps if s["status"] in ("done", "cached")),
-            errors=sum(1 for s in self.steps if s["status"] == "failed") if self.flags["error_rate"] else None,
+            errors=sum(1 for s in self.steps if s["status"] == "failed")
+            if self.flags["error_rate"]
+            else None,
             retries=sum(s["retries"] for s in self.steps) if self.flags["retry_count"] else None,
             cached=sum(1 for s in self.steps if s["status"] == "cached"),
             skipped=sum(1 for s in self.steps if s["status"] == "skipped"),
@@ -275,12 +363,17 @@ def metrics_of(result: Any) -> dict[str, Any]:
     recs = result.records
     ran = [r for r in recs if r.status == "ran"]
     return {
-        "run_id": result.run_id, "pipeline": result.pipeline, "status": result.stopped_by,
-        "duration": result.duration, "steps": sum(1 for r in recs if r.status in ("ran", "cached")),
+        "run_id": result.run_id,
+        "pipeline": result.pipeline,
+        "status": result.stopped_by,
+        "duration": result.duration,
+        "steps": sum(1 for r in recs if r.status in ("ran", "cached")),
         "errors": sum(1 for r in recs if r.status == "failed"),
         "retries": sum(max(r.attempts - 1, 0) for r in recs if r.status in ("ran", "failed")),
         "cached": sum(1 for r in recs if r.status == "cached"),
         "skipped": sum(1 for r in recs if r.status == "skipped"),
-        "step_durations": {r.node_id if r.iteration == 1 else f"{r.node_id}#{r.iteration}": r.duration for r in ran},
+        "step_durations": {
+            r.node_id if r.iteration == 1 else f"{r.node_id}#{r.iteration}": r.duration for r in ran
+        },
         "at": time.time(),
     }

@@ -30,8 +30,14 @@ class FallbackProvider:
     fallback's deltas follow them.
     """
 
-    def __init__(self, primary: Provider, fallback: Provider, *, name: str | None = None,
-                 errors: tuple[type[BaseException], ...] = _DEFAULT_ERRORS) -> None:
+    def __init__(
+        self,
+        primary: Provider,
+        fallback: Provider,
+        *,
+        name: str | None = None,
+        errors: tuple[type[BaseException], ...] = _DEFAULT_ERRORS,
+    ) -> None:
         self.primary = primary
         self.fallback = fallback
         self.name = name or primary.name
@@ -44,21 +50,28 @@ class FallbackProvider:
     def model(self) -> str:
         return str(getattr(self.primary, "model", "") or "")
 
-    async def complete(self, messages: list[Message], *, on_token: TokenCallback | None = None,
-                       **params: Any) -> Completion:
+    async def complete(
+        self, messages: list[Message], *, on_token: TokenCallback | None = None, **params: Any
+    ) -> Completion:
         try:
             completion = await complete_with_tokens(self.primary, messages, on_token, params)
             return _stamped(completion, self.primary)
         except self.errors as first:
-            logger.warning("provider '%s' failed (%s); falling back to '%s'", self.primary.name, first,
-                           self.fallback.name)
+            logger.warning(
+                "provider '%s' failed (%s); falling back to '%s'",
+                self.primary.name,
+                first,
+                self.fallback.name,
+            )
             try:
                 completion = await complete_with_tokens(self.fallback, messages, on_token, params)
             except self.errors as second:
                 raise ProviderError(
                     f"primary '{self.primary.name}' failed ({first}); fallback '{self.fallback.name}' "
-                    f"failed too ({second})", provider=self.name,
-                    retryable=bool(getattr(second, "retryable", False))) from second
+                    f"failed too ({second})",
+                    provider=self.name,
+                    retryable=bool(getattr(second, "retryable", False)),
+                ) from second
             return _stamped(completion, self.fallback)
 
     def stream(self, messages: list[Message], **params: Any) -> AsyncIterator[str]:

@@ -49,8 +49,9 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def backoff_delay(attempt: int, initial: float, maximum: float, retry_after: float | None = None,
-                  *, jitter: bool = True) -> float:
+def backoff_delay(
+    attempt: int, initial: float, maximum: float, retry_after: float | None = None, *, jitter: bool = True
+) -> float:
     """Wait before attempt ``attempt + 1``: the server's ``Retry-After`` when given (capped at
     :data:`RETRY_AFTER_CAP`), else ``initial * 2**(attempt-1)`` capped at ``maximum``, shaved by up
     to 25% of jitter so many clients hitting one rate limit do not retry in lock-step."""

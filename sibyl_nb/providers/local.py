@@ -60,8 +60,11 @@ __all__ = ["LocalProvider", "parse_context_block", "MODEL_NAME"]
 MODEL_NAME = "local-extractive-v1"
 
 _CONTEXT_LINE = re.compile(r"^\s*\[(\d+)\]\s*(.+)$")
-_LONG_FORM = re.compile(r"\b(?:comprehensive|report|in\s+detail|detailed|analy[sz]e|analysis|summari[sz]e|"
-                        r"summary|overview|elaborate|thorough)\b", re.I)
+_LONG_FORM = re.compile(
+    r"\b(?:comprehensive|report|in\s+detail|detailed|analy[sz]e|analysis|summari[sz]e|"
+    r"summary|overview|elaborate|thorough)\b",
+    re.I,
+)
 _IMPROVE_START = re.compile(r"^\s*(?:please\s+)?(?:improve|refine|revise|rewrite)\b", re.I)
 _IMPROVE_END = re.compile(r"\b(?:improved|refined|revised)(?:\s+answer)?\s*:\s*$", re.I)
 
@@ -132,8 +135,9 @@ class LocalProvider:
         elif (rating := parse_rating_prompt(instruction or user_text)) is not None:
             text, fields = self._rate(rating, instruction or user_text, question, history, context)
         else:
-            text = self._answer(question or user_text, instruction if question else "", history, context,
-                                temperature, seed)
+            text = self._answer(
+                question or user_text, instruction if question else "", history, context, temperature, seed
+            )
 
         finish = "stop"
         max_tokens = params.get("max_tokens")
@@ -141,15 +145,24 @@ class LocalProvider:
             text, finish = self._truncate(text, max_tokens), "length"
         prompt_tokens = count_message_tokens(msgs)
         completion_tokens = count_tokens(text)
-        return Completion(text=text, fields=fields,
-                          usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                 "total_tokens": prompt_tokens + completion_tokens},
-                          model=self.model, provider=self.name, finish_reason=finish)
+        return Completion(
+            text=text,
+            fields=fields,
+            usage={
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            model=self.model,
+            provider=self.name,
+            finish_reason=finish,
+        )
 
     # -- modes ---------------------------------------------------------------------------------------
     @staticmethod
-    def _classify(spec: ClassifySpec, prompt: str, question: str,
-                  history: Sequence[Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
+    def _classify(
+        spec: ClassifySpec, prompt: str, question: str, history: Sequence[Mapping[str, Any]]
+    ) -> tuple[str, dict[str, Any]]:
         target = question
         if not target:
             # The text to classify is whatever the message holds besides the instruction line(s).
@@ -163,19 +176,30 @@ class LocalProvider:
         fields["label"] = label
         return label, fields
 
-    def _rate(self, rating: RatingSpec, prompt: str, question: str, history: Sequence[Mapping[str, Any]],
-              context: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    def _rate(
+        self,
+        rating: RatingSpec,
+        prompt: str,
+        question: str,
+        history: Sequence[Mapping[str, Any]],
+        context: list[dict[str, Any]],
+    ) -> tuple[str, dict[str, Any]]:
         if rating.aspect == "relevance":
             doc_text = _section(prompt, r"document|passage|text", r"question|query|rate|score|rating")
             q = question or _section(prompt, r"question|query", r"document|passage|rate|score")
             rel = lexical_relevance(q, {"text": doc_text}, corpus.idf)
             value = rating.low + rel * (rating.high - rating.low)
             value = int(value + 0.5) if rating.high - rating.low >= 5 else round(value, 1)
-            return f"Score: {value}/{rating.high:g}\nRelevance: the document covers {rel:.0%} of the question.", {
-                "score": value}
-        answer = (_section(prompt, r"(?:critique|evaluate|review|assess|rate|score|judge)\s+(?:this|the|following)\s+"
-                                   r"(?:answer|response|text|reply)", r"rate|score|rating|grade|critique\s*:")
-                  or _section(prompt, r"answer|response", r"rate|score|rating|grade"))
+            return (
+                f"Score: {value}/{rating.high:g}\nRelevance: the document covers {rel:.0%} of the question.",
+                {"score": value},
+            )
+        answer = _section(
+            prompt,
+            r"(?:critique|evaluate|review|assess|rate|score|judge)\s+(?:this|the|following)\s+"
+            r"(?:answer|response|text|reply)",
+            r"rate|score|rating|grade|critique\s*:",
+        ) or _section(prompt, r"answer|response", r"rate|score|rating|grade")
         if not answer:
             answers = [str(m.get("content") or "") for m in history if m.get("role") == "assistant"]
             answer = answers[-1] if answers else ""
@@ -185,11 +209,17 @@ class LocalProvider:
         value = parse_score(text, rating.low, rating.high)
         return text, {"score": value}
 
-    def _improve(self, prompt: str, question: str, history: Sequence[Mapping[str, Any]],
-                 context: list[dict[str, Any]]) -> str:
-        previous = (_section(prompt, r"previous(?:\s+answer)?", r"critique|feedback|improved|question")
-                    or _section(prompt, r"(?:improve|refine|revise|rewrite)\s+(?:this|the|following)\s+"
-                                        r"(?:answer|response|text)", r"critique|feedback|improved|question"))
+    def _improve(
+        self, prompt: str, question: str, history: Sequence[Mapping[str, Any]], context: list[dict[str, Any]]
+    ) -> str:
+        previous = _section(
+            prompt, r"previous(?:\s+answer)?", r"critique|feedback|improved|question"
+        ) or _section(
+            prompt,
+            r"(?:improve|refine|revise|rewrite)\s+(?:this|the|following)\s+"
+            r"(?:answer|response|text)",
+            r"critique|feedback|improved|question",
+        )
         if not previous:
             answers = [str(m.get("content") or "") for m in history if m.get("role") == "assistant"]
             previous = answers[-1] if answers else ""
@@ -205,21 +235,36 @@ class LocalProvider:
         checks = check_answer(previous, context or None)
         kept = [c.sentence for c in checks if c.supported]
         qstems = set(term_set(q))
-        if kept and len(kept) < len(checks) and (term_set(previous) & qstems) <= (term_set(" ".join(kept)) & qstems):
+        if (
+            kept
+            and len(kept) < len(checks)
+            and (term_set(previous) & qstems) <= (term_set(" ".join(kept)) & qstems)
+        ):
             base = " ".join(kept)
         else:
             base = previous.strip()
         extra = more_sentences(q, base, docs, k=1, prefer=prefer)
         return " ".join([base] + [c.sentence for c in extra]).strip()
 
-    def _answer(self, question: str, instruction: str, history: Sequence[Mapping[str, Any]],
-                context: list[dict[str, Any]], temperature: float, seed: int) -> str:
+    def _answer(
+        self,
+        question: str,
+        instruction: str,
+        history: Sequence[Mapping[str, Any]],
+        context: list[dict[str, Any]],
+        temperature: float,
+        seed: int,
+    ) -> str:
         resolved = resolve_followup(question, history) if history else question
         if is_creative_request(resolved):
             return _creative(resolved, temperature, seed)
         n = self.max_sentences or self._length(resolved, instruction)
         ratio = 0.25 if n >= 4 else 0.5  # long-form answers may use weaker supporting sentences
-        chosen = compose(resolved, context_or_corpus(resolved, context), n, temperature, seed, ratio) if context else []
+        chosen = (
+            compose(resolved, context_or_corpus(resolved, context), n, temperature, seed, ratio)
+            if context
+            else []
+        )
         if not chosen:
             chosen = compose(resolved, context_or_corpus(resolved, []), n, temperature, seed, ratio)
         if chosen:
@@ -232,8 +277,15 @@ class LocalProvider:
     @staticmethod
     def _length(question: str, instruction: str) -> int:
         if _LONG_FORM.search(instruction) or _LONG_FORM.search(question):
-            return 5 if re.search(r"\b(?:comprehensive|report|thorough|in\s+detail|detailed)\b",
-                                  f"{instruction} {question}", re.I) else 4
+            return (
+                5
+                if re.search(
+                    r"\b(?:comprehensive|report|thorough|in\s+detail|detailed)\b",
+                    f"{instruction} {question}",
+                    re.I,
+                )
+                else 4
+            )
         return {"simple": 1, "medium": 2, "complex": 3}[complexity_of(question)]
 
     @staticmethod
@@ -267,12 +319,24 @@ class LocalProvider:
 # -- creative mode -------------------------------------------------------------------------------------
 _ADJECTIVES = ("restless", "quiet", "endless", "bright", "patient", "ancient", "silver", "gentle", "wild")
 _POEMS = (
-    ("{Topic}, {a} and {b},", "you hold the morning in your light;", "{fact}",
-     "and still I come back to {topic}."),
-    ("I went looking for {topic} at dawn,", "{a} as a held breath, {b} as a song;", "{fact}",
-     "and {topic} was there all along."),
-    ("Say {topic} and the room grows {a},", "a {b} thought that will not stay;", "{fact}",
-     "tomorrow {topic} will find a way."),
+    (
+        "{Topic}, {a} and {b},",
+        "you hold the morning in your light;",
+        "{fact}",
+        "and still I come back to {topic}.",
+    ),
+    (
+        "I went looking for {topic} at dawn,",
+        "{a} as a held breath, {b} as a song;",
+        "{fact}",
+        "and {topic} was there all along.",
+    ),
+    (
+        "Say {topic} and the room grows {a},",
+        "a {b} thought that will not stay;",
+        "{fact}",
+        "tomorrow {topic} will find a way.",
+    ),
 )
 _STORIES = (
     "Once upon a time there was {topic}, {a} and {b}. {fact} Everyone who met {topic} remembered it, and "
@@ -287,8 +351,26 @@ def _creative(request: str, temperature: float, seed: int) -> str:
     m = re.search(r"\b(?:about|on|of|for)\s+(.+?)[?.!]*$", request, re.I)
     topic = m.group(1).strip() if m else ""
     if not topic:
-        kept = [w for w in words(request) if w not in {"write", "compose", "poem", "story", "haiku", "song", "a", "an",
-                                                       "the", "me", "please", "short", "tell"}]
+        kept = [
+            w
+            for w in words(request)
+            if w
+            not in {
+                "write",
+                "compose",
+                "poem",
+                "story",
+                "haiku",
+                "song",
+                "a",
+                "an",
+                "the",
+                "me",
+                "please",
+                "short",
+                "tell",
+            }
+        ]
         topic = " ".join(kept[:3]) or "the world"
     rng = random.Random(seed if temperature > 0 else 0)
     a, b = rng.sample(_ADJECTIVES, 2)
@@ -303,5 +385,7 @@ def _creative(request: str, temperature: float, seed: int) -> str:
     if re.search(r"\bhaiku\b", request, re.I):
         return f"{fields['Topic']} at first light\n{a} and {b}, it waits\nthe day leans closer"
     lines = _POEMS[rng.randrange(len(_POEMS))]
-    fact_line = (fact.rstrip(".").lower()[:1] + fact.rstrip(".")[1:] + ";") if fact else f"{b} as the hour it began;"
+    fact_line = (
+        (fact.rstrip(".").lower()[:1] + fact.rstrip(".")[1:] + ";") if fact else f"{b} as the hour it began;"
+    )
     return "\n".join(line.format(fact=fact_line, **fields) for line in lines)

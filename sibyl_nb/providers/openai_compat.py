@@ -117,15 +117,28 @@ class OpenAICompatibleProvider:
     request body; ``timeout`` overrides the provider's for one call; ``extra_body`` is merged in.
     """
 
-    def __init__(self, name: str, base_url: str, model: str, api_key: str | None = None,
-                 api_key_env: str | None = "OPENAI_API_KEY", temperature: float | None = None,
-                 timeout: float = 30.0, max_retries: int = 3, backoff_initial: float = 0.5,
-                 backoff_max: float = 8.0, extra_headers: dict[str, str] | None = None, *,
-                 stream_usage: bool = True, require_api_key: bool | None = None,
-                 trust_env: bool | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        temperature: float | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 8.0,
+        extra_headers: dict[str, str] | None = None,
+        *,
+        stream_usage: bool = True,
+        require_api_key: bool | None = None,
+        trust_env: bool | None = None,
+    ) -> None:
         if httpx is None:  # pragma: no cover
-            raise SibylError(f"provider '{name}': the OpenAI-compatible provider needs httpx: "
-                             "pip install 'sibyl_nb[http]'")
+            raise SibylError(
+                f"provider '{name}': the OpenAI-compatible provider needs httpx: pip install 'sibyl_nb[http]'"
+            )
         if not base_url:
             raise SibylError(f"provider '{name}': base_url is required (e.g. http://127.0.0.1:8000/v1)")
         parts = urlsplit(base_url)
@@ -157,7 +170,9 @@ class OpenAICompatibleProvider:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # no key in here, ever
-        return f"OpenAICompatibleProvider(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
+        return (
+            f"OpenAICompatibleProvider(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
+        )
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -184,8 +199,9 @@ class OpenAICompatibleProvider:
 
     def _body(self, messages: list[Message], params: dict[str, Any], stream: bool) -> dict[str, Any]:
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            raise ProviderError("messages must be a list of {'role': ..., 'content': ...} dicts",
-                                provider=self.name)
+            raise ProviderError(
+                "messages must be a list of {'role': ..., 'content': ...} dicts", provider=self.name
+            )
         body: dict[str, Any] = {"model": self.model, "messages": messages, **self.default_params}
         body.update({k: v for k, v in params.items() if k not in _CLIENT_PARAMS and v is not None})
         body.update(params.get("extra_body") or {})
@@ -208,8 +224,12 @@ class OpenAICompatibleProvider:
                 other_loop = other.loop()
                 if other_loop is None or other_loop.is_closed():
                     del self._clients[key]
-            client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), trust_env=self.trust_env,
-                                       verify=_ssl_context(self.trust_env), follow_redirects=False)
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout),
+                trust_env=self.trust_env,
+                verify=_ssl_context(self.trust_env),
+                follow_redirects=False,
+            )
             self._clients[id(loop)] = _LoopClient(loop, client)
             return client
 
@@ -230,12 +250,18 @@ class OpenAICompatibleProvider:
     def _where(self, attempt: int) -> str:
         return f"POST {self.url} (attempt {attempt}/{self._attempts})"
 
-    async def _send_once(self, body: dict[str, Any], *, stream: bool, attempt: int,
-                         timeout: float | None) -> httpx.Response:
+    async def _send_once(
+        self, body: dict[str, Any], *, stream: bool, attempt: int, timeout: float | None
+    ) -> httpx.Response:
         """One HTTP attempt: a 2xx response, or :class:`_Retry`, or a final :class:`ProviderError`."""
         client = self._client()
-        request = client.build_request("POST", self.url, json=body, headers=self._headers(),
-                                       timeout=httpx.Timeout(timeout or self.timeout))
+        request = client.build_request(
+            "POST",
+            self.url,
+            json=body,
+            headers=self._headers(),
+            timeout=httpx.Timeout(timeout or self.timeout),
+        )
         try:
             response = await client.send(request, stream=stream)
         except httpx.TimeoutException as exc:
@@ -254,23 +280,36 @@ class OpenAICompatibleProvider:
         reason = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
         if is_retryable_status(response.status_code):
             raise _Retry(reason, response.status_code, retry_after_seconds(response.headers))
-        raise ProviderError(f"{self._where(attempt)} failed: {reason}", provider=self.name,
-                            status=response.status_code, retryable=False)
+        raise ProviderError(
+            f"{self._where(attempt)} failed: {reason}",
+            provider=self.name,
+            status=response.status_code,
+            retryable=False,
+        )
 
     async def _wait_or_raise(self, retry: _Retry, attempt: int) -> None:
         if attempt >= self._attempts:
-            raise ProviderError(f"{self._where(attempt)} failed: {retry.reason}; giving up after "
-                                f"{self._attempts} attempt(s)", provider=self.name,
-                                status=retry.status, retryable=True) from retry.__cause__
+            raise ProviderError(
+                f"{self._where(attempt)} failed: {retry.reason}; giving up after {self._attempts} attempt(s)",
+                provider=self.name,
+                status=retry.status,
+                retryable=True,
+            ) from retry.__cause__
         delay = backoff_delay(attempt, self.backoff_initial, self.backoff_max, retry.retry_after)
-        logger.info("provider '%s': %s failed: %s; retrying in %.2fs", self.name, self._where(attempt),
-                    retry.reason, delay)
+        logger.info(
+            "provider '%s': %s failed: %s; retrying in %.2fs",
+            self.name,
+            self._where(attempt),
+            retry.reason,
+            delay,
+        )
         await asyncio.sleep(delay)
 
     # -- public API -------------------------------------------------------------------------------
 
-    async def complete(self, messages: list[Message], *, on_token: TokenCallback | None = None,
-                       **params: Any) -> Completion:
+    async def complete(
+        self, messages: list[Message], *, on_token: TokenCallback | None = None, **params: Any
+    ) -> Completion:
         """One answer. With ``on_token``, streams and calls ``on_token(delta)`` per text delta."""
         if on_token is not None:
             return await self._complete_streaming(messages, on_token, params)
@@ -293,8 +332,9 @@ class OpenAICompatibleProvider:
             if delta:
                 yield delta
 
-    async def _complete_streaming(self, messages: list[Message], on_token: TokenCallback,
-                                  params: dict[str, Any]) -> Completion:
+    async def _complete_streaming(
+        self, messages: list[Message], on_token: TokenCallback, params: dict[str, Any]
+    ) -> Completion:
         state = _StreamState()
         async for chunk in self._chunks(messages, params):
             state.model = chunk.get("model") or state.model
@@ -309,8 +349,14 @@ class OpenAICompatibleProvider:
                 await emit_token(on_token, delta)
         text = "".join(state.parts)
         usage = state.usage or _estimated_usage(messages, text)
-        return Completion(text=text, fields=_json_fields(text), usage=usage, model=state.model or self.model,
-                          provider=self.name, finish_reason=state.finish_reason)
+        return Completion(
+            text=text,
+            fields=_json_fields(text),
+            usage=usage,
+            model=state.model or self.model,
+            provider=self.name,
+            finish_reason=state.finish_reason,
+        )
 
     async def _chunks(self, messages: list[Message], params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Parsed SSE chunks. Retries only until the first text delta: after that, a retry would
@@ -337,8 +383,11 @@ class OpenAICompatibleProvider:
                 except (httpx.TimeoutException, httpx.TransportError) as exc:
                     reason = f"stream interrupted ({type(exc).__name__})"
                     if started:
-                        raise ProviderError(f"{self._where(attempt)}: {reason} after the first tokens",
-                                            provider=self.name, retryable=True) from exc
+                        raise ProviderError(
+                            f"{self._where(attempt)}: {reason} after the first tokens",
+                            provider=self.name,
+                            retryable=True,
+                        ) from exc
                     raise _Retry(reason) from exc
                 finally:
                     await response.aclose()
@@ -353,13 +402,18 @@ class OpenAICompatibleProvider:
         try:
             chunk = json.loads(data)
         except ValueError as exc:
-            raise ProviderError(f"{self._where(attempt)}: bad stream chunk {data[:200]!r}",
-                                provider=self.name) from exc
+            raise ProviderError(
+                f"{self._where(attempt)}: bad stream chunk {data[:200]!r}", provider=self.name
+            ) from exc
         if not isinstance(chunk, dict):
-            raise ProviderError(f"{self._where(attempt)}: bad stream chunk {data[:200]!r}", provider=self.name)
+            raise ProviderError(
+                f"{self._where(attempt)}: bad stream chunk {data[:200]!r}", provider=self.name
+            )
         if "error" in chunk:
-            raise ProviderError(f"{self._where(attempt)}: server error in stream: "
-                                f"{_error_detail(json.dumps(chunk))}", provider=self.name)
+            raise ProviderError(
+                f"{self._where(attempt)}: server error in stream: {_error_detail(json.dumps(chunk))}",
+                provider=self.name,
+            )
         return chunk
 
     def _parse_completion(self, data: Any, attempt: int) -> Completion:
@@ -368,11 +422,18 @@ class OpenAICompatibleProvider:
             message = choice.get("message") or {}
             text = message.get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise ProviderError(f"{self._where(attempt)}: no choices[0].message in response: "
-                                f"{json.dumps(data)[:200]}", provider=self.name) from exc
-        return Completion(text=text, fields=_json_fields(text), usage=_usage(data.get("usage")),
-                          model=str(data.get("model") or self.model), provider=self.name,
-                          finish_reason=str(choice.get("finish_reason") or "stop"))
+            raise ProviderError(
+                f"{self._where(attempt)}: no choices[0].message in response: {json.dumps(data)[:200]}",
+                provider=self.name,
+            ) from exc
+        return Completion(
+            text=text,
+            fields=_json_fields(text),
+            usage=_usage(data.get("usage")),
+            model=str(data.get("model") or self.model),
+            provider=self.name,
+            finish_reason=str(choice.get("finish_reason") or "stop"),
+        )
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -421,15 +482,21 @@ def _json_body(response: httpx.Response, provider: OpenAICompatibleProvider, att
     try:
         return response.json()
     except ValueError as exc:
-        raise ProviderError(f"{provider._where(attempt)}: response is not JSON: {response.text[:200]!r}",
-                            provider=provider.name) from exc
+        raise ProviderError(
+            f"{provider._where(attempt)}: response is not JSON: {response.text[:200]!r}",
+            provider=provider.name,
+        ) from exc
 
 
 def _as_chunk(completion: Completion) -> dict[str, Any]:
     """A whole answer in the shape of one stream chunk (with its usage)."""
-    return {"model": completion.model, "usage": completion.usage,
-            "choices": [{"index": 0, "delta": {"content": completion.text},
-                         "finish_reason": completion.finish_reason}]}
+    return {
+        "model": completion.model,
+        "usage": completion.usage,
+        "choices": [
+            {"index": 0, "delta": {"content": completion.text}, "finish_reason": completion.finish_reason}
+        ],
+    }
 
 
 def _delta_text(chunk: dict[str, Any]) -> str:
@@ -490,15 +557,34 @@ def _estimated_usage(messages: list[Message], text: str) -> dict[str, int]:
     """Usage when a stream did not report it; ``estimated: 1`` says so."""
     prompt = 3 + sum(3 + estimate_tokens(str(m.get("content") or "")) for m in messages)
     completion = estimate_tokens(text)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion, "estimated": 1}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "estimated": 1,
+    }
 
 
 # -- YAML kinds ------------------------------------------------------------------------------------
 
-_CONFIG_KEYS = {"kind", "type", "base_url", "model", "api_key", "api_key_env", "temperature", "timeout",
-                "max_retries", "backoff_initial", "backoff_max", "headers", "extra_headers",
-                "stream_usage", "replay", "replay_dir"}
+_CONFIG_KEYS = {
+    "kind",
+    "type",
+    "base_url",
+    "model",
+    "api_key",
+    "api_key_env",
+    "temperature",
+    "timeout",
+    "max_retries",
+    "backoff_initial",
+    "backoff_max",
+    "headers",
+    "extra_headers",
+    "stream_usage",
+    "replay",
+    "replay_dir",
+}
 
 
 def provider_from_config(name: str, config: dict[str, Any]) -> Provider:
@@ -511,22 +597,34 @@ def provider_from_config(name: str, config: dict[str, Any]) -> Provider:
     kind = str(config.get("kind") or config.get("type") or "openai_compatible")
     unknown = sorted(set(config) - _CONFIG_KEYS)
     if unknown:
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, _CONFIG_KEYS, 1)) else k
-                 for k in unknown]
-        raise SibylError(f"provider '{name}' (kind {kind}): unknown key(s) {', '.join(hints)}; "
-                         f"known: {', '.join(sorted(_CONFIG_KEYS - {'type'}))}")
+        hints = [
+            f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, _CONFIG_KEYS, 1)) else k
+            for k in unknown
+        ]
+        raise SibylError(
+            f"provider '{name}' (kind {kind}): unknown key(s) {', '.join(hints)}; "
+            f"known: {', '.join(sorted(_CONFIG_KEYS - {'type'}))}"
+        )
     base_url = config.get("base_url") or KIND_DEFAULT_BASE_URLS.get(kind)
     if not base_url:
         raise SibylError(f"provider '{name}' (kind {kind}): base_url is required")
     is_openai = kind == "openai"
-    optional: dict[str, Any] = {k: config[k] for k in ("timeout", "max_retries", "backoff_initial",
-                                                        "backoff_max", "stream_usage") if k in config}
+    optional: dict[str, Any] = {
+        k: config[k]
+        for k in ("timeout", "max_retries", "backoff_initial", "backoff_max", "stream_usage")
+        if k in config
+    }
     provider: Provider = OpenAICompatibleProvider(
-        name, str(base_url), str(config.get("model") or ""), api_key=config.get("api_key"),
+        name,
+        str(base_url),
+        str(config.get("model") or ""),
+        api_key=config.get("api_key"),
         api_key_env=config.get("api_key_env", "OPENAI_API_KEY" if is_openai else None),
         temperature=config.get("temperature"),
         extra_headers=config.get("extra_headers") or config.get("headers"),
-        require_api_key=is_openai, **optional)
+        require_api_key=is_openai,
+        **optional,
+    )
     from .replay import replay_wrap
 
     return replay_wrap(provider, config.get("replay"), config.get("replay_dir"))
@@ -539,7 +637,9 @@ def _register_kinds() -> None:
 
 def _factory(kind: str) -> Callable[[str, dict[str, Any]], Provider]:
     def factory(name: str, config: dict[str, Any]) -> Provider:
-        return provider_from_config(name, {**config, "kind": config.get("kind") or config.get("type") or kind})
+        return provider_from_config(
+            name, {**config, "kind": config.get("kind") or config.get("type") or kind}
+        )
 
     return factory
 

@@ -11,8 +11,14 @@ from typing import Any
 from ..errors import SibylError
 from .base import Provider
 
-__all__ = ["register_provider", "get_provider", "registered_providers", "unregister_provider",
-           "register_provider_kind", "make_provider"]
+__all__ = [
+    "register_provider",
+    "get_provider",
+    "registered_providers",
+    "unregister_provider",
+    "register_provider_kind",
+    "make_provider",
+]
 
 _PROVIDERS: dict[str, Provider] = {}
 # kind name -> factory(name, config) for YAML ``providers: {primary: {kind: openai, ...}}``
@@ -57,7 +63,9 @@ def make_provider(name: str, config: dict[str, Any]) -> Provider:
     try:
         factory = _KINDS[kind]
     except KeyError:
-        raise SibylError(f"provider '{name}': unknown kind '{kind}' (known: local, {', '.join(sorted(_KINDS)) or '-'})") from None
+        raise SibylError(
+            f"provider '{name}': unknown kind '{kind}' (known: local, {', '.join(sorted(_KINDS)) or '-'})"
+        ) from None
     return factory(name, config)
 
 

@@ -28,8 +28,18 @@ from ..paths import sibyl_home
 from .base import Completion, Message, Provider
 from .streaming import TokenCallback, complete_with_tokens, emit_token, stream_via_complete
 
-__all__ = ["ReplayProvider", "ReplayMode", "replay_key", "enable_replay", "disable_replay", "clear_replay",
-           "replay_wrap", "active_replay", "JSONOnlyDisk", "open_replay_store"]
+__all__ = [
+    "ReplayProvider",
+    "ReplayMode",
+    "replay_key",
+    "enable_replay",
+    "disable_replay",
+    "clear_replay",
+    "replay_wrap",
+    "active_replay",
+    "JSONOnlyDisk",
+    "open_replay_store",
+]
 
 logger = logging.getLogger("sibyl_nb.providers.replay")
 
@@ -81,8 +91,13 @@ def _canonical(value: Any) -> str:
 
 def replay_key(provider: str, model: str, messages: list[Message], params: dict[str, Any]) -> str:
     """Stable SHA-256 hex of (provider, model, messages, params): same call, same key, any process."""
-    payload = {"v": _KEY_VERSION, "provider": provider, "model": model, "messages": messages,
-               "params": params}
+    payload = {
+        "v": _KEY_VERSION,
+        "provider": provider,
+        "model": model,
+        "messages": messages,
+        "params": params,
+    }
     try:
         text = _canonical(payload)
     except TypeError as exc:
@@ -95,8 +110,14 @@ class ReplayProvider:
     from the store only (a miss is a :class:`ProviderError`); ``auto``: replay if recorded, else record.
     """
 
-    def __init__(self, inner: Provider, mode: ReplayMode = "auto",
-                 directory: str | os.PathLike[str] | None = None, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        inner: Provider,
+        mode: ReplayMode = "auto",
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
         self.inner = inner
         self.mode: str = _check_mode(mode)
         self.name = name or getattr(inner, "name", "") or "provider"
@@ -129,8 +150,10 @@ class ReplayProvider:
 
     def key(self, messages: list[Message], params: dict[str, Any]) -> str:
         """The recording key for this call (``on_token`` and ``timeout`` do not change the answer)."""
-        effective = {**self.default_params,
-                     **{k: v for k, v in params.items() if k not in ("on_token", "timeout")}}
+        effective = {
+            **self.default_params,
+            **{k: v for k, v in params.items() if k not in ("on_token", "timeout")},
+        }
         model = str(effective.pop("model", None) or self.model)
         return replay_key(self.name, model, messages, effective)
 
@@ -145,8 +168,9 @@ class ReplayProvider:
         known = {f.name for f in dataclasses.fields(Completion)}  # tolerate records from other versions
         return Completion(**{k: v for k, v in record["completion"].items() if k in known})
 
-    async def complete(self, messages: list[Message], *, on_token: TokenCallback | None = None,
-                       **params: Any) -> Completion:
+    async def complete(
+        self, messages: list[Message], *, on_token: TokenCallback | None = None, **params: Any
+    ) -> Completion:
         key = self.key(messages, params)
         if self.mode != "record":
             recorded = self._recorded(key)
@@ -158,7 +182,9 @@ class ReplayProvider:
                 raise ProviderError(
                     f"replay miss: no recording of this call to model '{self.model}' (key {key[:12]}) in "
                     f"{self.directory}; run once with mode='record' or 'auto' to record it",
-                    provider=self.name, retryable=False)
+                    provider=self.name,
+                    retryable=False,
+                )
         completion = await complete_with_tokens(self.inner, messages, on_token, params)
         self._save(key, messages, params, completion)
         return completion
@@ -167,11 +193,21 @@ class ReplayProvider:
         """Deltas: the recorded text in one piece on a hit, the inner provider's deltas otherwise."""
         return stream_via_complete(self, messages, **params)
 
-    def _save(self, key: str, messages: list[Message], params: dict[str, Any], completion: Completion) -> None:
-        request = {"provider": self.name, "model": self.model, "messages": messages,
-                   "params": {k: v for k, v in params.items() if k not in ("on_token", "timeout")}}
-        record = {"v": _KEY_VERSION, "recorded_at": time.time(), "request": request,
-                  "completion": dataclasses.asdict(completion)}
+    def _save(
+        self, key: str, messages: list[Message], params: dict[str, Any], completion: Completion
+    ) -> None:
+        request = {
+            "provider": self.name,
+            "model": self.model,
+            "messages": messages,
+            "params": {k: v for k, v in params.items() if k not in ("on_token", "timeout")},
+        }
+        record = {
+            "v": _KEY_VERSION,
+            "recorded_at": time.time(),
+            "request": request,
+            "completion": dataclasses.asdict(completion),
+        }
         try:
             json.dumps(record)
         except TypeError as exc:  # e.g. a non-JSON value in Completion.fields
@@ -181,6 +217,7 @@ class ReplayProvider:
 
 
 # -- registry helpers ------------------------------------------------------------------------------
+
 
 def active_replay() -> tuple[str, Path | None] | None:
     """The replay setting new providers get: :func:`enable_replay`'s, else ``$SIBYL_REPLAY``."""
@@ -193,8 +230,9 @@ def active_replay() -> tuple[str, Path | None] | None:
     return None
 
 
-def replay_wrap(provider: Provider, mode: str | bool | None = None,
-                directory: str | os.PathLike[str] | None = None) -> Provider:
+def replay_wrap(
+    provider: Provider, mode: str | bool | None = None, directory: str | os.PathLike[str] | None = None
+) -> Provider:
     """``provider`` wrapped for replay when ``mode`` (or, when ``None``, the active setting) asks
     for it; ``False``/``"off"`` (YAML ``replay: off``) opts out even when replay is enabled."""
     if mode is False or mode == "off":
@@ -210,8 +248,9 @@ def replay_wrap(provider: Provider, mode: str | bool | None = None,
     return ReplayProvider(provider, _check_mode(str(mode)), directory)  # type: ignore[arg-type]
 
 
-def enable_replay(mode: ReplayMode = "auto", directory: str | os.PathLike[str] | None = None,
-                  names: list[str] | None = None) -> dict[str, ReplayProvider]:
+def enable_replay(
+    mode: ReplayMode = "auto", directory: str | os.PathLike[str] | None = None, names: list[str] | None = None
+) -> dict[str, ReplayProvider]:
     """Wrap the registered providers (or just ``names``) in :class:`ReplayProvider`; providers
     built later from YAML kinds are wrapped too. Calling it again changes mode/directory in place."""
     from .registry import get_provider, register_provider, registered_providers

@@ -35,8 +35,9 @@ def accepts_on_token(provider: Provider) -> bool:
         sig = inspect.signature(provider.complete)
     except (TypeError, ValueError):  # pragma: no cover - builtins / C callables
         return False
-    return any(p.name == "on_token" or p.kind is inspect.Parameter.VAR_KEYWORD
-               for p in sig.parameters.values())
+    return any(
+        p.name == "on_token" or p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()
+    )
 
 
 class _Tap:
@@ -53,8 +54,9 @@ class _Tap:
         return self.callback(delta)
 
 
-async def complete_with_tokens(provider: Provider, messages: list[Message],
-                               on_token: TokenCallback | None, params: dict[str, Any]) -> Completion:
+async def complete_with_tokens(
+    provider: Provider, messages: list[Message], on_token: TokenCallback | None, params: dict[str, Any]
+) -> Completion:
     """``provider.complete`` with ``on_token`` honoured even when the provider ignores it."""
     if on_token is None:
         return await provider.complete(messages, **params)
@@ -69,8 +71,9 @@ async def complete_with_tokens(provider: Provider, messages: list[Message],
     return completion
 
 
-async def stream_via_complete(provider: Provider, messages: list[Message],
-                              **params: Any) -> AsyncIterator[str]:
+async def stream_via_complete(
+    provider: Provider, messages: list[Message], **params: Any
+) -> AsyncIterator[str]:
     """An async iterator of deltas built on ``complete(on_token=...)`` (so wrappers stream too)."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     done = object()

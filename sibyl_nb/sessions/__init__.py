@@ -9,8 +9,15 @@ from __future__ import annotations
 from .manager import SessionManager, SessionView, make_message
 from .policy import MODES, SessionPolicy, policy_from_config
 
-__all__ = ["SessionManager", "SessionView", "SessionPolicy", "policy_from_config", "make_message", "MODES",
-           "open_session"]
+__all__ = [
+    "SessionManager",
+    "SessionView",
+    "SessionPolicy",
+    "policy_from_config",
+    "make_message",
+    "MODES",
+    "open_session",
+]
 
 
 def open_session(subtechnique: str = "memory", **config: object) -> SessionManager:

@@ -34,8 +34,8 @@ class SessionView:
     new_session: bool = True
     stored_messages: int = 0
     summary_covers: int = 0
-    compressed: int = 0        # older messages shown compressed
-    left_out: int = 0          # stored messages not shown (max_tokens / max_messages / window)
+    compressed: int = 0  # older messages shown compressed
+    left_out: int = 0  # stored messages not shown (max_tokens / max_messages / window)
     expires_at: float | None = None
     user_id: str | None = None
 
@@ -50,8 +50,9 @@ def make_message(role: str, content: str, counter: TokenCounter | None = None) -
 class SessionManager:
     """A session policy bound to a store (a shared one per configuration unless given)."""
 
-    def __init__(self, policy: SessionPolicy, store: Store | None = None, *,
-                 counter: TokenCounter | None = None) -> None:
+    def __init__(
+        self, policy: SessionPolicy, store: Store | None = None, *, counter: TokenCounter | None = None
+    ) -> None:
         self.policy = policy
         self.counter = counter or get_counter()
         if store is None and policy.stateful:
@@ -71,9 +72,15 @@ class SessionManager:
         data: SessionData | None = self.store.load(session_id)
         if data is None:
             return SessionView(session_id)
-        view = SessionView(session_id, new_session=False, stored_messages=len(data.messages),
-                           summary=data.summary, summary_covers=data.summary_covers,
-                           expires_at=data.expires_at, user_id=data.user_id)
+        view = SessionView(
+            session_id,
+            new_session=False,
+            stored_messages=len(data.messages),
+            summary=data.summary,
+            summary_covers=data.summary_covers,
+            expires_at=data.expires_at,
+            user_id=data.user_id,
+        )
         history = [m for m in data.messages if isinstance(m, dict)]
         left: list[dict[str, Any]] = []
         limit = pol.store_limit
@@ -84,11 +91,15 @@ class SessionManager:
             left += more
         view.left_out = len(left)
         if left and pol.summarization:
-            view.summary = summarize_messages(left, pol.summary_length, prior=view.summary, counter=self.counter)
+            view.summary = summarize_messages(
+                left, pol.summary_length, prior=view.summary, counter=self.counter
+            )
         view.history = history
         return view
 
-    def _fit_tokens(self, history: list[dict[str, Any]], budget: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    def _fit_tokens(
+        self, history: list[dict[str, Any]], budget: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
         """(history within ``budget`` tokens, messages left out, how many were compressed)."""
         tok = self.counter.message_tokens
         total = sum(tok(m) for m in history)
@@ -100,7 +111,9 @@ class SessionManager:
             older = max(0, len(history) - self.policy.keep_recent)
             for i in range(older):  # oldest first, until it fits
                 m = history[i]
-                text, _ = compress_text(str(m.get("content") or ""), self.policy.compression_ratio, self.counter)
+                text, _ = compress_text(
+                    str(m.get("content") or ""), self.policy.compression_ratio, self.counter
+                )
                 new = {**{k: v for k, v in m.items() if k != "tokens"}, "content": text, "compressed": True}
                 total += tok(new) - tok(m)
                 history[i] = new
@@ -115,8 +128,9 @@ class SessionManager:
         return kept, history[:cut], compressed - min(compressed, cut)
 
     # ---------------------------------------------------------------- store (steps 2 and 4)
-    def record_turn(self, session_id: str | None, user: str | None, reply: str | None, *,
-                    user_id: str | None = None) -> int:
+    def record_turn(
+        self, session_id: str | None, user: str | None, reply: str | None, *, user_id: str | None = None
+    ) -> int:
         """Append the user message and the reply atomically, then enforce the stored bound."""
         pol = self.policy
         if not pol.stateful or self.store is None or not session_id:
@@ -133,10 +147,16 @@ class SessionManager:
         if limit and n > limit:
             fold = None
             if pol.summarization:
+
                 def fold(old: str, dropped: list[dict[str, Any]]) -> str:
                     return summarize_messages(dropped, pol.summary_length, prior=old, counter=self.counter)
+
             dropped = self.store.trim(session_id, limit, fold=fold)
-            log.debug("session %s: trimmed %d messages (%s)", session_id, len(dropped),
-                      "folded into the summary" if fold else "max_messages/window_size reached")
+            log.debug(
+                "session %s: trimmed %d messages (%s)",
+                session_id,
+                len(dropped),
+                "folded into the summary" if fold else "max_messages/window_size reached",
+            )
             n -= len(dropped)
         return n

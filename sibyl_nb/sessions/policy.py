@@ -28,8 +28,12 @@ __all__ = ["SessionPolicy", "policy_from_config", "MODES", "STORE_KEYS"]
 MODES = ("memory", "stateless", "persistent", "sliding_window")
 # Config keys passed through to the store factory.
 STORE_KEYS = ("redis_url", "key_prefix", "kv_prefix", "database_url", "table", "kv_table", "directory")
-_DEFAULT_STORAGE = {"memory": "diskcache", "persistent": "database", "sliding_window": "diskcache",
-                    "stateless": None}
+_DEFAULT_STORAGE = {
+    "memory": "diskcache",
+    "persistent": "database",
+    "sliding_window": "diskcache",
+    "stateless": None,
+}
 
 
 @dataclass(slots=True)
@@ -38,14 +42,14 @@ class SessionPolicy:
     storage: str | None = "diskcache"
     store_config: dict[str, Any] = field(default_factory=dict)
     timeout: float | None = None
-    max_messages: int | None = None      # stored bound (memory, persistent)
-    max_tokens: int | None = None        # history bound (memory)
+    max_messages: int | None = None  # stored bound (memory, persistent)
+    max_tokens: int | None = None  # history bound (memory)
     compression: bool = False
     compression_ratio: float = 0.5
-    keep_recent: int = 4                 # never compressed
-    summarization: bool = False          # fold trimmed / left-out messages into the summary
+    keep_recent: int = 4  # never compressed
+    summarization: bool = False  # fold trimmed / left-out messages into the summary
     summary_length: int = 200
-    window_size: int | None = None       # sliding_window
+    window_size: int | None = None  # sliding_window
 
     @property
     def stateful(self) -> bool:
@@ -88,8 +92,12 @@ def policy_from_config(cfg: Mapping[str, Any]) -> SessionPolicy:
     if timeout is not None and timeout < 0:
         raise SibylError(f"session config 'timeout' must be positive seconds, got {timeout}")
     store_config = {k: cfg[k] for k in STORE_KEYS if cfg.get(k) not in (None, "")}
-    pol = SessionPolicy(mode=mode, storage=None if mode == "stateless" else str(storage), store_config=store_config,
-                        timeout=timeout)
+    pol = SessionPolicy(
+        mode=mode,
+        storage=None if mode == "stateless" else str(storage),
+        store_config=store_config,
+        timeout=timeout,
+    )
     if mode in ("memory", "persistent"):
         pol.max_messages = _pos_int(cfg, "max_messages", None)
     if mode == "memory":

@@ -24,14 +24,42 @@ __all__ = ["session_management", "CONFIG_SCHEMA", "reply_text"]
 
 _NUMBER = (int, float)
 CONFIG_SCHEMA: dict[str, Any] = {
-    "storage": str, "session_id": (str, int), "user_id": (str, int), "timeout": _NUMBER,
-    "max_messages": int, "max_tokens": int, "compression": bool, "summarization": bool,
-    "compression_ratio": _NUMBER, "keep_recent": int, "summary_length": int, "window_size": int,
-    "include_summary": bool, "redis_url": str, "key_prefix": str, "kv_prefix": str, "database_url": str,
-    "table": str, "kv_table": str, "directory": str,
+    "storage": str,
+    "session_id": (str, int),
+    "user_id": (str, int),
+    "timeout": _NUMBER,
+    "max_messages": int,
+    "max_tokens": int,
+    "compression": bool,
+    "summarization": bool,
+    "compression_ratio": _NUMBER,
+    "keep_recent": int,
+    "summary_length": int,
+    "window_size": int,
+    "include_summary": bool,
+    "redis_url": str,
+    "key_prefix": str,
+    "kv_prefix": str,
+    "database_url": str,
+    "table": str,
+    "kv_table": str,
+    "directory": str,
 }
-OUTPUTS = ("session_id", "mode", "history_length", "summary", "new_session", "stored_messages", "storage",
-           "user_id", "timeout", "compressed", "left_out", "summary_covers")
+OUTPUTS = (
+    "session_id",
+    "mode",
+    "history_length",
+    "summary",
+    "new_session",
+    "stored_messages",
+    "storage",
+    "user_id",
+    "timeout",
+    "compressed",
+    "left_out",
+    "summary_covers",
+)
+
 
 def reply_text(result: Any) -> str | None:
     """The run's final answer text: ``result.text``, else a text-like field of ``result.output``."""
@@ -86,13 +114,26 @@ async def session_management(ctx: Any) -> dict[str, Any]:
         ctx.defer(store_turn)
 
     return {
-        "session_id": sid, "mode": policy.mode, "history_length": len(view.history), "summary": view.summary,
-        "new_session": view.new_session, "stored_messages": view.stored_messages,
+        "session_id": sid,
+        "mode": policy.mode,
+        "history_length": len(view.history),
+        "summary": view.summary,
+        "new_session": view.new_session,
+        "stored_messages": view.stored_messages,
         "storage": mgr.store.backend if mgr is not None and mgr.store is not None else None,
-        "user_id": user_id or view.user_id, "timeout": policy.timeout, "compressed": view.compressed,
-        "left_out": view.left_out, "summary_covers": view.summary_covers,
+        "user_id": user_id or view.user_id,
+        "timeout": policy.timeout,
+        "compressed": view.compressed,
+        "left_out": view.left_out,
+        "summary_covers": view.summary_covers,
     }
 
 
-register_technique("workflow_orchestration.session_management", session_management, blocking=False,
-                   subtechniques=MODES, config_schema=CONFIG_SCHEMA, outputs=OUTPUTS)
+register_technique(
+    "workflow_orchestration.session_management",
+    session_management,
+    blocking=False,
+    subtechniques=MODES,
+    config_schema=CONFIG_SCHEMA,
+    outputs=OUTPUTS,
+)

@@ -28,32 +28,129 @@ GRAPH_TECHNIQUE = "workflow_orchestration.graph"
 ORCHESTRATION_TECHNIQUE = "workflow_orchestration.orchestration"
 PASSTHROUGH = "workflow_orchestration.passthrough"
 
-PIPELINE_KEYS = ("shop", "steps", "description", "inputs", "max_concurrent", "executor", "name",
-                 "scheduler_address")
-STEP_KEYS = ("use", "technique", "config", "id", "name", "retry", "on_error", "condition", "timeout",
-             "cache", "depends_on", "max_iterations", "description")
-GRAPH_CONFIG_KEYS = ("subtechnique", "max_iterations", "max_concurrent", "graph_definition",
-                     "graph_builder", "builder_code", "builder", "executor", "description")
-GRAPH_NODE_KEYS = ("id", "technique", "use", "config", "retry", "on_error", "timeout", "cache", "condition",
-                   "max_iterations", "description")
+PIPELINE_KEYS = (
+    "shop",
+    "steps",
+    "description",
+    "inputs",
+    "max_concurrent",
+    "executor",
+    "name",
+    "scheduler_address",
+)
+STEP_KEYS = (
+    "use",
+    "technique",
+    "config",
+    "id",
+    "name",
+    "retry",
+    "on_error",
+    "condition",
+    "timeout",
+    "cache",
+    "depends_on",
+    "max_iterations",
+    "description",
+)
+GRAPH_CONFIG_KEYS = (
+    "subtechnique",
+    "max_iterations",
+    "max_concurrent",
+    "graph_definition",
+    "graph_builder",
+    "builder_code",
+    "builder",
+    "executor",
+    "description",
+)
+GRAPH_NODE_KEYS = (
+    "id",
+    "technique",
+    "use",
+    "config",
+    "retry",
+    "on_error",
+    "timeout",
+    "cache",
+    "condition",
+    "max_iterations",
+    "description",
+)
 EDGE_KEYS = ("from", "to", "condition", "description")
-ORCH_CONFIG_KEYS = ("subtechnique", "steps", "max_concurrent", "combine_step", "lazy", "retry", "timeout",
-                    "description", "max_iterations")
-ORCH_STEP_KEYS = ("name", "id", "technique", "use", "config", "depends_on", "retry", "on_error",
-                  "condition", "always", "on_condition_true", "timeout", "cache", "output", "description")
-RETRY_KEYS = ("max_attempts", "backoff", "initial_delay", "initial", "delay", "max_delay", "multiplier",
-              "jitter")
+ORCH_CONFIG_KEYS = (
+    "subtechnique",
+    "steps",
+    "max_concurrent",
+    "combine_step",
+    "lazy",
+    "retry",
+    "timeout",
+    "description",
+    "max_iterations",
+)
+ORCH_STEP_KEYS = (
+    "name",
+    "id",
+    "technique",
+    "use",
+    "config",
+    "depends_on",
+    "retry",
+    "on_error",
+    "condition",
+    "always",
+    "on_condition_true",
+    "timeout",
+    "cache",
+    "output",
+    "description",
+)
+RETRY_KEYS = (
+    "max_attempts",
+    "backoff",
+    "initial_delay",
+    "initial",
+    "delay",
+    "max_delay",
+    "multiplier",
+    "jitter",
+)
 INFRA_SCHEMA = {
-    "checkpointing": {"enabled": bool, "frequency": int, "storage": str, "database_url": str,
-                      "redis_url": str, "path": str, "keep": int},
-    "caching": {"enabled": bool, "ttl": (int, float), "cache_key_template": str, "storage": str,
-                "redis_url": str, "path": str},
+    "checkpointing": {
+        "enabled": bool,
+        "frequency": int,
+        "storage": str,
+        "database_url": str,
+        "redis_url": str,
+        "path": str,
+        "keep": int,
+    },
+    "caching": {
+        "enabled": bool,
+        "ttl": (int, float),
+        "cache_key_template": str,
+        "storage": str,
+        "redis_url": str,
+        "path": str,
+    },
 }
 OBSERVABILITY_SCHEMA = {
-    "logging": {"level": str, "workflow_tracing": bool, "log_step_transitions": bool,
-                "log_state_changes": bool, "format": str},
-    "metrics": {"workflow_duration": bool, "step_duration": bool, "error_rate": bool,
-                "retry_count": bool, "export": str, "prometheus_port": int},
+    "logging": {
+        "level": str,
+        "workflow_tracing": bool,
+        "log_step_transitions": bool,
+        "log_state_changes": bool,
+        "format": str,
+    },
+    "metrics": {
+        "workflow_duration": bool,
+        "step_duration": bool,
+        "error_rate": bool,
+        "retry_count": bool,
+        "export": str,
+        "prometheus_port": int,
+    },
 }
 GRAPH_MODES = ("dag", "cyclic", "conditional", "dynamic")
 # Input fields so common that a reference to one is never taken for a typo of something else.
@@ -127,7 +224,9 @@ class _Compiler:
             return wanted
         if explicit:
             first = self.node_paths.get(wanted)
-            where = f" (first defined at {format_path(first)}, line {self.lines.line(first)})" if first else ""
+            where = (
+                f" (first defined at {format_path(first)}, line {self.lines.line(first)})" if first else ""
+            )
             raise self.err(path, f"duplicate node id '{wanted}'{where}")
         n = 2
         while f"{wanted}_{n}" in self.node_paths:
@@ -145,11 +244,19 @@ class _Compiler:
     def check_config(self, info: TechniqueInfo, config: dict[str, Any], path: Path) -> None:
         sub = config.get("subtechnique")
         templated = isinstance(sub, str) and "${" in sub
-        if info.subtechniques is not None and sub is not None and not templated and sub not in info.subtechniques:
-            raise self.err(path + ("subtechnique",),
-                           f"unknown subtechnique '{sub}' for {info.name}{did_you_mean(str(sub), info.subtechniques)}"
-                           f" (known: {', '.join(info.subtechniques)})", UnknownTechniqueError,
-                           technique=info.name)
+        if (
+            info.subtechniques is not None
+            and sub is not None
+            and not templated
+            and sub not in info.subtechniques
+        ):
+            raise self.err(
+                path + ("subtechnique",),
+                f"unknown subtechnique '{sub}' for {info.name}{did_you_mean(str(sub), info.subtechniques)}"
+                f" (known: {', '.join(info.subtechniques)})",
+                UnknownTechniqueError,
+                technique=info.name,
+            )
         check_schema(config, info.config_schema, path, self.lines, f"{info.name} config")
 
     def retry(self, value: Any, path: Path) -> RetryPolicy | None:
@@ -166,12 +273,21 @@ class _Compiler:
                 raise self.err(path + ("max_attempts",), "retry.max_attempts must be at least 1")
             policy.max_attempts = value["max_attempts"]
         if "backoff" in value:
-            check_type(value["backoff"], ["exponential", "linear", "fixed"], path + ("backoff",), self.lines,
-                       "retry.backoff")
+            check_type(
+                value["backoff"],
+                ["exponential", "linear", "fixed"],
+                path + ("backoff",),
+                self.lines,
+                "retry.backoff",
+            )
             policy.backoff = value["backoff"]
-        for key, attr in (("initial_delay", "initial_delay"), ("initial", "initial_delay"),
-                          ("delay", "initial_delay"), ("max_delay", "max_delay"),
-                          ("multiplier", "multiplier")):
+        for key, attr in (
+            ("initial_delay", "initial_delay"),
+            ("initial", "initial_delay"),
+            ("delay", "initial_delay"),
+            ("max_delay", "max_delay"),
+            ("multiplier", "multiplier"),
+        ):
             if key in value:
                 check_type(value[key], float, path + (key,), self.lines, f"retry.{key}")
                 setattr(policy, attr, float(value[key]))
@@ -193,26 +309,49 @@ class _Compiler:
             self.refs.append((ref, path, node_id, edge_src))
         return cond
 
-    def make_node(self, node_id: str, technique: str, config: Any, path: Path, *, group: str,
-                  retry: Any = None, on_error: Any = None, guard: Any = None, timeout: Any = None,
-                  cache: Any = None, max_iterations: int = 10, register: bool = True,
-                  info_path: Path | None = None) -> Node:
+    def make_node(
+        self,
+        node_id: str,
+        technique: str,
+        config: Any,
+        path: Path,
+        *,
+        group: str,
+        retry: Any = None,
+        on_error: Any = None,
+        guard: Any = None,
+        timeout: Any = None,
+        cache: Any = None,
+        max_iterations: int = 10,
+        register: bool = True,
+        info_path: Path | None = None,
+    ) -> Node:
         config = {} if config is None else config
         cpath = path + ("config",)
         expect_mapping(config, cpath, self.lines, f"config of node '{node_id}'")
         info = self.technique_info(technique, info_path or path)
         if info.compiles:
-            raise self.err(info_path or path, f"{technique} is a graph/orchestration step; it cannot be a "
-                                              f"node inside a graph here")
+            raise self.err(
+                info_path or path,
+                f"{technique} is a graph/orchestration step; it cannot be a node inside a graph here",
+            )
         self.check_config(info, config, cpath)
         self.techniques.add(technique)
         render, refs = compile_value(config, cpath)
         for ref, rpath in refs:
             self.refs.append((ref, rpath, node_id, None))
-        node = Node(node_id, technique, config, render=render, retry=self.retry(retry, path + ("retry",)),
-                    guard=self.condition(guard, path + ("condition",), node_id) if guard is not None else None,
-                    max_iterations=max_iterations, group=group, path=format_path(path),
-                    line=self.lines.line(path))
+        node = Node(
+            node_id,
+            technique,
+            config,
+            render=render,
+            retry=self.retry(retry, path + ("retry",)),
+            guard=self.condition(guard, path + ("condition",), node_id) if guard is not None else None,
+            max_iterations=max_iterations,
+            group=group,
+            path=format_path(path),
+            line=self.lines.line(path),
+        )
         if timeout is not None:
             check_type(timeout, float, path + ("timeout",), self.lines, "timeout")
             node.timeout = float(timeout)
@@ -238,11 +377,22 @@ class _Compiler:
             technique = item.get("technique") or item.get("use")
             if technique is None:
                 raise self.err(ipath, "an on_error step needs 'technique'")
-            fid = self.new_id(item.get("name") or item.get("id") or f"{owner}_fallback", ipath,
-                              explicit=bool(item.get("name") or item.get("id")))
-            fb = self.make_node(fid, technique, item.get("config"), ipath, group=group, retry=item.get("retry"),
-                                timeout=item.get("timeout"), register=False,
-                                info_path=ipath + ("technique" if "technique" in item else "use",))
+            fid = self.new_id(
+                item.get("name") or item.get("id") or f"{owner}_fallback",
+                ipath,
+                explicit=bool(item.get("name") or item.get("id")),
+            )
+            fb = self.make_node(
+                fid,
+                technique,
+                item.get("config"),
+                ipath,
+                group=group,
+                retry=item.get("retry"),
+                timeout=item.get("timeout"),
+                register=False,
+                info_path=ipath + ("technique" if "technique" in item else "use",),
+            )
             self.loose_names.add(fid)
             out.append(fb)
         return out
@@ -269,8 +419,9 @@ class _Compiler:
             if deps is not None:
                 for dep, dpath in self.dep_list(deps, spath + ("depends_on",)):
                     if dep not in units:
-                        raise self.err(dpath, f"depends_on '{dep}' is not an earlier step"
-                                              f"{did_you_mean(dep, units)}")
+                        raise self.err(
+                            dpath, f"depends_on '{dep}' is not an earlier step{did_you_mean(dep, units)}"
+                        )
                     self.link(units[dep], unit, spath)
             elif prev is not None:
                 self.link(prev, unit, spath)
@@ -314,11 +465,23 @@ class _Compiler:
             return self.orchestration_step(config, path + ("config",), step, index)
         explicit = step.get("id") or step.get("name")
         base = explicit or str(technique).rsplit(".", 1)[-1]
-        nid = self.new_id(base, path + (("id" if "id" in step else "name"),) if explicit else path,
-                          explicit=bool(explicit))
-        self.make_node(nid, technique, config, path, group=nid, retry=step.get("retry"),
-                       on_error=step.get("on_error"), guard=step.get("condition"), timeout=step.get("timeout"),
-                       cache=step.get("cache"), max_iterations=step.get("max_iterations", 10), info_path=tpath)
+        nid = self.new_id(
+            base, path + (("id" if "id" in step else "name"),) if explicit else path, explicit=bool(explicit)
+        )
+        self.make_node(
+            nid,
+            technique,
+            config,
+            path,
+            group=nid,
+            retry=step.get("retry"),
+            on_error=step.get("on_error"),
+            guard=step.get("condition"),
+            timeout=step.get("timeout"),
+            cache=step.get("cache"),
+            max_iterations=step.get("max_iterations", 10),
+            info_path=tpath,
+        )
         return _Unit([nid], [nid])
 
     # -- workflow_orchestration.graph -----------------------------------------------------------
@@ -356,11 +519,20 @@ class _Compiler:
             if technique is None:
                 raise self.err(npath, f"graph node '{nd['id']}' needs 'technique'")
             nid = self.new_id(nd["id"], npath + ("id",), explicit=True)
-            node = self.make_node(nid, technique, nd.get("config"), npath, group=group, retry=nd.get("retry"),
-                                  on_error=nd.get("on_error"), guard=nd.get("condition"),
-                                  timeout=nd.get("timeout"), cache=nd.get("cache"),
-                                  max_iterations=nd.get("max_iterations", max_it),
-                                  info_path=npath + ("technique" if "technique" in nd else "use",))
+            node = self.make_node(
+                nid,
+                technique,
+                nd.get("config"),
+                npath,
+                group=group,
+                retry=nd.get("retry"),
+                on_error=nd.get("on_error"),
+                guard=nd.get("condition"),
+                timeout=nd.get("timeout"),
+                cache=nd.get("cache"),
+                max_iterations=nd.get("max_iterations", max_it),
+                info_path=npath + ("technique" if "technique" in nd else "use",),
+            )
             node.limit_key = limit_key
             ids.append(nid)
         edges = gdef.get("edges") or []
@@ -377,8 +549,11 @@ class _Compiler:
             for end, names in (("from", [ed["from"]]), ("to", targets)):
                 for nm in names:
                     if nm not in ids:
-                        raise self.err(epath + (end,), f"edge {end} '{nm}': no node with that id in this graph"
-                                                       f"{did_you_mean(str(nm), ids)}")
+                        raise self.err(
+                            epath + (end,),
+                            f"edge {end} '{nm}': no node with that id in this graph"
+                            f"{did_you_mean(str(nm), ids)}",
+                        )
             for t in targets:
                 sub_edges.append(self.edge(ed["from"], t, epath, condition=ed.get("condition")))
         # the subgraph alone decides its back edges, entries and exits
@@ -386,9 +561,11 @@ class _Compiler:
         try:
             sub.finalize(allow_cycles=(mode == "cyclic"))
         except CycleFound as cyc:
-            raise self.err(self._edge_path(cyc.edge),
-                           f"a {mode} graph cannot have cycles: {' -> '.join(cyc.cycle)} "
-                           f"(use subtechnique: cyclic for feedback loops)") from None
+            raise self.err(
+                self._edge_path(cyc.edge),
+                f"a {mode} graph cannot have cycles: {' -> '.join(cyc.cycle)} "
+                f"(use subtechnique: cyclic for feedback loops)",
+            ) from None
         if mode == "cyclic" and not sub.back_edges:
             self.warnings.append(f"{format_path(path)}: cyclic graph has no cycle")
         entries = [n.id for n in sub.entries]
@@ -406,8 +583,11 @@ class _Compiler:
     def executor_choice(self, value: Any, path: Path) -> None:
         """One run has one scheduler and one executor: a graph's ``executor:`` chooses it for the pipeline."""
         if self.executor is not None and self.executor != value:
-            raise self.err(path, f"executor {value!r} conflicts with {self.executor!r} chosen earlier: "
-                                 f"a pipeline runs on one executor")
+            raise self.err(
+                path,
+                f"executor {value!r} conflicts with {self.executor!r} chosen earlier: "
+                f"a pipeline runs on one executor",
+            )
         self.executor = value
 
     def limit(self, config: dict[str, Any], path: Path, group: str) -> str | None:
@@ -420,16 +600,21 @@ class _Compiler:
         self.graph.limits[group] = mc
         return group
 
-    def dynamic_step(self, config: dict[str, Any], path: Path, step: dict[str, Any], group: str,
-                     max_it: int) -> _Unit:
+    def dynamic_step(
+        self, config: dict[str, Any], path: Path, step: dict[str, Any], group: str, max_it: int
+    ) -> _Unit:
         builder = config.get("builder")
         code = config.get("builder_code")
         lang = config.get("graph_builder", "python")
         if lang != "python":
-            raise self.err(path + ("graph_builder",), f"graph_builder '{lang}' is not supported: only python "
-                                                      f"builders run in sibyl_nb")
+            raise self.err(
+                path + ("graph_builder",),
+                f"graph_builder '{lang}' is not supported: only python builders run in sibyl_nb",
+            )
         if builder is None and code is None:
-            raise self.err(path, "a dynamic graph needs 'builder_code' (Python defining build_graph) or 'builder'")
+            raise self.err(
+                path, "a dynamic graph needs 'builder_code' (Python defining build_graph) or 'builder'"
+            )
         if code is not None:
             check_type(code, str, path + ("builder_code",), self.lines, "builder_code")
             import ast
@@ -438,20 +623,34 @@ class _Compiler:
                 tree = ast.parse(code)
             except SyntaxError as exc:
                 line = (self.lines.line(path + ("builder_code",)) or 0) + (exc.lineno or 0)
-                raise SpecError(f"builder_code does not parse: {exc.msg}", path=format_path(path + ("builder_code",)),
-                                line=line, source=self.lines.source) from None
+                raise SpecError(
+                    f"builder_code does not parse: {exc.msg}",
+                    path=format_path(path + ("builder_code",)),
+                    line=line,
+                    source=self.lines.source,
+                ) from None
             if not any(isinstance(n, ast.FunctionDef) and n.name == "build_graph" for n in tree.body):
                 raise self.err(path + ("builder_code",), "builder_code must define build_graph(input_data)")
         nid = self.new_id(step.get("id") or step.get("name") or "dynamic_graph", path, explicit=False)
-        node = Node(nid, "workflow_orchestration.graph", {k: v for k, v in config.items()}, kind="dynamic",
-                    max_iterations=max_it, group=group, path=format_path(path), line=self.lines.line(path))
+        node = Node(
+            nid,
+            "workflow_orchestration.graph",
+            {k: v for k, v in config.items()},
+            kind="dynamic",
+            max_iterations=max_it,
+            group=group,
+            path=format_path(path),
+            line=self.lines.line(path),
+        )
         node.limit_key = group if group in self.graph.limits else None
         self.node_paths[nid] = path
         self.graph.add_node(node)
         return _Unit([nid], [nid])
 
     # -- workflow_orchestration.orchestration -----------------------------------------------------
-    def orchestration_step(self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int) -> _Unit:
+    def orchestration_step(
+        self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int
+    ) -> _Unit:
         check_keys(config, ORCH_CONFIG_KEYS, path, self.lines, "workflow_orchestration.orchestration config")
         mode = config.get("subtechnique", "sequential")
         check_type(mode, list(ORCH_MODES), path + ("subtechnique",), self.lines, "orchestration subtechnique")
@@ -464,8 +663,8 @@ class _Compiler:
             raise self.err(path + ("steps",), "orchestration needs at least one step")
         default_retry = config.get("retry")
         names: list[str] = []
-        heads: dict[str, str] = {}   # step name -> node that starts it
-        tails: dict[str, str] = {}   # step name -> node that ends it (after on_condition_true)
+        heads: dict[str, str] = {}  # step name -> node that starts it
+        tails: dict[str, str] = {}  # step name -> node that ends it (after on_condition_true)
         bypass: dict[str, str] = {}  # step name -> node whose bypass edge skips its on_condition_true chain
         explicit_deps: dict[str, list[tuple[str, Path]]] = {}
         for i, st in enumerate(steps):
@@ -480,10 +679,19 @@ class _Compiler:
             guard = None if st.get("always") else st.get("condition")
             if st.get("always") is not None:
                 check_type(st["always"], bool, spath + ("always",), self.lines, "always")
-            node = self.make_node(nid, technique, st.get("config"), spath, group=group,
-                                  retry=st.get("retry", default_retry), on_error=st.get("on_error"),
-                                  guard=guard, timeout=st.get("timeout", config.get("timeout")),
-                                  cache=st.get("cache"), info_path=tpath)
+            node = self.make_node(
+                nid,
+                technique,
+                st.get("config"),
+                spath,
+                group=group,
+                retry=st.get("retry", default_retry),
+                on_error=st.get("on_error"),
+                guard=guard,
+                timeout=st.get("timeout", config.get("timeout")),
+                cache=st.get("cache"),
+                info_path=tpath,
+            )
             node.limit_key = limit_key
             names.append(nid)
             heads[nid] = tails[nid] = nid
@@ -492,20 +700,34 @@ class _Compiler:
             then = st.get("on_condition_true")
             if then is not None:
                 if guard is None:
-                    self.warnings.append(f"{format_path(spath)}: on_condition_true without a condition always runs")
+                    self.warnings.append(
+                        f"{format_path(spath)}: on_condition_true without a condition always runs"
+                    )
                 chain_prev = nid
-                for j, sub in enumerate(expect_list(then, spath + ("on_condition_true",), self.lines,
-                                                    "on_condition_true")):
+                for j, sub in enumerate(
+                    expect_list(then, spath + ("on_condition_true",), self.lines, "on_condition_true")
+                ):
                     subpath = spath + ("on_condition_true", j)
                     expect_mapping(sub, subpath, self.lines, "an on_condition_true step")
                     check_keys(sub, ORCH_STEP_KEYS, subpath, self.lines, "an on_condition_true step")
-                    sid = self.new_id(sub.get("name") or sub.get("id") or f"{nid}_then", subpath,
-                                      explicit=bool(sub.get("name") or sub.get("id")))
+                    sid = self.new_id(
+                        sub.get("name") or sub.get("id") or f"{nid}_then",
+                        subpath,
+                        explicit=bool(sub.get("name") or sub.get("id")),
+                    )
                     stech, stpath = self.step_technique(sub, subpath, sid)
-                    subnode = self.make_node(sid, stech, sub.get("config"), subpath, group=group,
-                                             retry=sub.get("retry", default_retry), on_error=sub.get("on_error"),
-                                             guard=sub.get("condition"), timeout=sub.get("timeout"),
-                                             info_path=stpath)
+                    subnode = self.make_node(
+                        sid,
+                        stech,
+                        sub.get("config"),
+                        subpath,
+                        group=group,
+                        retry=sub.get("retry", default_retry),
+                        on_error=sub.get("on_error"),
+                        guard=sub.get("condition"),
+                        timeout=sub.get("timeout"),
+                        info_path=stpath,
+                    )
                     subnode.limit_key = limit_key
                     self.edge(chain_prev, sid, subpath, when="ran" if chain_prev == nid else None)
                     chain_prev = sid
@@ -514,8 +736,11 @@ class _Compiler:
         for deps in explicit_deps.values():
             for dep, dpath in deps:
                 if dep not in tails:
-                    raise self.err(dpath, f"depends_on '{dep}': no step with that name in this orchestration"
-                                          f"{did_you_mean(dep, names)}")
+                    raise self.err(
+                        dpath,
+                        f"depends_on '{dep}': no step with that name in this orchestration"
+                        f"{did_you_mean(dep, names)}",
+                    )
         combine = config.get("combine_step")
         combine_id = None
         if combine is not None:
@@ -525,15 +750,28 @@ class _Compiler:
             cname = combine.get("name") or "combine"
             combine_id = self.new_id(cname, cpath + ("name",) if "name" in combine else cpath, explicit=True)
             ctech, ctpath = self.step_technique(combine, cpath, combine_id)
-            cnode = self.make_node(combine_id, ctech, combine.get("config"), cpath, group=group,
-                                   retry=combine.get("retry", default_retry), on_error=combine.get("on_error"),
-                                   timeout=combine.get("timeout"), info_path=ctpath)
+            cnode = self.make_node(
+                combine_id,
+                ctech,
+                combine.get("config"),
+                cpath,
+                group=group,
+                retry=combine.get("retry", default_retry),
+                on_error=combine.get("on_error"),
+                timeout=combine.get("timeout"),
+                info_path=ctpath,
+            )
             cnode.limit_key = None  # the join is not one of the parallel workers
-            deps = self.dep_list(combine["depends_on"], cpath + ("depends_on",)) if "depends_on" in combine \
+            deps = (
+                self.dep_list(combine["depends_on"], cpath + ("depends_on",))
+                if "depends_on" in combine
                 else [(n, cpath) for n in names]
+            )
             for dep, dpath in deps:
                 if dep not in tails:
-                    raise self.err(dpath, f"depends_on '{dep}': no step with that name{did_you_mean(dep, names)}")
+                    raise self.err(
+                        dpath, f"depends_on '{dep}': no step with that name{did_you_mean(dep, names)}"
+                    )
             explicit_deps[combine_id] = deps
             heads[combine_id] = tails[combine_id] = combine_id
 
@@ -559,8 +797,10 @@ class _Compiler:
         if lazy:
             self.prune(order, outputs, explicit_deps, tails)
         entries = [heads[n] for n in order if not any(e.dst == heads[n] for e in self.graph.edges)]
-        exits = sorted({x for o in outputs for x in self.exit_nodes(o, bypass, tails)},
-                       key=lambda x: list(self.graph.nodes).index(x))
+        exits = sorted(
+            {x for o in outputs for x in self.exit_nodes(o, bypass, tails)},
+            key=lambda x: list(self.graph.nodes).index(x),
+        )
         return _Unit(entries, exits)
 
     def step_technique(self, st: dict[str, Any], spath: Path, nid: str) -> tuple[str, Path]:
@@ -571,8 +811,10 @@ class _Compiler:
         # name if there is one, else a pass-through, and say so.
         if has_technique(nid):
             return nid, spath
-        self.warnings.append(f"{format_path(spath)}: step '{nid}' has no technique; it passes its input "
-                             f"through (register one with @sibyl_nb.technique('{nid}'))")
+        self.warnings.append(
+            f"{format_path(spath)}: step '{nid}' has no technique; it passes its input "
+            f"through (register one with @sibyl_nb.technique('{nid}'))"
+        )
         return PASSTHROUGH, spath
 
     def join(self, dep: str, nid: str, tails: dict[str, str], bypass: dict[str, str], path: Path) -> None:
@@ -588,8 +830,13 @@ class _Compiler:
         has_out = {e.src for e in self.graph.edges}
         return [n for n in order if tails[n] not in has_out]
 
-    def prune(self, order: list[str], outputs: list[str], deps: dict[str, list[tuple[str, Path]]],
-              tails: dict[str, str]) -> None:
+    def prune(
+        self,
+        order: list[str],
+        outputs: list[str],
+        deps: dict[str, list[tuple[str, Path]]],
+        tails: dict[str, str],
+    ) -> None:
         """Lazy mode: only what the outputs need (by depends_on or ``${name}``) ever runs."""
         needed: set[str] = set()
         todo = list(outputs)
@@ -638,22 +885,32 @@ class _Compiler:
                 self.aliases[root] = edge_src
                 self.warnings.append(f"{where}: '{root}' read as node '{edge_src}' (the edge's source)")
                 continue
-            close = [k for k in sorted(known, key=lambda k: _edit_distance(root, k))[:1]
-                     if _looks_like_typo(root, k)]
+            close = [
+                k
+                for k in sorted(known, key=lambda k: _edit_distance(root, k))[:1]
+                if _looks_like_typo(root, k)
+            ]
             if close:
-                raise self.err(path, f"unknown name '{root}' in {ref}; did you mean '{close[0]}'? "
-                                     f"(if it is an input field, list it under the pipeline's 'inputs:')",
-                               ExpressionError)
+                raise self.err(
+                    path,
+                    f"unknown name '{root}' in {ref}; did you mean '{close[0]}'? "
+                    f"(if it is an input field, list it under the pipeline's 'inputs:')",
+                    ExpressionError,
+                )
             if declared_inputs:
-                raise self.err(path, f"unknown name '{root}' in {ref}: not a node, a declared input "
-                                     f"({', '.join(declared_inputs)}), a session field or an environment variable",
-                               ExpressionError)
+                raise self.err(
+                    path,
+                    f"unknown name '{root}' in {ref}: not a node, a declared input "
+                    f"({', '.join(declared_inputs)}), a session field or an environment variable",
+                    ExpressionError,
+                )
             required.setdefault(root, []).append(where)
         return required
 
 
-def compile_pipeline(name: str, spec: dict[str, Any], path: Path, lines: LineMap, *,
-                     trusted: bool = False) -> PipelineSpec:
+def compile_pipeline(
+    name: str, spec: dict[str, Any], path: Path, lines: LineMap, *, trusted: bool = False
+) -> PipelineSpec:
     expect_mapping(spec, path, lines, f"pipeline '{name}'")
     check_keys(spec, PIPELINE_KEYS, path, lines, f"pipeline '{name}'")
     if "steps" not in spec:
@@ -675,23 +932,39 @@ def compile_pipeline(name: str, spec: dict[str, Any], path: Path, lines: LineMap
         address = spec["scheduler_address"]
         check_type(address, str, path + ("scheduler_address",), lines, "scheduler_address")
         if executor not in (None, "dask") and not isinstance(executor, dict):
-            raise lines.error(path + ("scheduler_address",), f"scheduler_address needs executor: dask, not {executor!r}")
-        executor = {**(executor if isinstance(executor, dict) else {}), "kind": "dask", "scheduler_address": address}
+            raise lines.error(
+                path + ("scheduler_address",), f"scheduler_address needs executor: dask, not {executor!r}"
+            )
+        executor = {
+            **(executor if isinstance(executor, dict) else {}),
+            "kind": "dask",
+            "scheduler_address": address,
+        }
     if executor is not None:
         comp.executor_choice(executor, path + ("executor",))
     exits = comp.pipeline(spec["steps"], path + ("steps",))
     comp.graph.exits = exits
     comp.graph.finalize()
     required = comp.check_refs(tuple(inputs))
-    return PipelineSpec(name=name, graph=comp.graph, source=lines.source, lines=lines,
-                        required_inputs=required, declared_inputs=tuple(inputs), aliases=comp.aliases,
-                        pruned=frozenset(comp.pruned), warnings=comp.warnings,
-                        description=str(spec.get("description") or ""),
-                        executor=comp.executor, trusted=trusted)
+    return PipelineSpec(
+        name=name,
+        graph=comp.graph,
+        source=lines.source,
+        lines=lines,
+        required_inputs=required,
+        declared_inputs=tuple(inputs),
+        aliases=comp.aliases,
+        pruned=frozenset(comp.pruned),
+        warnings=comp.warnings,
+        description=str(spec.get("description") or ""),
+        executor=comp.executor,
+        trusted=trusted,
+    )
 
 
-def compile_document(data: Any, lines: LineMap, *, trusted: bool = False,
-                     default_name: str = "pipeline") -> Document:
+def compile_document(
+    data: Any, lines: LineMap, *, trusted: bool = False, default_name: str = "pipeline"
+) -> Document:
     """A whole document (``pipelines:``/``shops:``/``observability:``/``providers:``) or bare steps."""
     if isinstance(data, list):
         data = {"steps": data}
@@ -703,11 +976,18 @@ def compile_document(data: Any, lines: LineMap, *, trusted: bool = False,
         extra = {k: v for k, v in data.items() if k not in ("shops", "observability", "providers")}
         pipelines[default_name] = compile_pipeline(default_name, extra, (), lines, trusted=trusted)
     else:
-        check_keys(data, ("pipelines", "shops", "observability", "providers", "version", "description"), (),
-                   lines, "the document")
+        check_keys(
+            data,
+            ("pipelines", "shops", "observability", "providers", "version", "description"),
+            (),
+            lines,
+            "the document",
+        )
         pdefs = expect_mapping(data.get("pipelines") or {}, ("pipelines",), lines, "pipelines")
         for name, spec in pdefs.items():
-            pipelines[str(name)] = compile_pipeline(str(name), spec, ("pipelines", name), lines, trusted=trusted)
+            pipelines[str(name)] = compile_pipeline(
+                str(name), spec, ("pipelines", name), lines, trusted=trusted
+            )
     infra = _section(data.get("shops"), lines)
     obs = data.get("observability") or {}
     expect_mapping(obs, ("observability",), lines, "observability")
@@ -723,8 +1003,13 @@ def compile_document(data: Any, lines: LineMap, *, trusted: bool = False,
         expect_mapping(pconf, ("providers", pname), lines, f"provider '{pname}'")
     if not pipelines and not infra and not obs and not providers:
         raise lines.error((), "the document defines no pipeline (expected 'pipelines:' or 'steps:')")
-    return Document(pipelines=pipelines, infrastructure=infra, observability=dict(obs),
-                    providers={str(k): dict(v) for k, v in providers.items()}, source=lines.source)
+    return Document(
+        pipelines=pipelines,
+        infrastructure=infra,
+        observability=dict(obs),
+        providers={str(k): dict(v) for k, v in providers.items()},
+        source=lines.source,
+    )
 
 
 def _section(shops: Any, lines: LineMap) -> dict[str, Any]:
@@ -736,7 +1021,9 @@ def _section(shops: Any, lines: LineMap) -> dict[str, Any]:
         return {}
     ipath = ("shops", "infrastructure")
     expect_mapping(infra, ipath, lines, "shops.infrastructure")
-    config = expect_mapping(infra.get("config") or {}, ipath + ("config",), lines, "shops.infrastructure.config")
+    config = expect_mapping(
+        infra.get("config") or {}, ipath + ("config",), lines, "shops.infrastructure.config"
+    )
     check_keys(config, INFRA_SCHEMA, ipath + ("config",), lines, "shops.infrastructure.config")
     for key, schema in INFRA_SCHEMA.items():
         if key in config:

@@ -78,17 +78,34 @@ Resolver = Callable[[Ref], Any]
 _Fn = Callable[[Resolver], Any]
 
 _CMP: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
-    ast.Is: operator.is_, ast.IsNot: operator.is_not,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
 }
 _BIN: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
 }
-_CONSTANT_NAMES = {"true": True, "false": False, "True": True, "False": False,
-                   "null": None, "none": None, "None": None}
+_CONSTANT_NAMES = {
+    "true": True,
+    "false": False,
+    "True": True,
+    "False": False,
+    "null": None,
+    "none": None,
+    "None": None,
+}
 
 
 @dataclass(slots=True)
@@ -191,8 +208,7 @@ class _Compiler:
                 try:
                     ok = fn(a, b)
                 except TypeError:
-                    raise ExpressionError(
-                        f"condition {text!r}: cannot compare {a!r} with {b!r}") from None
+                    raise ExpressionError(f"condition {text!r}: cannot compare {a!r} with {b!r}") from None
                 if not ok:
                     return False
                 a = b

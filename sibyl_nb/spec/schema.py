@@ -9,11 +9,24 @@ from typing import Any
 from ..errors import SpecError
 from .yaml_lines import LineMap, Path
 
-__all__ = ["check_keys", "check_type", "expect_mapping", "expect_list", "did_you_mean", "TYPE_NAMES",
-           "check_schema"]
+__all__ = [
+    "check_keys",
+    "check_type",
+    "expect_mapping",
+    "expect_list",
+    "did_you_mean",
+    "TYPE_NAMES",
+    "check_schema",
+]
 
-TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-              dict: "a mapping"}
+TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+}
 
 
 def did_you_mean(name: str, options: Iterable[str], cutoff: float = 0.6) -> str:
@@ -25,8 +38,10 @@ def check_keys(data: dict[str, Any], allowed: Iterable[str], path: Path, lines: 
     allowed = list(allowed)
     for key in data:
         if key not in allowed:
-            raise lines.error(path + (key,), f"unknown key '{key}' in {what}{did_you_mean(key, allowed)} "
-                                             f"(allowed: {', '.join(allowed)})")
+            raise lines.error(
+                path + (key,),
+                f"unknown key '{key}' in {what}{did_you_mean(key, allowed)} (allowed: {', '.join(allowed)})",
+            )
 
 
 def _type_name(t: Any) -> str:
@@ -41,18 +56,25 @@ def check_type(value: Any, expected: Any, path: Path, lines: LineMap, what: str 
         return  # rendered at run time
     if isinstance(expected, (list, tuple)) and expected and all(isinstance(x, str) for x in expected):
         if value not in expected:
-            raise lines.error(path, f"{what or 'value'} {value!r} is not one of: {', '.join(map(str, expected))}"
-                                    f"{did_you_mean(str(value), expected)}")
+            raise lines.error(
+                path,
+                f"{what or 'value'} {value!r} is not one of: {', '.join(map(str, expected))}"
+                f"{did_you_mean(str(value), expected)}",
+            )
         return
     types = expected if isinstance(expected, tuple) else (expected,)
     if float in types and int not in types:
         types = types + (int,)
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if not ok:
-        raise lines.error(path, f"{what or 'value'} must be {_type_name(expected)}, got {type(value).__name__} {value!r}")
+        raise lines.error(
+            path, f"{what or 'value'} must be {_type_name(expected)}, got {type(value).__name__} {value!r}"
+        )
 
 
-def check_schema(config: dict[str, Any], schema: dict[str, Any], path: Path, lines: LineMap, what: str) -> None:
+def check_schema(
+    config: dict[str, Any], schema: dict[str, Any], path: Path, lines: LineMap, what: str
+) -> None:
     """Type-check known keys; an unknown key that looks like a typo of a known one is an error."""
     for key, value in config.items():
         if key in schema:

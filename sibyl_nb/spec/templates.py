@@ -57,7 +57,8 @@ def to_text(value: Any) -> str:
 def _fail(ref: Ref, where: str) -> TemplateError:
     return TemplateError(
         f"{ref} has no value: no node output, upstream field, input field, state or session field "
-        f"called '{ref.root}'" + (f" (at {where})" if where else ""))
+        f"called '{ref.root}'" + (f" (at {where})" if where else "")
+    )
 
 
 def _lookup(resolve: Resolver, ref: Ref, where: str) -> Any:
@@ -69,7 +70,9 @@ def _lookup(resolve: Resolver, ref: Ref, where: str) -> Any:
     return value
 
 
-def compile_value(value: Any, where: str | tuple[Any, ...] = "") -> tuple[Renderer | None, list[tuple[Ref, Any]]]:
+def compile_value(
+    value: Any, where: str | tuple[Any, ...] = ""
+) -> tuple[Renderer | None, list[tuple[Ref, Any]]]:
     """Compile ``value`` (str/list/dict, nested). Returns (renderer or None if static, refs with paths).
 
     ``where`` is a YAML path tuple (refs come back with the exact path of their string) or a label.
@@ -120,7 +123,9 @@ def _compile(value: Any, path: tuple[Any, ...], refs: list[tuple[Ref, Any]]) -> 
 
 def render_runtime(text: Any, run: Any, ctx: Any) -> Any:
     """Render templates in ``text`` now, in the scope of ``ctx`` (used by ``ctx.render``)."""
-    if not isinstance(text, (str, list, dict)) or "${" not in (text if isinstance(text, str) else json.dumps(text, default=str)):
+    if not isinstance(text, (str, list, dict)) or "${" not in (
+        text if isinstance(text, str) else json.dumps(text, default=str)
+    ):
         return text
     fn, _ = compile_value(text, f"node {getattr(ctx, 'node_id', '?')}")
     if fn is None:

@@ -87,8 +87,11 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: dict
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 raise SpecError("mapping keys must be scalars", line=key_node.start_mark.line + 1)
             if key in out:
-                raise SpecError(f"duplicate key '{key}'", path=format_path(path + (key,)),
-                                line=key_node.start_mark.line + 1)
+                raise SpecError(
+                    f"duplicate key '{key}'",
+                    path=format_path(path + (key,)),
+                    line=key_node.start_mark.line + 1,
+                )
             out[key] = _construct(loader, value_node, path + (key,), lines)
             # the key's own line is the better place to point at ("this key is wrong", "this list...")
             lines[path + (key,)] = key_node.start_mark.line + 1

@@ -8,16 +8,32 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["StateStore", "open_state_store", "CheckpointStore", "Checkpoint", "CheckpointObserver",
-           "open_checkpoint_store", "StepCache", "clear_cache", "fingerprint", "PipelineStateMixin",
-           "settings_extension"]
+__all__ = [
+    "StateStore",
+    "open_state_store",
+    "CheckpointStore",
+    "Checkpoint",
+    "CheckpointObserver",
+    "open_checkpoint_store",
+    "StepCache",
+    "clear_cache",
+    "fingerprint",
+    "PipelineStateMixin",
+    "settings_extension",
+]
 
 _LAZY = {
-    "StateStore": ".store", "open_state_store": ".store",
-    "CheckpointStore": ".checkpoint", "Checkpoint": ".checkpoint", "CheckpointObserver": ".checkpoint",
+    "StateStore": ".store",
+    "open_state_store": ".store",
+    "CheckpointStore": ".checkpoint",
+    "Checkpoint": ".checkpoint",
+    "CheckpointObserver": ".checkpoint",
     "open_checkpoint_store": ".checkpoint",
-    "StepCache": ".cache", "clear_cache": ".cache", "fingerprint": ".cache",
-    "PipelineStateMixin": ".api", "settings_extension": ".api",
+    "StepCache": ".cache",
+    "clear_cache": ".cache",
+    "fingerprint": ".cache",
+    "PipelineStateMixin": ".api",
+    "settings_extension": ".api",
 }
 
 

@@ -39,8 +39,9 @@ class PipelineStateMixin:
         if unknown:
             from ..errors import SibylError
 
-            raise SibylError(f"configure(): unknown setting(s) {', '.join(unknown)} "
-                             f"(known: {', '.join(_SETTING_KEYS)})")
+            raise SibylError(
+                f"configure(): unknown setting(s) {', '.join(unknown)} (known: {', '.join(_SETTING_KEYS)})"
+            )
         current = dict(getattr(self, "_sibyl_settings", None) or {})
         current.update(settings)
         self._sibyl_settings = current
@@ -68,8 +69,14 @@ class PipelineStateMixin:
         """The state saved for ``workflow_id``, or ``default`` (None) when there is none."""
         return await self.state_store().load(workflow_id, default)
 
-    async def update_state(self, workflow_id: str, updates: Mapping[str, Any] | None = None, *,
-                           fn: Callable[[dict[str, Any]], Any] | None = None, deep: bool = False) -> dict[str, Any]:
+    async def update_state(
+        self,
+        workflow_id: str,
+        updates: Mapping[str, Any] | None = None,
+        *,
+        fn: Callable[[dict[str, Any]], Any] | None = None,
+        deep: bool = False,
+    ) -> dict[str, Any]:
         """Atomically merge ``updates`` into the state (``deep=True`` merges nested dicts), or apply
         ``fn(state)`` (e.g. to increment a counter); returns the new state. Concurrent updaters never
         lose each other's changes."""
@@ -104,7 +111,9 @@ class PipelineStateMixin:
         """The latest checkpoint of ``workflow_id`` (folded), or None."""
         return self.checkpoint_store().load(workflow_id)
 
-    async def resume(self, workflow_id: str, *, observers: Iterable[Any] = (), hooks: Iterable[Any] = ()) -> RunResult:
+    async def resume(
+        self, workflow_id: str, *, observers: Iterable[Any] = (), hooks: Iterable[Any] = ()
+    ) -> RunResult:
         """Continue the run of ``workflow_id`` from its latest checkpoint: completed steps are not run
         again, the frontier (steps that were ready or running) runs, loops continue at their
         iteration. A finished workflow returns its result without running anything."""
@@ -118,15 +127,24 @@ class PipelineStateMixin:
         else:
             cp = store.load(workflow_id)
         if cp is None:
-            raise SibylError(f"no checkpoint for workflow '{workflow_id}' in {store.url}: was the run started "
-                             f"with checkpointing enabled and the same storage settings?")
+            raise SibylError(
+                f"no checkpoint for workflow '{workflow_id}' in {store.url}: was the run started "
+                f"with checkpointing enabled and the same storage settings?"
+            )
         if cp.pipeline and cp.pipeline != self.name:
-            raise SibylError(f"workflow '{workflow_id}' was checkpointed by pipeline '{cp.pipeline}', "
-                             f"not '{self.name}'")
+            raise SibylError(
+                f"workflow '{workflow_id}' was checkpointed by pipeline '{cp.pipeline}', not '{self.name}'"
+            )
         # a run that died before its first checkpointed step starts over (with the same ids)
         restore = cp.restore if cp.steps else None
-        return await self.execute(cp.input, workflow_id=workflow_id, run_id=cp.run_id or None,  # type: ignore[attr-defined]
-                                  restore=restore, observers=observers, hooks=hooks)
+        return await self.execute(
+            cp.input,
+            workflow_id=workflow_id,
+            run_id=cp.run_id or None,  # type: ignore[attr-defined]
+            restore=restore,
+            observers=observers,
+            hooks=hooks,
+        )
 
     def resume_sync(self, workflow_id: str, **kwargs: Any) -> RunResult:
         """Synchronous :meth:`resume` (also inside a running loop, e.g. a notebook cell)."""
@@ -139,13 +157,20 @@ class PipelineStateMixin:
         rows = self.checkpoint_store().list()
         return rows if all_pipelines else [r for r in rows if r["pipeline"] == self.name]
 
-    def prune_checkpoints(self, *, keep: int | None = None, older_than: float | timedelta | None = None,
-                          status: str | None = None, all_pipelines: bool = False) -> dict[str, int]:
+    def prune_checkpoints(
+        self,
+        *,
+        keep: int | None = None,
+        older_than: float | timedelta | None = None,
+        status: str | None = None,
+        all_pipelines: bool = False,
+    ) -> dict[str, int]:
         """Delete old checkpoints: keep the ``keep`` newest workflows and/or drop those not updated for
         ``older_than`` (seconds or timedelta), optionally only with ``status`` (e.g. "finished").
         Leftovers of superseded runs are always removed. Returns ``{"workflows", "entries"}``."""
-        return self.checkpoint_store().prune(keep=keep, older_than=older_than, status=status,
-                                             pipeline=None if all_pipelines else self.name)
+        return self.checkpoint_store().prune(
+            keep=keep, older_than=older_than, status=status, pipeline=None if all_pipelines else self.name
+        )
 
     def delete_checkpoint(self, workflow_id: str) -> int:
         return self.checkpoint_store().delete(workflow_id)
@@ -176,8 +201,11 @@ def settings_extension(pipeline: Any, run: Any) -> tuple[list[Any], list[Any]]:
         from .checkpoint import CheckpointObserver, open_checkpoint_store
 
         cfg = render_env(ck)
-        observers.append(CheckpointObserver(open_checkpoint_store(cfg), run, frequency=cfg.get("frequency") or 1,
-                                            keep=cfg.get("keep")))
+        observers.append(
+            CheckpointObserver(
+                open_checkpoint_store(cfg), run, frequency=cfg.get("frequency") or 1, keep=cfg.get("keep")
+            )
+        )
     ca = settings.get("caching")
     if ca is not None and ca.get("enabled", True):
         from .cache import StepCache, open_cache_store

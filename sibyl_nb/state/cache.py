@@ -44,8 +44,9 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
-def fingerprint(technique: str, config: Any, input: Any, upstream: Any, session: Any = None,
-                state: Any = None) -> str:
+def fingerprint(
+    technique: str, config: Any, input: Any, upstream: Any, session: Any = None, state: Any = None
+) -> str:
     """sha256 over everything a step's output may depend on (canonical JSON; odd objects by repr)."""
     h = hashlib.sha256()
     for part in (technique, config, input, upstream, session or {}, state or {}):
@@ -59,8 +60,9 @@ def open_cache_store(config: Mapping[str, Any] | None = None) -> Store:
     return open_kind_store("cache", config)
 
 
-def clear_cache(config: Mapping[str, Any] | None = None, *, pipeline: str | None = None,
-                prefix: str = "") -> int:
+def clear_cache(
+    config: Mapping[str, Any] | None = None, *, pipeline: str | None = None, prefix: str = ""
+) -> int:
     """Delete cached step outputs (all, those of ``pipeline``, or keys starting with ``prefix``);
     returns how many entries went."""
     store = open_cache_store(config)
@@ -77,8 +79,9 @@ def clear_cache(config: Mapping[str, Any] | None = None, *, pipeline: str | None
 class StepCache:
     """One run's cache: ``before_node`` is the scheduler hook, calling the instance observes events."""
 
-    def __init__(self, store: Store, run: Any, *, ttl: float | None = None,
-                 template: str | None = None) -> None:
+    def __init__(
+        self, store: Store, run: Any, *, ttl: float | None = None, template: str | None = None
+    ) -> None:
         self.store = store
         self.run = run
         self.ttl = None if ttl in (None, 0, "") else float(ttl)  # type: ignore[arg-type]
@@ -140,8 +143,13 @@ class StepCache:
         key = self._pending.pop((ev.node_id, ev.iteration), None)  # type: ignore[arg-type]
         if key is None:
             return
-        entry = {"output": ev.data.get("output"), "pipeline": self.run.pipeline.name, "node": ev.node_id,
-                 "technique": ev.data.get("technique"), "created_at": time.time()}
+        entry = {
+            "output": ev.data.get("output"),
+            "pipeline": self.run.pipeline.name,
+            "node": ev.node_id,
+            "technique": ev.data.get("technique"),
+            "created_at": time.time(),
+        }
         try:
             self.store.kv_put(key, entry, ttl=self.ttl)
         except SibylError as exc:  # not JSON, or the store is down: the run goes on uncached

@@ -66,9 +66,9 @@ class Checkpoint:
     workflow_id: str
     pipeline: str
     run_id: str
-    status: str                      # running | finished | failed
+    status: str  # running | finished | failed
     input: Any = None
-    steps: int = 0                   # deltas in the current generation
+    steps: int = 0  # deltas in the current generation
     started_at: float = 0.0
     updated_at: float = 0.0
     error: str | None = None
@@ -117,7 +117,7 @@ class CheckpointStore:
 
     def _delta_keys(self, workflow_id: str, gen: str) -> list[str]:
         prefix = f"{_DELTA}{_q(workflow_id)}:{gen}:"
-        return sorted(k for k in self.store.kv_keys(prefix) if k[len(prefix):].isdigit())
+        return sorted(k for k in self.store.kv_keys(prefix) if k[len(prefix) :].isdigit())
 
     def last_seq(self, workflow_id: str, gen: str) -> int:
         keys = self._delta_keys(workflow_id, gen)
@@ -128,13 +128,23 @@ class CheckpointStore:
         meta = self.meta(workflow_id)
         if meta is None:
             return None
-        deltas = [d for d in (self.store.kv_get(k) for k in self._delta_keys(workflow_id, meta["gen"]))
-                  if d is not None]
-        return Checkpoint(workflow_id=workflow_id, pipeline=meta.get("pipeline", ""),
-                          run_id=meta.get("run_id", ""), status=meta.get("status", "running"),
-                          input=meta.get("input"), steps=len(deltas), started_at=meta.get("started_at", 0.0),
-                          updated_at=max([meta.get("updated_at", 0.0)] + [d.get("t", 0.0) for d in deltas]),
-                          error=meta.get("error"), restore=fold(deltas))
+        deltas = [
+            d
+            for d in (self.store.kv_get(k) for k in self._delta_keys(workflow_id, meta["gen"]))
+            if d is not None
+        ]
+        return Checkpoint(
+            workflow_id=workflow_id,
+            pipeline=meta.get("pipeline", ""),
+            run_id=meta.get("run_id", ""),
+            status=meta.get("status", "running"),
+            input=meta.get("input"),
+            steps=len(deltas),
+            started_at=meta.get("started_at", 0.0),
+            updated_at=max([meta.get("updated_at", 0.0)] + [d.get("t", 0.0) for d in deltas]),
+            error=meta.get("error"),
+            restore=fold(deltas),
+        )
 
     # ---------------------------------------------------------------- listing & pruning
     def _scan(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
@@ -142,10 +152,10 @@ class CheckpointStore:
         for key in self.store.kv_keys(_META):
             meta = self.store.kv_get(key)
             if meta is not None:
-                metas[unquote(key[len(_META):])] = meta
+                metas[unquote(key[len(_META) :])] = meta
         deltas: dict[str, list[str]] = {}
         for key in self.store.kv_keys(_DELTA):
-            wf = unquote(key[len(_DELTA):].rsplit(":", 2)[0])
+            wf = unquote(key[len(_DELTA) :].rsplit(":", 2)[0])
             deltas.setdefault(wf, []).append(key)
         return metas, deltas
 
@@ -157,22 +167,37 @@ class CheckpointStore:
             gen = f"{_DELTA}{_q(wf)}:{meta.get('gen')}:"
             steps = sum(1 for k in deltas.get(wf, ()) if k.startswith(gen))
             stale = len(deltas.get(wf, ())) - steps
-            rows.append({"workflow_id": wf, "pipeline": meta.get("pipeline"), "status": meta.get("status"),
-                         "steps": steps, "stale_entries": stale, "run_id": meta.get("run_id"),
-                         "started_at": meta.get("started_at"), "updated_at": meta.get("updated_at"),
-                         "error": meta.get("error")})
+            rows.append(
+                {
+                    "workflow_id": wf,
+                    "pipeline": meta.get("pipeline"),
+                    "status": meta.get("status"),
+                    "steps": steps,
+                    "stale_entries": stale,
+                    "run_id": meta.get("run_id"),
+                    "started_at": meta.get("started_at"),
+                    "updated_at": meta.get("updated_at"),
+                    "error": meta.get("error"),
+                }
+            )
         rows.sort(key=lambda r: r["updated_at"] or 0.0, reverse=True)
         return rows
 
     def delete(self, workflow_id: str) -> int:
         """Remove a workflow's checkpoints (every generation); returns how many entries went."""
         q = _q(workflow_id)
-        keys = [k for k in self.store.kv_keys(f"{_DELTA}{q}:") if k[len(_DELTA) + len(q):].count(":") == 2]
+        keys = [k for k in self.store.kv_keys(f"{_DELTA}{q}:") if k[len(_DELTA) + len(q) :].count(":") == 2]
         n = sum(self.store.kv_delete(k) for k in keys)
         return n + int(self.store.kv_delete(_META + q))
 
-    def prune(self, *, keep: int | None = None, older_than: float | timedelta | None = None,
-              status: str | None = None, pipeline: str | None = None) -> dict[str, int]:
+    def prune(
+        self,
+        *,
+        keep: int | None = None,
+        older_than: float | timedelta | None = None,
+        status: str | None = None,
+        pipeline: str | None = None,
+    ) -> dict[str, int]:
         """Delete whole workflows' checkpoints, and always the leftovers of superseded generations.
 
         ``keep``: keep the N most recently updated workflows (of those matching ``status`` /
@@ -183,11 +208,15 @@ class CheckpointStore:
             older_than = older_than.total_seconds()
         metas, deltas = self._scan()
         rows = sorted(metas.items(), key=lambda kv: kv[1].get("updated_at") or 0.0, reverse=True)
-        rows = [(wf, m) for wf, m in rows if (status is None or m.get("status") == status)
-                and (pipeline is None or m.get("pipeline") == pipeline)]
+        rows = [
+            (wf, m)
+            for wf, m in rows
+            if (status is None or m.get("status") == status)
+            and (pipeline is None or m.get("pipeline") == pipeline)
+        ]
         doomed: set[str] = set()
         if keep is not None:
-            doomed.update(wf for wf, _ in rows[max(int(keep), 0):])
+            doomed.update(wf for wf, _ in rows[max(int(keep), 0) :])
         if older_than is not None:
             cutoff = time.time() - float(older_than)
             doomed.update(wf for wf, m in rows if (m.get("updated_at") or 0.0) < cutoff)
@@ -220,8 +249,14 @@ def fold(deltas: list[dict[str, Any]]) -> dict[str, Any]:
     retries = 0
     last = None
     allocations: list[dict[str, Any]] = []
-    sched: dict[str, Any] = {"pending": {}, "fired": {}, "runs": {}, "acts": {}, "frontier": [],
-                             "stopped_by": "completed"}
+    sched: dict[str, Any] = {
+        "pending": {},
+        "fired": {},
+        "runs": {},
+        "acts": {},
+        "frontier": [],
+        "stopped_by": "completed",
+    }
     for d in deltas:
         dres = d.get("results") or {}
         results.update(dres)
@@ -243,9 +278,17 @@ def fold(deltas: list[dict[str, Any]]) -> dict[str, Any]:
                 sched[key].update(s.get(key) or {})
             sched["frontier"] = s.get("frontier") or []
             sched["stopped_by"] = s.get("stopped_by", "completed")
-    return {"results": results, "records": records, "passthrough": passthrough, "state": state,
-            "session": session, "retries": retries, "last_completed": last, "allocations": allocations,
-            "scheduler": sched}
+    return {
+        "results": results,
+        "records": records,
+        "passthrough": passthrough,
+        "state": state,
+        "session": session,
+        "retries": retries,
+        "last_completed": last,
+        "allocations": allocations,
+        "scheduler": sched,
+    }
 
 
 class CheckpointObserver:
@@ -256,7 +299,9 @@ class CheckpointObserver:
     ``durability="sync"``. Steps of a dynamic subgraph are checkpointed with their dynamic node.
     """
 
-    def __init__(self, store: CheckpointStore, run: Any, *, frequency: int = 1, keep: int | None = None) -> None:
+    def __init__(
+        self, store: CheckpointStore, run: Any, *, frequency: int = 1, keep: int | None = None
+    ) -> None:
         self.store = store
         self.keep = keep
         self.run = run
@@ -298,13 +343,15 @@ class CheckpointObserver:
             elif kind == "run_failed":
                 self._writer.close()
                 # the last delta still has the failed node in its frontier: a resume retries it
-                self.store.mark(self.workflow_id, status="failed", updated_at=time.time(),
-                                error=ev.data.get("error"))
+                self.store.mark(
+                    self.workflow_id, status="failed", updated_at=time.time(), error=ev.data.get("error")
+                )
         except SibylError as exc:
             self._disabled = True
             self._writer.close()
-            log.warning("checkpointing of workflow %r is off for the rest of this run: %s",
-                        self.workflow_id, exc)
+            log.warning(
+                "checkpointing of workflow %r is off for the rest of this run: %s", self.workflow_id, exc
+            )
 
     def _start(self, ev: Event) -> None:
         run = self.run
@@ -321,15 +368,24 @@ class CheckpointObserver:
                 self.store.mark(self.workflow_id, status="running", updated_at=time.time(), run_id=run.run_id)
                 return
         now = time.time()
-        self.store.begin(self.workflow_id, {
-            "workflow_id": self.workflow_id, "pipeline": run.pipeline.name, "run_id": run.run_id,
-            "gen": self.gen, "input": run.input, "status": "running", "started_at": now, "updated_at": now,
-        })
+        self.store.begin(
+            self.workflow_id,
+            {
+                "workflow_id": self.workflow_id,
+                "pipeline": run.pipeline.name,
+                "run_id": run.run_id,
+                "gen": self.gen,
+                "input": run.input,
+                "status": "running",
+                "started_at": now,
+                "updated_at": now,
+            },
+        )
 
     # ---------------------------------------------------------------- one delta
     def _write(self) -> None:
         run = self.run
-        new = run.records[self._n_records:]
+        new = run.records[self._n_records :]
         results = run.results
         dirty: dict[str, None] = {}
         recs = []
@@ -357,12 +413,15 @@ class CheckpointObserver:
                 else:
                     touched[e.dst] = None
         delta: dict[str, Any] = {
-            "seq": self.seq, "t": time.time(), "records": recs,
+            "seq": self.seq,
+            "t": time.time(),
+            "records": recs,
             "results": {nid: results[nid] for nid in dirty if nid in results},
-            "retries": run.retries, "last": run.last_completed,
+            "retries": run.retries,
+            "last": run.last_completed,
         }
         if len(run.allocations) > self._n_alloc:
-            delta["allocations"] = run.allocations[self._n_alloc:]
+            delta["allocations"] = run.allocations[self._n_alloc :]
             self._n_alloc = len(run.allocations)
         if run.passthrough:
             pt = {nid: list(run.passthrough[nid]) for nid in dirty if nid in run.passthrough}

@@ -31,11 +31,18 @@ class KVWriter:
         self._conn: Any = None
         self._sql: str | None = None
         self._primed = False
-        if (store.backend == "sql" and getattr(store, "dialect", None) == "sqlite"
-                and hasattr(store, "_engine") and hasattr(store, "_kv") and hasattr(store, "_ts")):
-            self._sql = (f'INSERT INTO {store._kv} ("key", value, updated_at, expires_at) '  # type: ignore[attr-defined]
-                         "VALUES (?, json(?), ?, NULL) ON CONFLICT (\"key\") DO UPDATE SET "
-                         "value = excluded.value, updated_at = excluded.updated_at, expires_at = NULL")
+        if (
+            store.backend == "sql"
+            and getattr(store, "dialect", None) == "sqlite"
+            and hasattr(store, "_engine")
+            and hasattr(store, "_kv")
+            and hasattr(store, "_ts")
+        ):
+            self._sql = (
+                f'INSERT INTO {store._kv} ("key", value, updated_at, expires_at) '  # type: ignore[attr-defined]
+                'VALUES (?, json(?), ?, NULL) ON CONFLICT ("key") DO UPDATE SET '
+                "value = excluded.value, updated_at = excluded.updated_at, expires_at = NULL"
+            )
 
     @property
     def fast(self) -> bool:

@@ -19,8 +19,14 @@ from ..paths import sibyl_home
 if TYPE_CHECKING:  # pragma: no cover
     from ..stores.base import Store
 
-__all__ = ["STATE_TECHNIQUE", "open_kind_store", "render_env", "pipeline_settings", "state_config_of",
-           "KINDS"]
+__all__ = [
+    "STATE_TECHNIQUE",
+    "open_kind_store",
+    "render_env",
+    "pipeline_settings",
+    "state_config_of",
+    "KINDS",
+]
 
 STATE_TECHNIQUE = "workflow_orchestration.state_management"
 
@@ -75,6 +81,7 @@ def render_env(config: Mapping[str, Any]) -> dict[str, Any]:
     for ref, _ in refs:
         if not is_env_name(ref.root):
             raise TemplateError(f"setting {ref} can only name an environment variable here")
+
     def resolve(ref: Any) -> Any:
         if ref.root in os.environ and not ref.fields:
             return os.environ[ref.root]

@@ -77,7 +77,9 @@ class StateStore:
 
         return self.store.kv_update(self.key(workflow_id), step, default={}, ttl=self.ttl)
 
-    def merge_sync(self, workflow_id: str, updates: Mapping[str, Any], *, deep: bool = False) -> dict[str, Any]:
+    def merge_sync(
+        self, workflow_id: str, updates: Mapping[str, Any], *, deep: bool = False
+    ) -> dict[str, Any]:
         """Atomically merge ``updates`` into the state (shallow, or recursive with ``deep=True``)."""
         if not isinstance(updates, Mapping):
             raise StoreError(f"updates must be a dict, got {type(updates).__name__}")
@@ -109,7 +111,9 @@ class StateStore:
     async def update(self, workflow_id: str, fn: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
         return await self._call(self.update_sync, workflow_id, fn)
 
-    async def merge(self, workflow_id: str, updates: Mapping[str, Any], *, deep: bool = False) -> dict[str, Any]:
+    async def merge(
+        self, workflow_id: str, updates: Mapping[str, Any], *, deep: bool = False
+    ) -> dict[str, Any]:
         return await self._call(self.merge_sync, workflow_id, updates, deep=deep)
 
     async def delete(self, workflow_id: str) -> bool:

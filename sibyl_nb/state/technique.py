@@ -55,9 +55,17 @@ async def state_management(ctx: StepContext) -> dict[str, Any]:
             await store.merge(workflow_id, run_state, deep=deep)
 
         ctx.defer(save)
-    return {"workflow_id": workflow_id, "backend": store.backend, "loaded": sorted(loaded),
-            "state": dict(run_state)}
+    return {
+        "workflow_id": workflow_id,
+        "backend": store.backend,
+        "loaded": sorted(loaded),
+        "state": dict(run_state),
+    }
 
 
-register_technique(STATE_TECHNIQUE, state_management, config_schema=CONFIG_SCHEMA,
-                   outputs=("workflow_id", "backend", "loaded", "state"))
+register_technique(
+    STATE_TECHNIQUE,
+    state_management,
+    config_schema=CONFIG_SCHEMA,
+    outputs=("workflow_id", "backend", "loaded", "state"),
+)

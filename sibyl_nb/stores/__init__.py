@@ -18,9 +18,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from .redis_store import RedisStore
     from .sql import SQLStore
 
-__all__ = ["Store", "SessionData", "Message", "MemoryStore", "DiskStore", "RedisStore", "SQLStore",
-           "open_store", "shared_store", "close_shared_stores", "canonical_storage", "STORAGE_NAMES",
-           "mask_url"]
+__all__ = [
+    "Store",
+    "SessionData",
+    "Message",
+    "MemoryStore",
+    "DiskStore",
+    "RedisStore",
+    "SQLStore",
+    "open_store",
+    "shared_store",
+    "close_shared_stores",
+    "canonical_storage",
+    "STORAGE_NAMES",
+    "mask_url",
+]
 
 _LAZY = {"DiskStore": ".disk", "RedisStore": ".redis_store", "SQLStore": ".sql"}
 

@@ -52,18 +52,28 @@ class SessionData:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "session_id": self.session_id, "messages": self.messages, "summary": self.summary,
-            "summary_covers": self.summary_covers, "metadata": self.metadata, "user_id": self.user_id,
-            "created_at": self.created_at, "updated_at": self.updated_at, "expires_at": self.expires_at,
+            "session_id": self.session_id,
+            "messages": self.messages,
+            "summary": self.summary,
+            "summary_covers": self.summary_covers,
+            "metadata": self.metadata,
+            "user_id": self.user_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "expires_at": self.expires_at,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SessionData:
         return cls(
-            session_id=str(d["session_id"]), messages=list(d.get("messages") or []),
-            summary=str(d.get("summary") or ""), summary_covers=int(d.get("summary_covers") or 0),
-            metadata=dict(d.get("metadata") or {}), user_id=d.get("user_id"),
-            created_at=float(d.get("created_at") or 0.0), updated_at=float(d.get("updated_at") or 0.0),
+            session_id=str(d["session_id"]),
+            messages=list(d.get("messages") or []),
+            summary=str(d.get("summary") or ""),
+            summary_covers=int(d.get("summary_covers") or 0),
+            metadata=dict(d.get("metadata") or {}),
+            user_id=d.get("user_id"),
+            created_at=float(d.get("created_at") or 0.0),
+            updated_at=float(d.get("updated_at") or 0.0),
             expires_at=None if d.get("expires_at") is None else float(d["expires_at"]),
         )
 
@@ -129,15 +139,23 @@ class Store(ABC):
         """The session, or None if it does not exist or has expired (an expired one is removed)."""
 
     @abstractmethod
-    def append(self, session_id: str, messages: Sequence[Mapping[str, Any]] | Mapping[str, Any], *,
-               user_id: str | None = None, ttl: float | None = None) -> int:
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        ttl: float | None = None,
+    ) -> int:
         """Append atomically (no lost or duplicated message under concurrent writers); returns the new length.
 
         Appending to an expired session starts a fresh one.
         """
 
     @abstractmethod
-    def _rmw(self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]) -> SessionData | None:
+    def _rmw(
+        self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]
+    ) -> SessionData | None:
         """Atomic read-modify-write: write ``fn(current)`` exactly as returned (None deletes)."""
 
     @abstractmethod
@@ -153,8 +171,13 @@ class Store(ABC):
         eff = ttl if ttl is not None else self.ttl
         return None if eff is None else now + float(eff)
 
-    def update_session(self, session_id: str, fn: Callable[[SessionData | None], SessionData | None], *,
-                       ttl: float | None = None) -> SessionData | None:
+    def update_session(
+        self,
+        session_id: str,
+        fn: Callable[[SessionData | None], SessionData | None],
+        *,
+        ttl: float | None = None,
+    ) -> SessionData | None:
         """Atomically replace the session by ``fn(current)`` (``current`` is None when absent/expired).
 
         ``fn`` may mutate and return its argument; returning None deletes the session. Timestamps and
@@ -178,9 +201,17 @@ class Store(ABC):
 
         return self._rmw(session_id, step)
 
-    def replace(self, session_id: str, messages: Sequence[Mapping[str, Any]], *, summary: str | None = None,
-                summary_covers: int | None = None, metadata: Mapping[str, Any] | None = None,
-                user_id: str | None = None, ttl: float | None = None) -> SessionData:
+    def replace(
+        self,
+        session_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        summary: str | None = None,
+        summary_covers: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        user_id: str | None = None,
+        ttl: float | None = None,
+    ) -> SessionData:
         """Replace the whole message log (an explicit, visible operation; summary kept unless given)."""
 
         def fn(cur: SessionData | None) -> SessionData:
@@ -213,8 +244,9 @@ class Store(ABC):
 
         return self.update_session(session_id, fn)
 
-    def trim(self, session_id: str, keep_last: int, *,
-             fold: Callable[[str, list[Message]], str] | None = None) -> list[Message]:
+    def trim(
+        self, session_id: str, keep_last: int, *, fold: Callable[[str, list[Message]], str] | None = None
+    ) -> list[Message]:
         """Drop all but the last ``keep_last`` messages, atomically; returns the dropped ones.
 
         With ``fold(old_summary, dropped) -> new_summary`` the dropped messages are folded into the
@@ -263,8 +295,9 @@ class Store(ABC):
         """Store a JSON value; ``ttl`` seconds until it expires (None: never)."""
 
     @abstractmethod
-    def kv_update(self, key: str, fn: Callable[[Any], Any], *, default: Any = None,
-                  ttl: float | None = None) -> Any:
+    def kv_update(
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+    ) -> Any:
         """Atomically store ``fn(current or default)`` and return it; ``ttl`` None keeps the key's expiry.
 
         ``fn`` may run more than once (retried on a conflicting write): keep it free of side effects.

@@ -50,8 +50,10 @@ class JSONOnlyDisk(diskcache.Disk):
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode == MODE_PICKLE:
-            raise StoreError("refusing to unpickle a diskcache value (CVE-2025-69872); "
-                             "this cache was written by another program")
+            raise StoreError(
+                "refusing to unpickle a diskcache value (CVE-2025-69872); "
+                "this cache was written by another program"
+            )
         data = super().fetch(mode, filename, value, read)
         if isinstance(data, bytes):
             data = data.decode("utf-8")
@@ -71,18 +73,27 @@ class DiskStore(Store):
 
     backend = "diskcache"
 
-    def __init__(self, directory: str | Path | None = None, *, ttl: float | None = None,
-                 timeout: float = 60.0) -> None:
+    def __init__(
+        self, directory: str | Path | None = None, *, ttl: float | None = None, timeout: float = 60.0
+    ) -> None:
         super().__init__(ttl=ttl)
         path = Path(directory) if directory else sibyl_home("sessions")
         try:
             path.mkdir(parents=True, exist_ok=True)
             # eviction_policy "none": a session store must never cull data to stay under a size limit.
-            self._cache = diskcache.Cache(str(path), disk=JSONOnlyDisk, timeout=timeout,
-                                          eviction_policy="none", size_limit=2**62, cull_limit=0)
+            self._cache = diskcache.Cache(
+                str(path),
+                disk=JSONOnlyDisk,
+                timeout=timeout,
+                eviction_policy="none",
+                size_limit=2**62,
+                cull_limit=0,
+            )
         except (OSError, diskcache.Timeout) as exc:
-            raise StoreError(f"diskcache store at {path} cannot be opened: {exc}. Check the folder is "
-                             "writable, or set SIBYL_HOME / pass directory=") from exc
+            raise StoreError(
+                f"diskcache store at {path} cannot be opened: {exc}. Check the folder is "
+                "writable, or set SIBYL_HOME / pass directory="
+            ) from exc
         self.directory = path
         self.url = f"diskcache://{path}"
 
@@ -105,7 +116,9 @@ class DiskStore(Store):
     def _read(self, sid: str, head: dict[str, Any]) -> SessionData:
         get = self._cache.get
         msgs = [get(_mkey(sid, seq)) for seq in range(head["start"], head["end"])]
-        return SessionData.from_dict({**head, "session_id": sid, "messages": [m for m in msgs if m is not None]})
+        return SessionData.from_dict(
+            {**head, "session_id": sid, "messages": [m for m in msgs if m is not None]}
+        )
 
     # ---------------------------------------------------------------- message log
     def load(self, session_id: str, *, touch: bool = True) -> SessionData | None:
@@ -119,8 +132,14 @@ class DiskStore(Store):
                 self._cache.set(_hkey(session_id), head)
             return self._read(session_id, head)
 
-    def append(self, session_id: str, messages: Sequence[Mapping[str, Any]] | Mapping[str, Any], *,
-               user_id: str | None = None, ttl: float | None = None) -> int:
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        ttl: float | None = None,
+    ) -> int:
         msgs = check_messages(messages)
         for m in msgs:
             to_json(m)
@@ -129,8 +148,16 @@ class DiskStore(Store):
             now = time.time()
             head = self._header(session_id, now)
             if head is None:
-                head = {"start": 0, "end": 0, "summary": "", "summary_covers": 0, "metadata": {},
-                        "user_id": user_id, "created_at": now, "expires_at": None}
+                head = {
+                    "start": 0,
+                    "end": 0,
+                    "summary": "",
+                    "summary_covers": 0,
+                    "metadata": {},
+                    "user_id": user_id,
+                    "created_at": now,
+                    "expires_at": None,
+                }
             for m in msgs:
                 cache.set(_mkey(session_id, head["end"]), m)
                 head["end"] += 1
@@ -143,7 +170,9 @@ class DiskStore(Store):
             cache.set(_hkey(session_id), head)
             return head["end"] - head["start"]
 
-    def _rmw(self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]) -> SessionData | None:
+    def _rmw(
+        self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]
+    ) -> SessionData | None:
         cache = self._cache
         with cache.transact(retry=True):
             head = self._header(session_id, time.time())
@@ -194,7 +223,11 @@ class DiskStore(Store):
         for sid in self._session_keys():
             with self._cache.transact(retry=True):
                 head = self._cache.get(_hkey(sid))
-                if head is not None and head.get("expires_at") is not None and head["expires_at"] <= time.time():
+                if (
+                    head is not None
+                    and head.get("expires_at") is not None
+                    and head["expires_at"] <= time.time()
+                ):
                     self._drop(sid, head)
                     n += 1
         self._cache.expire()
@@ -208,8 +241,9 @@ class DiskStore(Store):
     def kv_put(self, key: str, value: Any, *, ttl: float | None = None) -> None:
         self._cache.set("k:" + key, value, expire=ttl, retry=True)
 
-    def kv_update(self, key: str, fn: Callable[[Any], Any], *, default: Any = None,
-                  ttl: float | None = None) -> Any:
+    def kv_update(
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+    ) -> Any:
         k = "k:" + key
         cache = self._cache
         with cache.transact(retry=True):

@@ -13,11 +13,21 @@ from .base import Store
 __all__ = ["open_store", "shared_store", "close_shared_stores", "STORAGE_NAMES", "canonical_storage"]
 
 STORAGE_NAMES: dict[str, str] = {
-    "memory": "memory", "inmemory": "memory", "in_memory": "memory",
-    "diskcache": "diskcache", "disk": "diskcache", "file": "diskcache", "local": "diskcache",
+    "memory": "memory",
+    "inmemory": "memory",
+    "in_memory": "memory",
+    "diskcache": "diskcache",
+    "disk": "diskcache",
+    "file": "diskcache",
+    "local": "diskcache",
     "redis": "redis",
-    "database": "sql", "db": "sql", "sql": "sql", "sqlite": "sql", "postgres": "sql",
-    "postgresql": "sql", "sqlalchemy": "sql",
+    "database": "sql",
+    "db": "sql",
+    "sql": "sql",
+    "sqlite": "sql",
+    "postgres": "sql",
+    "postgresql": "sql",
+    "sqlalchemy": "sql",
 }
 
 # Config keys each backend understands (everything else in a technique's config is ignored here).
@@ -41,7 +51,9 @@ def canonical_storage(storage: str | None) -> str:
 
         close = difflib.get_close_matches(key, list(STORAGE_NAMES), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise StoreError(f"unknown storage {storage!r}{hint} (choose memory, diskcache, redis or database)") from None
+        raise StoreError(
+            f"unknown storage {storage!r}{hint} (choose memory, diskcache, redis or database)"
+        ) from None
 
 
 def open_store(storage: str | None = None, **config: Any) -> Store:
@@ -80,8 +92,10 @@ def open_store(storage: str | None = None, **config: Any) -> Store:
     if kind == "sqlite" and url and not normalize_database_url(url).startswith("sqlite"):
         raise StoreError(f"storage: sqlite with a non-SQLite database_url {url!r}")
     if kind in ("postgres", "postgresql") and not url:
-        raise StoreError("storage: postgres needs database_url (e.g. postgresql://user@host:5432/db); "
-                         "set DATABASE_URL or use storage: database for the embedded SQLite default")
+        raise StoreError(
+            "storage: postgres needs database_url (e.g. postgresql://user@host:5432/db); "
+            "set DATABASE_URL or use storage: database for the embedded SQLite default"
+        )
     return SQLStore(url, ttl=ttl, **cfg)
 
 

@@ -43,7 +43,9 @@ class MemoryStore(Store):
 
     @staticmethod
     def _to_data(session_id: str, head: dict[str, Any], raw: list[str]) -> SessionData:
-        return SessionData.from_dict({**head, "session_id": session_id, "messages": [json.loads(m) for m in raw]})
+        return SessionData.from_dict(
+            {**head, "session_id": session_id, "messages": [json.loads(m) for m in raw]}
+        )
 
     # ---------------------------------------------------------------- message log
     def load(self, session_id: str, *, touch: bool = True) -> SessionData | None:
@@ -57,15 +59,30 @@ class MemoryStore(Store):
                 head["expires_at"] = now + self.ttl
             return self._to_data(session_id, head, raw)
 
-    def append(self, session_id: str, messages: Sequence[Mapping[str, Any]] | Mapping[str, Any], *,
-               user_id: str | None = None, ttl: float | None = None) -> int:
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        ttl: float | None = None,
+    ) -> int:
         encoded = [to_json(m) for m in check_messages(messages)]
         with self._lock:
             now = time.time()
             entry = self._live(session_id, now)
             if entry is None:
-                entry = ({"created_at": now, "summary": "", "summary_covers": 0, "metadata": {},
-                          "user_id": user_id, "expires_at": None}, [])
+                entry = (
+                    {
+                        "created_at": now,
+                        "summary": "",
+                        "summary_covers": 0,
+                        "metadata": {},
+                        "user_id": user_id,
+                        "expires_at": None,
+                    },
+                    [],
+                )
                 self._sessions[session_id] = entry
             head, raw = entry
             raw.extend(encoded)
@@ -77,7 +94,9 @@ class MemoryStore(Store):
                 head["expires_at"] = exp
             return len(raw)
 
-    def _rmw(self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]) -> SessionData | None:
+    def _rmw(
+        self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]
+    ) -> SessionData | None:
         with self._lock:
             entry = self._live(session_id, time.time())
             cur = self._to_data(session_id, *entry) if entry is not None else None
@@ -129,8 +148,9 @@ class MemoryStore(Store):
         with self._lock:
             self._kv[key] = (text, None if ttl is None else time.time() + float(ttl))
 
-    def kv_update(self, key: str, fn: Callable[[Any], Any], *, default: Any = None,
-                  ttl: float | None = None) -> Any:
+    def kv_update(
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+    ) -> Any:
         with self._lock:
             now = time.time()
             item = self._kv_live(key, now)
@@ -147,4 +167,6 @@ class MemoryStore(Store):
     def kv_keys(self, prefix: str = "") -> list[str]:
         with self._lock:
             now = time.time()
-            return sorted(k for k in list(self._kv) if k.startswith(prefix) and self._kv_live(k, now) is not None)
+            return sorted(
+                k for k in list(self._kv) if k.startswith(prefix) and self._kv_live(k, now) is not None
+            )

@@ -85,9 +85,16 @@ class RedisStore(Store):
 
     backend = "redis"
 
-    def __init__(self, redis_url: str | None = None, *, key_prefix: str | None = "session:",
-                 kv_prefix: str | None = "sibyl:kv:", ttl: float | None = None,
-                 client: Any = None, socket_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        key_prefix: str | None = "session:",
+        kv_prefix: str | None = "sibyl:kv:",
+        ttl: float | None = None,
+        client: Any = None,
+        socket_timeout: float = 5.0,
+    ) -> None:
         super().__init__(ttl=ttl)
         try:
             import redis
@@ -99,16 +106,20 @@ class RedisStore(Store):
         self.key_prefix = "session:" if key_prefix is None else key_prefix
         self.kv_prefix = "sibyl:kv:" if kv_prefix is None else kv_prefix
         try:
-            self._r = client or redis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                                     socket_connect_timeout=socket_timeout)
+            self._r = client or redis.Redis.from_url(
+                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+            )
             self._r.ping()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ValueError) as exc:
             raise StoreError(
                 f"redis store at {self.url} is unreachable ({exc}). Start Redis there, set REDIS_URL or "
-                "redis_url: to a running server, or use storage: diskcache (the embedded default)") from exc
+                "redis_url: to a running server, or use storage: diskcache (the embedded default)"
+            ) from exc
         except redis.exceptions.AuthenticationError as exc:
-            raise StoreError(f"redis store at {self.url} refused the credentials ({exc}); "
-                             "put the password in redis_url (redis://:password@host:6379/0)") from exc
+            raise StoreError(
+                f"redis store at {self.url} refused the credentials ({exc}); "
+                "put the password in redis_url (redis://:password@host:6379/0)"
+            ) from exc
         self._append = self._r.register_script(_APPEND)
         self._load = self._r.register_script(_LOAD)
         self._expire = self._r.register_script(_EXPIRE)
@@ -126,15 +137,21 @@ class RedisStore(Store):
         try:
             return fn(*args, **kwargs)
         except (self._redis_mod.exceptions.ConnectionError, self._redis_mod.exceptions.TimeoutError) as exc:
-            raise StoreError(f"redis store at {self.url}: connection lost ({exc}); is the server up?") from exc
+            raise StoreError(
+                f"redis store at {self.url}: connection lost ({exc}); is the server up?"
+            ) from exc
 
     @staticmethod
     def _to_data(sid: str, meta: Mapping[Any, Any], raw: Sequence[Any]) -> SessionData:
         m = {_s(k): _s(v) for k, v in meta.items()}
         return SessionData(
-            session_id=sid, messages=[json.loads(x) for x in raw], summary=m.get("summary", ""),
-            summary_covers=int(m.get("summary_covers") or 0), metadata=json.loads(m.get("metadata") or "{}"),
-            user_id=m.get("user_id") or None, created_at=float(m.get("created_at") or 0),
+            session_id=sid,
+            messages=[json.loads(x) for x in raw],
+            summary=m.get("summary", ""),
+            summary_covers=int(m.get("summary_covers") or 0),
+            metadata=json.loads(m.get("metadata") or "{}"),
+            user_id=m.get("user_id") or None,
+            created_at=float(m.get("created_at") or 0),
             updated_at=float(m.get("updated_at") or 0),
             expires_at=float(m["expires_at"]) if m.get("expires_at") else None,
         )
@@ -150,8 +167,14 @@ class RedisStore(Store):
         meta = dict(zip(flat[::2], flat[1::2], strict=True))
         return self._to_data(session_id, meta, raw)
 
-    def append(self, session_id: str, messages: Sequence[Mapping[str, Any]] | Mapping[str, Any], *,
-               user_id: str | None = None, ttl: float | None = None) -> int:
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        ttl: float | None = None,
+    ) -> int:
         encoded = [to_json(m) for m in check_messages(messages)]
         lk, mk = self._keys(session_id)
         if not encoded:
@@ -159,10 +182,14 @@ class RedisStore(Store):
         args = [repr(time.time()), self._ttl_ms(ttl), user_id or "", *encoded]
         return int(self._call(self._append, keys=[lk, mk], args=args))
 
-    def _rmw(self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]) -> SessionData | None:
+    def _rmw(
+        self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]
+    ) -> SessionData | None:
         return self._call(self._rmw_loop, session_id, fn)
 
-    def _rmw_loop(self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]) -> SessionData | None:
+    def _rmw_loop(
+        self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]
+    ) -> SessionData | None:
         lk, mk = self._keys(session_id)
         watch_error = self._redis_mod.exceptions.WatchError
         while True:
@@ -178,8 +205,10 @@ class RedisStore(Store):
                         if new.messages:
                             pipe.rpush(lk, *[to_json(m) for m in new.messages])
                         fields = {
-                            "summary": new.summary, "summary_covers": str(new.summary_covers),
-                            "metadata": to_json(new.metadata), "created_at": repr(new.created_at),
+                            "summary": new.summary,
+                            "summary_covers": str(new.summary_covers),
+                            "metadata": to_json(new.metadata),
+                            "created_at": repr(new.created_at),
                             "updated_at": repr(new.updated_at),
                         }
                         if new.user_id:
@@ -210,7 +239,7 @@ class RedisStore(Store):
         out = []
         for key in self._call(lambda: list(self._r.scan_iter(match=pat, count=1000, _type="hash"))):
             k = _s(key)
-            out.append(k[len(self.key_prefix):-len(":meta")])
+            out.append(k[len(self.key_prefix) : -len(":meta")])
         return sorted(out)
 
     # ---------------------------------------------------------------- key-value
@@ -222,8 +251,9 @@ class RedisStore(Store):
         px = None if ttl is None else max(1, int(float(ttl) * 1000))
         self._call(self._r.set, self.kv_prefix + key, to_json(value), px=px)
 
-    def kv_update(self, key: str, fn: Callable[[Any], Any], *, default: Any = None,
-                  ttl: float | None = None) -> Any:
+    def kv_update(
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+    ) -> Any:
         return self._call(self._kv_update_loop, key, fn, default, ttl)
 
     def _kv_update_loop(self, key: str, fn: Callable[[Any], Any], default: Any, ttl: float | None) -> Any:

@@ -46,13 +46,15 @@ def normalize_database_url(url: str | None) -> str:
     url = str(url).strip()
     for plain in ("postgresql://", "postgres://"):
         if url.startswith(plain):
-            return "postgresql+psycopg://" + url[len(plain):]
+            return "postgresql+psycopg://" + url[len(plain) :]
     return url
 
 
 def _check_ident(name: str, what: str) -> str:
     if not isinstance(name, str) or not _IDENT.match(name):
-        raise StoreError(f"{what} {name!r} is not a plain SQL identifier (letters, digits, _; optional schema.)")
+        raise StoreError(
+            f"{what} {name!r} is not a plain SQL identifier (letters, digits, _; optional schema.)"
+        )
     return name
 
 
@@ -62,10 +64,17 @@ class SQLStore(Store):
     backend = "sql"
     COMPACT_EVERY = 64
 
-    def __init__(self, database_url: str | None = None, *, table: str = "conversations",
-                 kv_table: str = "sibyl_kv", log_table: str | None = None, ttl: float | None = None,
-                 engine: Any = None,
-                 create_tables: bool = True) -> None:
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        table: str = "conversations",
+        kv_table: str = "sibyl_kv",
+        log_table: str | None = None,
+        ttl: float | None = None,
+        engine: Any = None,
+        create_tables: bool = True,
+    ) -> None:
         super().__init__(ttl=ttl)
         try:
             import sqlalchemy as sa
@@ -80,9 +89,11 @@ class SQLStore(Store):
         try:
             self._engine = engine or self._make_engine(url)
         except Exception as exc:  # bad URL, missing driver
-            raise StoreError(f"sql store: cannot use database_url {self.url!r}: {exc}. Use e.g. "
-                             "postgresql://user@host:5432/db or sqlite:///path.db, or leave it unset for "
-                             "the embedded SQLite default") from exc
+            raise StoreError(
+                f"sql store: cannot use database_url {self.url!r}: {exc}. Use e.g. "
+                "postgresql://user@host:5432/db or sqlite:///path.db, or leave it unset for "
+                "the embedded SQLite default"
+            ) from exc
         self.dialect = self._engine.dialect.name
         prep = self._engine.dialect.identifier_preparer
         self._t = ".".join(prep.quote(p) for p in self.table.split("."))
@@ -145,18 +156,39 @@ class SQLStore(Store):
 
         if facet == "log":
             schema, name = split(self.table)
-            sa.Table(name, md, sa.Column("session_id", sa.Text, primary_key=True), sa.Column("user_id", sa.Text),
-                     sa.Column("messages", js), sa.Column("metadata", js), sa.Column("created_at", sa.DateTime),
-                     sa.Column("updated_at", sa.DateTime), sa.Column("expires_at", sa.DateTime), schema=schema)
+            sa.Table(
+                name,
+                md,
+                sa.Column("session_id", sa.Text, primary_key=True),
+                sa.Column("user_id", sa.Text),
+                sa.Column("messages", js),
+                sa.Column("metadata", js),
+                sa.Column("created_at", sa.DateTime),
+                sa.Column("updated_at", sa.DateTime),
+                sa.Column("expires_at", sa.DateTime),
+                schema=schema,
+            )
             schema, name = split(self.log_table)
             big = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY = rowid
-            sa.Table(name, md, sa.Column("id", big, primary_key=True, autoincrement=True),
-                     sa.Column("session_id", sa.Text, nullable=False, index=True), sa.Column("message", js),
-                     schema=schema)
+            sa.Table(
+                name,
+                md,
+                sa.Column("id", big, primary_key=True, autoincrement=True),
+                sa.Column("session_id", sa.Text, nullable=False, index=True),
+                sa.Column("message", js),
+                schema=schema,
+            )
         else:
             schema, name = split(self.kv_table)
-            sa.Table(name, md, sa.Column("key", sa.Text, primary_key=True), sa.Column("value", js),
-                     sa.Column("updated_at", sa.DateTime), sa.Column("expires_at", sa.DateTime), schema=schema)
+            sa.Table(
+                name,
+                md,
+                sa.Column("key", sa.Text, primary_key=True),
+                sa.Column("value", js),
+                sa.Column("updated_at", sa.DateTime),
+                sa.Column("expires_at", sa.DateTime),
+                schema=schema,
+            )
         for attempt in range(3):
             try:
                 md.create_all(self._engine, checkfirst=True)
@@ -169,9 +201,12 @@ class SQLStore(Store):
                 time.sleep(0.05)
 
     def _conn_error(self, exc: Exception) -> StoreError:
-        hint = ("start PostgreSQL there, fix database_url / DATABASE_URL, or leave it unset for the "
-                "embedded SQLite default" if self.dialect != "sqlite"
-                else "check that the folder is writable (SIBYL_HOME)")
+        hint = (
+            "start PostgreSQL there, fix database_url / DATABASE_URL, or leave it unset for the "
+            "embedded SQLite default"
+            if self.dialect != "sqlite"
+            else "check that the folder is writable (SIBYL_HOME)"
+        )
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return StoreError(f"sql store at {self.url} is unavailable ({first}); {hint}")
 
@@ -218,10 +253,15 @@ class SQLStore(Store):
         own = meta.pop("sibyl", {}) if isinstance(meta, dict) else {}
         own = own if isinstance(own, dict) else {}
         return SessionData(
-            session_id=sid, messages=json.loads(row.messages) if row.messages else [],
-            summary=own.get("summary", ""), summary_covers=int(own.get("summary_covers") or 0),
-            metadata=meta, user_id=row.user_id, created_at=self._epoch(row.created_at) or 0.0,
-            updated_at=self._epoch(row.updated_at) or 0.0, expires_at=self._epoch(row.expires_at),
+            session_id=sid,
+            messages=json.loads(row.messages) if row.messages else [],
+            summary=own.get("summary", ""),
+            summary_covers=int(own.get("summary_covers") or 0),
+            metadata=meta,
+            user_id=row.user_id,
+            created_at=self._epoch(row.created_at) or 0.0,
+            updated_at=self._epoch(row.updated_at) or 0.0,
+            expires_at=self._epoch(row.expires_at),
         )
 
     def _lock_sql(self, mode: str | None) -> str:
@@ -231,17 +271,25 @@ class SQLStore(Store):
 
     def _select_session(self, conn: Any, sid: str, lock: str | None) -> Any:
         lock_sql = self._lock_sql(lock)
-        return self._exec(conn, "SELECT user_id, CAST(messages AS TEXT) AS messages, CAST(metadata AS TEXT) "
-                                f"AS metadata, created_at, updated_at, expires_at FROM {self._t} "
-                                f"WHERE session_id = :sid{lock_sql}", sid=sid).first()
+        return self._exec(
+            conn,
+            "SELECT user_id, CAST(messages AS TEXT) AS messages, CAST(metadata AS TEXT) "
+            f"AS metadata, created_at, updated_at, expires_at FROM {self._t} "
+            f"WHERE session_id = :sid{lock_sql}",
+            sid=sid,
+        ).first()
 
     # ---------------------------------------------------------------- message log
     def _fresh_meta(self) -> dict[str, Any]:
         return {"sibyl": {"summary": "", "summary_covers": 0, "count": 0, "pending": 0}}
 
     def _log_rows(self, conn: Any, sid: str) -> list[tuple[int, str]]:
-        rows = self._exec(conn, f"SELECT id, CAST(message AS TEXT) AS message FROM {self._log} "
-                                "WHERE session_id = :sid ORDER BY id", sid=sid)
+        rows = self._exec(
+            conn,
+            f"SELECT id, CAST(message AS TEXT) AS message FROM {self._log} "
+            "WHERE session_id = :sid ORDER BY id",
+            sid=sid,
+        )
         return [(int(r[0]), r[1]) for r in rows]
 
     def _read(self, conn: Any, sid: str, row: Any) -> SessionData:
@@ -256,15 +304,30 @@ class SQLStore(Store):
             return
         batch = "[" + ",".join(text for _, text in rows) + "]"
         if self.dialect == "postgresql":
-            self._exec(conn, f"UPDATE {self._t} SET messages = COALESCE(messages, CAST('[]' AS JSONB)) || "
-                             "CAST(:b AS JSONB) WHERE session_id = :sid", b=batch, sid=sid)
+            self._exec(
+                conn,
+                f"UPDATE {self._t} SET messages = COALESCE(messages, CAST('[]' AS JSONB)) || "
+                "CAST(:b AS JSONB) WHERE session_id = :sid",
+                b=batch,
+                sid=sid,
+            )
         else:
-            old = (self._exec(conn, f"SELECT CAST(messages AS TEXT) FROM {self._t} WHERE session_id = :sid",
-                              sid=sid).scalar() or "[]").strip()
+            old = (
+                self._exec(
+                    conn, f"SELECT CAST(messages AS TEXT) FROM {self._t} WHERE session_id = :sid", sid=sid
+                ).scalar()
+                or "[]"
+            ).strip()
             text = batch if old in ("[]", "") else old[:-1] + "," + batch[1:]
-            self._exec(conn, f"UPDATE {self._t} SET messages = {self._jcast('m')} WHERE session_id = :sid",
-                       m=text, sid=sid)
-        self._exec(conn, f"DELETE FROM {self._log} WHERE session_id = :sid AND id <= :top", sid=sid, top=rows[-1][0])
+            self._exec(
+                conn,
+                f"UPDATE {self._t} SET messages = {self._jcast('m')} WHERE session_id = :sid",
+                m=text,
+                sid=sid,
+            )
+        self._exec(
+            conn, f"DELETE FROM {self._log} WHERE session_id = :sid AND id <= :top", sid=sid, top=rows[-1][0]
+        )
 
     def _delete_session(self, conn: Any, sid: str) -> None:
         self._exec(conn, f"DELETE FROM {self._log} WHERE session_id = :sid", sid=sid)
@@ -283,14 +346,24 @@ class SQLStore(Store):
                     return None
                 if touch and self.ttl is not None:
                     data.expires_at = now + self.ttl
-                    self._exec(conn, f"UPDATE {self._t} SET expires_at = :exp WHERE session_id = :sid",
-                               exp=self._ts(data.expires_at), sid=session_id)
+                    self._exec(
+                        conn,
+                        f"UPDATE {self._t} SET expires_at = :exp WHERE session_id = :sid",
+                        exp=self._ts(data.expires_at),
+                        sid=session_id,
+                    )
                 return data
 
         return self._run(go)
 
-    def append(self, session_id: str, messages: Sequence[Mapping[str, Any]] | Mapping[str, Any], *,
-               user_id: str | None = None, ttl: float | None = None) -> int:
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        ttl: float | None = None,
+    ) -> int:
         """One row per message in ``<table>_log`` (O(1) whatever the history length), under the
         session row's lock; every ``COMPACT_EVERY`` appends they are folded into ``messages``."""
         texts = [to_json(m) for m in check_messages(messages)]
@@ -303,17 +376,31 @@ class SQLStore(Store):
             with self._begin() as conn:
                 sid = session_id
                 now = time.time()
-                row = self._exec(conn, f"SELECT CAST(metadata AS TEXT) AS metadata, expires_at FROM {self._t} "
-                                       f"WHERE session_id = :sid{self._lock_sql('update')}", sid=sid).first()
-                sets = ["metadata = " + self._jcast("meta"), "updated_at = :now",
-                        "user_id = COALESCE(:uid, user_id)"]
+                row = self._exec(
+                    conn,
+                    f"SELECT CAST(metadata AS TEXT) AS metadata, expires_at FROM {self._t} "
+                    f"WHERE session_id = :sid{self._lock_sql('update')}",
+                    sid=sid,
+                ).first()
+                sets = [
+                    "metadata = " + self._jcast("meta"),
+                    "updated_at = :now",
+                    "user_id = COALESCE(:uid, user_id)",
+                ]
                 if row is None:
                     meta = self._fresh_meta()
-                    res = self._exec(conn, f"INSERT INTO {self._t} (session_id, user_id, messages, metadata, "
-                                           f"created_at, updated_at, expires_at) VALUES (:sid, :uid, "
-                                           f"{self._jcast('empty')}, {self._jcast('meta')}, :now, :now, NULL) "
-                                           "ON CONFLICT (session_id) DO NOTHING", sid=sid, uid=user_id,
-                                     empty="[]", meta=to_json(meta), now=self._ts(now))
+                    res = self._exec(
+                        conn,
+                        f"INSERT INTO {self._t} (session_id, user_id, messages, metadata, "
+                        f"created_at, updated_at, expires_at) VALUES (:sid, :uid, "
+                        f"{self._jcast('empty')}, {self._jcast('meta')}, :now, :now, NULL) "
+                        "ON CONFLICT (session_id) DO NOTHING",
+                        sid=sid,
+                        uid=user_id,
+                        empty="[]",
+                        meta=to_json(meta),
+                        now=self._ts(now),
+                    )
                     if res.rowcount == 0:
                         raise _Retry
                 else:
@@ -321,13 +408,20 @@ class SQLStore(Store):
                     if exp_old is not None and exp_old <= now:  # expired: start a fresh session
                         self._exec(conn, f"DELETE FROM {self._log} WHERE session_id = :sid", sid=sid)
                         meta = self._fresh_meta()
-                        sets += [f"messages = {self._jcast('empty')}", "created_at = :now", "expires_at = NULL"]
+                        sets += [
+                            f"messages = {self._jcast('empty')}",
+                            "created_at = :now",
+                            "expires_at = NULL",
+                        ]
                     else:
                         meta = json.loads(row.metadata) if row.metadata else {}
                 own = meta.setdefault("sibyl", {})
                 if texts:
-                    self._exec(conn, f"INSERT INTO {self._log} (session_id, message) VALUES "
-                                     f"(:sid, {self._jcast('m')})", [{"sid": sid, "m": t} for t in texts])
+                    self._exec(
+                        conn,
+                        f"INSERT INTO {self._log} (session_id, message) VALUES (:sid, {self._jcast('m')})",
+                        [{"sid": sid, "m": t} for t in texts],
+                    )
                 own["count"] = int(own.get("count") or 0) + len(texts)
                 own["pending"] = int(own.get("pending") or 0) + len(texts)
                 if own["pending"] >= self.COMPACT_EVERY:
@@ -336,8 +430,16 @@ class SQLStore(Store):
                 exp = self._expiry(now, ttl)
                 if exp is not None:
                     sets.append("expires_at = :exp")
-                self._exec(conn, f"UPDATE {self._t} SET {', '.join(sets)} WHERE session_id = :sid", sid=sid,
-                           meta=to_json(meta), now=self._ts(now), uid=user_id, exp=self._ts(exp), empty="[]")
+                self._exec(
+                    conn,
+                    f"UPDATE {self._t} SET {', '.join(sets)} WHERE session_id = :sid",
+                    sid=sid,
+                    meta=to_json(meta),
+                    now=self._ts(now),
+                    uid=user_id,
+                    exp=self._ts(exp),
+                    empty="[]",
+                )
                 return own["count"]
 
         return self._run(go)
@@ -363,8 +465,16 @@ class SQLStore(Store):
         )
         with self._engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            row = self._exec(conn, sql, now=self._ts(now), uid=user_id, exp=self._ts(exp), k=len(texts), sid=sid,
-                             msgs="[" + ",".join(texts) + "]").first()
+            row = self._exec(
+                conn,
+                sql,
+                now=self._ts(now),
+                uid=user_id,
+                exp=self._ts(exp),
+                k=len(texts),
+                sid=sid,
+                msgs="[" + ",".join(texts) + "]",
+            ).first()
         if row is None:
             return None
         if int(row.p) >= self.COMPACT_EVERY:
@@ -373,17 +483,27 @@ class SQLStore(Store):
 
     def _compact_txn(self, sid: str) -> None:
         with self._begin() as conn:
-            row = self._exec(conn, f"SELECT CAST(metadata AS TEXT) AS metadata FROM {self._t} "
-                                   f"WHERE session_id = :sid{self._lock_sql('update')}", sid=sid).first()
+            row = self._exec(
+                conn,
+                f"SELECT CAST(metadata AS TEXT) AS metadata FROM {self._t} "
+                f"WHERE session_id = :sid{self._lock_sql('update')}",
+                sid=sid,
+            ).first()
             if row is None:
                 return
             self._compact(conn, sid)
             meta = json.loads(row.metadata) if row.metadata else {}
             meta.setdefault("sibyl", {})["pending"] = 0
-            self._exec(conn, f"UPDATE {self._t} SET metadata = {self._jcast('meta')} WHERE session_id = :sid",
-                       meta=to_json(meta), sid=sid)
+            self._exec(
+                conn,
+                f"UPDATE {self._t} SET metadata = {self._jcast('meta')} WHERE session_id = :sid",
+                meta=to_json(meta),
+                sid=sid,
+            )
 
-    def _rmw(self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]) -> SessionData | None:
+    def _rmw(
+        self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]
+    ) -> SessionData | None:
         def go() -> SessionData | None:
             with self._begin() as conn:
                 row = self._select_session(conn, session_id, lock="update")
@@ -398,21 +518,39 @@ class SQLStore(Store):
                         self._delete_session(conn, session_id)
                     return None
                 meta = dict(new.metadata)
-                meta["sibyl"] = {"summary": new.summary, "summary_covers": new.summary_covers,
-                                 "count": len(new.messages), "pending": 0}
-                params = {"sid": session_id, "uid": new.user_id, "msgs": to_json(new.messages),
-                          "meta": to_json(meta), "c": self._ts(new.created_at), "u": self._ts(new.updated_at),
-                          "e": self._ts(new.expires_at)}
+                meta["sibyl"] = {
+                    "summary": new.summary,
+                    "summary_covers": new.summary_covers,
+                    "count": len(new.messages),
+                    "pending": 0,
+                }
+                params = {
+                    "sid": session_id,
+                    "uid": new.user_id,
+                    "msgs": to_json(new.messages),
+                    "meta": to_json(meta),
+                    "c": self._ts(new.created_at),
+                    "u": self._ts(new.updated_at),
+                    "e": self._ts(new.expires_at),
+                }
                 if row is not None:
                     self._exec(conn, f"DELETE FROM {self._log} WHERE session_id = :sid", sid=session_id)
-                    self._exec(conn, f"UPDATE {self._t} SET user_id = :uid, messages = {self._jcast('msgs')}, "
-                                     f"metadata = {self._jcast('meta')}, created_at = :c, updated_at = :u, "
-                                     "expires_at = :e WHERE session_id = :sid", **params)
+                    self._exec(
+                        conn,
+                        f"UPDATE {self._t} SET user_id = :uid, messages = {self._jcast('msgs')}, "
+                        f"metadata = {self._jcast('meta')}, created_at = :c, updated_at = :u, "
+                        "expires_at = :e WHERE session_id = :sid",
+                        **params,
+                    )
                 else:
-                    res = self._exec(conn, f"INSERT INTO {self._t} (session_id, user_id, messages, metadata, "
-                                           "created_at, updated_at, expires_at) VALUES (:sid, :uid, "
-                                           f"{self._jcast('msgs')}, {self._jcast('meta')}, :c, :u, :e) "
-                                           "ON CONFLICT (session_id) DO NOTHING", **params)
+                    res = self._exec(
+                        conn,
+                        f"INSERT INTO {self._t} (session_id, user_id, messages, metadata, "
+                        "created_at, updated_at, expires_at) VALUES (:sid, :uid, "
+                        f"{self._jcast('msgs')}, {self._jcast('meta')}, :c, :u, :e) "
+                        "ON CONFLICT (session_id) DO NOTHING",
+                        **params,
+                    )
                     if res.rowcount == 0:
                         raise _Retry
                 return new
@@ -425,12 +563,18 @@ class SQLStore(Store):
                 now = time.time()
                 live = "session_id = :sid AND (expires_at IS NULL OR expires_at > :now)"
                 if ttl is not None and ttl <= 0:
-                    found = self._exec(conn, f"SELECT 1 FROM {self._t} WHERE {live}", sid=session_id,
-                                       now=self._ts(now)).first()
+                    found = self._exec(
+                        conn, f"SELECT 1 FROM {self._t} WHERE {live}", sid=session_id, now=self._ts(now)
+                    ).first()
                     self._delete_session(conn, session_id)
                     return found is not None
-                res = self._exec(conn, f"UPDATE {self._t} SET expires_at = :exp WHERE {live}", sid=session_id,
-                                 now=self._ts(now), exp=self._ts(None if ttl is None else now + ttl))
+                res = self._exec(
+                    conn,
+                    f"UPDATE {self._t} SET expires_at = :exp WHERE {live}",
+                    sid=session_id,
+                    now=self._ts(now),
+                    exp=self._ts(None if ttl is None else now + ttl),
+                )
                 return res.rowcount > 0
 
         return self._run(go)
@@ -439,8 +583,13 @@ class SQLStore(Store):
         def go() -> bool:
             with self._begin() as conn:
                 now = self._ts(time.time())
-                live = self._exec(conn, f"SELECT 1 FROM {self._t} WHERE session_id = :sid AND "
-                                        "(expires_at IS NULL OR expires_at > :now)", sid=session_id, now=now).first()
+                live = self._exec(
+                    conn,
+                    f"SELECT 1 FROM {self._t} WHERE session_id = :sid AND "
+                    "(expires_at IS NULL OR expires_at > :now)",
+                    sid=session_id,
+                    now=now,
+                ).first()
                 self._delete_session(conn, session_id)
                 return live is not None
 
@@ -449,8 +598,12 @@ class SQLStore(Store):
     def sessions(self) -> list[str]:
         def go() -> list[str]:
             with self._engine.connect() as conn:
-                rows = self._exec(conn, f"SELECT session_id FROM {self._t} WHERE expires_at IS NULL OR "
-                                        "expires_at > :now ORDER BY session_id", now=self._ts(time.time()))
+                rows = self._exec(
+                    conn,
+                    f"SELECT session_id FROM {self._t} WHERE expires_at IS NULL OR "
+                    "expires_at > :now ORDER BY session_id",
+                    now=self._ts(time.time()),
+                )
                 return sorted(r[0] for r in rows)
 
         return self._run(go)
@@ -460,8 +613,12 @@ class SQLStore(Store):
             with self._begin() as conn:
                 now = self._ts(time.time())
                 expired = "expires_at IS NOT NULL AND expires_at <= :now"
-                self._exec(conn, f"DELETE FROM {self._log} WHERE session_id IN "
-                                 f"(SELECT session_id FROM {self._t} WHERE {expired})", now=now)
+                self._exec(
+                    conn,
+                    f"DELETE FROM {self._log} WHERE session_id IN "
+                    f"(SELECT session_id FROM {self._t} WHERE {expired})",
+                    now=now,
+                )
                 n = self._exec(conn, f"DELETE FROM {self._t} WHERE {expired}", now=now).rowcount
                 self._exec(conn, f"DELETE FROM {self._kv} WHERE {expired}", now=now)
                 return int(n)
@@ -472,8 +629,11 @@ class SQLStore(Store):
     # ---------------------------------------------------------------- key-value
     def _kv_row(self, conn: Any, key: str, lock: bool) -> Any:
         lock_sql = self._lock_sql("update" if lock else None)
-        return self._exec(conn, f'SELECT CAST(value AS TEXT) AS value, expires_at FROM {self._kv} '
-                                f'WHERE "key" = :k{lock_sql}', k=key).first()
+        return self._exec(
+            conn,
+            f'SELECT CAST(value AS TEXT) AS value, expires_at FROM {self._kv} WHERE "key" = :k{lock_sql}',
+            k=key,
+        ).first()
 
     def kv_get(self, key: str, default: Any = None) -> Any:
         def go() -> Any:
@@ -490,20 +650,29 @@ class SQLStore(Store):
 
     def kv_put(self, key: str, value: Any, *, ttl: float | None = None) -> None:
         now = time.time()
-        params = {"k": key, "v": to_json(value), "u": self._ts(now),
-                  "e": self._ts(None if ttl is None else now + float(ttl))}
+        params = {
+            "k": key,
+            "v": to_json(value),
+            "u": self._ts(now),
+            "e": self._ts(None if ttl is None else now + float(ttl)),
+        }
 
         def go() -> None:
             with self._begin() as conn:
-                self._exec(conn, f'INSERT INTO {self._kv} ("key", value, updated_at, expires_at) VALUES '
-                                 f"(:k, {self._jcast('v')}, :u, :e) ON CONFLICT (\"key\") DO UPDATE SET "
-                                 "value = EXCLUDED.value, updated_at = EXCLUDED.updated_at, "
-                                 "expires_at = EXCLUDED.expires_at", **params)
+                self._exec(
+                    conn,
+                    f'INSERT INTO {self._kv} ("key", value, updated_at, expires_at) VALUES '
+                    f'(:k, {self._jcast("v")}, :u, :e) ON CONFLICT ("key") DO UPDATE SET '
+                    "value = EXCLUDED.value, updated_at = EXCLUDED.updated_at, "
+                    "expires_at = EXCLUDED.expires_at",
+                    **params,
+                )
 
         self._run(go, "kv")
 
-    def kv_update(self, key: str, fn: Callable[[Any], Any], *, default: Any = None,
-                  ttl: float | None = None) -> Any:
+    def kv_update(
+        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: float | None = None
+    ) -> Any:
         def go() -> Any:
             with self._begin() as conn:
                 row = self._kv_row(conn, key, lock=True)
@@ -515,12 +684,20 @@ class SQLStore(Store):
                 exp = now + float(ttl) if ttl is not None else (old_exp if live else None)
                 params = {"k": key, "v": to_json(new), "u": self._ts(now), "e": self._ts(exp)}
                 if row is not None:
-                    self._exec(conn, f"UPDATE {self._kv} SET value = {self._jcast('v')}, updated_at = :u, "
-                                     'expires_at = :e WHERE "key" = :k', **params)
+                    self._exec(
+                        conn,
+                        f"UPDATE {self._kv} SET value = {self._jcast('v')}, updated_at = :u, "
+                        'expires_at = :e WHERE "key" = :k',
+                        **params,
+                    )
                 else:
-                    res = self._exec(conn, f'INSERT INTO {self._kv} ("key", value, updated_at, expires_at) '
-                                           f"VALUES (:k, {self._jcast('v')}, :u, :e) "
-                                           'ON CONFLICT ("key") DO NOTHING', **params)
+                    res = self._exec(
+                        conn,
+                        f'INSERT INTO {self._kv} ("key", value, updated_at, expires_at) '
+                        f"VALUES (:k, {self._jcast('v')}, :u, :e) "
+                        'ON CONFLICT ("key") DO NOTHING',
+                        **params,
+                    )
                     if res.rowcount == 0:
                         raise _Retry
                 return new
@@ -531,8 +708,13 @@ class SQLStore(Store):
         def go() -> bool:
             with self._begin() as conn:
                 now = self._ts(time.time())
-                live = self._exec(conn, f'SELECT 1 FROM {self._kv} WHERE "key" = :k AND '
-                                        "(expires_at IS NULL OR expires_at > :now)", k=key, now=now).first()
+                live = self._exec(
+                    conn,
+                    f'SELECT 1 FROM {self._kv} WHERE "key" = :k AND '
+                    "(expires_at IS NULL OR expires_at > :now)",
+                    k=key,
+                    now=now,
+                ).first()
                 self._exec(conn, f'DELETE FROM {self._kv} WHERE "key" = :k', k=key)
                 return live is not None
 
@@ -543,9 +725,15 @@ class SQLStore(Store):
 
         def go() -> list[str]:
             with self._engine.connect() as conn:
-                rows = self._exec(conn, f'SELECT "key" FROM {self._kv} WHERE "key" LIKE :pat ESCAPE \'\\\' '
-                                        "AND substr(\"key\", 1, :n) = :p AND (expires_at IS NULL OR expires_at > :now)",
-                                  pat=pat, n=len(prefix), p=prefix, now=self._ts(time.time()))
+                rows = self._exec(
+                    conn,
+                    f'SELECT "key" FROM {self._kv} WHERE "key" LIKE :pat ESCAPE \'\\\' '
+                    'AND substr("key", 1, :n) = :p AND (expires_at IS NULL OR expires_at > :now)',
+                    pat=pat,
+                    n=len(prefix),
+                    p=prefix,
+                    now=self._ts(time.time()),
+                )
                 return sorted(r[0] for r in rows)
 
         return self._run(go, "kv")

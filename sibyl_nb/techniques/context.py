@@ -41,9 +41,16 @@ class StepContext:
 
     __slots__ = ("node_id", "technique", "config", "input", "iteration", "attempt", "_run", "_preds")
 
-    def __init__(self, run: Any, node_id: str, technique: str, config: Mapping[str, Any],
-                 preds: tuple[str, ...] | Callable[[], dict[str, Any]] = (), iteration: int = 1,
-                 attempt: int = 1) -> None:
+    def __init__(
+        self,
+        run: Any,
+        node_id: str,
+        technique: str,
+        config: Mapping[str, Any],
+        preds: tuple[str, ...] | Callable[[], dict[str, Any]] = (),
+        iteration: int = 1,
+        attempt: int = 1,
+    ) -> None:
         self._run = run
         self.node_id = node_id
         self.technique = technique

@@ -14,8 +14,15 @@ from typing import Any
 
 from ..errors import SibylError, UnknownTechniqueError
 
-__all__ = ["TechniqueInfo", "technique", "register_technique", "get_technique", "has_technique",
-           "registered_techniques", "unregister_technique"]
+__all__ = [
+    "TechniqueInfo",
+    "technique",
+    "register_technique",
+    "get_technique",
+    "has_technique",
+    "registered_techniques",
+    "unregister_technique",
+]
 
 
 @dataclass(slots=True)
@@ -45,10 +52,16 @@ def _ensure_builtins() -> None:
         from . import builtins  # noqa: F401  (registers on import)
 
 
-def register_technique(name: str, fn: Callable[..., Any], *, blocking: bool | None = None,
-                       subtechniques: Iterable[str] | None = None,
-                       config_schema: dict[str, Any] | None = None,
-                       outputs: Iterable[str] | None = None, compiles: bool = False) -> TechniqueInfo:
+def register_technique(
+    name: str,
+    fn: Callable[..., Any],
+    *,
+    blocking: bool | None = None,
+    subtechniques: Iterable[str] | None = None,
+    config_schema: dict[str, Any] | None = None,
+    outputs: Iterable[str] | None = None,
+    compiles: bool = False,
+) -> TechniqueInfo:
     """Register ``fn`` under ``name`` (``shop.technique``); re-registering replaces (notebook cells re-run)."""
     if not isinstance(name, str) or not name:
         raise SibylError(f"technique name must be a non-empty string, got {name!r}")
@@ -71,14 +84,25 @@ def register_technique(name: str, fn: Callable[..., Any], *, blocking: bool | No
     return info
 
 
-def technique(name: str, *, blocking: bool | None = None, subtechniques: Iterable[str] | None = None,
-              config_schema: dict[str, Any] | None = None,
-              outputs: Iterable[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def technique(
+    name: str,
+    *,
+    blocking: bool | None = None,
+    subtechniques: Iterable[str] | None = None,
+    config_schema: dict[str, Any] | None = None,
+    outputs: Iterable[str] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: ``@sibyl_nb.technique("my_shop.shout")`` registers a function taking ``ctx``."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        register_technique(name, fn, blocking=blocking, subtechniques=subtechniques,
-                           config_schema=config_schema, outputs=outputs)
+        register_technique(
+            name,
+            fn,
+            blocking=blocking,
+            subtechniques=subtechniques,
+            config_schema=config_schema,
+            outputs=outputs,
+        )
         return fn
 
     return decorate

@@ -15,33 +15,92 @@ from .tokenize import STOPWORDS, expand_contractions, stem, terms, wordlist, wor
 
 __all__ = ["classify_text", "complexity_of", "is_creative_request", "LEXICONS"]
 
-_Q_START = ("what", "who", "when", "where", "which", "whose", "how many", "how much", "in what", "in which",
-            "define", "list", "name", "is", "are", "was", "were", "does", "did", "how")
+_Q_START = (
+    "what",
+    "who",
+    "when",
+    "where",
+    "which",
+    "whose",
+    "how many",
+    "how much",
+    "in what",
+    "in which",
+    "define",
+    "list",
+    "name",
+    "is",
+    "are",
+    "was",
+    "were",
+    "does",
+    "did",
+    "how",
+)
 
 # label -> (word -> weight). Weights: 2 = strong cue, 1 = weak cue.
 LEXICONS: dict[str, dict[str, float]] = {
-    "factual": dict.fromkeys(wordlist("""year date when who where which define definition fact facts created invented
-        released founded capital number many much version author meaning stand difference"""), 1.0),
-    "opinion": {**dict.fromkeys(wordlist("""should better best worst prefer think opinion recommend worth favourite
-        favorite overrated underrated believe feel agree disagree pros cons"""), 2.0),
-        **dict.fromkeys(wordlist("vs versus good bad like love hate nicer"), 1.0)},
-    "creative": {**dict.fromkeys(wordlist("""poem poetry story haiku song lyrics limerick fiction fairy tale joke
-        slogan sonnet imagine invent fantasy novel screenplay ode rhyme"""), 2.0),
-        **dict.fromkeys(wordlist("write compose creative dream character plot"), 1.0)},
-    "positive": dict.fromkeys(wordlist("""good great love excellent amazing happy wonderful best fantastic awesome
-        helpful fast easy perfect nice enjoy pleased recommend brilliant"""), 1.0),
-    "negative": dict.fromkeys(wordlist("""bad terrible hate awful poor slow broken worst bug annoying difficult sad angry
-        disappointed fail fails failed useless horrible crash problem"""), 1.0),
-    "technical": dict.fromkeys(wordlist("""code api function error bug python java install configure compile deploy
-        database server algorithm library framework"""), 1.0),
+    "factual": dict.fromkeys(
+        wordlist("""year date when who where which define definition fact facts created invented
+        released founded capital number many much version author meaning stand difference"""),
+        1.0,
+    ),
+    "opinion": {
+        **dict.fromkeys(
+            wordlist("""should better best worst prefer think opinion recommend worth favourite
+        favorite overrated underrated believe feel agree disagree pros cons"""),
+            2.0,
+        ),
+        **dict.fromkeys(wordlist("vs versus good bad like love hate nicer"), 1.0),
+    },
+    "creative": {
+        **dict.fromkeys(
+            wordlist("""poem poetry story haiku song lyrics limerick fiction fairy tale joke
+        slogan sonnet imagine invent fantasy novel screenplay ode rhyme"""),
+            2.0,
+        ),
+        **dict.fromkeys(wordlist("write compose creative dream character plot"), 1.0),
+    },
+    "positive": dict.fromkeys(
+        wordlist("""good great love excellent amazing happy wonderful best fantastic awesome
+        helpful fast easy perfect nice enjoy pleased recommend brilliant"""),
+        1.0,
+    ),
+    "negative": dict.fromkeys(
+        wordlist("""bad terrible hate awful poor slow broken worst bug annoying difficult sad angry
+        disappointed fail fails failed useless horrible crash problem"""),
+        1.0,
+    ),
+    "technical": dict.fromkeys(
+        wordlist("""code api function error bug python java install configure compile deploy
+        database server algorithm library framework"""),
+        1.0,
+    ),
     "question": dict.fromkeys(wordlist("what who when where why how which"), 1.0),
     "command": dict.fromkeys(wordlist("please do make create write run show give list send open"), 1.0),
     "urgent": dict.fromkeys(wordlist("urgent asap immediately now emergency critical outage down"), 2.0),
 }
 _NEGATIONS = frozenset({"not", "no", "never", "hardly", "isn't", "don't", "doesn't", "wasn't", "cannot"})
-_COMPLEX_MARKERS = ("compare", "contrast", "analy", "evaluat", "trade-off", "tradeoff", "pros and cons",
-                    "step by step", "architecture", "design a", "implication", "relationship between",
-                    "impact", "strateg", "optimi", "differences between", "in depth", "comprehensive")
+_COMPLEX_MARKERS = (
+    "compare",
+    "contrast",
+    "analy",
+    "evaluat",
+    "trade-off",
+    "tradeoff",
+    "pros and cons",
+    "step by step",
+    "architecture",
+    "design a",
+    "implication",
+    "relationship between",
+    "impact",
+    "strateg",
+    "optimi",
+    "differences between",
+    "in depth",
+    "comprehensive",
+)
 
 
 def _lexicon_stems(label: str) -> dict[str, float]:
@@ -65,7 +124,7 @@ def complexity_of(text: str) -> str:
 
 
 def is_creative_request(text: str) -> bool:
-    """"Write a poem about the sea" -> True; "What is Python?" -> False."""
+    """ "Write a poem about the sea" -> True; "What is Python?" -> False."""
     return _score("creative", text) >= 2.0
 
 

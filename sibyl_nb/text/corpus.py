@@ -23,9 +23,22 @@ from .embedding import DEFAULT_DIM, embed, embed_many
 from .ranking import reciprocal_rank_fusion
 from .tokenize import term_set
 
-__all__ = ["DATA_DIR", "CORPUS_PATH", "DOCS_DIR", "SEARCH_MODES", "ALL", "CorpusStore", "default_store",
-           "add_documents", "list_collections", "get_documents", "search", "reset_corpus",
-           "has_collection", "idf"]
+__all__ = [
+    "DATA_DIR",
+    "CORPUS_PATH",
+    "DOCS_DIR",
+    "SEARCH_MODES",
+    "ALL",
+    "CorpusStore",
+    "default_store",
+    "add_documents",
+    "list_collections",
+    "get_documents",
+    "search",
+    "reset_corpus",
+    "has_collection",
+    "idf",
+]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 CORPUS_PATH = DATA_DIR / "corpus.json"
@@ -126,8 +139,12 @@ class CorpusStore:
             self._loaded = self._path is None
 
     # -- writing ---------------------------------------------------------------------------------
-    def add_documents(self, collection: str, docs: Iterable[Mapping[str, Any]],
-                      embeddings: Sequence[Sequence[float]] | None = None) -> int:
+    def add_documents(
+        self,
+        collection: str,
+        docs: Iterable[Mapping[str, Any]],
+        embeddings: Sequence[Sequence[float]] | None = None,
+    ) -> int:
         """Insert or replace (by ``id``) documents in ``collection``, creating it; returns how many."""
         if not isinstance(collection, str) or not collection or collection == ALL:
             raise ValueError(f"collection name must be a non-empty string other than '*', got {collection!r}")
@@ -135,8 +152,9 @@ class CorpusStore:
         with self._lock:
             return self._add_locked(collection, list(docs), embeddings)
 
-    def _add_locked(self, collection: str, docs: list[Mapping[str, Any]],
-                    embeddings: Sequence[Sequence[float]] | None) -> int:
+    def _add_locked(
+        self, collection: str, docs: list[Mapping[str, Any]], embeddings: Sequence[Sequence[float]] | None
+    ) -> int:
         if embeddings is not None and len(embeddings) != len(docs):
             raise ValueError(f"{len(docs)} documents but {len(embeddings)} embeddings")
         coll = self._collections.setdefault(collection, _Collection())
@@ -196,8 +214,16 @@ class CorpusStore:
             value = index.idf(term)
             return value if value > 0 else math.log(1.0 + (len(index) + 0.5) / 0.5)
 
-    def search(self, query: str, collection: str | None = "documents", mode: str = "hybrid",
-               top_k: int = 10, *, dim: int = DEFAULT_DIM, rrf_k: int = 60) -> list[Doc]:
+    def search(
+        self,
+        query: str,
+        collection: str | None = "documents",
+        mode: str = "hybrid",
+        top_k: int = 10,
+        *,
+        dim: int = DEFAULT_DIM,
+        rrf_k: int = 60,
+    ) -> list[Doc]:
         """The best ``top_k`` documents for ``query``; only documents sharing a term with it.
 
         ``mode``: ``keyword`` (fraction of query terms present), ``bm25``, ``vector``/``semantic``
@@ -223,9 +249,14 @@ class CorpusStore:
                 lexical = [(coll.docs[i], s) for i, s in coll.bm25().search(list(qterms), pool)]
                 vector = [(coll.docs[i], s) for i, s in self._vector(coll, query, qterms, dim)[:pool]]
                 titles = [(coll.docs[i], s) for i, s in self._titles(coll, qterms)[:pool]]
-                fused = reciprocal_rank_fusion([[_scored(d, s) for d, s in lexical],
-                                                [_scored(d, s) for d, s in vector],
-                                                [_scored(d, s) for d, s in titles]], k=rrf_k)
+                fused = reciprocal_rank_fusion(
+                    [
+                        [_scored(d, s) for d, s in lexical],
+                        [_scored(d, s) for d, s in vector],
+                        [_scored(d, s) for d, s in titles],
+                    ],
+                    k=rrf_k,
+                )
                 for d in fused:
                     d.pop("ranks", None)
                     d.pop("source_score", None)
@@ -287,8 +318,11 @@ def _normalise_doc(raw: Mapping[str, Any], collection: str, position: int) -> Do
 default_store = CorpusStore()
 
 
-def add_documents(collection: str, docs: Iterable[Mapping[str, Any] | str],
-                  embeddings: Sequence[Sequence[float]] | None = None) -> int:
+def add_documents(
+    collection: str,
+    docs: Iterable[Mapping[str, Any] | str],
+    embeddings: Sequence[Sequence[float]] | None = None,
+) -> int:
     """Add (or replace, by ``id``) documents in a collection of the default store."""
     return default_store.add_documents(collection, docs, embeddings)  # type: ignore[arg-type]
 
@@ -310,8 +344,9 @@ def get_documents(collection: str = "documents") -> list[Doc]:
     return default_store.documents(collection)
 
 
-def search(query: str, collection: str | None = "documents", mode: str = "hybrid", top_k: int = 10,
-           **kwargs: Any) -> list[Doc]:
+def search(
+    query: str, collection: str | None = "documents", mode: str = "hybrid", top_k: int = 10, **kwargs: Any
+) -> list[Doc]:
     return default_store.search(query, collection, mode, top_k, **kwargs)
 
 

@@ -23,8 +23,11 @@ from .tokenize import STOPWORDS, expand_contractions, stem, term_set, words
 
 __all__ = ["Rating", "rate_answer", "is_refusal"]
 
-_REFUSAL = re.compile(r"\b(?:i\s+(?:do\s+not|don't)\s+(?:have|know)|no\s+information|cannot\s+answer|"
-                      r"not\s+enough\s+information)\b", re.I)
+_REFUSAL = re.compile(
+    r"\b(?:i\s+(?:do\s+not|don't)\s+(?:have|know)|no\s+information|cannot\s+answer|"
+    r"not\s+enough\s+information)\b",
+    re.I,
+)
 
 
 def is_refusal(text: str) -> bool:
@@ -45,11 +48,15 @@ class Rating:
     def critique(self, high: float = 10) -> str:
         """The reply text: ``Score: N/10`` first (what parsers look for), then one line per part."""
         scaled = self.score if high == 10 else round(self.score * high / 10, 1)
-        lines = [f"Score: {scaled}/{high:g}",
-                 f"Coverage: {self.coverage:.0%} of the question's key terms are addressed.",
-                 f"Grounding: {self.supported} of {self.sentences} sentences are supported by the sources."]
+        lines = [
+            f"Score: {scaled}/{high:g}",
+            f"Coverage: {self.coverage:.0%} of the question's key terms are addressed.",
+            f"Grounding: {self.supported} of {self.sentences} sentences are supported by the sources.",
+        ]
         if self.completeness < 3:
-            lines.append(f"Completeness: {self.completeness}/3 - add more supporting detail from the sources.")
+            lines.append(
+                f"Completeness: {self.completeness}/3 - add more supporting detail from the sources."
+            )
         else:
             lines.append("Completeness: 3/3 - the answer gives several supporting facts.")
         if self.missing:
@@ -79,7 +86,13 @@ def rate_answer(question: str, answer: str, docs: Sequence[Mapping[str, Any]] | 
     on_topic = [c for c in supported if not qstems or term_set(c.sentence) & qstems]
     completeness = min(3, max(0, len(on_topic) - 1))
     total = 4 * coverage + 3 * grounding + completeness
-    return Rating(score=int(total + 0.5), coverage=round(coverage, 3), grounding=round(grounding, 3),
-                  completeness=completeness, sentences=n, supported=len(supported),
-                  missing=[w for w in qwords if w not in covered],
-                  unsupported=[c.sentence for c in checks if not c.supported])
+    return Rating(
+        score=int(total + 0.5),
+        coverage=round(coverage, 3),
+        grounding=round(grounding, 3),
+        completeness=completeness,
+        sentences=n,
+        supported=len(supported),
+        missing=[w for w in qwords if w not in covered],
+        unsupported=[c.sentence for c in checks if not c.supported],
+    )

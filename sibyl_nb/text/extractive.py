@@ -38,15 +38,20 @@ def _answer_shape_bonus(question: str, sentence: str, topic: str) -> float:
     q = question.lower().strip()
     bonus = 0.0
     asks_definition = topic and re.fullmatch(
-        rf"(?:what|who)\s+(?:is|are|was|were)\s+(?:an?\s+|the\s+)?{re.escape(topic.lower())}\s*[?.!]*", q)
+        rf"(?:what|who)\s+(?:is|are|was|were)\s+(?:an?\s+|the\s+)?{re.escape(topic.lower())}\s*[?.!]*", q
+    )
     if asks_definition:
         # A definition: "Python is a ...", "An embedding is a ...", "Guido van Rossum is a ...".
-        m = re.match(rf"^(?:an?\s+|the\s+)?{re.escape(topic)}(?:\s*\([^)]*\))?\s+(?:is|are|was|were)\s+(an?|the)\b",
-                     sentence, re.I)
+        m = re.match(
+            rf"^(?:an?\s+|the\s+)?{re.escape(topic)}(?:\s*\([^)]*\))?\s+(?:is|are|was|were)\s+(an?|the)\b",
+            sentence,
+            re.I,
+        )
         if m:
             bonus += 0.3 if m.group(1).lower() != "the" else 0.15
-    if re.search(r"\b(?:when|what\s+year|which\s+year|in\s+what\s+year)\b", q) and re.search(r"\b1[89]\d\d\b|\b20\d\d\b",
-                                                                                         sentence):
+    if re.search(r"\b(?:when|what\s+year|which\s+year|in\s+what\s+year)\b", q) and re.search(
+        r"\b1[89]\d\d\b|\b20\d\d\b", sentence
+    ):
         bonus += 0.15
     if q.startswith("who") and re.search(r"\b[A-Z][a-z]+\s+(?:van\s+|de\s+)?[A-Z][a-z]+", sentence[1:]):
         bonus += 0.15
@@ -56,7 +61,7 @@ def _answer_shape_bonus(question: str, sentence: str, topic: str) -> float:
 
 
 def _fix_pronoun(sentence: str, doc: Mapping[str, Any], position: int) -> str:
-    """"It was created by..." out of context: name the subject from the document's first sentence."""
+    """ "It was created by..." out of context: name the subject from the document's first sentence."""
     if position == 0 or not _LEADING_PRONOUN.match(sentence):
         return sentence
     first = sentences(str(doc.get("text", "")))[:1]
@@ -67,11 +72,12 @@ def _fix_pronoun(sentence: str, doc: Mapping[str, Any], position: int) -> str:
         return sentence
     word = _LEADING_PRONOUN.match(sentence).group(1)  # type: ignore[union-attr]
     repl = subject + ("'s" if word in ("Its", "Their") else "")
-    return repl + sentence[len(word):]
+    return repl + sentence[len(word) :]
 
 
-def rank_sentences(question: str, docs: Sequence[Mapping[str, Any]],
-                   idf: Callable[[str], float] | None = None) -> list[Candidate]:
+def rank_sentences(
+    question: str, docs: Sequence[Mapping[str, Any]], idf: Callable[[str], float] | None = None
+) -> list[Candidate]:
     """Every sentence of ``docs`` that shares a term with ``question``, best first."""
     idf = idf or corpus.idf
     qterms = list(dict.fromkeys(terms(question)))
@@ -95,9 +101,17 @@ def rank_sentences(question: str, docs: Sequence[Mapping[str, Any]],
                 continue
             relevance = sum(weights[t] for t in matched) / total
             seq = terms(sent)
-            phrase_bonus = 0.1 * len(qpairs & set(zip(seq, seq[1:], strict=False)))  # "used for" next to "Python"
-            score = (relevance + title_bonus + phrase_bonus + _answer_shape_bonus(question, sent, topic)
-                     + (0.05 if pos == 0 else 0.0) - 0.02 * min(rank, 10))
+            phrase_bonus = 0.1 * len(
+                qpairs & set(zip(seq, seq[1:], strict=False))
+            )  # "used for" next to "Python"
+            score = (
+                relevance
+                + title_bonus
+                + phrase_bonus
+                + _answer_shape_bonus(question, sent, topic)
+                + (0.05 if pos == 0 else 0.0)
+                - 0.02 * min(rank, 10)
+            )
             out.append((score, order, Candidate(sent, doc, round(score, 6), round(relevance, 6), matched)))
             order += 1
     out.sort(key=lambda t: (-t[0], t[1]))
@@ -116,8 +130,14 @@ def _distinct(cand: Candidate, chosen: Iterable[str]) -> bool:
     return True
 
 
-def compose(question: str, docs: Sequence[Mapping[str, Any]], max_sentences: int = 2,
-            temperature: float = 0.0, seed: int = 0, min_ratio: float = 0.5) -> list[Candidate]:
+def compose(
+    question: str,
+    docs: Sequence[Mapping[str, Any]],
+    max_sentences: int = 2,
+    temperature: float = 0.0,
+    seed: int = 0,
+    min_ratio: float = 0.5,
+) -> list[Candidate]:
     """The answer's sentences, best first; empty when nothing is relevant enough.
 
     Further sentences join only if at least ``min_ratio`` times as good as the first. With ``temperature > 0`` the
@@ -128,7 +148,11 @@ def compose(question: str, docs: Sequence[Mapping[str, Any]], max_sentences: int
         return []
     first = ranked[0]
     if temperature > 0:
-        ties = [c for c in ranked if c.score >= ranked[0].score - 0.1 * temperature and c.relevance >= MIN_RELEVANCE]
+        ties = [
+            c
+            for c in ranked
+            if c.score >= ranked[0].score - 0.1 * temperature and c.relevance >= MIN_RELEVANCE
+        ]
         first = ties[random.Random(seed).randrange(len(ties))]
     chosen = [first]
     for cand in ranked:
@@ -141,8 +165,9 @@ def compose(question: str, docs: Sequence[Mapping[str, Any]], max_sentences: int
     return chosen
 
 
-def more_sentences(question: str, answer: str, docs: Sequence[Mapping[str, Any]], k: int = 1,
-                   prefer: Iterable[str] = ()) -> list[Candidate]:
+def more_sentences(
+    question: str, answer: str, docs: Sequence[Mapping[str, Any]], k: int = 1, prefer: Iterable[str] = ()
+) -> list[Candidate]:
     """The ``k`` best relevant sentences not already in ``answer`` (``prefer``: terms a critique missed)."""
     prefer_set = set(terms(" ".join(prefer)))
     existing = sentences(answer)
@@ -158,7 +183,9 @@ def more_sentences(question: str, answer: str, docs: Sequence[Mapping[str, Any]]
     return out
 
 
-def context_or_corpus(question: str, context: Sequence[Mapping[str, Any]], top_k: int = 8) -> list[dict[str, Any]]:
+def context_or_corpus(
+    question: str, context: Sequence[Mapping[str, Any]], top_k: int = 8
+) -> list[dict[str, Any]]:
     """The given context documents, or the corpus documents BM25 finds for ``question``."""
     if context:
         return [dict(d) for d in context]

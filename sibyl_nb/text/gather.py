@@ -82,8 +82,11 @@ def upstream_answer(ctx: Any) -> tuple[str, str | None]:
             if isinstance(output, Mapping):
                 for field in ("answer", "text"):
                     value = output.get(field)
-                    if isinstance(value, str) and value.strip() and (field == "answer" or output.get("kind") in
-                                                                     (None, "answer")):
+                    if (
+                        isinstance(value, str)
+                        and value.strip()
+                        and (field == "answer" or output.get("kind") in (None, "answer"))
+                    ):
                         return value, str(node_id)
             elif isinstance(output, str) and output.strip():
                 return output, str(node_id)

@@ -14,8 +14,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["ClassifySpec", "RatingSpec", "parse_classify_prompt", "parse_rating_prompt", "match_choice",
-           "parse_score", "is_improve_prompt", "split_question", "snake_case"]
+__all__ = [
+    "ClassifySpec",
+    "RatingSpec",
+    "parse_classify_prompt",
+    "parse_rating_prompt",
+    "match_choice",
+    "parse_score",
+    "is_improve_prompt",
+    "split_question",
+    "snake_case",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +44,11 @@ class RatingSpec:
 
 
 _CLASSIFY_COLON = re.compile(r"\bclassify\b(?P<subject>[^:\n]{0,80}?)\s*:\s*(?P<choices>[^\n]+)", re.I)
-_CLASSIFY_AS = re.compile(r"\bclassify\b(?P<subject>[^\n]{0,80}?)\s+(?:as|into)\s+(?:one\s+of\s+)?(?:either\s+)?"
-                          r"(?P<choices>[^\n:]+)", re.I)
+_CLASSIFY_AS = re.compile(
+    r"\bclassify\b(?P<subject>[^\n]{0,80}?)\s+(?:as|into)\s+(?:one\s+of\s+)?(?:either\s+)?"
+    r"(?P<choices>[^\n:]+)",
+    re.I,
+)
 _CHOICE_SPLIT = re.compile(r"\s*(?:,|/|\||;|\bor\b|\band\b)\s*", re.I)
 _LEADING = re.compile(r"^(?:the|this|that|a|an|its|the\s+user'?s?|user'?s?)\s+", re.I)
 _TRAILING = re.compile(r"\s+(?:as|into|among|between|by|with|from)$", re.I)
@@ -116,10 +128,11 @@ def parse_rating_prompt(prompt: str) -> RatingSpec | None:
     for line in prompt.splitlines():
         if not _RATE_WORD.search(line):
             continue
-        scale = _SCALE.search(line[_RATE_WORD.search(line).start():])  # type: ignore[union-attr]
+        scale = _SCALE.search(line[_RATE_WORD.search(line).start() :])  # type: ignore[union-attr]
         out_of = re.search(r"out\s+of\s+(\d+)", line, re.I)
-        aspect_m = re.search(r"\b(quality|relevance|relevant|accuracy|correctness|helpfulness|clarity)\b",
-                             line, re.I)
+        aspect_m = re.search(
+            r"\b(quality|relevance|relevant|accuracy|correctness|helpfulness|clarity)\b", line, re.I
+        )
         aspect = (aspect_m.group(1).lower() if aspect_m else "quality").replace("relevant", "relevance")
         if scale:
             lo, hi = float(scale.group(1)), float(scale.group(2))
@@ -164,12 +177,13 @@ def parse_score(text: str, low: float = 0.0, high: float = 10.0) -> float | None
     return int(value) if float(value).is_integer() else round(value, 2)
 
 
-_IMPROVE_RE = re.compile(r"\b(?:improve|improved|refine|refined|revise|revised|rewrite\s+(?:this|the)\s+answer)\b",
-                         re.I)
+_IMPROVE_RE = re.compile(
+    r"\b(?:improve|improved|refine|refined|revise|revised|rewrite\s+(?:this|the)\s+answer)\b", re.I
+)
 
 
 def is_improve_prompt(prompt: str) -> bool:
-    """"Improve this answer: ...", "Previous: ... Critique: ... Improved:"."""
+    """ "Improve this answer: ...", "Previous: ... Critique: ... Improved:"."""
     return bool(prompt) and bool(_IMPROVE_RE.search(prompt))
 
 
@@ -179,4 +193,4 @@ def split_question(prompt: str) -> tuple[str, str]:
     if not matches:
         return prompt or "", ""
     m = matches[-1]
-    return prompt[: m.start()].strip(), prompt[m.end():].strip()
+    return prompt[: m.start()].strip(), prompt[m.end() :].strip()

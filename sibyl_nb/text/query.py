@@ -13,66 +13,163 @@ from typing import Any
 
 from .tokenize import STOPWORDS, expand_contractions, normalise, wordlist, words
 
-__all__ = ["THESAURUS", "ACRONYMS", "topic_of", "resolve_followup", "expand_query", "decompose_query",
-           "messages_of", "user_turns"]
+__all__ = [
+    "THESAURUS",
+    "ACRONYMS",
+    "topic_of",
+    "resolve_followup",
+    "expand_query",
+    "decompose_query",
+    "messages_of",
+    "user_turns",
+]
 
 THESAURUS: dict[str, tuple[str, ...]] = {
-    "use": ("application", "purpose"), "uses": ("applications", "purposes"), "used": ("applied", "employed"),
-    "create": ("develop", "invent"), "created": ("developed", "invented"), "creator": ("inventor", "author"),
-    "invented": ("created", "designed"), "fast": ("quick", "performant"), "slow": ("sluggish", "inefficient"),
-    "speed": ("performance", "latency"), "performance": ("speed", "efficiency"), "build": ("develop", "construct"),
-    "error": ("failure", "exception"), "errors": ("failures", "exceptions"), "bug": ("defect", "fault"),
-    "search": ("retrieval", "lookup"), "find": ("retrieve", "locate"), "document": ("text", "passage"),
-    "documents": ("texts", "passages"), "answer": ("response", "reply"), "question": ("query", "request"),
-    "query": ("question", "request"), "improve": ("enhance", "refine"), "best": ("top", "recommended"),
-    "benefits": ("advantages", "strengths"), "advantages": ("benefits", "strengths"),
-    "disadvantages": ("drawbacks", "weaknesses"), "problem": ("issue", "difficulty"),
-    "problems": ("issues", "difficulties"), "learn": ("study", "master"), "example": ("sample", "illustration"),
-    "examples": ("samples", "illustrations"), "big": ("large", "huge"), "large": ("big", "huge"),
-    "small": ("compact", "little"), "start": ("begin", "launch"), "history": ("origin", "background"),
-    "work": ("function", "operate"), "works": ("functions", "operates"), "popular": ("widely used", "common"),
-    "difference": ("distinction", "contrast"), "differences": ("distinctions", "contrasts"),
-    "compare": ("contrast", "weigh"), "model": ("system", "network"), "models": ("systems", "networks"),
-    "store": ("save", "persist"), "combine": ("merge", "fuse"), "rank": ("order", "score"),
-    "ranking": ("ordering", "scoring"), "split": ("divide", "segment"), "method": ("technique", "approach"),
-    "technique": ("method", "approach"), "techniques": ("methods", "approaches"), "tool": ("utility", "instrument"),
-    "tools": ("utilities", "instruments"), "library": ("package", "module"), "libraries": ("packages", "modules"),
-    "package": ("library", "module"), "packages": ("libraries", "modules"), "framework": ("toolkit", "platform"),
-    "data": ("information", "records"), "task": ("job", "activity"), "tasks": ("jobs", "activities"),
-    "write": ("compose", "author"), "program": ("software", "application"), "programming": ("coding", "development"),
-    "language": ("programming language", "tongue"), "released": ("published", "launched"),
-    "release": ("publish", "launch"), "workflow": ("pipeline", "process"), "workflows": ("pipelines", "processes"),
-    "pipeline": ("workflow", "process"), "graph": ("network", "diagram"), "memory": ("history", "storage"),
-    "conversation": ("dialogue", "chat"), "context": ("background", "surroundings"), "important": ("key", "essential"),
-    "why": ("for what reason",), "how": ("in what way",),
+    "use": ("application", "purpose"),
+    "uses": ("applications", "purposes"),
+    "used": ("applied", "employed"),
+    "create": ("develop", "invent"),
+    "created": ("developed", "invented"),
+    "creator": ("inventor", "author"),
+    "invented": ("created", "designed"),
+    "fast": ("quick", "performant"),
+    "slow": ("sluggish", "inefficient"),
+    "speed": ("performance", "latency"),
+    "performance": ("speed", "efficiency"),
+    "build": ("develop", "construct"),
+    "error": ("failure", "exception"),
+    "errors": ("failures", "exceptions"),
+    "bug": ("defect", "fault"),
+    "search": ("retrieval", "lookup"),
+    "find": ("retrieve", "locate"),
+    "document": ("text", "passage"),
+    "documents": ("texts", "passages"),
+    "answer": ("response", "reply"),
+    "question": ("query", "request"),
+    "query": ("question", "request"),
+    "improve": ("enhance", "refine"),
+    "best": ("top", "recommended"),
+    "benefits": ("advantages", "strengths"),
+    "advantages": ("benefits", "strengths"),
+    "disadvantages": ("drawbacks", "weaknesses"),
+    "problem": ("issue", "difficulty"),
+    "problems": ("issues", "difficulties"),
+    "learn": ("study", "master"),
+    "example": ("sample", "illustration"),
+    "examples": ("samples", "illustrations"),
+    "big": ("large", "huge"),
+    "large": ("big", "huge"),
+    "small": ("compact", "little"),
+    "start": ("begin", "launch"),
+    "history": ("origin", "background"),
+    "work": ("function", "operate"),
+    "works": ("functions", "operates"),
+    "popular": ("widely used", "common"),
+    "difference": ("distinction", "contrast"),
+    "differences": ("distinctions", "contrasts"),
+    "compare": ("contrast", "weigh"),
+    "model": ("system", "network"),
+    "models": ("systems", "networks"),
+    "store": ("save", "persist"),
+    "combine": ("merge", "fuse"),
+    "rank": ("order", "score"),
+    "ranking": ("ordering", "scoring"),
+    "split": ("divide", "segment"),
+    "method": ("technique", "approach"),
+    "technique": ("method", "approach"),
+    "techniques": ("methods", "approaches"),
+    "tool": ("utility", "instrument"),
+    "tools": ("utilities", "instruments"),
+    "library": ("package", "module"),
+    "libraries": ("packages", "modules"),
+    "package": ("library", "module"),
+    "packages": ("libraries", "modules"),
+    "framework": ("toolkit", "platform"),
+    "data": ("information", "records"),
+    "task": ("job", "activity"),
+    "tasks": ("jobs", "activities"),
+    "write": ("compose", "author"),
+    "program": ("software", "application"),
+    "programming": ("coding", "development"),
+    "language": ("programming language", "tongue"),
+    "released": ("published", "launched"),
+    "release": ("publish", "launch"),
+    "workflow": ("pipeline", "process"),
+    "workflows": ("pipelines", "processes"),
+    "pipeline": ("workflow", "process"),
+    "graph": ("network", "diagram"),
+    "memory": ("history", "storage"),
+    "conversation": ("dialogue", "chat"),
+    "context": ("background", "surroundings"),
+    "important": ("key", "essential"),
+    "why": ("for what reason",),
+    "how": ("in what way",),
 }
 
 ACRONYMS: dict[str, str] = {
-    "rag": "retrieval-augmented generation", "llm": "large language model", "llms": "large language models",
-    "ml": "machine learning", "ai": "artificial intelligence", "nlp": "natural language processing",
-    "dag": "directed acyclic graph", "api": "application programming interface", "rrf": "reciprocal rank fusion",
-    "mmr": "maximal marginal relevance", "gpu": "graphics processing unit", "ttl": "time to live",
-    "pypi": "python package index", "gil": "global interpreter lock", "jvm": "java virtual machine",
+    "rag": "retrieval-augmented generation",
+    "llm": "large language model",
+    "llms": "large language models",
+    "ml": "machine learning",
+    "ai": "artificial intelligence",
+    "nlp": "natural language processing",
+    "dag": "directed acyclic graph",
+    "api": "application programming interface",
+    "rrf": "reciprocal rank fusion",
+    "mmr": "maximal marginal relevance",
+    "gpu": "graphics processing unit",
+    "ttl": "time to live",
+    "pypi": "python package index",
+    "gil": "global interpreter lock",
+    "jvm": "java virtual machine",
 }
 
 _QWORDS = ("what", "who", "when", "where", "why", "how", "which", "whose", "whom")
-_AUX = ("is", "are", "was", "were", "does", "do", "did", "can", "could", "should", "will", "would", "has",
-        "have", "had", "may", "might", "must", "shall")
-_VERBISH = frozenset(wordlist("""used made written known built done called run go work works compare differ mean
+_AUX = (
+    "is",
+    "are",
+    "was",
+    "were",
+    "does",
+    "do",
+    "did",
+    "can",
+    "could",
+    "should",
+    "will",
+    "would",
+    "has",
+    "have",
+    "had",
+    "may",
+    "might",
+    "must",
+    "shall",
+)
+_VERBISH = frozenset(
+    wordlist("""used made written known built done called run go work works compare differ mean
 means have has get gets do does make makes become created invented designed released developed started
-begun begin began founded need needs help helps"""))
+begun begin began founded need needs help helps""")
+)
 _CONNECTORS = frozenset({"van", "von", "de", "der", "da", "di", "la", "le", "of", "and", "&"})
-_GENERIC_HEADS = frozenset(wordlist("""language languages tool tools library libraries framework frameworks one ones
+_GENERIC_HEADS = frozenset(
+    wordlist("""language languages tool tools library libraries framework frameworks one ones
 thing things technique techniques method methods model models approach approaches company person topic
 concept idea system systems project projects package packages algorithm algorithms database databases
-technology technologies platform service product"""))
+technology technologies platform service product""")
+)
 _PRONOUN_RE = re.compile(r"\b(it|they|them|he|she|him|its|their|theirs|his|her)\b", re.I)
-_DEMONSTRATIVE_RE = re.compile(r"\b(this|that|these|those)\s+([A-Za-z]+)\b|\b(this|that)(?=\s*[?.!]*\s*$)", re.I)
-_ELLIPSIS_RE = re.compile(r"^\s*(?:and\s+)?(?:what|how)\s+about\s+(.+?)\s*[?.!]*\s*$|^\s*and\s+(.+?)\s*[?.!]*\s*$",
-                          re.I)
+_DEMONSTRATIVE_RE = re.compile(
+    r"\b(this|that|these|those)\s+([A-Za-z]+)\b|\b(this|that)(?=\s*[?.!]*\s*$)", re.I
+)
+_ELLIPSIS_RE = re.compile(
+    r"^\s*(?:and\s+)?(?:what|how)\s+about\s+(.+?)\s*[?.!]*\s*$|^\s*and\s+(.+?)\s*[?.!]*\s*$", re.I
+)
 _ROLE_WORDS = frozenset({"user", "assistant", "system", "human", "ai", "bot", "q", "a"})
-_MORE_WORDS = frozenset(wordlist("""tell me more details detail examples example give some please go on and
-elaborate explain expand further continue"""))
+_MORE_WORDS = frozenset(
+    wordlist("""tell me more details detail examples example give some please go on and
+elaborate explain expand further continue""")
+)
 
 
 # -- conversation helpers -------------------------------------------------------------------------
@@ -114,7 +211,9 @@ def _parse_history_text(text: str) -> list[dict[str, str]]:
     for line in stripped.splitlines():
         m = re.match(r"^\s*(user|assistant|system|human|ai|bot)\s*[:>]\s*(.+)$", line, re.I)
         if m:
-            role = {"human": "user", "ai": "assistant", "bot": "assistant"}.get(m.group(1).lower(), m.group(1).lower())
+            role = {"human": "user", "ai": "assistant", "bot": "assistant"}.get(
+                m.group(1).lower(), m.group(1).lower()
+            )
             out.append({"role": role, "content": m.group(2).strip()})
         elif out and line.strip():
             out[-1]["content"] += " " + line.strip()
@@ -147,8 +246,11 @@ def _noun_phrase(phrase: str) -> str:
         if low == "of" and out and i + 1 < len(toks):
             out.append(tok)
             continue
-        if low in _VERBISH or (low in STOPWORDS and low not in _CONNECTORS) or (
-                low.endswith("ed") and len(low) > 4 and out):
+        if (
+            low in _VERBISH
+            or (low in STOPWORDS and low not in _CONNECTORS)
+            or (low.endswith("ed") and len(low) > 4 and out)
+        ):
             break
         out.append(tok.rstrip("."))
     while out and out[-1].lower() in _CONNECTORS:
@@ -158,10 +260,15 @@ def _noun_phrase(phrase: str) -> str:
 
 _TOPIC_PATTERNS = (
     re.compile(r"^(?:what|who|which)\s+(?:is|are|was|were)\s+(.+)$", re.I),
-    re.compile(r"^(?:tell\s+me\s+(?:more\s+)?about|explain|describe|define|what\s+about|how\s+about|"
-               r"information\s+(?:on|about))\s+(.+)$", re.I),
-    re.compile(r"^(?:who|what)\s+(?:created|invented|designed|made|wrote|founded|built|developed|started)\s+(.+)$",
-               re.I),
+    re.compile(
+        r"^(?:tell\s+me\s+(?:more\s+)?about|explain|describe|define|what\s+about|how\s+about|"
+        r"information\s+(?:on|about))\s+(.+)$",
+        re.I,
+    ),
+    re.compile(
+        r"^(?:who|what)\s+(?:created|invented|designed|made|wrote|founded|built|developed|started)\s+(.+)$",
+        re.I,
+    ),
     re.compile(r"^(?:how|why|when|where)\s+(?:does|do|did|is|are|was|were|can|should|would)\s+(.+)$", re.I),
     re.compile(r"^(?:is|are|was|were|does|do|did|can)\s+(.+)$", re.I),
 )
@@ -172,8 +279,13 @@ def _proper_run(toks: Sequence[str]) -> str:
     run: list[str] = []
     for i, tok in enumerate(toks):
         low = tok.lower()
-        proper = (tok[0].isupper() and low not in STOPWORDS and low not in _QWORDS and low not in _VERBISH
-                  and low not in _ROLE_WORDS)
+        proper = (
+            tok[0].isupper()
+            and low not in STOPWORDS
+            and low not in _QWORDS
+            and low not in _VERBISH
+            and low not in _ROLE_WORDS
+        )
         connector = bool(run) and low in _CONNECTORS and i + 1 < len(toks) and toks[i + 1][0].isupper()
         if proper or connector:
             run.append(tok)
@@ -191,7 +303,11 @@ def topic_of(text: str) -> str:
         m = pat.match(clean)
         if m:
             np_ = _noun_phrase(m.group(1))
-            if np_ and not _PRONOUN_RE.fullmatch(np_) and np_.lower() not in ("this", "that", "these", "those"):
+            if (
+                np_
+                and not _PRONOUN_RE.fullmatch(np_)
+                and np_.lower() not in ("this", "that", "these", "those")
+            ):
                 proper = _proper_run(np_.split()) if i >= 3 else ""
                 return proper or np_
     toks = re.findall(r"[A-Za-z0-9][\w+#'-]*", clean)
@@ -339,11 +455,25 @@ def expand_query(query: str, num_queries: int = 3) -> list[str]:
         if long in low:
             acronyms.append(re.sub(re.escape(long), short.upper(), original, count=1, flags=re.I))
     keyword_form = [" ".join(kws)] if kws else []
-    form = [f"Explain {topic}", f"{topic} explained"] if is_question else [f"What is {topic}?", f"How does {topic} work?"]
-    templates = [f"{topic} overview", f"how {topic} works", f"{topic} examples", f"{topic} definition",
-                 f"{topic} use cases", f"{topic} history", f"{topic} advantages and disadvantages",
-                 f"{topic} best practices", f"{topic} tutorial", f"{topic} compared with alternatives",
-                 f"common questions about {topic}", f"{topic} key facts"]
+    form = (
+        [f"Explain {topic}", f"{topic} explained"]
+        if is_question
+        else [f"What is {topic}?", f"How does {topic} work?"]
+    )
+    templates = [
+        f"{topic} overview",
+        f"how {topic} works",
+        f"{topic} examples",
+        f"{topic} definition",
+        f"{topic} use cases",
+        f"{topic} history",
+        f"{topic} advantages and disadvantages",
+        f"{topic} best practices",
+        f"{topic} tutorial",
+        f"{topic} compared with alternatives",
+        f"common questions about {topic}",
+        f"{topic} key facts",
+    ]
 
     ordered: list[str] = [original]
     streams = [synonyms, keyword_form, form, acronyms]
@@ -369,13 +499,21 @@ def expand_query(query: str, num_queries: int = 3) -> list[str]:
 
 
 # -- decomposition -------------------------------------------------------------------------------------
-_SPLIT_RE = re.compile(r"\s*(?:,\s*)?\b(?:and\s+also|and\s+then|as\s+well\s+as|and|also|plus|then)\s+(?=(?:"
-                       + "|".join(_QWORDS + _AUX + ("list", "explain", "describe", "compare", "give", "tell"))
-                       + r")\b)", re.I)
-_COMPARE_RE = re.compile(r"^(?:compare|contrast)\s+(.+?)\s+(?:and|with|to|vs\.?|versus)\s+(.+)$|"
-                         r"^(?:what\s+is|what\s+are)?\s*(?:the\s+)?differences?\s+between\s+(.+?)\s+and\s+(.+)$|"
-                         r"^(.+?)\s+(?:vs\.?|versus)\s+(.+)$", re.I)
-_LIST_RE = re.compile(r"^(.*\b(?:of|for|about|in|on|with)\s+)([\w .+#-]{1,40}?)\s+and\s+([\w .+#-]{1,40})$", re.I)
+_SPLIT_RE = re.compile(
+    r"\s*(?:,\s*)?\b(?:and\s+also|and\s+then|as\s+well\s+as|and|also|plus|then)\s+(?=(?:"
+    + "|".join(_QWORDS + _AUX + ("list", "explain", "describe", "compare", "give", "tell"))
+    + r")\b)",
+    re.I,
+)
+_COMPARE_RE = re.compile(
+    r"^(?:compare|contrast)\s+(.+?)\s+(?:and|with|to|vs\.?|versus)\s+(.+)$|"
+    r"^(?:what\s+is|what\s+are)?\s*(?:the\s+)?differences?\s+between\s+(.+?)\s+and\s+(.+)$|"
+    r"^(.+?)\s+(?:vs\.?|versus)\s+(.+)$",
+    re.I,
+)
+_LIST_RE = re.compile(
+    r"^(.*\b(?:of|for|about|in|on|with)\s+)([\w .+#-]{1,40}?)\s+and\s+([\w .+#-]{1,40})$", re.I
+)
 
 
 def decompose_query(query: str) -> list[str]:

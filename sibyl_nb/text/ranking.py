@@ -15,8 +15,14 @@ from typing import Any
 from .embedding import DEFAULT_DIM, embed
 from .tokenize import normalise, stem, terms, words
 
-__all__ = ["doc_key", "reciprocal_rank_fusion", "score_fusion", "mmr", "lexical_relevance",
-           "dedupe_documents"]
+__all__ = [
+    "doc_key",
+    "reciprocal_rank_fusion",
+    "score_fusion",
+    "mmr",
+    "lexical_relevance",
+    "dedupe_documents",
+]
 
 Doc = dict[str, Any]
 
@@ -42,8 +48,9 @@ def dedupe_documents(docs: Sequence[Mapping[str, Any]]) -> list[Doc]:
     return out
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[Mapping[str, Any]]], k: int = 60,
-                           weights: Sequence[float] | None = None) -> list[Doc]:
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[Mapping[str, Any]]], k: int = 60, weights: Sequence[float] | None = None
+) -> list[Doc]:
     """Cormack et al. (2009): ``score(d) = sum_i w_i / (k + rank_i(d))``, ranks from 1.
 
     The fused copy of each document keeps the fields of its first sighting, gets ``score`` (the RRF
@@ -80,8 +87,9 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Mapping[str, Any]]], k: i
     return out
 
 
-def score_fusion(rankings: Sequence[Sequence[Mapping[str, Any]]],
-                 weights: Sequence[float] | None = None) -> list[Doc]:
+def score_fusion(
+    rankings: Sequence[Sequence[Mapping[str, Any]]], weights: Sequence[float] | None = None
+) -> list[Doc]:
     """Fuse by each list's own scores, min-max normalised per list, weighted and summed.
 
     A list without scores counts rank ``r`` of ``n`` as ``1 - (r-1)/n``.
@@ -165,8 +173,9 @@ def _min_window(tokens: Sequence[str], needed: set[str]) -> int:
     return 0 if best is math.inf else int(best)
 
 
-def mmr(query: str, docs: Sequence[Mapping[str, Any]], top_k: int, lambda_: float = 0.7,
-        dim: int = DEFAULT_DIM) -> list[Doc]:
+def mmr(
+    query: str, docs: Sequence[Mapping[str, Any]], top_k: int, lambda_: float = 0.7, dim: int = DEFAULT_DIM
+) -> list[Doc]:
     """Maximal marginal relevance (Carbonell & Goldstein, 1998) over hashing embeddings.
 
     Picks, one at a time, the document maximising ``lambda * sim(query, d) - (1-lambda) * max sim(d, picked)``:

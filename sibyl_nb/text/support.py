@@ -29,12 +29,18 @@ class SentenceCheck:
     in_sources: bool = True  # supported by the given documents (False: only by the wider corpus)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"sentence": self.sentence, "support": round(self.support, 3), "supported": self.supported,
-                "source": self.source, "in_sources": self.in_sources}
+        return {
+            "sentence": self.sentence,
+            "support": round(self.support, 3),
+            "supported": self.supported,
+            "source": self.source,
+            "in_sources": self.in_sources,
+        }
 
 
-def check_sentence(sentence: str, docs: Sequence[Mapping[str, Any]],
-                   threshold: float = SUPPORT_THRESHOLD) -> SentenceCheck:
+def check_sentence(
+    sentence: str, docs: Sequence[Mapping[str, Any]], threshold: float = SUPPORT_THRESHOLD
+) -> SentenceCheck:
     sterms = term_set(sentence)
     if not sterms:
         return SentenceCheck(sentence, 1.0, True, None)
@@ -47,7 +53,9 @@ def check_sentence(sentence: str, docs: Sequence[Mapping[str, Any]],
     return SentenceCheck(sentence, best, best >= threshold, best_id)
 
 
-def support_documents(text: str, docs: Sequence[Mapping[str, Any]] | None, per_sentence: int = 3) -> list[dict[str, Any]]:
+def support_documents(
+    text: str, docs: Sequence[Mapping[str, Any]] | None, per_sentence: int = 3
+) -> list[dict[str, Any]]:
     """``docs`` when given, else the corpus documents most similar to each sentence of ``text``."""
     if docs:
         return [dict(d) for d in docs]
@@ -58,8 +66,12 @@ def support_documents(text: str, docs: Sequence[Mapping[str, Any]] | None, per_s
     return list(found.values())
 
 
-def check_answer(answer: str, docs: Sequence[Mapping[str, Any]] | None,
-                 threshold: float = SUPPORT_THRESHOLD, fallback_to_corpus: bool = True) -> list[SentenceCheck]:
+def check_answer(
+    answer: str,
+    docs: Sequence[Mapping[str, Any]] | None,
+    threshold: float = SUPPORT_THRESHOLD,
+    fallback_to_corpus: bool = True,
+) -> list[SentenceCheck]:
     """One check per sentence of ``answer``, against ``docs`` (or the corpus when ``docs`` is empty).
 
     With ``fallback_to_corpus`` a sentence the given documents do not support is checked against the

@@ -11,15 +11,27 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-__all__ = ["STOPWORDS", "wordlist", "words", "stem", "terms", "term_set", "sentences", "normalise", "jaccard",
-           "expand_contractions"]
+__all__ = [
+    "STOPWORDS",
+    "wordlist",
+    "words",
+    "stem",
+    "terms",
+    "term_set",
+    "sentences",
+    "normalise",
+    "jaccard",
+    "expand_contractions",
+]
+
 
 def wordlist(text: str) -> list[str]:
     """Whitespace-separated words of a literal: keeps long word lists readable in source."""
     return text.split()
 
 
-STOPWORDS = frozenset(wordlist("""
+STOPWORDS = frozenset(
+    wordlist("""
 a an the and or but if then else of to in on at by for with about as into onto from up down over under
 is are was were be been being am do does did doing done have has had having can could will would shall
 should may might must i me my mine we us our ours you your yours he him his she her hers it its they
@@ -27,7 +39,8 @@ them their theirs this that these those there here what which who whom whose whe
 not no nor so than too very just also only own same such both each few more most other some any all
 s t don doesn didn isn aren wasn weren won wouldn couldn shouldn let lets let's please tell explain
 describe know give show want like get got make use used uses using
-""")) - {"use", "used", "uses", "using", "make"}
+""")
+) - {"use", "used", "uses", "using", "make"}
 # "use"/"make" stay content words: "What is Python used for?" needs "used" to match "is used for".
 
 _WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9+#]*(?:['’][A-Za-z]+)?")
@@ -43,11 +56,28 @@ _INITIAL_RE = re.compile(r"\b([A-Z])\.(?=\s+[A-Z])")  # "J. Smith": an initial, 
 _ABBREV = ("e.g.", "i.e.", "etc.", "vs.", "mr.", "mrs.", "dr.", "prof.", "al.", "approx.", "fig.")
 
 _CONTRACTIONS = {
-    "what's": "what is", "who's": "who is", "where's": "where is", "how's": "how is", "it's": "it is",
-    "that's": "that is", "there's": "there is", "when's": "when is", "why's": "why is",
-    "isn't": "is not", "aren't": "are not", "doesn't": "does not", "don't": "do not", "didn't": "did not",
-    "can't": "cannot", "won't": "will not", "i'm": "i am", "you're": "you are", "they're": "they are",
-    "we're": "we are", "i've": "i have", "what're": "what are",
+    "what's": "what is",
+    "who's": "who is",
+    "where's": "where is",
+    "how's": "how is",
+    "it's": "it is",
+    "that's": "that is",
+    "there's": "there is",
+    "when's": "when is",
+    "why's": "why is",
+    "isn't": "is not",
+    "aren't": "are not",
+    "doesn't": "does not",
+    "don't": "do not",
+    "didn't": "did not",
+    "can't": "cannot",
+    "won't": "will not",
+    "i'm": "i am",
+    "you're": "you are",
+    "they're": "they are",
+    "we're": "we are",
+    "i've": "i have",
+    "what're": "what are",
 }
 _CONTRACTION_RE = re.compile(r"\b(" + "|".join(re.escape(k) for k in _CONTRACTIONS) + r")\b", re.I)
 

@@ -29,5 +29,7 @@ def count_tokens(text: str) -> int:
 def count_message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
     """Prompt tokens of chat messages with the OpenAI framing (3 per message + role, 3 to prime)."""
     counter = get_counter()
-    return REPLY_PRIMING + sum(counter.overhead(str(m.get("role") or "")) + count_tokens(content_text(m.get("content")))
-                               for m in messages)
+    return REPLY_PRIMING + sum(
+        counter.overhead(str(m.get("role") or "")) + count_tokens(content_text(m.get("content")))
+        for m in messages
+    )

@@ -23,11 +23,20 @@ from ...text.tokenize import jaccard, normalise, sentences, term_set, words
 from ..context import query_of
 from ..registry import technique
 
-__all__ = ["generation", "validation", "consensus", "build_messages", "parse_fields", "output_fields",
-           "DEFAULT_SYSTEM_PROMPT"]
+__all__ = [
+    "generation",
+    "validation",
+    "consensus",
+    "build_messages",
+    "parse_fields",
+    "output_fields",
+    "DEFAULT_SYSTEM_PROMPT",
+]
 
-DEFAULT_SYSTEM_PROMPT = ("You are a helpful assistant. Answer the question using the context documents when "
-                         "they are relevant, and say so when they do not contain the answer.")
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer the question using the context documents when "
+    "they are relevant, and say so when they do not contain the answer."
+)
 _NUMBER = (int, float)
 _MAX_CONTEXT_DOCS = 8
 
@@ -53,8 +62,9 @@ def _conversation(ctx: Any) -> list[dict[str, str]]:
     return history
 
 
-def build_messages(ctx: Any, prompt: Any = None, system_prompt: Any = None,
-                   docs: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, str]]:
+def build_messages(
+    ctx: Any, prompt: Any = None, system_prompt: Any = None, docs: Sequence[Mapping[str, Any]] | None = None
+) -> list[dict[str, str]]:
     """OpenAI-style messages: system (+ a ``Context:`` block of documents), the conversation so far,
     then the user message: ``prompt`` (+ ``Question: <query>`` unless it already holds it) or the query."""
     docs = upstream_documents(ctx) if docs is None else list(docs)
@@ -76,8 +86,11 @@ def build_messages(ctx: Any, prompt: Any = None, system_prompt: Any = None,
 
 
 def _params(ctx: Any, **overrides: Any) -> dict[str, Any]:
-    params = {k: ctx.config[k] for k in ("temperature", "max_tokens", "model", "top_p", "stop")
-              if ctx.config.get(k) is not None}
+    params = {
+        k: ctx.config[k]
+        for k in ("temperature", "max_tokens", "model", "top_p", "stop")
+        if ctx.config.get(k) is not None
+    }
     params.update({k: v for k, v in overrides.items() if v is not None})
     return params
 
@@ -95,8 +108,14 @@ def parse_fields(prompt: str, text: str, provider_fields: Mapping[str, Any] | No
     if spec is not None:
         value = match_choice(text, spec.choices)
         if value is None:
-            value = next((provider_fields[f] for f in (*spec.fields, "label") if provider_fields.get(f) in
-                          spec.choices), None)
+            value = next(
+                (
+                    provider_fields[f]
+                    for f in (*spec.fields, "label")
+                    if provider_fields.get(f) in spec.choices
+                ),
+                None,
+            )
         out: dict[str, Any] = {"kind": "classification", "choices": list(spec.choices), "label": value}
         out.update({f: value for f in spec.fields})
         return out
@@ -122,13 +141,36 @@ def output_fields(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 # -- ai_generation.generation -----------------------------------------------------------------------------
-@technique("ai_generation.generation", blocking=False,
-           config_schema={"provider": str, "prompt": (str, int, float, list, dict), "system_prompt": (str, type(None)),
-                          "temperature": _NUMBER, "max_tokens": int, "model": str, "max_context_docs": int},
-           # Every field any prompt kind can produce; the label field named after "Classify X" (``type``,
-           # ``complexity``...) varies per config: ``generation.output_fields(config)`` lists it.
-           outputs=("text", "answer", "kind", "usage", "provider", "model", "finish_reason", "context_count",
-                    "choices", "label", "score", "scale", "critique"))
+@technique(
+    "ai_generation.generation",
+    blocking=False,
+    config_schema={
+        "provider": str,
+        "prompt": (str, int, float, list, dict),
+        "system_prompt": (str, type(None)),
+        "temperature": _NUMBER,
+        "max_tokens": int,
+        "model": str,
+        "max_context_docs": int,
+    },
+    # Every field any prompt kind can produce; the label field named after "Classify X" (``type``,
+    # ``complexity``...) varies per config: ``generation.output_fields(config)`` lists it.
+    outputs=(
+        "text",
+        "answer",
+        "kind",
+        "usage",
+        "provider",
+        "model",
+        "finish_reason",
+        "context_count",
+        "choices",
+        "label",
+        "score",
+        "scale",
+        "critique",
+    ),
+)
 async def generation(ctx: Any) -> dict[str, Any]:
     """Ask a provider; returns ``text`` plus fields parsed from it (see :func:`parse_fields`)."""
     prompt = ctx.config.get("prompt")
@@ -139,9 +181,15 @@ async def generation(ctx: Any) -> dict[str, Any]:
     text = completion.text if isinstance(completion.text, str) else str(completion.text)
     out: dict[str, Any] = {"text": text}
     out.update(parse_fields(str(prompt or ""), text, getattr(completion, "fields", None)))
-    out.update({"usage": dict(completion.usage or {}), "provider": completion.provider or getattr(provider, "name", ""),
-                "model": completion.model, "finish_reason": completion.finish_reason,
-                "context_count": min(len(docs), int(ctx.config.get("max_context_docs") or _MAX_CONTEXT_DOCS))})
+    out.update(
+        {
+            "usage": dict(completion.usage or {}),
+            "provider": completion.provider or getattr(provider, "name", ""),
+            "model": completion.model,
+            "finish_reason": completion.finish_reason,
+            "context_count": min(len(docs), int(ctx.config.get("max_context_docs") or _MAX_CONTEXT_DOCS)),
+        }
+    )
     return out
 
 
@@ -149,10 +197,14 @@ generation.output_fields = output_fields  # type: ignore[attr-defined]  # the lo
 
 
 # -- ai_generation.validation --------------------------------------------------------------------------------
-_NEGATION = re.compile(r"\b(?:not|no|never|cannot|can't|isn't|aren't|wasn't|doesn't|don't|didn't|without)\b", re.I)
+_NEGATION = re.compile(
+    r"\b(?:not|no|never|cannot|can't|isn't|aren't|wasn't|doesn't|don't|didn't|without)\b", re.I
+)
 
 
-def _fact_check(answer: str, docs: list[dict[str, Any]], threshold: float) -> tuple[float, list[str], list[dict[str, Any]]]:
+def _fact_check(
+    answer: str, docs: list[dict[str, Any]], threshold: float
+) -> tuple[float, list[str], list[dict[str, Any]]]:
     checks = check_answer(answer, docs or None, threshold)
     if not checks:
         return 0.0, ["the answer has no checkable sentences"], []
@@ -168,15 +220,20 @@ def _context_score(checks: list[dict[str, Any]]) -> float:
     return round(sum(1 for c in checks if c.get("supported") and c.get("in_sources", True)) / len(checks), 3)
 
 
-def _quality(question: str, answer: str, docs: list[dict[str, Any]]) -> tuple[float, list[str], list[dict[str, Any]]]:
+def _quality(
+    question: str, answer: str, docs: list[dict[str, Any]]
+) -> tuple[float, list[str], list[dict[str, Any]]]:
     r = rate_answer(question, answer, docs or None)
     n_words = len(words(answer))
     length_ok = 1.0 if 8 <= n_words <= 300 else (n_words / 8 if n_words < 8 else 300 / n_words)
-    checks = [{"check": "rubric", "score": r.score, "max": 10},
-              {"check": "coverage", "score": r.coverage}, {"check": "grounding", "score": r.grounding},
-              {"check": "completeness", "score": r.completeness, "max": 3},
-              {"check": "length", "score": round(length_ok, 3), "words": n_words},
-              {"check": "not_refusal", "score": 0.0 if is_refusal(answer) else 1.0}]
+    checks = [
+        {"check": "rubric", "score": r.score, "max": 10},
+        {"check": "coverage", "score": r.coverage},
+        {"check": "grounding", "score": r.grounding},
+        {"check": "completeness", "score": r.completeness, "max": 3},
+        {"check": "length", "score": round(length_ok, 3), "words": n_words},
+        {"check": "not_refusal", "score": 0.0 if is_refusal(answer) else 1.0},
+    ]
     issues = []
     if r.missing:
         issues.append("does not address: " + ", ".join(r.missing))
@@ -191,22 +248,29 @@ def _quality(question: str, answer: str, docs: list[dict[str, Any]]) -> tuple[fl
     return score, issues, checks
 
 
-def _consistency(answer: str, docs: list[dict[str, Any]],
-                 candidates: list[str]) -> tuple[float, list[str], list[dict[str, Any]]]:
+def _consistency(
+    answer: str, docs: list[dict[str, Any]], candidates: list[str]
+) -> tuple[float, list[str], list[dict[str, Any]]]:
     sents = sentences(answer)
     issues: list[str] = []
     checks: list[dict[str, Any]] = []
     contradictions = 0
     for i, a in enumerate(sents):  # pairs that say nearly the same thing, one of them negated
-        for b in sents[i + 1:]:
-            if jaccard(term_set(a), term_set(b)) >= 0.5 and bool(_NEGATION.search(a)) != bool(_NEGATION.search(b)):
+        for b in sents[i + 1 :]:
+            if jaccard(term_set(a), term_set(b)) >= 0.5 and bool(_NEGATION.search(a)) != bool(
+                _NEGATION.search(b)
+            ):
                 contradictions += 1
                 issues.append(f"contradiction: '{a}' vs '{b}'")
     doc_sents = [s for d in docs for s in sentences(str(d.get("text", "")))]
     for a in sents:
         at = term_set(a)
         best = max(doc_sents, key=lambda s: jaccard(at, term_set(s)), default="")
-        if best and jaccard(at, term_set(best)) >= 0.5 and bool(_NEGATION.search(a)) != bool(_NEGATION.search(best)):
+        if (
+            best
+            and jaccard(at, term_set(best)) >= 0.5
+            and bool(_NEGATION.search(a)) != bool(_NEGATION.search(best))
+        ):
             contradictions += 1
             issues.append(f"contradicts the sources: '{a}' vs '{best}'")
     internal = 1.0 - min(1.0, contradictions / max(1, len(sents)))
@@ -216,17 +280,32 @@ def _consistency(answer: str, docs: list[dict[str, Any]],
         sets = [term_set(c) for c in candidates]
         pairs = [jaccard(sets[i], sets[j]) for i in range(len(sets)) for j in range(i + 1, len(sets))]
         agreement = sum(pairs) / len(pairs)
-        checks.append({"check": "candidate_agreement", "score": round(agreement, 3), "candidates": len(candidates)})
+        checks.append(
+            {"check": "candidate_agreement", "score": round(agreement, 3), "candidates": len(candidates)}
+        )
         if agreement < 0.5:
             issues.append(f"candidates disagree (agreement {agreement:.2f})")
         score = (internal + agreement) / 2
     return score, issues, checks
 
 
-@technique("ai_generation.validation", blocking=False, subtechniques=("fact_check", "quality", "consistency"),
-           config_schema={"threshold": _NUMBER, "answer": str},
-           outputs=("score", "valid", "issues", "answer", "checks", "subtechnique", "source", "threshold",
-                    "context_score"))
+@technique(
+    "ai_generation.validation",
+    blocking=False,
+    subtechniques=("fact_check", "quality", "consistency"),
+    config_schema={"threshold": _NUMBER, "answer": str},
+    outputs=(
+        "score",
+        "valid",
+        "issues",
+        "answer",
+        "checks",
+        "subtechnique",
+        "source",
+        "threshold",
+        "context_score",
+    ),
+)
 def validation(ctx: Any) -> dict[str, Any]:
     """Score the upstream answer in [0, 1]: ``fact_check`` (share of sentences supported by the
     retrieved documents or, failing those, the corpus; ``context_score`` counts retrieved documents
@@ -240,7 +319,13 @@ def validation(ctx: Any) -> dict[str, Any]:
         answer, source = upstream_answer(ctx)
     base = {"answer": answer, "subtechnique": sub, "source": source, "threshold": threshold}
     if not answer.strip():
-        return {**base, "score": 0.0, "valid": False, "issues": ["no answer found upstream to validate"], "checks": []}
+        return {
+            **base,
+            "score": 0.0,
+            "valid": False,
+            "issues": ["no answer found upstream to validate"],
+            "checks": [],
+        }
     docs = upstream_documents(ctx)
     extra: dict[str, Any] = {}
     if sub == "fact_check":
@@ -252,11 +337,16 @@ def validation(ctx: Any) -> dict[str, Any]:
         candidates = []
         for output in ctx.upstream.values():
             if isinstance(output, Mapping) and isinstance(output.get("candidates"), list):
-                candidates = [c.get("text", "") if isinstance(c, Mapping) else str(c) for c in output["candidates"]]
+                candidates = [
+                    c.get("text", "") if isinstance(c, Mapping) else str(c) for c in output["candidates"]
+                ]
         score, issues, checks = _consistency(answer, docs, candidates)
     else:
-        raise SibylError(f"unknown subtechnique '{sub}' (known: fact_check, quality, consistency)",
-                         node_id=ctx.node_id, technique="ai_generation.validation")
+        raise SibylError(
+            f"unknown subtechnique '{sub}' (known: fact_check, quality, consistency)",
+            node_id=ctx.node_id,
+            technique="ai_generation.validation",
+        )
     score = round(max(0.0, min(1.0, score)), 3)
     return {**base, "score": score, "valid": score >= threshold, "issues": issues, "checks": checks, **extra}
 
@@ -268,26 +358,40 @@ def _default_temperatures(n: int) -> list[float]:
     return [round(0.2 + i * 1.0 / (n - 1), 2) for i in range(n)]
 
 
-@technique("ai_generation.consensus", blocking=False,
-           config_schema={"num_candidates": int, "provider": str, "temperatures": list, "prompt": (str, int, float),
-                          "system_prompt": (str, type(None)), "max_tokens": int},
-           outputs=("answer", "text", "candidates", "agreement", "kind", "usage", "provider", "model", "chosen"))
+@technique(
+    "ai_generation.consensus",
+    blocking=False,
+    config_schema={
+        "num_candidates": int,
+        "provider": str,
+        "temperatures": list,
+        "prompt": (str, int, float),
+        "system_prompt": (str, type(None)),
+        "max_tokens": int,
+    },
+    outputs=("answer", "text", "candidates", "agreement", "kind", "usage", "provider", "model", "chosen"),
+)
 async def consensus(ctx: Any) -> dict[str, Any]:
     """Sample ``num_candidates`` answers at spread temperatures (default 0.2 to 1.2) and keep the one
     most similar, on average, to the others (self-consistency: the majority view wins)."""
     n = int(ctx.config.get("num_candidates") or 3)
     if n < 1:
-        raise SibylError(f"num_candidates must be >= 1, got {n}", node_id=ctx.node_id,
-                         technique="ai_generation.consensus")
+        raise SibylError(
+            f"num_candidates must be >= 1, got {n}", node_id=ctx.node_id, technique="ai_generation.consensus"
+        )
     temps = ctx.config.get("temperatures")
-    temperatures = [float(t) for t in temps][:n] if isinstance(temps, list) and temps else _default_temperatures(n)
+    temperatures = (
+        [float(t) for t in temps][:n] if isinstance(temps, list) and temps else _default_temperatures(n)
+    )
     while len(temperatures) < n:
         temperatures.append(temperatures[-1])
     messages = build_messages(ctx, ctx.config.get("prompt"), ctx.config.get("system_prompt"))
     provider = ctx.provider(ctx.config.get("provider"))
     params = _params(ctx)
     params.pop("temperature", None)
-    completions = await asyncio.gather(*(provider.complete(messages, **params, temperature=t) for t in temperatures))
+    completions = await asyncio.gather(
+        *(provider.complete(messages, **params, temperature=t) for t in temperatures)
+    )
     texts = [c.text if isinstance(c.text, str) else str(c.text) for c in completions]
     sets = [term_set(t) or frozenset(normalise(t).split()) for t in texts]
     agreements = []
@@ -300,9 +404,17 @@ async def consensus(ctx: Any) -> dict[str, Any]:
         for k, v in (c.usage or {}).items():
             if isinstance(v, int):
                 usage[k] = usage.get(k, 0) + v
-    return {"answer": texts[chosen], "text": texts[chosen], "kind": "answer", "chosen": chosen,
-            "agreement": round(agreements[chosen], 3),
-            "candidates": [{"text": t, "temperature": temperatures[i], "agreement": round(agreements[i], 3)}
-                           for i, t in enumerate(texts)],
-            "usage": usage, "provider": completions[0].provider if completions else "",
-            "model": completions[0].model if completions else ""}
+    return {
+        "answer": texts[chosen],
+        "text": texts[chosen],
+        "kind": "answer",
+        "chosen": chosen,
+        "agreement": round(agreements[chosen], 3),
+        "candidates": [
+            {"text": t, "temperature": temperatures[i], "agreement": round(agreements[i], 3)}
+            for i, t in enumerate(texts)
+        ],
+        "usage": usage,
+        "provider": completions[0].provider if completions else "",
+        "model": completions[0].model if completions else "",
+    }

@@ -34,8 +34,15 @@ def load_markdown(path: str | Path = corpus.DOCS_DIR, pattern: str = "**/*.md") 
     for f in files:
         text = f.read_text(encoding="utf-8")
         rel = f.relative_to(root).with_suffix("").as_posix() if root.is_dir() else f.stem
-        docs.append({"id": rel, "title": _title_of(text, f.stem), "text": text, "source": str(f),
-                     "collection": "markdown"})
+        docs.append(
+            {
+                "id": rel,
+                "title": _title_of(text, f.stem),
+                "text": text,
+                "source": str(f),
+                "collection": "markdown",
+            }
+        )
     return docs
 
 
@@ -44,7 +51,7 @@ def load_json_documents(path: str | Path) -> list[dict[str, Any]]:
     data = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
     items = data.get("documents", []) if isinstance(data, Mapping) else data
     if not isinstance(items, list):
-        raise ValueError("expected a list of documents or {\"documents\": [...]}")
+        raise ValueError('expected a list of documents or {"documents": [...]}')
     out = []
     for i, item in enumerate(items):
         doc = dict(item) if isinstance(item, Mapping) else {"text": str(item)}
@@ -58,9 +65,12 @@ def load_json_documents(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-@technique("data.load_documents", blocking=False,
-           config_schema={"source": _SOURCES, "path": str, "collection": str, "pattern": str},
-           outputs=("documents", "count", "source", "path"))
+@technique(
+    "data.load_documents",
+    blocking=False,
+    config_schema={"source": _SOURCES, "path": str, "collection": str, "pattern": str},
+    outputs=("documents", "count", "source", "path"),
+)
 def load_documents(ctx: Any) -> dict[str, Any]:
     """Load documents: ``filesystem_markdown`` (default; ``path`` defaults to the packaged sample
     docs), ``corpus`` (a collection of the in-process store) or ``json`` (a file)."""
@@ -70,31 +80,47 @@ def load_documents(ctx: Any) -> dict[str, Any]:
         if source in ("filesystem_markdown", "markdown"):
             path = Path(str(raw_path)) if raw_path else corpus.DOCS_DIR
             if not path.exists():
-                raise SibylError(f"path '{path}' does not exist", node_id=ctx.node_id,
-                                 technique="data.load_documents")
+                raise SibylError(
+                    f"path '{path}' does not exist", node_id=ctx.node_id, technique="data.load_documents"
+                )
             docs = load_markdown(path, str(ctx.config.get("pattern") or "**/*.md"))
             where = str(path)
         elif source == "corpus":
             name = str(ctx.config.get("collection") or "documents")
             if not corpus.has_collection(name):
-                raise SibylError(f"unknown collection '{name}' (known: {', '.join(corpus.list_collections())})",
-                                 node_id=ctx.node_id, technique="data.load_documents")
+                raise SibylError(
+                    f"unknown collection '{name}' (known: {', '.join(corpus.list_collections())})",
+                    node_id=ctx.node_id,
+                    technique="data.load_documents",
+                )
             docs, where = corpus.get_documents(name), f"corpus:{name}"
         elif source == "json":
             if not raw_path:
-                raise SibylError("source 'json' needs a 'path'", node_id=ctx.node_id, technique="data.load_documents")
+                raise SibylError(
+                    "source 'json' needs a 'path'", node_id=ctx.node_id, technique="data.load_documents"
+                )
             docs, where = load_json_documents(str(raw_path)), str(raw_path)
         else:
-            raise SibylError(f"unknown source '{source}' (known: {', '.join(_SOURCES)})", node_id=ctx.node_id,
-                             technique="data.load_documents")
+            raise SibylError(
+                f"unknown source '{source}' (known: {', '.join(_SOURCES)})",
+                node_id=ctx.node_id,
+                technique="data.load_documents",
+            )
     except (OSError, ValueError) as exc:
-        raise SibylError(f"could not load {source} documents from {raw_path!r}: {exc}", node_id=ctx.node_id,
-                         technique="data.load_documents") from exc
+        raise SibylError(
+            f"could not load {source} documents from {raw_path!r}: {exc}",
+            node_id=ctx.node_id,
+            technique="data.load_documents",
+        ) from exc
     return {"documents": docs, "count": len(docs), "source": source, "path": where}
 
 
-@technique("data.store_vectors", blocking=False, config_schema={"collection": str, "dim": int},
-           outputs=("stored", "count", "collection", "collection_size", "dim", "ids"))
+@technique(
+    "data.store_vectors",
+    blocking=False,
+    config_schema={"collection": str, "dim": int},
+    outputs=("stored", "count", "collection", "collection_size", "dim", "ids"),
+)
 def store_vectors(ctx: Any) -> dict[str, Any]:
     """Store upstream chunks and their embeddings in a collection (default ``documents``), replacing
     chunks with the same id, so a later ``rag.search`` with ``collection:`` that name finds them.
@@ -107,8 +133,11 @@ def store_vectors(ctx: Any) -> dict[str, Any]:
         if isinstance(output, Mapping) and isinstance(output.get("embeddings"), list):
             items = output.get("chunks") or output.get("documents") or []
             if len(items) != len(output["embeddings"]):
-                raise SibylError(f"{len(items)} chunks but {len(output['embeddings'])} embeddings upstream",
-                                 node_id=ctx.node_id, technique="data.store_vectors")
+                raise SibylError(
+                    f"{len(items)} chunks but {len(output['embeddings'])} embeddings upstream",
+                    node_id=ctx.node_id,
+                    technique="data.store_vectors",
+                )
             chunks.extend(dict(c) for c in items)
             vectors.extend([float(x) for x in v] for v in output["embeddings"])
     if not chunks:
@@ -117,9 +146,18 @@ def store_vectors(ctx: Any) -> dict[str, Any]:
         vectors = HashingEmbedder(dim).embed([f"{c.get('title', '')}. {c.get('text', '')}" for c in chunks])
     dims = {len(v) for v in vectors}
     if len(dims) > 1:
-        raise SibylError(f"embeddings of different sizes {sorted(dims)} cannot share a collection",
-                         node_id=ctx.node_id, technique="data.store_vectors")
+        raise SibylError(
+            f"embeddings of different sizes {sorted(dims)} cannot share a collection",
+            node_id=ctx.node_id,
+            technique="data.store_vectors",
+        )
     stored = corpus.add_documents(collection, chunks, vectors) if chunks else 0
     size = len(corpus.get_documents(collection)) if corpus.has_collection(collection) else 0
-    return {"stored": stored, "count": stored, "collection": collection, "collection_size": size,
-            "dim": dims.pop() if dims else 0, "ids": [str(c.get("id")) for c in chunks]}
+    return {
+        "stored": stored,
+        "count": stored,
+        "collection": collection,
+        "collection_size": size,
+        "dim": dims.pop() if dims else 0,
+        "ids": [str(c.get("id")) for c in chunks],
+    }

@@ -17,14 +17,23 @@ from ...text.gather import upstream_queries
 from ...text.ranking import reciprocal_rank_fusion
 from ..registry import technique
 
-__all__ = ["register_web_search_backend", "unregister_web_search_backend", "web_search_backends",
-           "set_default_web_search_backend", "web_search", "offline_backend", "OFFLINE_NOTE"]
+__all__ = [
+    "register_web_search_backend",
+    "unregister_web_search_backend",
+    "web_search_backends",
+    "set_default_web_search_backend",
+    "web_search",
+    "offline_backend",
+    "OFFLINE_NOTE",
+]
 
 BackendResult = Union[list[Mapping[str, Any]], Awaitable[list[Mapping[str, Any]]]]
 Backend = Callable[[str, int, Mapping[str, Any]], BackendResult]
 
-OFFLINE_NOTE = ("offline: results come from the local sample corpus ('web' collection), not the live web; "
-                "register a real backend with sibyl_nb.techniques.builtins.external.register_web_search_backend")
+OFFLINE_NOTE = (
+    "offline: results come from the local sample corpus ('web' collection), not the live web; "
+    "register a real backend with sibyl_nb.techniques.builtins.external.register_web_search_backend"
+)
 
 _BACKENDS: dict[str, Backend] = {}
 _DEFAULT = ["offline"]
@@ -87,22 +96,31 @@ def _normalise(hit: Mapping[str, Any], backend: str, rank: int) -> dict[str, Any
     return d
 
 
-@technique("external.web_search", blocking=False,
-           config_schema={"max_results": int, "backend": str, "query": str, "collection": str},
-           outputs=("results", "documents", "count", "offline", "backend", "query", "queries", "note"))
+@technique(
+    "external.web_search",
+    blocking=False,
+    config_schema={"max_results": int, "backend": str, "query": str, "collection": str},
+    outputs=("results", "documents", "count", "offline", "backend", "query", "queries", "note"),
+)
 async def web_search(ctx: Any) -> dict[str, Any]:
     """Web search through a registered backend (default: ``offline``, the local corpus's ``web``
     collection). Several upstream ``queries`` are searched and fused by reciprocal rank fusion."""
     name = str(ctx.config.get("backend") or _DEFAULT[0])
     backend = _BACKENDS.get(name)
     if backend is None:
-        raise SibylError(f"unknown web search backend '{name}' (known: {', '.join(web_search_backends())})",
-                         node_id=ctx.node_id, technique="external.web_search")
+        raise SibylError(
+            f"unknown web search backend '{name}' (known: {', '.join(web_search_backends())})",
+            node_id=ctx.node_id,
+            technique="external.web_search",
+        )
     try:
         max_results = max(1, int(ctx.config.get("max_results") or 5))
     except (TypeError, ValueError):
-        raise SibylError(f"config 'max_results' must be an integer, got {ctx.config.get('max_results')!r}",
-                         node_id=ctx.node_id, technique="external.web_search") from None
+        raise SibylError(
+            f"config 'max_results' must be an integer, got {ctx.config.get('max_results')!r}",
+            node_id=ctx.node_id,
+            technique="external.web_search",
+        ) from None
     queries = [str(ctx.config["query"])] if ctx.config.get("query") else upstream_queries(ctx)
     runs = []
     for q in queries:
@@ -119,8 +137,14 @@ async def web_search(ctx: Any) -> dict[str, Any]:
     else:
         results = runs[0][:max_results] if runs else []
     offline = all(bool(r.get("offline")) for r in results) if results else name == "offline"
-    out_dict: dict[str, Any] = {"results": results, "documents": [dict(r) for r in results], "count": len(results),
-                                "offline": offline, "backend": name, "query": queries[0] if queries else "",
-                                "queries": queries}
+    out_dict: dict[str, Any] = {
+        "results": results,
+        "documents": [dict(r) for r in results],
+        "count": len(results),
+        "offline": offline,
+        "backend": name,
+        "query": queries[0] if queries else "",
+        "queries": queries,
+    }
     out_dict["note"] = OFFLINE_NOTE if offline else ""
     return out_dict

@@ -22,8 +22,17 @@ from ...text.tokenize import sentences
 from ..context import query_of
 from ..registry import technique
 
-__all__ = ["query_processing", "search", "retrieval", "ranking", "reranking", "chunking", "embedding",
-           "format_source", "chunk_document"]
+__all__ = [
+    "query_processing",
+    "search",
+    "retrieval",
+    "ranking",
+    "reranking",
+    "chunking",
+    "embedding",
+    "format_source",
+    "chunk_document",
+]
 
 _MODES = ("keyword", "bm25", "semantic", "vector", "hybrid")
 _NUMBER = (int, float)
@@ -34,25 +43,37 @@ def _int(ctx: Any, key: str, default: int, minimum: int = 1) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise SibylError(f"config '{key}' must be an integer, got {value!r}", node_id=ctx.node_id,
-                         technique=ctx.technique or None)
+        raise SibylError(
+            f"config '{key}' must be an integer, got {value!r}",
+            node_id=ctx.node_id,
+            technique=ctx.technique or None,
+        )
     try:
         number = int(value)
     except ValueError:
-        raise SibylError(f"config '{key}' must be an integer, got {value!r}", node_id=ctx.node_id,
-                         technique=ctx.technique or None) from None
+        raise SibylError(
+            f"config '{key}' must be an integer, got {value!r}",
+            node_id=ctx.node_id,
+            technique=ctx.technique or None,
+        ) from None
     if number < minimum:
-        raise SibylError(f"config '{key}' must be >= {minimum}, got {number}", node_id=ctx.node_id,
-                         technique=ctx.technique or None)
+        raise SibylError(
+            f"config '{key}' must be >= {minimum}, got {number}",
+            node_id=ctx.node_id,
+            technique=ctx.technique or None,
+        )
     return number
 
 
 def _check_collection(ctx: Any, name: str, technique_name: str) -> None:
     if not corpus.has_collection(name):
         known = ", ".join(corpus.list_collections())
-        raise SibylError(f"unknown collection '{name}' (known collections: {known}; add one with "
-                         "sibyl_nb.text.corpus.add_documents or a data.store_vectors step)",
-                         node_id=ctx.node_id, technique=technique_name)
+        raise SibylError(
+            f"unknown collection '{name}' (known collections: {known}; add one with "
+            "sibyl_nb.text.corpus.add_documents or a data.store_vectors step)",
+            node_id=ctx.node_id,
+            technique=technique_name,
+        )
 
 
 def _search_many(queries: Sequence[str], collection: str, mode: str, top_k: int) -> list[dict[str, Any]]:
@@ -71,14 +92,20 @@ def _search_many(queries: Sequence[str], collection: str, mode: str, top_k: int)
 
 
 # -- rag.query_processing ---------------------------------------------------------------------------
-@technique("rag.query_processing", blocking=False, subtechniques=("expansion", "decomposition", "rewriting"),
-           config_schema={"num_queries": int, "context": (str, list, dict, type(None)), "query": str},
-           outputs=("query", "queries", "original", "subtechnique", "expansions", "rewritten"))
+@technique(
+    "rag.query_processing",
+    blocking=False,
+    subtechniques=("expansion", "decomposition", "rewriting"),
+    config_schema={"num_queries": int, "context": (str, list, dict, type(None)), "query": str},
+    outputs=("query", "queries", "original", "subtechnique", "expansions", "rewritten"),
+)
 def query_processing(ctx: Any) -> dict[str, Any]:
     """Reformulate the user's query: ``expansion`` (N variants), ``decomposition`` (sub-questions) or
     ``rewriting`` (resolve a follow-up against the conversation; later steps then use the rewrite)."""
     sub = str(ctx.config.get("subtechnique") or "expansion")
-    original = str(ctx.config.get("query") or (query_of(ctx.input) if sub == "rewriting" else "") or ctx.query)
+    original = str(
+        ctx.config.get("query") or (query_of(ctx.input) if sub == "rewriting" else "") or ctx.query
+    )
     out: dict[str, Any] = {"original": original, "subtechnique": sub}
     if sub == "expansion":
         queries = expand_query(original, _int(ctx, "num_queries", 3))
@@ -93,18 +120,29 @@ def query_processing(ctx: Any) -> dict[str, Any]:
             history = messages_of(ctx.session.get("conversation_history"))
         rewritten = resolve_followup(original, history) if original else original
         ctx.session["query"] = rewritten
-        out.update(query=rewritten, queries=[rewritten], rewritten=rewritten != original,
-                   history_messages=len(history))
+        out.update(
+            query=rewritten,
+            queries=[rewritten],
+            rewritten=rewritten != original,
+            history_messages=len(history),
+        )
     else:  # the loader rejects unknown subtechniques; this guards direct calls
-        raise SibylError(f"unknown subtechnique '{sub}' (known: expansion, decomposition, rewriting)",
-                         node_id=ctx.node_id, technique="rag.query_processing")
+        raise SibylError(
+            f"unknown subtechnique '{sub}' (known: expansion, decomposition, rewriting)",
+            node_id=ctx.node_id,
+            technique="rag.query_processing",
+        )
     return out
 
 
 # -- rag.search --------------------------------------------------------------------------------------
-@technique("rag.search", blocking=False, subtechniques=_MODES,
-           config_schema={"top_k": int, "collection": str, "query": str},
-           outputs=("documents", "count", "query", "queries", "collection", "subtechnique"))
+@technique(
+    "rag.search",
+    blocking=False,
+    subtechniques=_MODES,
+    config_schema={"top_k": int, "collection": str, "query": str},
+    outputs=("documents", "count", "query", "queries", "collection", "subtechnique"),
+)
 def search(ctx: Any) -> dict[str, Any]:
     """Search one collection: keyword, BM25, vector (hashing embeddings) or hybrid (BM25 + vector, RRF).
 
@@ -116,9 +154,12 @@ def search(ctx: Any) -> dict[str, Any]:
 
 
 # -- rag.retrieval -------------------------------------------------------------------------------------
-@technique("rag.retrieval", blocking=False,
-           config_schema={"top_k": int, "collection": str, "mode": _MODES, "query": str},
-           outputs=("documents", "count", "query", "queries", "collection"))
+@technique(
+    "rag.retrieval",
+    blocking=False,
+    config_schema={"top_k": int, "collection": str, "mode": _MODES, "query": str},
+    outputs=("documents", "count", "query", "queries", "collection"),
+)
 def retrieval(ctx: Any) -> dict[str, Any]:
     """Retrieve up to ``top_k`` (default 10) relevant documents (hybrid by default).
 
@@ -135,8 +176,13 @@ def _search_output(ctx: Any, technique_name: str, mode: str) -> dict[str, Any]:
     _check_collection(ctx, collection, technique_name)
     queries = [str(ctx.config["query"])] if ctx.config.get("query") else upstream_queries(ctx)
     docs = _search_many(queries, collection, mode, top_k)
-    return {"documents": docs, "count": len(docs), "query": queries[0] if queries else "",
-            "queries": queries, "collection": collection}
+    return {
+        "documents": docs,
+        "count": len(docs),
+        "query": queries[0] if queries else "",
+        "queries": queries,
+        "collection": collection,
+    }
 
 
 # -- rag.ranking ----------------------------------------------------------------------------------------
@@ -147,9 +193,13 @@ def format_source(doc: Mapping[str, Any]) -> str:
     return f"{title} ({where})" if where else title
 
 
-@technique("rag.ranking", blocking=False, subtechniques=("reciprocal_rank_fusion", "score", "weighted"),
-           config_schema={"k": int, "top_k": int, "weights": (dict, list)},
-           outputs=("documents", "sources", "count", "subtechnique", "inputs"))
+@technique(
+    "rag.ranking",
+    blocking=False,
+    subtechniques=("reciprocal_rank_fusion", "score", "weighted"),
+    config_schema={"k": int, "top_k": int, "weights": (dict, list)},
+    outputs=("documents", "sources", "count", "subtechnique", "inputs"),
+)
 def ranking(ctx: Any) -> dict[str, Any]:
     """Fuse the ``documents`` lists of every upstream step into one ranking (deduplicated by id).
 
@@ -174,17 +224,26 @@ def ranking(ctx: Any) -> dict[str, Any]:
                 weights = [float(raw[i]) if i < len(raw) else 1.0 for i in range(len(names))]
         fused = reciprocal_rank_fusion(rankings, k=k, weights=weights)
     fused = fused[:top_k]
-    return {"documents": fused, "sources": [format_source(d) for d in fused], "count": len(fused),
-            "subtechnique": sub, "inputs": names}
+    return {
+        "documents": fused,
+        "sources": [format_source(d) for d in fused],
+        "count": len(fused),
+        "subtechnique": sub,
+        "inputs": names,
+    }
 
 
 # -- rag.reranking ----------------------------------------------------------------------------------------
 _RERANK_SYSTEM = "You rate how relevant a document is to a question. Reply with 'Score: N/10'."
 
 
-@technique("rag.reranking", blocking=False, subtechniques=("cross_encoder", "llm", "mmr"),
-           config_schema={"top_k": int, "provider": str, "lambda": _NUMBER, "temperature": _NUMBER},
-           outputs=("documents", "count", "subtechnique", "query"))
+@technique(
+    "rag.reranking",
+    blocking=False,
+    subtechniques=("cross_encoder", "llm", "mmr"),
+    config_schema={"top_k": int, "provider": str, "lambda": _NUMBER, "temperature": _NUMBER},
+    outputs=("documents", "count", "subtechnique", "query"),
+)
 async def reranking(ctx: Any) -> dict[str, Any]:
     """Reorder upstream documents by relevance and keep ``top_k`` (default 5).
 
@@ -220,12 +279,15 @@ async def _llm_rerank(ctx: Any, query: str, docs: list[dict[str, Any]]) -> list[
 
     async def rate(doc: dict[str, Any]) -> dict[str, Any]:
         text = " ".join(str(doc.get("text", "")).split())
-        prompt = (f"Rate the relevance of this document to the question on a scale 0-10.\n"
-                  f"Document: {doc.get('title', '')}: {text}\nQuestion: {query}")
+        prompt = (
+            f"Rate the relevance of this document to the question on a scale 0-10.\n"
+            f"Document: {doc.get('title', '')}: {text}\nQuestion: {query}"
+        )
         async with sem:
-            completion = await provider.complete([{"role": "system", "content": _RERANK_SYSTEM},
-                                                  {"role": "user", "content": prompt}],
-                                                 temperature=float(ctx.config.get("temperature", 0.0)))
+            completion = await provider.complete(
+                [{"role": "system", "content": _RERANK_SYSTEM}, {"role": "user", "content": prompt}],
+                temperature=float(ctx.config.get("temperature", 0.0)),
+            )
         score = parse_score(completion.text, 0, 10)
         if score is None:
             score = completion.fields.get("score", 0) if isinstance(completion.fields, Mapping) else 0
@@ -260,7 +322,7 @@ def _pack(sents: list[str], size: int, overlap: int) -> list[str]:
         else:
             ws = s.split()
             step = max(1, size - overlap)
-            pieces.extend(" ".join(ws[i:i + size]) for i in range(0, len(ws), step) if ws[i:i + size])
+            pieces.extend(" ".join(ws[i : i + size]) for i in range(0, len(ws), step) if ws[i : i + size])
     chunks: list[list[str]] = []
     current: list[str] = []
     for p in pieces:
@@ -278,7 +340,9 @@ def _pack(sents: list[str], size: int, overlap: int) -> list[str]:
     return [" ".join(c) for c in chunks]
 
 
-def chunk_document(doc: Mapping[str, Any], chunk_size: int = 200, chunk_overlap: int = 20) -> list[dict[str, Any]]:
+def chunk_document(
+    doc: Mapping[str, Any], chunk_size: int = 200, chunk_overlap: int = 20
+) -> list[dict[str, Any]]:
     """Split one document into chunks of at most ``chunk_size`` words at sentence boundaries.
 
     Consecutive chunks share up to ``chunk_overlap`` words of whole trailing sentences; markdown
@@ -290,9 +354,18 @@ def chunk_document(doc: Mapping[str, Any], chunk_size: int = 200, chunk_overlap:
     for heading, body in _sections(str(doc.get("text", ""))):
         for text in _pack(sentences(body), chunk_size, chunk_overlap):
             ctitle = f"{title} - {heading}" if heading and heading != title else title
-            out.append({"id": f"{doc_id}#chunk-{len(out) + 1}", "doc_id": doc_id, "title": ctitle, "text": text,
-                        "source": doc.get("source", ""), "collection": doc.get("collection", ""),
-                        "chunk_index": len(out), "n_words": len(text.split())})
+            out.append(
+                {
+                    "id": f"{doc_id}#chunk-{len(out) + 1}",
+                    "doc_id": doc_id,
+                    "title": ctitle,
+                    "text": text,
+                    "source": doc.get("source", ""),
+                    "collection": doc.get("collection", ""),
+                    "chunk_index": len(out),
+                    "n_words": len(text.split()),
+                }
+            )
     return out
 
 
@@ -302,38 +375,59 @@ def _input_documents(ctx: Any) -> list[dict[str, Any]]:
         return docs
     inp = ctx.input if isinstance(ctx.input, Mapping) else {}
     if isinstance(inp.get("documents"), Sequence) and not isinstance(inp.get("documents"), str):
-        return [d if isinstance(d, Mapping) else {"id": f"input-{i + 1}", "text": str(d)}
-                for i, d in enumerate(inp["documents"])]
+        return [
+            d if isinstance(d, Mapping) else {"id": f"input-{i + 1}", "text": str(d)}
+            for i, d in enumerate(inp["documents"])
+        ]
     if isinstance(inp.get("text"), str) and inp["text"].strip():
         return [{"id": "input", "title": "input", "text": inp["text"], "source": "input"}]
     return upstream_documents(ctx) or corpus.get_documents("documents")
 
 
-@technique("rag.chunking", blocking=False, config_schema={"chunk_size": int, "chunk_overlap": int},
-           outputs=("chunks", "count", "chunk_size", "chunk_overlap", "documents_in"))
+@technique(
+    "rag.chunking",
+    blocking=False,
+    config_schema={"chunk_size": int, "chunk_overlap": int},
+    outputs=("chunks", "count", "chunk_size", "chunk_overlap", "documents_in"),
+)
 def chunking(ctx: Any) -> dict[str, Any]:
     """Split upstream documents into sentence-aligned chunks (``chunk_size``/``chunk_overlap`` in words)."""
     size = _int(ctx, "chunk_size", 200)
     overlap = _int(ctx, "chunk_overlap", 20, minimum=0)
     if overlap >= size:
-        raise SibylError(f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size})",
-                         node_id=ctx.node_id, technique="rag.chunking")
+        raise SibylError(
+            f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size})",
+            node_id=ctx.node_id,
+            technique="rag.chunking",
+        )
     docs = _input_documents(ctx)
     chunks = [c for d in docs for c in chunk_document(d, size, overlap)]
-    return {"chunks": chunks, "count": len(chunks), "chunk_size": size, "chunk_overlap": overlap,
-            "documents_in": len(docs)}
+    return {
+        "chunks": chunks,
+        "count": len(chunks),
+        "chunk_size": size,
+        "chunk_overlap": overlap,
+        "documents_in": len(docs),
+    }
 
 
 # -- rag.embedding --------------------------------------------------------------------------------------
-@technique("rag.embedding", blocking=False, config_schema={"dim": int, "model": str},
-           outputs=("embeddings", "chunks", "dim", "count", "model"))
+@technique(
+    "rag.embedding",
+    blocking=False,
+    config_schema={"dim": int, "model": str},
+    outputs=("embeddings", "chunks", "dim", "count", "model"),
+)
 def embedding(ctx: Any) -> dict[str, Any]:
     """Embed upstream chunks (or documents) with the local hashing embedder (word unigrams + bigrams,
     signed feature hashing into ``dim`` dims, L2-normalised): deterministic and model-free."""
     model = str(ctx.config.get("model") or "hashing")
     if model not in ("hashing", EMBEDDER_NAME, "local"):
-        raise SibylError(f"unknown embedding model '{model}' (built in: hashing)", node_id=ctx.node_id,
-                         technique="rag.embedding")
+        raise SibylError(
+            f"unknown embedding model '{model}' (built in: hashing)",
+            node_id=ctx.node_id,
+            technique="rag.embedding",
+        )
     dim = _int(ctx, "dim", DEFAULT_DIM, minimum=8)
     chunks: list[dict[str, Any]] = []
     for output in ctx.upstream.values():

@@ -18,10 +18,20 @@ def _compiled(ctx: StepContext) -> Any:  # pragma: no cover - the loader never l
     raise RuntimeError(f"{ctx.technique} is compiled into the graph and is never called directly")
 
 
-register_technique("workflow_orchestration.graph", _compiled, blocking=False, compiles=True,
-                   subtechniques=("dag", "cyclic", "conditional", "dynamic"))
-register_technique("workflow_orchestration.orchestration", _compiled, blocking=False, compiles=True,
-                   subtechniques=("sequential", "parallel", "conditional", "error_handling"))
+register_technique(
+    "workflow_orchestration.graph",
+    _compiled,
+    blocking=False,
+    compiles=True,
+    subtechniques=("dag", "cyclic", "conditional", "dynamic"),
+)
+register_technique(
+    "workflow_orchestration.orchestration",
+    _compiled,
+    blocking=False,
+    compiles=True,
+    subtechniques=("sequential", "parallel", "conditional", "error_handling"),
+)
 
 
 def passthrough(ctx: StepContext) -> Any:
