@@ -118,7 +118,8 @@ class StepContext:
         """Where a generation sends its text deltas, or None when nobody streams this run (then the
         provider is asked for a whole answer, not a stream)."""
         run = self._run
-        if not run.extras.get("tokens") or not run.bus:
+        extras = getattr(run, "extras", None)  # a stand-alone run (sibyl_nb.testing) has none
+        if not extras or not extras.get("tokens") or not run.bus:
             return None
         from ..engine.events import Event
 
