@@ -78,15 +78,22 @@ def _finished(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> bool:
 
 
 def run_in_thread(
-    coro: Coroutine[Any, Any, Any], *, tick: Callable[[], None] | None = None, interval: float = 0.05
+    coro: Coroutine[Any, Any, Any],
+    *,
+    tick: Callable[[], None] | None = None,
+    interval: float = 0.05,
+    on_interrupt: Callable[[], None] | None = None,
 ) -> Any:
     """Run ``coro`` on a new event loop in a daemon thread; call ``tick()`` every ``interval`` s meanwhile.
 
     Returns the coroutine's value or re-raises its exception in the caller's thread. A
-    ``KeyboardInterrupt`` while waiting cancels the coroutine, waits for it to unwind, and re-raises.
+    ``KeyboardInterrupt`` while waiting calls ``on_interrupt()`` (the notebook's live view uses it to
+    stop sync techniques that run inline, where a task cancel only lands at the next ``await``),
+    cancels the coroutine, waits for it to unwind, and re-raises.
     """
     loop = asyncio.new_event_loop()
-    return _finish_in_thread(loop, loop.create_task(coro), tick=tick, interval=interval)
+    task = loop.create_task(coro)
+    return _finish_in_thread(loop, task, tick=tick, interval=interval, on_interrupt=on_interrupt)
 
 
 def _finish_in_thread(
@@ -95,6 +102,7 @@ def _finish_in_thread(
     *,
     tick: Callable[[], None] | None = None,
     interval: float = 0.05,
+    on_interrupt: Callable[[], None] | None = None,
 ) -> Any:
     """Run ``loop`` until ``task`` is done in a daemon thread (then close the loop); see :func:`run_in_thread`."""
     box: dict[str, Any] = {}
@@ -121,6 +129,8 @@ def _finish_in_thread(
             if tick is not None:
                 tick()
     except KeyboardInterrupt:
+        if on_interrupt is not None:
+            on_interrupt()
         if not loop.is_closed():
             try:
                 loop.call_soon_threadsafe(task.cancel)
