@@ -86,11 +86,9 @@ def iterate_sync(make: Callable[[], AsyncIterator[Any]]) -> Iterator[Any]:
 
 
 def _iterate_here(make: Callable[[], AsyncIterator[Any]]) -> Iterator[Any]:
-    from . import sync
+    from .sync import _thread_loop
 
-    loop = getattr(sync._local, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = sync._local.loop = asyncio.new_event_loop()
+    loop = _thread_loop("loop")  # the loop Pipeline.run uses on this thread
     agen = make()
     try:
         while True:
