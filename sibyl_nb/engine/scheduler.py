@@ -396,6 +396,14 @@ class Scheduler:
             from .dynamic import run_dynamic
 
             call = run_dynamic(self, node, ctx)
+        elif node.kind == "map":
+            from .fanout import run_for_each
+
+            call = run_for_each(self, node, ctx)
+        elif node.kind == "subgraph":
+            from .subgraph import run_subgraph
+
+            call = run_subgraph(self, node, ctx)
         else:
             assert info is not None
             offload = info.blocking and not info.is_async
