@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import SibylError
 
-__all__ = ["Interrupt", "InterruptInfo", "INTERRUPTED", "answers_for", "interrupt_of"]
+__all__ = ["Interrupt", "InterruptInfo", "INTERRUPTED", "answers_for", "interrupt_of", "paused_snapshot"]
 
 INTERRUPTED = "interrupted"  # step status and ``stopped_by`` value
 
@@ -119,6 +119,28 @@ def answers_for(records: list[Any], node_id: str | None, value: Any) -> dict[tup
         names = ", ".join(w.node_id for w in waiting)
         raise SibylError(f"resume(value=...): node '{node_id}' is not waiting for input (waiting: {names})")
     return out
+
+
+def paused_snapshot(run: Any, scheduler: Any) -> dict[str, Any]:
+    """A paused run's state as a ``restore`` dict (what a checkpoint folds to), kept in the process
+    so ``resume(value=)`` also works when the document has no checkpointing."""
+    import copy
+
+    return copy.deepcopy(
+        {
+            "results": dict(run.results),
+            "records": [r.to_dict() for r in run.records],
+            "passthrough": {k: list(v) for k, v in run.passthrough.items()},
+            "state": run.state,
+            "session": run.session,
+            "retries": run.retries,
+            "last_completed": run.last_completed,
+            "allocations": list(run.allocations),
+            "scheduler": scheduler.snapshot(),
+            "input": run.input,
+            "run_id": run.run_id,
+        }
+    )
 
 
 def _get(rec: Any, name: str) -> Any:
