@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import SibylError
+from ...spec.schema import ConfigSchema, Field
 from ...text import corpus
 from ...text.embedding import HashingEmbedder
 from ...text.gather import upstream_documents
@@ -68,7 +69,16 @@ def load_json_documents(path: str | Path) -> list[dict[str, Any]]:
 @technique(
     "data.load_documents",
     blocking=False,
-    config_schema={"source": _SOURCES, "path": str, "collection": str, "pattern": str},
+    config_schema=ConfigSchema(
+        {
+            "source": Field(_SOURCES, "what to read", default="filesystem_markdown"),
+            "path": Field(str, "file or folder, inside the allowed roots"),
+            "collection": Field(str, "built-in collection (source: corpus)"),
+            "pattern": Field(str, "glob of files to read", default="**/*.md"),
+            "root": Field(str, "folder files may be read from (default: the document's folder, the cwd)"),
+        },
+        description="load documents from files or the built-in corpus",
+    ),
     outputs=("documents", "count", "source", "path"),
 )
 def load_documents(ctx: Any) -> dict[str, Any]:
@@ -118,7 +128,13 @@ def load_documents(ctx: Any) -> dict[str, Any]:
 @technique(
     "data.store_vectors",
     blocking=False,
-    config_schema={"collection": str, "dim": int},
+    config_schema=ConfigSchema(
+        {
+            "collection": Field(str, "collection name", default="documents"),
+            "dim": Field(int, "embedding dimensions", default=256, minimum=1, maximum=65_536),
+        },
+        description="index upstream documents for search",
+    ),
     outputs=("stored", "count", "collection", "collection_size", "dim", "ids"),
 )
 def store_vectors(ctx: Any) -> dict[str, Any]:
