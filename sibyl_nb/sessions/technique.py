@@ -46,13 +46,13 @@ CONFIG_SCHEMA = ConfigSchema(
         "summary_length": Field(int, "summary length, in tokens", default=200, minimum=1, maximum=_COUNT),
         "window_size": Field(int, "messages kept (stored and shown)", default=10, minimum=1, maximum=_COUNT),
         "include_summary": Field(bool, "fold older messages into the summary"),
-        "redis_url": Field(str, "Redis URL (storage: redis)"),
+        "redis_url": Field(str, "Redis URL (storage: redis)", access="url"),
         "key_prefix": Field(str, "Redis key prefix"),
         "kv_prefix": Field(str, "Redis key prefix of the key-value side"),
-        "database_url": Field(str, "SQLAlchemy URL (storage: database)"),
+        "database_url": Field(str, "SQLAlchemy URL (storage: database)", access="url"),
         "table": Field(str, "SQL table of messages"),
         "kv_table": Field(str, "SQL table of the key-value side"),
-        "directory": Field(str, "diskcache directory (storage: diskcache)"),
+        "directory": Field(str, "diskcache directory (storage: diskcache)", access="path"),
     },
     subtechniques={
         "memory": _IDS

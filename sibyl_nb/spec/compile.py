@@ -14,7 +14,7 @@ from typing import Any
 
 from ..engine.ir import CycleFound, Edge, GraphIR, Node, RetryPolicy
 from ..engine.scope import BUILTIN_NAMES, SESSION_NAMES, is_env_name
-from ..errors import ExpressionError, SpecError, UnknownTechniqueError
+from ..errors import ExpressionError, SpecError, TrustError, UnknownTechniqueError
 from ..techniques.context import QUERY_KEYS
 from ..techniques.registry import TechniqueInfo, get_technique, has_technique
 from .expressions import Ref, compile_condition
@@ -226,7 +226,15 @@ class _Compiler:
                 UnknownTechniqueError,
                 technique=info.name,
             )
-        validate_config(config, info.config_schema, path, self.lines, info.name, skip=("subtechnique",))
+        validate_config(
+            config,
+            info.config_schema,
+            path,
+            self.lines,
+            info.name,
+            skip=("subtechnique",),
+            trusted=self.trusted,
+        )
 
     def retry(self, value: Any, path: Path) -> RetryPolicy | None:
         if value is None:
@@ -309,7 +317,10 @@ class _Compiler:
             )
         self.check_config(info, config, cpath)
         self.techniques.add(technique)
-        render, refs = compile_value(config, cpath)
+        try:
+            render, refs = compile_value(config, cpath)
+        except ExpressionError as exc:  # ${query.__init__}: name the exact key and its line
+            raise self.err(getattr(exc, "yaml_path", cpath), exc.message, ExpressionError) from None
         for ref, rpath in refs:
             self.refs.append((ref, rpath, node_id, None))
         node = Node(
@@ -553,6 +564,21 @@ class _Compiler:
 
     def executor_choice(self, value: Any, path: Path) -> None:
         """One run has one scheduler and one executor: a graph's ``executor:`` chooses it for the pipeline."""
+        from ..engine.executor_factory import document_address
+
+        address = None if self.trusted else document_address(value)
+        if address is not None:
+            at = path
+            if isinstance(value, dict):
+                key = "scheduler_address" if "scheduler_address" in value else "address"
+                at = path + (key,) if path + (key,) in self.lines._lines else path
+            raise self.err(
+                at,
+                f"executor at scheduler address '{address}' comes from the document: a Dask client "
+                f"unpickles what the scheduler sends, so this is code execution; pass trust_code=True, "
+                f"or give the address from Python (execute(executor=...))",
+                TrustError,
+            )
         if self.executor is not None and self.executor != value:
             raise self.err(
                 path,
@@ -912,7 +938,8 @@ def compile_pipeline(
             "scheduler_address": address,
         }
     if executor is not None:
-        comp.executor_choice(executor, path + ("executor",))
+        where = "scheduler_address" if spec.get("scheduler_address") is not None else "executor"
+        comp.executor_choice(executor, path + (where,))
     exits = comp.pipeline(spec["steps"], path + ("steps",))
     comp.graph.exits = exits
     comp.graph.finalize()
@@ -959,13 +986,13 @@ def compile_document(
             pipelines[str(name)] = compile_pipeline(
                 str(name), spec, ("pipelines", name), lines, trusted=trusted
             )
-    infra = _section(data.get("shops"), lines)
+    infra = _section(data.get("shops"), lines, trusted)
     obs = data.get("observability") or {}
     expect_mapping(obs, ("observability",), lines, "observability")
-    validate_config(obs, OBSERVABILITY_SCHEMA, ("observability",), lines, "observability")
+    validate_config(obs, OBSERVABILITY_SCHEMA, ("observability",), lines, "observability", trusted=trusted)
     providers = data.get("providers") or {}
     expect_mapping(providers, ("providers",), lines, "providers")
-    validate_providers(providers, lines)
+    validate_providers(providers, lines, trusted=trusted)
     if not pipelines and not infra and not obs and not providers:
         raise lines.error((), "the document defines no pipeline (expected 'pipelines:' or 'steps:')")
     return Document(
@@ -977,7 +1004,7 @@ def compile_document(
     )
 
 
-def _section(shops: Any, lines: LineMap) -> dict[str, Any]:
+def _section(shops: Any, lines: LineMap, trusted: bool = False) -> dict[str, Any]:
     if shops is None:
         return {}
     expect_mapping(shops, ("shops",), lines, "shops")
@@ -991,7 +1018,9 @@ def _section(shops: Any, lines: LineMap) -> dict[str, Any]:
     config = expect_mapping(
         infra.get("config") or {}, ipath + ("config",), lines, "shops.infrastructure.config"
     )
-    validate_config(config, INFRA_SCHEMA, ipath + ("config",), lines, "shops.infrastructure.config")
+    validate_config(
+        config, INFRA_SCHEMA, ipath + ("config",), lines, "shops.infrastructure.config", trusted=trusted
+    )
     return dict(config)
 
 

@@ -161,6 +161,9 @@ class Field:
     values: Any = None
     max_items: int | None = None
     templated: bool = True
+    # "path" (a file or folder), "root" (a folder paths are read from) or "url" (a connection): in an
+    # untrusted document these must stay inside the document's roots / on this machine (spec/trust.py)
+    access: str | None = None
 
     @property
     def enum(self) -> tuple[str, ...] | None:
@@ -243,13 +246,25 @@ def _is_templated(value: Any) -> bool:
     return isinstance(value, str) and "${" in value
 
 
-def validate_value(value: Any, spec: Field, path: Path, lines: LineMap, what: str) -> None:
-    """Type, enum, finiteness and range of one value; nested lists/mappings by ``items``/``values``."""
+def validate_value(
+    value: Any,
+    spec: Field,
+    path: Path,
+    lines: LineMap,
+    what: str,
+    *,
+    trusted: bool = True,
+    root: str | None = None,
+) -> None:
+    """Type, enum, finiteness and range of one value; nested lists/mappings by ``items``/``values``;
+    for an untrusted document, where a path or URL leads (``access``)."""
     if value is None:
         return
     if _is_templated(value) and spec.templated:
         return
     check_type(value, spec.type, path, lines, what)
+    if spec.access is not None and isinstance(value, str) and not trusted:
+        _check_access(value, spec.access, path, lines, what, root)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             raise lines.error(path, f"{what} must be a finite number, got {value!r}")
@@ -266,22 +281,39 @@ def validate_value(value: Any, spec: Field, path: Path, lines: LineMap, what: st
             raise lines.error(path, f"{what} has {len(value)} items (at most {spec.max_items})")
         if spec.items is not None:
             for i, item in enumerate(value):
-                _validate_nested(item, spec.items, path + (i,), lines, f"{what}[{i}]")
+                _validate_nested(item, spec.items, path + (i,), lines, f"{what}[{i}]", trusted)
     if isinstance(value, dict) and spec.values is not None:
         if isinstance(spec.values, ConfigSchema):
-            _validate_nested(value, spec.values, path, lines, what)
+            _validate_nested(value, spec.values, path, lines, what, trusted)
         else:
             for k, v in value.items():
-                validate_value(v, spec.values, path + (k,), lines, f"{what}.{k}")
+                validate_value(v, spec.values, path + (k,), lines, f"{what}.{k}", trusted=trusted)
 
 
-def _validate_nested(value: Any, spec: Any, path: Path, lines: LineMap, what: str) -> None:
+def _check_access(value: str, access: str, path: Path, lines: LineMap, what: str, root: str | None) -> None:
+    from ..errors import TrustError
+    from .trust import check_path, check_url, document_roots
+
+    try:
+        if access == "url":
+            check_url(value, trusted=False, what=what, source=lines.source)
+        elif access == "root":
+            document_roots(lines.source, value)
+        else:
+            check_path(value, source=lines.source, trusted=False, root=root, what=what)
+    except TrustError as exc:
+        raise lines.error(path, exc.message, TrustError) from None
+
+
+def _validate_nested(
+    value: Any, spec: Any, path: Path, lines: LineMap, what: str, trusted: bool = True
+) -> None:
     if isinstance(spec, ConfigSchema):
         if not isinstance(value, dict):
             raise lines.error(path, f"{what} must be a mapping, got {type(value).__name__} {value!r}")
-        validate_config(value, spec, path, lines, what)
+        validate_config(value, spec, path, lines, what, trusted=trusted)
     else:
-        validate_value(value, spec, path, lines, what)
+        validate_value(value, spec, path, lines, what, trusted=trusted)
 
 
 def validate_config(
@@ -292,11 +324,22 @@ def validate_config(
     what: str,
     *,
     skip: Iterable[str] = (),
+    trusted: bool = True,
 ) -> None:
     """Check ``config`` against ``schema``: keys the (sub)technique uses, each value, then the rules.
 
-    ``skip``: keys validated elsewhere (the subtechnique name is checked by the caller)."""
+    ``skip``: keys validated elsewhere (the subtechnique name is checked by the caller).
+    ``trusted=False``: paths and URLs (``Field.access``) must stay inside the document's reach."""
     skip = set(skip)
+    root = next(
+        (
+            config[k]
+            for k, f in schema.fields.items()
+            if f.access == "root" and isinstance(config.get(k), str)
+        ),
+        None,
+    )
+    root = None if root is None or _is_templated(root) else root
     sub = config.get(schema.selector)
     sub = sub if isinstance(sub, str) and not _is_templated(sub) else None
     allowed = schema.keys_for(sub)
@@ -326,7 +369,7 @@ def validate_config(
             continue
         spec = schema.fields.get(key)
         if spec is not None:
-            validate_value(value, spec, kpath, lines, f"{what} '{key}'")
+            validate_value(value, spec, kpath, lines, f"{what} '{key}'", trusted=trusted, root=root)
     for key, (other, wanted) in (schema.requires or {}).items():
         if config.get(key) is not None and config.get(other) != wanted:
             raise lines.error(
@@ -387,9 +430,9 @@ INFRA_SCHEMA = ConfigSchema(
                         int, "checkpoint every N steps", default=1, minimum=1, maximum=1_000_000
                     ),
                     "storage": Field(_STORAGES, "where checkpoints live", default="diskcache"),
-                    "database_url": Field(str, "SQLAlchemy URL (storage: database)"),
-                    "redis_url": Field(str, "Redis URL (storage: redis)"),
-                    "path": Field(str, "diskcache directory"),
+                    "database_url": Field(str, "SQLAlchemy URL (storage: database)", access="url"),
+                    "redis_url": Field(str, "Redis URL (storage: redis)", access="url"),
+                    "path": Field(str, "diskcache directory", access="path"),
                     "keep": Field(int, "checkpoints kept per workflow", minimum=1, maximum=1_000_000),
                 }
             ),
@@ -405,8 +448,8 @@ INFRA_SCHEMA = ConfigSchema(
                         str, "cache key", default="workflow:${workflow_id}:${step_name}"
                     ),
                     "storage": Field(_STORAGES, "where cached outputs live", default="diskcache"),
-                    "redis_url": Field(str, "Redis URL (storage: redis)"),
-                    "path": Field(str, "diskcache directory"),
+                    "redis_url": Field(str, "Redis URL (storage: redis)", access="url"),
+                    "path": Field(str, "diskcache directory", access="path"),
                 }
             ),
         ),
@@ -472,7 +515,7 @@ PROVIDER_SCHEMA = ConfigSchema(
         "type": Field(("local",) + HTTP_PROVIDER_KINDS, "same as kind"),
         "model": Field(str, "model name"),
         "max_sentences": Field(int, "force the local provider's answer length", minimum=1, maximum=10_000),
-        "base_url": Field(str, "http(s) URL of the OpenAI-compatible API"),
+        "base_url": Field(str, "http(s) URL of the OpenAI-compatible API", access="url"),
         "api_key": Field(str, "API key (prefer api_key_env)"),
         "api_key_env": Field(str, "environment variable holding the API key"),
         "temperature": Field(NUMBER, "default sampling temperature", minimum=0, maximum=2),
@@ -484,7 +527,7 @@ PROVIDER_SCHEMA = ConfigSchema(
         "extra_headers": _HEADERS,
         "stream_usage": Field(bool, "ask for token usage in streamed responses"),
         "replay": Field(("auto", "record", "replay", "off", bool), "record/replay responses"),
-        "replay_dir": Field(str, "folder of recorded responses"),
+        "replay_dir": Field(str, "folder of recorded responses", access="path"),
         "max_response_bytes": Field(
             int, "largest response body accepted", minimum=1024, maximum=1_073_741_824, default=16 * 2**20
         ),
@@ -497,7 +540,7 @@ PROVIDER_SCHEMA = ConfigSchema(
 )
 
 
-def validate_providers(providers: Mapping[str, Any], lines: LineMap) -> None:
+def validate_providers(providers: Mapping[str, Any], lines: LineMap, *, trusted: bool = True) -> None:
     """Each ``providers:`` entry against its kind's keys; a kind registered from Python is its own."""
     from ..providers.registry import registered_provider_kinds
 
@@ -509,7 +552,9 @@ def validate_providers(providers: Mapping[str, Any], lines: LineMap) -> None:
         if not isinstance(kind, str):
             raise lines.error(kpath, f"provider '{name}': kind must be a string, got {kind!r}")
         if kind in ("local",) + HTTP_PROVIDER_KINDS:
-            validate_config({**conf, "kind": kind}, PROVIDER_SCHEMA, path, lines, f"provider '{name}'")
+            validate_config(
+                {**conf, "kind": kind}, PROVIDER_SCHEMA, path, lines, f"provider '{name}'", trusted=trusted
+            )
         elif kind not in registered_provider_kinds():
             known = ("local",) + HTTP_PROVIDER_KINDS + tuple(registered_provider_kinds())
             raise lines.error(
