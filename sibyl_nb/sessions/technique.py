@@ -52,7 +52,7 @@ CONFIG_SCHEMA = ConfigSchema(
         "database_url": Field(str, "SQLAlchemy URL (storage: database)", access="url"),
         "table": Field(str, "SQL table of messages"),
         "kv_table": Field(str, "SQL table of the key-value side"),
-        "directory": Field(str, "diskcache directory (storage: diskcache)", access="path"),
+        "directory": Field(str, "diskcache directory (storage: diskcache)", access="store"),
     },
     subtechniques={
         "memory": _IDS

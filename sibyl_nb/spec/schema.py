@@ -161,8 +161,9 @@ class Field:
     values: Any = None
     max_items: int | None = None
     templated: bool = True
-    # "path" (a file or folder), "root" (a folder paths are read from) or "url" (a connection): in an
-    # untrusted document these must stay inside the document's roots / on this machine (spec/trust.py)
+    # "path" (a file or folder read), "root" (a folder paths are read from), "store" (where sibyl_nb
+    # writes its own files) or "url" (a connection): in an untrusted document these must stay inside
+    # the document's roots / out of /proc, /sys, /dev / on this machine (spec/trust.py)
     access: str | None = None
 
     @property
@@ -292,13 +293,15 @@ def validate_value(
 
 def _check_access(value: str, access: str, path: Path, lines: LineMap, what: str, root: str | None) -> None:
     from ..errors import TrustError
-    from .trust import check_path, check_url, document_roots
+    from .trust import check_path, check_store_path, check_url, document_roots
 
     try:
         if access == "url":
             check_url(value, trusted=False, what=what, source=lines.source)
         elif access == "root":
             document_roots(lines.source, value)
+        elif access == "store":
+            check_store_path(value, trusted=False, what=what)
         else:
             check_path(value, source=lines.source, trusted=False, root=root, what=what)
     except TrustError as exc:
@@ -432,7 +435,7 @@ INFRA_SCHEMA = ConfigSchema(
                     "storage": Field(_STORAGES, "where checkpoints live", default="diskcache"),
                     "database_url": Field(str, "SQLAlchemy URL (storage: database)", access="url"),
                     "redis_url": Field(str, "Redis URL (storage: redis)", access="url"),
-                    "path": Field(str, "diskcache directory", access="path"),
+                    "path": Field(str, "diskcache directory", access="store"),
                     "keep": Field(int, "checkpoints kept per workflow", minimum=1, maximum=1_000_000),
                 }
             ),
@@ -449,7 +452,7 @@ INFRA_SCHEMA = ConfigSchema(
                     ),
                     "storage": Field(_STORAGES, "where cached outputs live", default="diskcache"),
                     "redis_url": Field(str, "Redis URL (storage: redis)", access="url"),
-                    "path": Field(str, "diskcache directory", access="path"),
+                    "path": Field(str, "diskcache directory", access="store"),
                 }
             ),
         ),
@@ -527,7 +530,7 @@ PROVIDER_SCHEMA = ConfigSchema(
         "extra_headers": _HEADERS,
         "stream_usage": Field(bool, "ask for token usage in streamed responses"),
         "replay": Field(("auto", "record", "replay", "off", bool), "record/replay responses"),
-        "replay_dir": Field(str, "folder of recorded responses", access="path"),
+        "replay_dir": Field(str, "folder of recorded responses", access="store"),
         "max_response_bytes": Field(
             int, "largest response body accepted", minimum=1024, maximum=1_073_741_824, default=16 * 2**20
         ),

@@ -1,11 +1,15 @@
 """What an untrusted document may reach: files inside its roots, servers on this machine.
 
 A document is a program a user may have downloaded. Unless the caller trusts it (``trust_code=True``,
-a notebook cell, a call from Python), a path it names must lie inside one of its roots — the
+a notebook cell, a call from Python), a file it *reads* must lie inside one of its roots — the
 document's own folder, the working directory, or a ``root`` that is itself inside those — and a
 connection URL it spells out literally must point at this machine (``localhost``, ``127.0.0.0/8``,
 ``::1``). ``${ENV}`` URLs are the user's own configuration and are not refused here. ``/proc``,
-``/sys`` and ``/dev`` are never read from an untrusted document, whatever its roots.
+``/sys`` and ``/dev`` are never touched from an untrusted document, whatever its roots.
+
+Store locations (a diskcache directory, an SQLite file, a replay folder) are where sibyl_nb *writes*
+its own files, with names it chooses: those may be anywhere (a temporary directory is the common
+case) except the pseudo-filesystems.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ from urllib.parse import urlsplit
 
 from ..errors import TrustError
 
-__all__ = ["document_roots", "check_path", "check_url", "is_loopback_host", "PSEUDO_FILESYSTEMS"]
+__all__ = [
+    "document_roots",
+    "check_path",
+    "check_store_path",
+    "check_url",
+    "is_loopback_host",
+    "PSEUDO_FILESYSTEMS",
+]
 
 PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
 _HINT = "pass trust_code=True if you trust this document"
@@ -67,6 +78,16 @@ def check_path(
     return resolved
 
 
+def check_store_path(path: str | os.PathLike[str], *, trusted: bool, what: str = "path") -> None:
+    """A folder or file sibyl_nb writes its own data to: anywhere but ``/proc``, ``/sys``, ``/dev``."""
+    if trusted:
+        return
+    p = Path(path).expanduser()
+    resolved = (p if p.is_absolute() else Path.cwd() / p).resolve()
+    if _inside(resolved, PSEUDO_FILESYSTEMS):
+        raise TrustError(f"{what} '{path}' is inside a system pseudo-filesystem; {_HINT}")
+
+
 def is_loopback_host(host: str | None) -> bool:
     if not host:
         return False
@@ -92,7 +113,7 @@ def check_url(url: str, *, trusted: bool, what: str = "url", source: str | None 
         file = url.split(":///", 1)[1] if ":///" in url else ""
         file = file.split("?", 1)[0]
         if file and file != ":memory:":
-            check_path(file, source=source, trusted=trusted, what=f"{what} file")
+            check_store_path(file, trusted=trusted, what=f"{what} file")
         return
     if host is None and parts.scheme in ("unix", "redis+unix"):
         return

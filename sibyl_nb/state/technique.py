@@ -26,7 +26,7 @@ CONFIG_SCHEMA = ConfigSchema(
         "storage": Field(_STORAGES, "where state lives (default: diskcache)"),
         "redis_url": Field(str, "Redis URL (storage: redis)", access="url"),
         "database_url": Field(str, "SQLAlchemy URL (storage: database)", access="url"),
-        "path": Field(str, "diskcache directory", access="path"),
+        "path": Field(str, "diskcache directory", access="store"),
         "namespace": Field(str, "key namespace"),
         "ttl": Field(NUMBER, "seconds before stored state expires", exclusive_minimum=0),
         "workflow_id": Field(str, "whose state (default: the run's workflow id)"),
