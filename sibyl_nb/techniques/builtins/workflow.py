@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...spec.schema import ConfigSchema, Field
 from ...techniques.context import StepContext
 from ..registry import register_technique
 
@@ -45,7 +46,14 @@ def passthrough(ctx: StepContext) -> Any:
     return ctx.input
 
 
-register_technique("workflow_orchestration.passthrough", passthrough, blocking=False)
+register_technique(
+    "workflow_orchestration.passthrough",
+    passthrough,
+    blocking=False,
+    # open: a placeholder stands for a technique still to be written; its config is rendered (so a
+    # template typo is still caught) but not otherwise checked
+    config_schema=ConfigSchema({}, closed=False, description="placeholder step: hands its input on"),
+)
 
 
 def human_input(ctx: StepContext) -> Any:
@@ -73,6 +81,12 @@ register_technique(
     "workflow_orchestration.human_input",
     human_input,
     blocking=False,
-    config_schema={"prompt": str, "choices": list},
+    config_schema=ConfigSchema(
+        {
+            "prompt": Field(str, "what to ask the person"),
+            "choices": Field(list, "the answers to pick from (buttons in the notebook); omit for free text"),
+        },
+        description="pause for a person's answer: an approval, a choice or an edit",
+    ),
     outputs=("answer", "text", "prompt", "choices"),
 )
