@@ -14,4 +14,5 @@ SUITES = (
     ("checkpoint", "benchmarks.checkpoint"),
     ("widget", "benchmarks.widget"),
     ("dask", "benchmarks.dask_bench"),
+    ("for_each", "benchmarks.for_each"),
 )
