@@ -77,7 +77,7 @@ GRAPH_NODE_KEYS = (
     "max_iterations",
     "description",
 )
-EDGE_KEYS = ("from", "to", "condition", "description")
+EDGE_KEYS = ("from", "to", "condition", "default", "description")
 ORCH_CONFIG_KEYS = (
     "subtechnique",
     "steps",
@@ -397,8 +397,17 @@ class _Compiler:
             out.append(fb)
         return out
 
-    def edge(self, src: str, dst: str, path: Path, *, condition: Any = None, when: str | None = None) -> Edge:
-        e = Edge(src, dst, when=when, path=format_path(path), line=self.lines.line(path))
+    def edge(
+        self,
+        src: str,
+        dst: str,
+        path: Path,
+        *,
+        condition: Any = None,
+        when: str | None = None,
+        default: bool = False,
+    ) -> Edge:
+        e = Edge(src, dst, when=when, path=format_path(path), line=self.lines.line(path), default=default)
         if condition is not None:
             e.condition = self.condition(condition, path + ("condition",), None, edge_src=src)
         return self.graph.add_edge(e)
@@ -538,6 +547,7 @@ class _Compiler:
         edges = gdef.get("edges") or []
         expect_list(edges, gpath + ("edges",), self.lines, "graph_definition.edges")
         sub_edges: list[Edge] = []
+        defaults: set[str] = set()
         for j, ed in enumerate(edges):
             epath = gpath + ("edges", j)
             expect_mapping(ed, epath, self.lines, "an edge")
@@ -554,8 +564,20 @@ class _Compiler:
                             f"edge {end} '{nm}': no node with that id in this graph"
                             f"{did_you_mean(str(nm), ids)}",
                         )
+            default = ed.get("default", False)
+            check_type(default, bool, epath + ("default",), self.lines, "default")
+            if default:  # the else branch: fires when no other edge leaving the node fired
+                if ed.get("condition") is not None:
+                    raise self.err(
+                        epath + ("default",), "an edge with 'default: true' cannot have a condition"
+                    )
+                if ed["from"] in defaults:
+                    raise self.err(epath + ("default",), f"node '{ed['from']}' already has a default edge")
+                defaults.add(ed["from"])
             for t in targets:
-                sub_edges.append(self.edge(ed["from"], t, epath, condition=ed.get("condition")))
+                sub_edges.append(
+                    self.edge(ed["from"], t, epath, condition=ed.get("condition"), default=default)
+                )
         # the subgraph alone decides its back edges, entries and exits
         sub = GraphIR([self.graph.nodes[i] for i in ids], sub_edges)
         try:
