@@ -77,6 +77,7 @@ class Node:
     out_edges: list[Edge] = field(default_factory=list)  # default edges last
     n_fwd_in: int = 0
     loop: int = -1  # index into GraphIR.loops of the loop this node belongs to, -1 = none
+    plain_out: bool = True  # every out-edge is forward, unconditional, not an exit (a scheduler fast path)
     feeds: tuple[int, ...] = ()  # loops whose header this node feeds (its output is their loop value)
 
     def __repr__(self) -> str:
@@ -224,6 +225,11 @@ class GraphIR:
                 nodes[e.dst].n_fwd_in += 1
         self.entries = [n for n in nodes.values() if n.n_fwd_in == 0]
         self.loops = self._find_loops(discovered) if any(e.back for e in self.edges) else []
+        for n in nodes.values():
+            n.plain_out = all(
+                e.condition is None and e.when is None and not (e.back or e.exit or e.default)
+                for e in n.out_edges
+            )
         if not self.exits:
             self.exits = self.sinks()
         self._regions.clear()

@@ -630,7 +630,7 @@ class Scheduler:
         it = act.iteration
         run = self.run
         event: Event | None = None
-        if isinstance(outcome, Done):
+        if type(outcome) is Done:
             out = outcome.output
             run.results[node.id] = out
             status = outcome.status
@@ -656,7 +656,7 @@ class Scheduler:
                         duration=outcome.ended - outcome.started,
                         attempts=outcome.attempts,
                     )
-        elif isinstance(outcome, Skipped):
+        elif type(outcome) is Skipped:
             now = _perf()
             self._record(node, it, "skipped", now, now, 0, reason=outcome.reason)
             if outcome.bypass:
@@ -694,12 +694,18 @@ class Scheduler:
     def _resolve(self, node: Node, it: int, outcome: str) -> None:
         """Resolve out-edges of ``node`` (and, iteratively, of nodes dead-path-skipped by it); a
         loop's exit edges wait for the loop to end (:meth:`_end_loop`)."""
+        nodes = self.graph.nodes
         work: list[tuple[Node, str, int]] = [(node, outcome, it)]
         while work:
             src, oc, sit = work.pop()
             self._last[src.index] = oc
             edges = src.out_edges
             if not edges:
+                continue
+            if src.plain_out and oc != "skipped":  # fast path: unconditional forward edges only
+                self._out_fired[src.index] = True
+                for e in edges:
+                    self._arrive(nodes[e.dst], src.id, work)
                 continue
             fired_any = False
             conditional = False
@@ -722,7 +728,7 @@ class Scheduler:
                     if fire:
                         self._reenter(e, src)
                     continue
-                self._arrive(self.graph.nodes[e.dst], src.id if fire else None, work)
+                self._arrive(nodes[e.dst], src.id if fire else None, work)
             self._out_fired[src.index] = fired_any
             if conditional and not fired_any and oc == RAN and src.loop < 0:
                 self._warn_no_branch(src, sit, edges)
