@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import SibylError, SpecError, TrustError
+from ..errors import SibylError, SpecError, TechniqueError, TrustError
 from ..spec.expressions import compile_condition
 from ..spec.templates import compile_value
 from ..techniques.registry import get_technique
@@ -156,7 +156,7 @@ async def run_dynamic(scheduler: Any, node: Node, ctx: Any) -> Any:
     scheduler.warnings.extend(f"{node.id}: {w}" for w in sub.warnings)
     error = sub.failure_error()
     if error is not None:
-        raise SibylError(
+        raise TechniqueError(
             f"inside the graph built by '{node.id}': node '{error.node_id}' (technique "
             f"'{error.technique}') failed after {error.attempts} attempt(s): {error.message}",
             node_id=node.id,

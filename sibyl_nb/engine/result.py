@@ -178,6 +178,7 @@ class RunResult:
             )
             if r.status in ("ran", "cached"):
                 lines.append(f"      {_preview(r.output, 110)}")
+        lines.extend(f"  ! {w}" for w in self.warnings)
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -47,7 +47,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NodeExecutionError, SibylError, TemplateError
+from ..errors import NodeExecutionError, SibylError, TechniqueError, TemplateError
 from ..spec.expressions import MISSING
 from ..techniques.context import StepContext
 from ..techniques.registry import TechniqueInfo, get_technique
@@ -78,7 +78,7 @@ CACHED = "cached"
 RECOVERED = "recovered"  # a fallback supplied the output
 
 
-class TechniqueOutputError(SibylError):
+class TechniqueOutputError(TechniqueError):
     """A technique returned something that is not an output (a generator); never retried."""
 
 
