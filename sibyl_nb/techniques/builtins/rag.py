@@ -169,7 +169,9 @@ async def retrieval(ctx: Any) -> dict[str, Any]:
     Only documents that share a term with the query count, so ``count`` says how much the corpus
     knows: conditions like ``${retrieve.count} < 3`` can branch to query expansion.
     """
-    return await asyncio.to_thread(_search_output, ctx, "rag.retrieval", str(ctx.config.get("mode") or "hybrid"))
+    return await asyncio.to_thread(
+        _search_output, ctx, "rag.retrieval", str(ctx.config.get("mode") or "hybrid")
+    )
 
 
 def _search_output(ctx: Any, technique_name: str, mode: str) -> dict[str, Any]:
