@@ -524,7 +524,9 @@ class Scheduler:
             if info.is_async:
                 return await self._with_timeout(node, info.fn(ctx))
             return info.fn(ctx)
-        return await self._with_timeout(node, self.executor.call(info, ctx, offload=info.blocking))
+        return await self._with_timeout(
+            node, self.executor.call(info, ctx, offload=info.blocking and not info.is_async)
+        )
 
     async def _with_timeout(self, node: Node, call: Any) -> Any:
         if node.timeout is None:
