@@ -93,6 +93,7 @@ class RunResult:
     error: str | None = None
     graph: Any = None  # the GraphIR that ran (for drawing)
     allocations: list[dict[str, Any]] = field(default_factory=list)  # token allocations, per context step
+    workflow_id: str | None = None  # the checkpoint chain this run writes to (resume/fork/history use it)
     exits: list[str] = field(default_factory=list)  # the graph's exits (keys of a multi-exit output)
     warnings: list[str] = field(default_factory=list)
 
@@ -160,9 +161,14 @@ class RunResult:
             f"run {self.run_id} · {self.pipeline} · {self.duration * 1000:.1f} ms · stopped_by={self.stopped_by}"
         ]
         for r in self.records:
-            mark = {"ran": "✓", "cached": "⚡", "skipped": "·", "failed": "✗", "cancelled": "⊘"}.get(
-                r.status, "?"
-            )
+            mark = {
+                "ran": "✓",
+                "cached": "⚡",
+                "edited": "✎",
+                "skipped": "·",
+                "failed": "✗",
+                "cancelled": "⊘",
+            }.get(r.status, "?")
             extra = ""
             if r.status == "skipped" and r.reason:
                 extra = f"  ({r.reason})"
@@ -176,7 +182,7 @@ class RunResult:
                 f"  {mark} {label:<22} {r.technique:<38} {r.started * 1000:8.1f} → "
                 f"{r.ended * 1000:8.1f} ms{attempts}{extra}"
             )
-            if r.status in ("ran", "cached"):
+            if r.status in ("ran", "cached", "edited"):
                 lines.append(f"      {_preview(r.output, 110)}")
         lines.extend(f"  ! {w}" for w in self.warnings)
         return "\n".join(lines)
