@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
 import time
 from collections import deque
@@ -72,6 +73,7 @@ __all__ = [
 ]
 
 _perf = time.perf_counter
+_POOL_WORKERS = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default ThreadPoolExecutor size
 
 RAN = "ran"
 CACHED = "cached"
@@ -213,6 +215,7 @@ class Scheduler:
         self._emit = run.bus.emit if run.bus else None
         self._deferred_events: list[Event] = []
         self._threads: list[Activation] = []  # offloaded calls abandoned by a timeout / cancel
+        self._busy_threads = 0  # this scheduler's calls occupying a worker of the default pool
         self.warnings: list[str] = []
         self.stopped_by = "completed"
         if restore is not None:
@@ -546,33 +549,52 @@ class Scheduler:
         fallback_for: str | None,
     ) -> Any:
         """Sync code in a worker thread: started is measured in the thread; on timeout/cancel the
-        thread is told to stop (``ctx.cancelled``) and, while it runs on, tracked for ``warnings``."""
+        thread is told to stop (``ctx.cancelled``) and, while it runs on, tracked for ``warnings``.
+
+        With a worker free, ``node_started`` is emitted as the call is handed over (the code begins
+        within microseconds); when every worker is busy the thread itself reports when it began."""
         loop = asyncio.get_running_loop()
         cancel = act.cancel = threading.Event()
         ctx._cancel = cancel
+        queued = self._busy_threads >= _POOL_WORKERS
+        began: list[float] = []
 
         def work() -> Any:
-            loop.call_soon_threadsafe(self._begin, act, attempt, _perf(), fallback_for)
+            t = _perf()
+            began.append(t)
+            if queued:
+                loop.call_soon_threadsafe(self._begin, act, attempt, t, fallback_for)
             try:
                 return info.fn(ctx)
             finally:
                 act.thread_running = False
 
+        if not queued:
+            self._begin(act, attempt, _perf(), fallback_for)
+        self._busy_threads += 1
         act.thread_running = True
         future = loop.run_in_executor(None, work)
+        future.add_done_callback(self._thread_freed)
         try:
             if node.timeout is None:
-                return await asyncio.shield(future)
-            try:
-                return await asyncio.wait_for(asyncio.shield(future), node.timeout)
-            except asyncio.TimeoutError:
-                raise TimeoutError(f"timed out after {node.timeout:g} s") from None
+                out = await asyncio.shield(future)
+            else:
+                try:
+                    out = await asyncio.wait_for(asyncio.shield(future), node.timeout)
+                except asyncio.TimeoutError:
+                    raise TimeoutError(f"timed out after {node.timeout:g} s") from None
+            if attempt == 1 and began:
+                act.started = began[0]  # when the worker began it, not when it was handed over
+            return out
         except BaseException:
             if act.thread_running:
                 cancel.set()
                 self._threads.append(act)
                 future.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "unretrieved"
             raise
+
+    def _thread_freed(self, _future: Any) -> None:
+        self._busy_threads -= 1
 
     def _begin(self, act: Activation, attempt: int, t: float, fallback_for: str | None = None) -> None:
         """The node's code begins now: record when (first attempt) and tell the observers."""
