@@ -96,6 +96,12 @@ class RunResult:
     workflow_id: str | None = None  # the checkpoint chain this run writes to (resume/fork/history use it)
     exits: list[str] = field(default_factory=list)  # the graph's exits (keys of a multi-exit output)
     warnings: list[str] = field(default_factory=list)
+    interrupts: list[Any] = field(default_factory=list)  # InterruptInfo of each node waiting for input
+
+    @property
+    def interrupt(self) -> Any:
+        """What a run stopped by ``ctx.interrupt`` waits for (node id, payload), else None."""
+        return self.interrupts[0] if self.interrupts else None
 
     @property
     def text(self) -> str:
@@ -165,6 +171,7 @@ class RunResult:
                 "ran": "✓",
                 "cached": "⚡",
                 "edited": "✎",
+                "interrupted": "⏸",
                 "skipped": "·",
                 "failed": "✗",
                 "cancelled": "⊘",

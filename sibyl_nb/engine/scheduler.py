@@ -54,6 +54,7 @@ from ..techniques.context import StepContext
 from ..techniques.registry import TechniqueInfo, get_technique
 from .events import Event, EventKind
 from .executors import LocalExecutor
+from .interrupt import INTERRUPTED, Interrupt, record_output
 from .ir import Edge, GraphIR, Loop, Node
 from .result import StepRecord
 from .scope import resolver_for
@@ -65,6 +66,7 @@ __all__ = [
     "Done",
     "Skipped",
     "Failed",
+    "Paused",
     "Outcome",
     "TechniqueOutputError",
     "RAN",
@@ -149,7 +151,14 @@ class Failed:
     recorded: bool = False
 
 
-Outcome = Done | Skipped | Failed
+@dataclass(slots=True)
+class Paused:
+    """``ctx.interrupt`` with no answer yet: the node waits in the frontier for ``resume(value=)``."""
+
+    interrupt: Interrupt
+
+
+Outcome = Done | Skipped | Failed | Paused
 
 
 @dataclass(slots=True)
@@ -216,6 +225,7 @@ class Scheduler:
         self._deferred_events: list[Event] = []
         self._threads: list[Activation] = []  # offloaded calls abandoned by a timeout / cancel
         self._busy_threads = 0  # this scheduler's calls occupying a worker of the default pool
+        self._paused: list[tuple[Node, tuple[str, ...]]] = []  # interrupted: the frontier of a resume
         self.warnings: list[str] = []
         self.stopped_by = "completed"
         if restore is not None:
@@ -353,6 +363,8 @@ class Scheduler:
         self._begin(act, 1, _perf())
         try:
             out = act.info.fn(act.ctx)
+        except Interrupt as pause:
+            return Paused(pause)
         except Exception as exc:
             act.first_error = exc
             return None
@@ -371,6 +383,8 @@ class Scheduler:
         try:
             out, attempts = await self._attempts(node, act.ctx, act.info, act, act.first_error)
             return Done(out, act.started, _perf(), attempts)
+        except Interrupt as pause:  # a pause, not a failure: no retry, no fallback
+            return Paused(pause)
         except _AttemptsFailed as failed:
             error, attempts = failed.error, failed.attempts
         t1 = _perf()
@@ -486,6 +500,8 @@ class Scheduler:
                     raise
                 except Exception as exc:
                     error = exc
+            if isinstance(error, Interrupt):
+                raise error
             if isinstance(error, (TemplateError, TechniqueOutputError)) or attempt >= max_attempts:
                 raise _AttemptsFailed(error, attempt)
             delay = policy.delay(attempt, self.run.rng) if policy else 0.0
@@ -514,11 +530,9 @@ class Scheduler:
         fallback_for: str | None,
     ) -> Any:
         """One attempt: a dynamic subgraph, an async technique, sync code in a thread, or inline."""
-        if node.kind == "dynamic":
-            from .dynamic import run_dynamic
-
+        if node.kind != "task":  # a graph node: built at run time, for_each, a pipeline subgraph
             self._begin(act, attempt, _perf(), fallback_for)
-            return await self._with_timeout(node, run_dynamic(self, node, ctx))
+            return await self._with_timeout(node, self._run_graph_node(node, ctx))
         assert info is not None
         if not info.is_async and self._local and (info.blocking or node.timeout is not None):
             return await self._in_thread(node, ctx, info, act, attempt, fallback_for)
@@ -530,6 +544,22 @@ class Scheduler:
         return await self._with_timeout(
             node, self.executor.call(info, ctx, offload=info.blocking and not info.is_async)
         )
+
+    def _run_graph_node(self, node: Node, ctx: StepContext) -> Any:
+        """The coroutine that runs a node of kind ``dynamic`` / ``map`` / ``subgraph`` (nested schedulers)."""
+        if node.kind == "dynamic":
+            from .dynamic import run_dynamic
+
+            return run_dynamic(self, node, ctx)
+        if node.kind == "map":
+            from .fanout import run_for_each
+
+            return run_for_each(self, node, ctx)
+        if node.kind == "subgraph":
+            from .subgraph import run_subgraph
+
+            return run_subgraph(self, node, ctx)
+        raise TechniqueError(f"unknown node kind '{node.kind}'", node_id=node.id, technique=node.technique)
 
     async def _with_timeout(self, node: Node, call: Any) -> Any:
         if node.timeout is None:
@@ -688,6 +718,18 @@ class Scheduler:
             self._resolve(node, it, "bypassed" if outcome.bypass else "skipped")
             if self._emit:
                 event = self._make_event(EventKind.NODE_SKIPPED, node, it, reason=outcome.reason)
+        elif type(outcome) is Paused:
+            pause = outcome.interrupt
+            now = _perf()
+            self._record(
+                node, it, INTERRUPTED, now, now, 1, output=record_output(pause), reason="waiting for input"
+            )
+            self._paused.append((node, act.preds))
+            self.stopped_by = INTERRUPTED
+            if self._emit:
+                event = self._make_event(
+                    EventKind.INTERRUPTED, node, it, payload=pause.payload, answers=pause.answers
+                )
         else:
             failure = outcome.failure
             if not outcome.recorded:
@@ -868,6 +910,8 @@ class Scheduler:
         if state.done or not state.started or self._failure is not None:
             return
         nodes = self.graph.nodes
+        if any(n.loop == li for n, _ in self._paused):
+            return  # a loop node waits for input: the loop goes on after the resume
         for nid in self.graph.loops[li].nodes:
             i = nodes[nid].index
             if 0 < self._pending[i] < self._need[i]:
@@ -925,8 +969,9 @@ class Scheduler:
     def _end_idle_loops(self) -> bool:
         """Nothing can run any more: end loops still waiting (a half-resolved node never completes).
         True when that made something ready."""
+        paused = {n.loop for n, _ in self._paused}
         for li, state in enumerate(self._loops):
-            if state.started and not state.done and self._failure is None:
+            if state.started and not state.done and self._failure is None and li not in paused:
                 self._end_loop(li)
         return bool(self._ready)
 
@@ -1076,6 +1121,7 @@ class Scheduler:
         frontier += [[a.node.id, list(a.preds)] for a in self._tasks.values()]
         for q in self._blocked.values():
             frontier += [[n.id, list(p)] for n, p in q]
+        frontier += [[n.id, list(p)] for n, p in self._paused]
         picked = self._nodes
         if only is not None:
             gn = self.graph.nodes
@@ -1121,7 +1167,8 @@ class Scheduler:
             # the interrupted activation is redone under the same iteration number
             self._acts[node.index] = self._runs[node.index]
             self._push(node, tuple(preds))
-        self.stopped_by = snap.get("stopped_by", "completed")
+        stopped = snap.get("stopped_by", "completed")
+        self.stopped_by = "completed" if stopped == INTERRUPTED else stopped  # a resume answers the pause
 
 
 class _AttemptsFailed(Exception):
