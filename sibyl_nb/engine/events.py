@@ -33,9 +33,8 @@ class EventKind(str, Enum):
     NODE_CACHED = "node_cached"  # technique, output
     NODE_RETRYING = "node_retrying"  # technique, attempt, delay, error
     NODE_FAILED = "node_failed"  # technique, attempts, error, recovered (a fallback takes over)
-    TOKEN = (
-        "token"  # delta: a generation's text as its provider streams it (only when a subscriber wants_tokens)
-    )
+    INTERRUPTED = "interrupted"  # payload, answers: ctx.interrupt paused the node until resume(value=)
+    TOKEN = "token"  # delta: streamed generation text (only when a subscriber wants_tokens)
     RUN_FINISHED = "run_finished"  # stopped_by, duration, output, result
     RUN_FAILED = "run_failed"  # error, node_id[, result]
     CUSTOM = "custom"  # kind-specific, e.g. {"kind": "token_allocation", ...}, {"kind": "max_iterations"}
