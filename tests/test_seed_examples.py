@@ -42,6 +42,7 @@ def with_latency(delays: dict[str, float]):
                 subtechniques=info.subtechniques,
                 config_schema=info.config_schema,
                 outputs=info.outputs,
+                outputs_for=info.outputs_for,
             )
         yield
     finally:
@@ -53,6 +54,7 @@ def with_latency(delays: dict[str, float]):
                 subtechniques=info.subtechniques,
                 config_schema=info.config_schema,
                 outputs=info.outputs,
+                outputs_for=info.outputs_for,
             )
 
 
@@ -75,6 +77,7 @@ def failing(name: str, when=lambda ctx: True, calls: list | None = None):
         subtechniques=info.subtechniques,
         config_schema=info.config_schema,
         outputs=info.outputs,
+        outputs_for=info.outputs_for,
     )
     try:
         yield
@@ -86,6 +89,7 @@ def failing(name: str, when=lambda ctx: True, calls: list | None = None):
             subtechniques=info.subtechniques,
             config_schema=info.config_schema,
             outputs=info.outputs,
+            outputs_for=info.outputs_for,
         )
 
 
