@@ -18,7 +18,7 @@ from .engine.scheduler import Scheduler
 from .engine.sync import run_sync
 from .errors import SibylError, SpecError, TemplateError
 from .spec.compile import Document, PipelineSpec, compile_document
-from .spec.yaml_lines import LineMap, load_yaml_with_lines
+from .spec.yaml_lines import LineMap, load_yaml_with_lines, read_yaml_file
 from .state.api import PipelineStateMixin, settings_extension
 
 __all__ = ["Pipeline", "RunState", "load_document", "RUN_EXTENSIONS"]
@@ -389,11 +389,11 @@ def load_document(path_or_text: str | os.PathLike[str], *, trust_code: bool = Fa
 def _read(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
     if isinstance(path_or_text, os.PathLike):
         p = FsPath(path_or_text)
-        return p.read_text(encoding="utf-8"), str(p)
+        return read_yaml_file(p), str(p)
     text = str(path_or_text)
     if "\n" not in text and len(text) < 4096 and text.endswith((".yaml", ".yml")):
         p = FsPath(text)
         if not p.exists():
             raise SpecError(f"no such file: {text}")
-        return p.read_text(encoding="utf-8"), str(p)
+        return read_yaml_file(p), str(p)
     return text, "<yaml>"
