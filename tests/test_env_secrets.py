@@ -150,12 +150,12 @@ def provider_doc(**entry: str) -> str:
     "entry,line",
     [
         # the OpenAI key (kind openai sends $OPENAI_API_KEY) to a server the document chose
-        ({"kind": "openai", "base_url": "https://collector.example/v1", "model": "m"}, 5),
+        ({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}, 5),
         # any variable to any server
         (
             {
                 "kind": "vllm",
-                "base_url": "https://collector.example/v1",
+                "base_url": "http://127.0.0.1:9/v1",
                 "api_key_env": "AWS_SECRET_ACCESS_KEY",
             },
             6,
@@ -169,6 +169,16 @@ def test_untrusted_document_cannot_forward_an_env_key(entry, line):
         load(provider_doc(**entry))
     assert exc.value.line == line
     load(provider_doc(**entry), trust_code=True)  # the user's own document may
+
+
+def test_a_remote_collector_is_refused_either_way():
+    entry = {
+        "kind": "vllm",
+        "base_url": "https://collector.example/v1",
+        "api_key_env": "AWS_SECRET_ACCESS_KEY",
+    }
+    with pytest.raises(TrustError):
+        load(provider_doc(**entry))
 
 
 def test_key_to_the_kinds_own_endpoint_is_fine_untrusted():

@@ -17,7 +17,22 @@ from ..errors import ExpressionError, SpecError, TrustError, UnknownTechniqueErr
 from ..techniques.context import QUERY_KEYS
 from ..techniques.registry import TechniqueInfo, get_technique, has_technique
 from .expressions import Ref, compile_condition
-from .schema import check_keys, check_schema, check_type, did_you_mean, expect_list, expect_mapping
+from .schema import (
+    INFRA_SCHEMA,
+    MAX_CONCURRENT,
+    MAX_ITERATIONS,
+    OBSERVABILITY_SCHEMA,
+    RETRY_SCHEMA,
+    STEP_TIMEOUT,
+    check_keys,
+    check_type,
+    did_you_mean,
+    expect_list,
+    expect_mapping,
+    validate_config,
+    validate_providers,
+    validate_value,
+)
 from .templates import CONNECTION_KEYS, compile_value, env_name, is_env_name
 from .yaml_lines import LineMap, Path, format_path
 
@@ -105,52 +120,6 @@ ORCH_STEP_KEYS = (
     "output",
     "description",
 )
-RETRY_KEYS = (
-    "max_attempts",
-    "backoff",
-    "initial_delay",
-    "initial",
-    "delay",
-    "max_delay",
-    "multiplier",
-    "jitter",
-)
-INFRA_SCHEMA = {
-    "checkpointing": {
-        "enabled": bool,
-        "frequency": int,
-        "storage": str,
-        "database_url": str,
-        "redis_url": str,
-        "path": str,
-        "keep": int,
-    },
-    "caching": {
-        "enabled": bool,
-        "ttl": (int, float),
-        "cache_key_template": str,
-        "storage": str,
-        "redis_url": str,
-        "path": str,
-    },
-}
-OBSERVABILITY_SCHEMA = {
-    "logging": {
-        "level": str,
-        "workflow_tracing": bool,
-        "log_step_transitions": bool,
-        "log_state_changes": bool,
-        "format": str,
-    },
-    "metrics": {
-        "workflow_duration": bool,
-        "step_duration": bool,
-        "error_rate": bool,
-        "retry_count": bool,
-        "export": str,
-        "prometheus_port": int,
-    },
-}
 GRAPH_MODES = ("dag", "cyclic", "conditional", "dynamic")
 # Settings rendered per step at run time (any name of the scope table), not once at load.
 RUN_TEMPLATES = frozenset({"cache_key_template"})
@@ -261,7 +230,15 @@ class _Compiler:
                 UnknownTechniqueError,
                 technique=info.name,
             )
-        check_schema(config, info.config_schema, path, self.lines, f"{info.name} config")
+        validate_config(
+            config,
+            info.config_schema,
+            path,
+            self.lines,
+            info.name,
+            skip=("subtechnique",),
+            trusted=self.trusted,
+        )
 
     def retry(self, value: Any, path: Path) -> RetryPolicy | None:
         if value is None:
@@ -269,7 +246,7 @@ class _Compiler:
         if isinstance(value, int) and not isinstance(value, bool):
             value = {"max_attempts": value}
         expect_mapping(value, path, self.lines, "retry")
-        check_keys(value, RETRY_KEYS, path, self.lines, "retry")
+        validate_config(value, RETRY_SCHEMA, path, self.lines, "retry")
         policy = RetryPolicy()
         if "max_attempts" in value:
             check_type(value["max_attempts"], int, path + ("max_attempts",), self.lines, "retry.max_attempts")
@@ -332,6 +309,9 @@ class _Compiler:
     ) -> Node:
         config = {} if config is None else config
         cpath = path + ("config",)
+        validate_value(
+            max_iterations, MAX_ITERATIONS, path + ("max_iterations",), self.lines, "max_iterations"
+        )
         expect_mapping(config, cpath, self.lines, f"config of node '{node_id}'")
         info = self.technique_info(technique, info_path or path)
         if info.compiles:
@@ -355,7 +335,7 @@ class _Compiler:
             line=self.lines.line(path),
         )
         if timeout is not None:
-            check_type(timeout, float, path + ("timeout",), self.lines, "timeout")
+            validate_value(timeout, STEP_TIMEOUT, path + ("timeout",), self.lines, "timeout")
             node.timeout = float(timeout)
         if cache is not None:
             check_type(cache, bool, path + ("cache",), self.lines, "cache")
@@ -509,8 +489,7 @@ class _Compiler:
         check_type(mode, list(GRAPH_MODES), path + ("subtechnique",), self.lines, "graph subtechnique")
         max_it = config.get("max_iterations", 10)
         check_type(max_it, int, path + ("max_iterations",), self.lines, "max_iterations")
-        if max_it < 1:
-            raise self.err(path + ("max_iterations",), "max_iterations must be at least 1")
+        validate_value(max_it, MAX_ITERATIONS, path + ("max_iterations",), self.lines, "max_iterations")
         group = str(step.get("id") or step.get("name") or f"graph_{index}")
         limit_key = self.limit(config, path, group)
         if config.get("executor") is not None:
@@ -602,6 +581,21 @@ class _Compiler:
 
     def executor_choice(self, value: Any, path: Path) -> None:
         """One run has one scheduler and one executor: a graph's ``executor:`` chooses it for the pipeline."""
+        from ..engine.executor_factory import document_address
+
+        address = None if self.trusted else document_address(value)
+        if address is not None:
+            at = path
+            if isinstance(value, dict):
+                key = "scheduler_address" if "scheduler_address" in value else "address"
+                at = path + (key,) if path + (key,) in self.lines._lines else path
+            raise self.err(
+                at,
+                f"executor at scheduler address '{address}' comes from the document: a Dask client "
+                f"unpickles what the scheduler sends, so this is code execution; pass trust_code=True, "
+                f"or give the address from Python (execute(executor=...))",
+                TrustError,
+            )
         if self.executor is not None and self.executor != value:
             raise self.err(
                 path,
@@ -615,8 +609,7 @@ class _Compiler:
         if mc is None:
             return None
         check_type(mc, int, path + ("max_concurrent",), self.lines, "max_concurrent")
-        if mc < 1:
-            raise self.err(path + ("max_concurrent",), "max_concurrent must be at least 1")
+        validate_value(mc, MAX_CONCURRENT, path + ("max_concurrent",), self.lines, "max_concurrent")
         self.graph.limits[group] = mc
         return group
 
@@ -1112,6 +1105,7 @@ def compile_pipeline(
     mc = spec.get("max_concurrent")
     if mc is not None:
         check_type(mc, int, path + ("max_concurrent",), lines, "max_concurrent")
+        validate_value(mc, MAX_CONCURRENT, path + ("max_concurrent",), lines, "max_concurrent")
         comp.graph.max_concurrent = mc
     executor = spec.get("executor")
     if spec.get("scheduler_address") is not None:
@@ -1127,7 +1121,8 @@ def compile_pipeline(
             "scheduler_address": address,
         }
     if executor is not None:
-        comp.executor_choice(executor, path + ("executor",))
+        where = "scheduler_address" if spec.get("scheduler_address") is not None else "executor"
+        comp.executor_choice(executor, path + (where,))
     exits = comp.pipeline(spec["steps"], path + ("steps",))
     comp.graph.exits = exits
     comp.graph.finalize()
@@ -1179,14 +1174,10 @@ def compile_document(
     infra = _section(data.get("shops"), lines, trusted)
     obs = data.get("observability") or {}
     expect_mapping(obs, ("observability",), lines, "observability")
-    check_keys(obs, OBSERVABILITY_SCHEMA, ("observability",), lines, "observability")
-    for key, schema in OBSERVABILITY_SCHEMA.items():
-        if key in obs:
-            expect_mapping(obs[key], ("observability", key), lines, f"observability.{key}")
-            check_keys(obs[key], schema, ("observability", key), lines, f"observability.{key}")
-            check_schema(obs[key], schema, ("observability", key), lines, f"observability.{key}")
+    validate_config(obs, OBSERVABILITY_SCHEMA, ("observability",), lines, "observability", trusted=trusted)
     providers = data.get("providers") or {}
     expect_mapping(providers, ("providers",), lines, "providers")
+    validate_providers(providers, lines, trusted=trusted)
     rendered: dict[str, dict[str, Any]] = {}
     for pname, pconf in providers.items():
         expect_mapping(pconf, ("providers", pname), lines, f"provider '{pname}'")
@@ -1294,21 +1285,20 @@ def _section(shops: Any, lines: LineMap, trusted: bool = False) -> dict[str, Any
     if shops is None:
         return {}
     expect_mapping(shops, ("shops",), lines, "shops")
+    check_keys(shops, ("infrastructure",), ("shops",), lines, "shops")
     infra = shops.get("infrastructure")
     if infra is None:
         return {}
     ipath = ("shops", "infrastructure")
     expect_mapping(infra, ipath, lines, "shops.infrastructure")
+    check_keys(infra, ("config",), ipath, lines, "shops.infrastructure")
     config = expect_mapping(
         infra.get("config") or {}, ipath + ("config",), lines, "shops.infrastructure.config"
     )
-    check_keys(config, INFRA_SCHEMA, ipath + ("config",), lines, "shops.infrastructure.config")
+    validate_config(
+        config, INFRA_SCHEMA, ipath + ("config",), lines, "shops.infrastructure.config", trusted=trusted
+    )
     _check_setting_refs(config, ipath + ("config",), lines, trusted)
-    for key, schema in INFRA_SCHEMA.items():
-        if key in config:
-            expect_mapping(config[key], ipath + ("config", key), lines, key)
-            check_keys(config[key], schema, ipath + ("config", key), lines, key)
-            check_schema(config[key], schema, ipath + ("config", key), lines, key)
     return dict(config)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SibylError, UnknownTechniqueError
+from ..spec.schema import ConfigSchema, as_schema
 
 __all__ = [
     "TechniqueInfo",
@@ -34,7 +35,7 @@ class TechniqueInfo:
     is_async: bool
     blocking: bool
     subtechniques: tuple[str, ...] | None = None
-    config_schema: dict[str, Any] = field(default_factory=dict)
+    config_schema: ConfigSchema = field(default_factory=lambda: as_schema(None))
     outputs: tuple[str, ...] | None = None
     # The exact output fields for one config (``ai_generation.generation``'s label field is named by
     # its prompt); the loader checks ``${node.field}`` against it. None: ``outputs`` is the answer.
@@ -61,7 +62,7 @@ def register_technique(
     *,
     blocking: bool | None = None,
     subtechniques: Iterable[str] | None = None,
-    config_schema: dict[str, Any] | None = None,
+    config_schema: ConfigSchema | dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
     outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None,
     compiles: bool = False,
@@ -79,7 +80,7 @@ def register_technique(
         # Unknown sync user code may block (HTTP, sleep): default to "blocking" so siblings overlap.
         blocking=(not is_async) if blocking is None else bool(blocking),
         subtechniques=tuple(subtechniques) if subtechniques is not None else None,
-        config_schema=dict(config_schema or {}),
+        config_schema=as_schema(config_schema),
         outputs=tuple(outputs) if outputs is not None else None,
         outputs_for=outputs_for,
         doc=(inspect.getdoc(fn) or "").split("\n\n")[0],
@@ -94,7 +95,7 @@ def technique(
     *,
     blocking: bool | None = None,
     subtechniques: Iterable[str] | None = None,
-    config_schema: dict[str, Any] | None = None,
+    config_schema: ConfigSchema | dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
     outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
