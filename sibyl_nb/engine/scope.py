@@ -5,6 +5,7 @@ A reference ``${root.field...}`` (or ``${root:-default}``) is looked up by its r
 ====  ==========================================  ================================================
  #    the root is…                                it reads
 ====  ==========================================  ================================================
+ 0    ``item`` inside a ``for_each`` step         the current item
  1    ``env:NAME``                                the environment variable ``NAME`` (unset: null).
                                                   The loader lists every such read on the spec.
  2    an UPPER_CASE name in a connection setting  the same, so the seed's ``redis_url:
@@ -118,6 +119,12 @@ def env_value(ref: Ref) -> Any:
 
 
 def _root(run: Any, node_id: str | None, ctx: Any, name: str, index: FieldIndex) -> Any:
+    if name == "item":  # row 0: a for_each item's own item comes first (the loader refuses it elsewhere)
+        from .fanout import NO_ITEM, item_of
+
+        value = item_of(run, node_id)
+        if value is not NO_ITEM:
+            return value
     results = run.results
     if name in results:  # row 3
         return results[name]
