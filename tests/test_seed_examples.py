@@ -43,6 +43,7 @@ def with_latency(delays: dict[str, float]):
                 subtechniques=info.subtechniques,
                 config_schema=info.config_schema,
                 outputs=info.outputs,
+                outputs_for=info.outputs_for,
             )
         yield
     finally:
@@ -54,6 +55,7 @@ def with_latency(delays: dict[str, float]):
                 subtechniques=info.subtechniques,
                 config_schema=info.config_schema,
                 outputs=info.outputs,
+                outputs_for=info.outputs_for,
             )
 
 
@@ -76,6 +78,7 @@ def failing(name: str, when=lambda ctx: True, calls: list | None = None):
         subtechniques=info.subtechniques,
         config_schema=info.config_schema,
         outputs=info.outputs,
+        outputs_for=info.outputs_for,
     )
     try:
         yield
@@ -87,6 +90,7 @@ def failing(name: str, when=lambda ctx: True, calls: list | None = None):
             subtechniques=info.subtechniques,
             config_schema=info.config_schema,
             outputs=info.outputs,
+            outputs_for=info.outputs_for,
         )
 
 

@@ -85,8 +85,11 @@ def parse_context_block(system_text: str) -> list[dict[str, Any]]:
 
 
 def _section(text: str, start: str, stops: str) -> str:
-    """Text after the ``start`` label, up to the first ``stops`` label line (both regexes)."""
-    m = re.search(rf"(?:{start})\s*:\s*(.*?)(?=\n\s*(?:{stops})\b|\Z)", text, re.I | re.S)
+    r"""Text after the ``start`` label, up to the first ``stops`` label line (both regexes).
+
+    Only spaces and tabs may sit around the colon: an empty section (``"Previous: \nCritique: ..."``)
+    stays empty instead of swallowing the next label's text."""
+    m = re.search(rf"(?:{start})[ \t]*:[ \t]*(.*?)(?=\n[ \t]*(?:{stops})\b|\Z)", text, re.I | re.S)
     return m.group(1).strip() if m else ""
 
 
