@@ -44,8 +44,21 @@ def make_history(n, seed=0, sentences=(3, 8)):
 
 
 def sized(tokens):
-    """Messages whose cached counts are exactly ``tokens`` (strategies trust the cache)."""
-    return [{"role": "user", "content": f"m{i}", "tokens": t} for i, t in enumerate(tokens)]
+    """Messages that really cost exactly ``tokens`` each (3 + 1 for the role + the content; >= 5)."""
+    out = []
+    for i, t in enumerate(tokens):
+        name = f"m{i}"
+        pad = t - 4 - C.count(name)
+        assert pad >= 0, f"a message named {name} costs at least {4 + C.count(name)} tokens"
+        m = {"role": "user", "content": name + " x" * pad}
+        assert C.message_tokens(m) == t
+        out.append(m)
+    return out
+
+
+def names(messages):
+    """The ``m<i>`` names of messages made by :func:`sized`."""
+    return [m["content"].split()[0] for m in messages]
 
 
 def assert_sums(result):
@@ -62,7 +75,7 @@ def test_window_keeps_longest_suffix_that_fits():
     r = window_context(history, max_tokens=1000, reserve_tokens=200, system_prompt=system, current=current)
     budget = 1000 - 200 - s_tok - c_tok
     assert r.kept["full"] == budget // 100
-    assert [m["content"] for m in r.messages] == [f"m{i}" for i in range(20 - budget // 100, 20)]
+    assert names(r.messages) == [f"m{i}" for i in range(20 - budget // 100, 20)]
     assert r.allocation == {
         "system": s_tok,
         "summary": 0,
@@ -80,7 +93,7 @@ def test_window_stops_at_the_first_message_that_does_not_fit():
     # budget for history: 1000 - 100 reserve - 3 priming = 897. Suffix 300+300+200 = 800; + 500 > 897.
     history = sized([10, 10, 500, 200, 300, 300])
     r = window_context(history, max_tokens=1000, reserve_tokens=100)
-    assert [m["content"] for m in r.messages] == ["m3", "m4", "m5"]
+    assert names(r.messages) == ["m3", "m4", "m5"]
     assert r.allocation["recent"] == 800 and r.allocation["free"] == 97
     assert_sums(r)
 
@@ -88,7 +101,7 @@ def test_window_stops_at_the_first_message_that_does_not_fit():
 @pytest.mark.parametrize("seed", range(20))
 def test_window_property_random(seed):
     rng = random.Random(seed)
-    tokens = [rng.randint(1, 400) for _ in range(rng.randint(0, 60))]
+    tokens = [rng.randint(7, 400) for _ in range(rng.randint(0, 60))]
     max_tokens, reserve = rng.randint(200, 5000), rng.randint(0, 150)
     window_size = rng.choice([None, rng.randint(1, 30)])
     r = window_context(sized(tokens), max_tokens=max_tokens, reserve_tokens=reserve, window_size=window_size)

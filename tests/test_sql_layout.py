@@ -98,9 +98,48 @@ def test_an_old_conversations_table_is_reported_not_overwritten(tmp_path):
         conn.execute(sa.text("CREATE TABLE conversations (session_id TEXT PRIMARY KEY, messages TEXT)"))
         conn.execute(sa.text("INSERT INTO conversations VALUES ('keep', '[]')"))
     s = open_store("database", database_url=url)
-    with pytest.raises(StoreError, match="is a table, but this store keeps it as a view"):
+    with pytest.raises(StoreError, match="does not have the seed.s columns to migrate"):
         s.append("x", msg(0))
     s.close()
     with eng.connect() as conn:
         assert conn.execute(sa.text("SELECT session_id FROM conversations")).scalars().all() == ["keep"]
     eng.dispose()
+
+
+def _old_layout(engine, table: str, dialect: str) -> None:
+    """The previous release's layout: messages as one JSON array, pending appends in T_log."""
+    js = "JSONB" if dialect == "postgresql" else "TEXT"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {table} (session_id TEXT PRIMARY KEY, user_id TEXT, messages {js}, "
+                f"metadata {js}, created_at TIMESTAMP, updated_at TIMESTAMP, expires_at TIMESTAMP)"
+            )
+        )
+        conn.execute(sa.text(f"CREATE TABLE {table}_log (id INTEGER PRIMARY KEY, session_id TEXT, message {js})"))
+        meta = json.dumps({"note": "kept", "sibyl": {"summary": "earlier talk", "summary_covers": 3}})
+        conn.execute(
+            sa.text(f"INSERT INTO {table} VALUES ('a', 'u', :m, :meta, '2026-01-01 10:00:00', NULL, NULL)"),
+            {"m": json.dumps([msg(0), msg(1)]), "meta": meta},
+        )
+        conn.execute(sa.text(f"INSERT INTO {table}_log VALUES (1, 'a', :m)"), {"m": json.dumps(msg(2))})
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_older_layout_is_migrated_without_losing_a_message(backend, request, unique, tmp_path):
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'o.db'}"
+    table = f"conv_{unique}"
+    engine = sa.create_engine(url)
+    _old_layout(engine, table, engine.dialect.name)
+    s = open_store("database", database_url=url, table=table, kv_table=f"kv_{unique}")
+    try:
+        data = s.load("a")
+        assert [m["content"] for m in data.messages] == ["message 0", "message 1", "message 2"]
+        assert data.summary == "earlier talk" and data.summary_covers == 3 and data.user_id == "u"
+        assert data.metadata == {"note": "kept"}
+        s.append("a", msg(3))
+        assert [m["content"] for m in rows(engine, table)["a"]] == [f"message {i}" for i in range(4)]
+        assert not sa.inspect(engine).has_table(f"{table}_log")
+    finally:
+        engine.dispose()
+        cleanup(s)

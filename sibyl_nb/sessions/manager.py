@@ -110,16 +110,17 @@ class SessionManager:
         limit = pol.store_limit
         if pol.max_tokens and not pol.summarization:
             page = self.PAGE if limit is None else min(self.PAGE, limit)
+            tok = self.counter.message_tokens
             while True:
                 data = self.store.load(session_id, last=page)
                 if data is None or len(data.messages) >= data.message_count:
                     return data
-                tok = self.counter.message_tokens
-                if sum(tok(m) for m in data.messages if isinstance(m, dict)) > pol.max_tokens:
+                used = sum(tok(m) for m in data.messages if isinstance(m, dict))
+                if used > pol.max_tokens or (limit is not None and page >= limit):
                     return data
-                if limit is not None and page >= limit:
-                    return data
-                page = page * 2 if limit is None else min(page * 2, limit)
+                # the next page sized from what this one held per token, with a margin
+                grow = max(2 * page, int(page * pol.max_tokens / max(used, 1) * 1.25) + 1)
+                page = grow if limit is None else min(grow, limit)
         if pol.summarization:
             limit = None
         return self.store.load(session_id, last=limit)

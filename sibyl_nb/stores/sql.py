@@ -83,6 +83,16 @@ def _epoch(v: Any) -> float | None:
     return v.replace(tzinfo=timezone.utc).timestamp()
 
 
+_SEED_COLUMNS = {"session_id", "user_id", "messages", "metadata", "created_at", "updated_at", "expires_at"}
+
+
+def _as_dt(v: Any) -> datetime | None:
+    """A timestamp read back from the older layout (a datetime, or SQLite's text form)."""
+    if v is None or isinstance(v, datetime):
+        return v
+    return datetime.fromisoformat(str(v))
+
+
 def _sqlstate(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
@@ -248,17 +258,71 @@ class SQLStore(Store):
 
     def _create_view(self) -> None:
         sa = self._sa
-        insp = sa.inspect(self._engine)
-        if self.table in insp.get_view_names():
+        if self.table in sa.inspect(self._engine).get_view_names():
             return
-        if self.table in insp.get_table_names():
-            raise StoreError(
-                f"sql store at {self.url}: {self.table!r} is a table, but this store keeps it as a view "
-                f"over {self._s.name!r} and {self._m.name!r} (see sibyl_nb.stores.sql). Rename or drop the "
-                "old table, or choose another table: name"
-            )
         with self._engine.begin() as conn:
+            insp = sa.inspect(conn)  # on this connection: SQLite's write lock is already ours
+            if self.table in insp.get_view_names():
+                return
+            if self.table in insp.get_table_names():
+                cols = {c["name"] for c in insp.get_columns(self.table)}
+                if not _SEED_COLUMNS <= cols:
+                    raise StoreError(
+                        f"sql store at {self.url}: {self.table!r} is a table, but this store keeps it as a "
+                        f"view over {self._s.name!r} and {self._m.name!r} (see sibyl_nb.stores.sql), and it "
+                        "does not have the seed's columns to migrate. Rename or drop the old table, or "
+                        "choose another table: name"
+                    )
+                self._migrate(conn, has_log=f"{self.table}_log" in insp.get_table_names())
             conn.exec_driver_sql(self._view_sql())
+
+    def _migrate(self, conn: Any, *, has_log: bool) -> None:
+        """Move sessions from the older layout (a ``T`` table holding each session's messages as one
+        JSON array, plus pending appends in ``T_log``) into this one, in the same transaction that
+        creates the view, then drop the old tables. Nothing is lost: messages, then pending rows."""
+        sa = self._sa
+        q = self._engine.dialect.identifier_preparer.quote
+        old, log = q(self.table), q(f"{self.table}_log")
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql(f"LOCK TABLE {old} IN ACCESS EXCLUSIVE MODE")
+        rows = conn.exec_driver_sql(
+            "SELECT session_id, user_id, CAST(messages AS TEXT), CAST(metadata AS TEXT), created_at, "
+            f"updated_at, expires_at FROM {old}"  # noqa: S608 - identifiers checked plain and quoted
+        ).all()
+        for sid, uid, msgs_text, meta_text, created, updated, expires in rows:
+            msgs = json.loads(msgs_text) if msgs_text else []
+            if has_log:
+                pending = conn.exec_driver_sql(
+                    f"SELECT CAST(message AS TEXT) FROM {log} WHERE session_id = %s ORDER BY id"  # noqa: S608
+                    if self.dialect == "postgresql"
+                    else f"SELECT CAST(message AS TEXT) FROM {log} WHERE session_id = ? ORDER BY id",  # noqa: S608
+                    (sid,),
+                ).scalars()
+                msgs.extend(json.loads(t) for t in pending)
+            meta = json.loads(meta_text) if meta_text else {}
+            own = meta.pop("sibyl", {}) if isinstance(meta, dict) else {}
+            own = own if isinstance(own, dict) else {}
+            conn.execute(
+                sa.insert(self._s).values(
+                    session_id=sid,
+                    user_id=uid,
+                    metadata=meta if isinstance(meta, dict) else {},
+                    summary=str(own.get("summary") or ""),
+                    summary_covers=int(own.get("summary_covers") or 0),
+                    first_seq=0,
+                    next_seq=len(msgs),
+                    created_at=_as_dt(created),
+                    updated_at=_as_dt(updated),
+                    expires_at=_as_dt(expires),
+                )
+            )
+            if msgs:
+                conn.execute(
+                    sa.insert(self._m), [{"session_id": sid, "seq": i, "message": m} for i, m in enumerate(msgs)]
+                )
+        if has_log:
+            conn.exec_driver_sql(f"DROP TABLE {log}")
+        conn.exec_driver_sql(f"DROP TABLE {old}")
 
     def _error(self, exc: BaseException, attempts: int = 1) -> StoreError:
         """A StoreError that says what happened: a deadlock is not an unavailable server."""
