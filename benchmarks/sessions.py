@@ -50,11 +50,12 @@ RESERVE = 2_000
 POSTGRES_URL = os.environ.get("SIBYL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SIBYL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-_WORDS = (
+_VOCAB = (
     "python data model context token window summary language program compute memory network graph "
     "node edge scheduler pipeline session cache store budget answer question retrieval document "
     "vector index query latency throughput notebook widget kernel provider prompt reply"
-).split()
+)
+_WORDS = _VOCAB.split()
 
 
 def _text(i: int, rng: random.Random) -> str:
@@ -209,13 +210,19 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         lc = _trim_messages(list(history), 3 if n >= 100_000 else 5)
         li = _llamaindex(list(history), 2) if n <= 1_000 else None  # >170 s a turn at 10k (issue 11)
         peers[n] = {"trim_messages": lc, "llamaindex": li}
-        rows.append({"suite": "sessions", "benchmark": f"trim_messages turn @{n:,}", "unit": "ms", "peer": lc})
+        rows.append(
+            {"suite": "sessions", "benchmark": f"trim_messages turn @{n:,}", "unit": "ms", "peer": lc}
+        )
         if li is not None:
-            rows.append({"suite": "sessions", "benchmark": f"ChatMemoryBuffer turn @{n:,}", "unit": "ms", "peer": li})
+            rows.append(
+                {"suite": "sessions", "benchmark": f"ChatMemoryBuffer turn @{n:,}", "unit": "ms", "peer": li}
+            )
     with tempfile.TemporaryDirectory() as tmp:
         for kind in STORES:
             if not _available(kind):
-                rows.append({"suite": "sessions", "benchmark": f"{kind} turn", "notes": "server not reachable"})
+                rows.append(
+                    {"suite": "sessions", "benchmark": f"{kind} turn", "notes": "server not reachable"}
+                )
                 continue
             first = None
             for n in sizes:
@@ -255,7 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1k and 10k only, fewer turns")
     args = parser.parse_args(argv)
     rows = run(quick=args.quick)
-    cols = ["benchmark", "sibyl_nb", "p95_ms", "append_max_ms", "flatness", "kept", "peer", "ratio", "llamaindex_ms"]
+    cols = [
+        "benchmark",
+        "sibyl_nb",
+        "p95_ms",
+        "append_max_ms",
+        "flatness",
+        "kept",
+        "peer",
+        "ratio",
+        "llamaindex_ms",
+    ]
     table = [cols] + [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for j, row in enumerate(table):
@@ -269,8 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         if "@100,000" in r["benchmark"] or "@10,000" in r["benchmark"] and args.quick:
             ok &= r["sibyl_nb"] <= GOAL_TURN_MS and r["flatness"] <= GOAL_FLATNESS
         ok &= r["append_max_ms"] <= GOAL_APPEND_MS
-    print(f"\ngoals (turn <= {GOAL_TURN_MS} ms at the largest size, flat x{GOAL_FLATNESS}, append <= "
-          f"{GOAL_APPEND_MS} ms): {'met' if ok else 'NOT met'}")
+    print(
+        f"\ngoals (turn <= {GOAL_TURN_MS} ms at the largest size, flat x{GOAL_FLATNESS}, append <= "
+        f"{GOAL_APPEND_MS} ms): {'met' if ok else 'NOT met'}"
+    )
     return 0
 
 

@@ -116,7 +116,9 @@ def _old_layout(engine, table: str, dialect: str) -> None:
                 f"metadata {js}, created_at TIMESTAMP, updated_at TIMESTAMP, expires_at TIMESTAMP)"
             )
         )
-        conn.execute(sa.text(f"CREATE TABLE {table}_log (id INTEGER PRIMARY KEY, session_id TEXT, message {js})"))
+        conn.execute(
+            sa.text(f"CREATE TABLE {table}_log (id INTEGER PRIMARY KEY, session_id TEXT, message {js})")
+        )
         meta = json.dumps({"note": "kept", "sibyl": {"summary": "earlier talk", "summary_covers": 3}})
         conn.execute(
             sa.text(f"INSERT INTO {table} VALUES ('a', 'u', :m, :meta, '2026-01-01 10:00:00', NULL, NULL)"),
@@ -127,7 +129,9 @@ def _old_layout(engine, table: str, dialect: str) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_the_older_layout_is_migrated_without_losing_a_message(backend, request, unique, tmp_path):
-    url = request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'o.db'}"
+    url = (
+        request.getfixturevalue("postgres_url") if backend == "postgres" else f"sqlite:///{tmp_path / 'o.db'}"
+    )
     table = f"conv_{unique}"
     engine = sa.create_engine(url)
     _old_layout(engine, table, engine.dialect.name)

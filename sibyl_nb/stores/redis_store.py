@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailableError
 from .base import SessionData, Store, check_messages, check_url, mask_url, scrub, to_json
 
 __all__ = ["RedisStore", "DEFAULT_REDIS_URL"]
@@ -126,7 +126,7 @@ class RedisStore(Store):
             ) from None
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             # ``from None``: the driver's own exception may quote the URL, password included.
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"redis store at {self.url} is unreachable ({scrub(str(exc), url)}). Start Redis there, "
                 "set REDIS_URL or redis_url: to a running server, or use storage: diskcache (the embedded "
                 "default)"
@@ -148,7 +148,7 @@ class RedisStore(Store):
         try:
             return fn(*args, **kwargs)
         except (self._redis_mod.exceptions.ConnectionError, self._redis_mod.exceptions.TimeoutError) as exc:
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"redis store at {self.url}: connection lost ({exc}); is the server up?"
             ) from exc
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import tenacity
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailableError
 from ..paths import sibyl_home
 from .base import Message, SessionData, Store, check_messages, check_url, mask_url, scrub, to_json
 
@@ -266,7 +266,7 @@ class SQLStore(Store):
                 return
             if self.table in insp.get_table_names():
                 cols = {c["name"] for c in insp.get_columns(self.table)}
-                if not _SEED_COLUMNS <= cols:
+                if not cols >= _SEED_COLUMNS:
                     raise StoreError(
                         f"sql store at {self.url}: {self.table!r} is a table, but this store keeps it as a "
                         f"view over {self._s.name!r} and {self._m.name!r} (see sibyl_nb.stores.sql), and it "
@@ -318,7 +318,8 @@ class SQLStore(Store):
             )
             if msgs:
                 conn.execute(
-                    sa.insert(self._m), [{"session_id": sid, "seq": i, "message": m} for i, m in enumerate(msgs)]
+                    sa.insert(self._m),
+                    [{"session_id": sid, "seq": i, "message": m} for i, m in enumerate(msgs)],
                 )
         if has_log:
             conn.exec_driver_sql(f"DROP TABLE {log}")
@@ -340,7 +341,7 @@ class SQLStore(Store):
             and ("connect" in text.lower() or getattr(exc, "connection_invalidated", 0))
         )
         if down:
-            return StoreError(
+            return StoreUnavailableError(
                 f"sql store at {self.url} is unavailable ({first}); start PostgreSQL there, fix "
                 "database_url / DATABASE_URL, or leave it unset for the embedded SQLite default"
             )
