@@ -240,15 +240,18 @@ def workflow_metrics() -> MetricsCollector:
     return _METRICS
 
 
-def start_prometheus_server(port: int, collector: MetricsCollector | None = None) -> None:
-    """Serve ``/metrics`` on ``port`` (once per port per process)."""
+def start_prometheus_server(
+    port: int, collector: MetricsCollector | None = None, *, addr: str = "127.0.0.1"
+) -> None:
+    """Serve ``/metrics`` on ``port`` (once per port per process), on loopback unless ``addr`` says
+    otherwise: a document asking for metrics must not open a port to the network."""
     if port in _SERVERS:
         return
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector or _METRICS)
-    _SERVERS[port] = start_http_server(port, registry=registry)
+    _SERVERS[port] = start_http_server(port, addr=addr, registry=registry)
 
 
 class MetricsObserver:
