@@ -141,6 +141,9 @@ async def session_management(ctx: Any) -> dict[str, Any]:
     ctx.session["session_id"] = sid
     ctx.session["conversation_history"] = view.history
     ctx.session["conversation_summary"] = view.summary
+    # where the loaded history starts in the whole conversation (messages folded into the summary and
+    # stored messages not loaded come before it): the summary strategy aligns its blocks to it
+    ctx.session["history_offset"] = view.summary_covers + view.stored_messages - len(view.history)
     if policy.summarization and view.summary:
         # ``include_summary`` / ``summarization``: the summary stands in for the messages it replaced,
         # so it is sent with the history even when no context step runs (a context step rebuilds
