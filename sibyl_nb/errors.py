@@ -1,4 +1,23 @@
-"""Every error sibyl_nb raises: one hierarchy, each naming *where* (YAML path and line, node, technique, attempt)."""
+"""Every error sibyl_nb raises: one hierarchy, each naming *where* (YAML path and line, node, technique, attempt).
+
+Each class also subclasses the built-in exception a user would already catch for that kind of problem, so
+``except ValueError`` around a load, or ``except LookupError`` around a resume, does what it says::
+
+    SibylError                                  anything sibyl_nb raises on purpose
+    ├── SpecError (ValueError)                  the document is malformed; raised at load, never mid-run
+    │   ├── ExpressionError                     a condition / ``${...}`` cannot be parsed or names nothing
+    │   └── UnknownTechniqueError               a technique or subtechnique is not registered
+    ├── ConfigError (ValueError)                a setting given from Python is out of range or unknown
+    ├── TrustError (PermissionError)            a document asked for code, a server or a file it was not allowed
+    ├── TemplateError (LookupError)             a ``${...}`` reference had no value at run time
+    ├── CheckpointNotFoundError (LookupError)   no checkpoint to resume for that workflow
+    ├── NodeExecutionError (RuntimeError)       a node failed after retries and fallbacks; the run stopped
+    ├── TechniqueError (RuntimeError)           a technique refused its input at run time
+    ├── ExecutorError (RuntimeError)            the executor (Dask) is missing or unreachable
+    ├── ProviderError (RuntimeError)            a model provider failed (HTTP status, bad body, deadline)
+    └── StoreError (RuntimeError)               a session / state / cache store failed or is misconfigured
+        └── StoreUnavailableError (ConnectionError)   the store's server cannot be reached
+"""
 
 from __future__ import annotations
 
@@ -14,6 +33,11 @@ __all__ = [
     "ProviderError",
     "StoreError",
     "TrustError",
+    "ConfigError",
+    "CheckpointNotFoundError",
+    "TechniqueError",
+    "ExecutorError",
+    "StoreUnavailableError",
     "format_location",
 ]
 
@@ -71,7 +95,7 @@ class SibylError(Exception):
         return [self.one_line()]
 
 
-class SpecError(SibylError):
+class SpecError(SibylError, ValueError):
     """The pipeline document is malformed: raised at load time, never half-way through a run."""
 
 
@@ -79,7 +103,7 @@ class ExpressionError(SpecError):
     """A condition or ``${...}`` template cannot be parsed, or refers to something that does not exist."""
 
 
-class TemplateError(SibylError):
+class TemplateError(SibylError, LookupError):
     """A ``${...}`` reference had no value at run time (missing input, node not run yet...)."""
 
 
@@ -87,11 +111,11 @@ class UnknownTechniqueError(SpecError):
     """A step names a technique or subtechnique that is not registered."""
 
 
-class TrustError(SibylError):
+class TrustError(SibylError, PermissionError):
     """Code from a document (``builder_code``) was about to run without the caller trusting it."""
 
 
-class NodeExecutionError(SibylError):
+class NodeExecutionError(SibylError, RuntimeError):
     """A node failed after its retries and had no fallback; the run stopped.
 
     ``result`` holds the partial :class:`RunResult` so nothing that already ran is lost.
@@ -121,7 +145,7 @@ class NodeExecutionError(SibylError):
         return f"{base} (attempt {self.attempts}, iteration {self.iteration})"
 
 
-class ProviderError(SibylError):
+class ProviderError(SibylError, RuntimeError):
     """A model provider failed (HTTP error, timeout, bad response)."""
 
     def __init__(
@@ -133,5 +157,25 @@ class ProviderError(SibylError):
         super().__init__(f"provider '{provider}': {message}" if provider else message)
 
 
-class StoreError(SibylError):
+class StoreError(SibylError, RuntimeError):
     """A session/state/cache store failed or was misconfigured (names the backend and URL)."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The store's server (Redis, PostgreSQL) cannot be reached: nothing was read or written."""
+
+
+class ConfigError(SibylError, ValueError):
+    """A setting given from Python (``configure()``, a provider, a replay mode, ``Graph.add_node``) is wrong."""
+
+
+class CheckpointNotFoundError(SibylError, LookupError):
+    """``resume`` found no checkpoint for the workflow id (or it belongs to another pipeline)."""
+
+
+class TechniqueError(SibylError, RuntimeError):
+    """A technique refused its input at run time (an unknown collection, mismatched embeddings...)."""
+
+
+class ExecutorError(SibylError, RuntimeError):
+    """The executor cannot run the graph: Dask is not installed, or its scheduler is unreachable."""
