@@ -12,7 +12,7 @@ from typing import Any
 
 from ..engine.result import RunResult, StepRecord
 
-__all__ = ["CellCache", "run_cell", "result_from_record", "jsonable"]
+__all__ = ["CellCache", "run_cell", "result_from_record", "jsonable", "failed_record"]
 
 _STEP_KEYS = ("node_id", "technique", "iteration", "status", "started", "ended", "attempts", "error", "reason",
               "fallback_for", "group")  # fmt: skip
@@ -118,18 +118,18 @@ async def run_cell(
         )
     except NodeExecutionError as exc:
         if exc.result is None:
-            return _failed(key, run_id, exc)
+            return failed_record(key, run_id, exc)
         rec = record_of(exc.result, key=key, cache_hits=cache.hits if cache else 0, keep_outputs=keep_outputs)
         rec["status"], rec["error"] = "failed", exc.one_line()
         return rec
     except (
         Exception
     ) as exc:  # bad input, a provider that cannot be built...: the cell fails, the sweep goes on
-        return _failed(key, run_id, exc)
+        return failed_record(key, run_id, exc)
     return record_of(result, key=key, cache_hits=cache.hits if cache else 0, keep_outputs=keep_outputs)
 
 
-def _failed(key: str, run_id: str, exc: BaseException) -> dict[str, Any]:
+def failed_record(key: str, run_id: str, exc: BaseException) -> dict[str, Any]:
     from ..errors import SibylError
 
     text = (

@@ -174,6 +174,10 @@ class SweepRun:
             out[m.key] = _metric_value(value)
         return out
 
+    def cache_template(self, cell: Cell) -> str:
+        """Step-cache keys: per sweep, environment and repeat (repeats never share a step's output)."""
+        return f"sweep:{self.name}:{self._env}:r{cell.repeat}:${{step_name}}"
+
     async def _one(self, cell: Cell, cache_store: Any, executor: Any) -> dict[str, Any]:
         record = await run_cell(
             cell.setting.pipeline,
@@ -181,7 +185,7 @@ class SweepRun:
             key=cell.key,
             run_id=cell.key[:12],
             cache_store=cache_store,
-            cache_template=f"sweep:{self.name}:{self._env}:r{cell.repeat}:${{step_name}}",
+            cache_template=self.cache_template(cell),
             keep_outputs=self.keep_outputs,
             executor=executor,
         )
