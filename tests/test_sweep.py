@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -201,6 +202,19 @@ def test_llm_judge_through_a_provider_is_not_called_again_on_rerun(home):
     pd.testing.assert_frame_equal(df, again)
 
 
+def test_local_llm_judge_scores_a_grounded_answer_above_an_unrelated_one():
+    import asyncio
+
+    judge = sb.metrics.llm_judge("correctness")
+    question = {"query": "What is Python used for?"}
+    good = asyncio.run(
+        judge({"answer": "Python is used for web development, data science and automation."}, question, None)
+    )
+    bad = asyncio.run(judge({"answer": "I like turtles."}, question, None))
+    assert 0.0 <= bad < good <= 1.0
+    assert asyncio.run(judge({"answer": "I like turtles."}, question, None)) == bad
+
+
 def test_local_llm_judge_is_deterministic(home):
     judge = sb.metrics.llm_judge()
     pipe = sb.Pipeline.from_yaml(DOC)
@@ -269,3 +283,63 @@ def test_a_killed_sweep_continues_where_it_stopped(home, tmp_path, monkeypatch):
     assert list(df.output) == [f"Q{i}" for i in range(6)]
     assert after == [f"q{i}" for i in range(len(stored), 6)]  # only the runs that had not finished
     assert list(df.status) == ["ok"] * 6
+
+
+def test_plot_draws_metric_by_parameter_with_readable_labels(home):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    df = run(max_concurrent=2)
+    ax = df.sibyl.plot("length", kind="bar")
+    assert ax.get_xlabel() == "repeat · times"
+    assert ax.get_ylabel() == "length"
+    assert ax.get_title() == "length by repeat · times"
+    assert ax.get_legend().get_title().get_text() == "shout · mark"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+    # bar heights: mean length over the three inputs, per (times, mark)
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    want = sorted(
+        round(sum(len(expected_answer(q, t, m)) for q in ("a", "bb", "ccc")) / 3, 6)
+        for t in (1, 2)
+        for m in "!?"
+    )
+    assert heights == want
+    axes = df.sibyl.plot(["length", "contains[SAY]"], kind="line")
+    assert [a.get_title() for a in axes] == ["length by repeat · times", "contains[SAY] by repeat · times"]
+
+
+def test_live_table_fills_in_as_runs_finish(home, monkeypatch):
+    import IPython.display
+
+    import sibyl_nb.experiments.live as live
+
+    shown: list[str] = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(obj.data)
+
+    def fake_display(obj, display_id=False):
+        shown.append(obj.data)
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    monkeypatch.setattr(live, "INTERVAL", 0.0)
+    df = run(max_concurrent=1, live=True)
+    heads = [s.split("</div>")[0] for s in shown]
+    counts = [int(re.search(r"(\d+)/12", h).group(1)) for h in heads]
+    assert counts[0] == 0 and counts[-1] == 12
+    assert counts == sorted(counts) and len(set(counts)) == 13  # a repaint per finished run
+    assert shown[-1].count("<tr>") == len(df)  # the last paint: every row
+
+
+def test_import_sibyl_nb_stays_light_with_the_sweep_exports():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sibyl_nb as sb; sb.sweep; sb.load_sweep; sb.metrics.contains; "
+        "print(sorted(m for m in ('pandas', 'matplotlib', 'IPython', 'tqdm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -25,6 +25,9 @@ def label_of(column: str) -> str:
     if ".config." in column:
         node, key = column.split(".config.", 1)
         return f"{node} · {key}"
+    if "." in column:  # a field of a node's output: context.tokens_used -> context · tokens used
+        node, key = column.split(".", 1)
+        return f"{node} · {key.replace('_', ' ')}"
     return column.replace("_", " ")
 
 

@@ -47,27 +47,9 @@ class Cell:
 
 def field_value(record: Mapping[str, Any], path: str) -> Any:
     """``answer`` reads the final output's field; ``node.field`` a node's output (dotted paths)."""
-    parts = path.split(".")
-    outputs = record.get("outputs") or {}
-    if parts[0] in outputs and len(parts) > 1:
-        value: Any = outputs[parts[0]]
-        parts = parts[1:]
-    elif (
-        parts[0] in outputs
-        and len(parts) == 1
-        and not (isinstance(record.get("output"), Mapping) and parts[0] in record["output"])
-    ):
-        return outputs[parts[0]]
-    else:
-        value = record.get("output")
-    for p in parts:
-        if isinstance(value, Mapping):
-            value = value.get(p)
-        elif isinstance(value, list) and p.isdigit() and int(p) < len(value):
-            value = value[int(p)]
-        else:
-            return None
-    return value
+    from .metrics import field_value as value_at
+
+    return value_at(record.get("output"), record.get("outputs"), path)
 
 
 def _input_label(value: Any) -> str:

@@ -16,19 +16,33 @@ INTERVAL = 0.5  # seconds between repaints
 
 
 class LiveTable:
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: Any, *, progress: bool = True) -> None:
         from IPython.display import HTML, display
 
         self._HTML = HTML
         self.run = run
+        self.progress = progress
         self.total = len(run.cells)
+        self._t0 = time.monotonic()
+        self._initial = sum(1 for c in run.cells if c.key in run.store.cells)
         self._last = 0.0
         self.repaints = 0
         self.handle = display(HTML(self._html(None)), display_id=True)
 
     def _html(self, frame: Any) -> str:
+        import html
+
         done = sum(1 for c in self.run.cells if c.key in self.run.store.cells)
-        head = f"<div style='font-weight:bold'>sweep {self.run.name}: {done}/{self.total} runs</div>"
+        meter = f"{done}/{self.total} runs"
+        if self.progress:
+            from tqdm import tqdm
+
+            meter = tqdm.format_meter(done, self.total, time.monotonic() - self._t0, unit="run",
+                                      initial=self._initial, ascii=False)  # fmt: skip
+        head = (
+            f"<div class='sibyl-sweep' style='font-weight:bold;font-family:monospace'>"
+            f"sweep {html.escape(self.run.name)}: {html.escape(meter)}</div>"
+        )
         if frame is None or frame.empty:
             return head
         shown = frame.tail(MAX_ROWS) if done < self.total else frame

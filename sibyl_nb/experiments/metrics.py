@@ -37,11 +37,19 @@ def _text(value: Any) -> str:
     return text_of(value)
 
 
-def _field(value: Any, path: str | None) -> Any:
-    """``answer`` / ``node.field`` inside an output (dotted path); the whole value for ``None``."""
+def field_value(output: Any, outputs: Mapping[str, Any] | None, path: str | None) -> Any:
+    """A dotted path: ``answer`` reads the final output's field, ``node.field`` (or ``node``) a node's
+    output; ``None`` is the whole final output."""
     if path is None:
-        return value
-    for part in path.split("."):
+        return output
+    parts = path.split(".")
+    outputs = outputs or {}
+    in_output = isinstance(output, Mapping) and parts[0] in output
+    if parts[0] in outputs and not in_output:
+        value, parts = outputs[parts[0]], parts[1:]
+    else:
+        value = output
+    for part in parts:
         if isinstance(value, Mapping):
             value = value.get(part)
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
@@ -49,6 +57,10 @@ def _field(value: Any, path: str | None) -> Any:
         else:
             return None
     return value
+
+
+def _field(output: Any, path: str | None, record: Any) -> Any:
+    return field_value(output, getattr(record, "outputs", None), path)
 
 
 def _norm(text: str) -> str:
@@ -131,7 +143,7 @@ class exact_match(_Builtin):  # noqa: N801 - used like a function
     def score(self, output: Any, input: Any, record: Any) -> bool:
         p = self.params
         want = str(_expected(input, p["expected"], p["input_field"]))
-        got = _text(_field(output, p["field"]))
+        got = _text(_field(output, p["field"], record))
         return _norm(got) == _norm(want) if p["normalize"] else got == want
 
 
@@ -148,7 +160,7 @@ class contains(_Builtin):  # noqa: N801
     def score(self, output: Any, input: Any, record: Any) -> bool:
         p = self.params
         want = str(_expected(input, p["text"], p["input_field"]))
-        got = _text(_field(output, p["field"]))
+        got = _text(_field(output, p["field"], record))
         return want in got if p["case"] else want.lower() in got.lower()
 
 
@@ -162,7 +174,7 @@ class regex(_Builtin):  # noqa: N801
         self._re = re.compile(pattern, flags)
 
     def score(self, output: Any, input: Any, record: Any) -> bool:
-        return self._re.search(_text(_field(output, self.params["field"]))) is not None
+        return self._re.search(_text(_field(output, self.params["field"], record))) is not None
 
 
 class token_count(_Builtin):  # noqa: N801
@@ -176,7 +188,7 @@ class token_count(_Builtin):  # noqa: N801
     def score(self, output: Any, input: Any, record: Any) -> int:
         from ..context.tokens import count_tokens
 
-        return count_tokens(_text(_field(output, self.params["field"])), self.params["model"])
+        return count_tokens(_text(_field(output, self.params["field"], record)), self.params["model"])
 
 
 class fact_recall(_Builtin):  # noqa: N801
@@ -198,7 +210,7 @@ class fact_recall(_Builtin):  # noqa: N801
             raise SibylError(f"fact_recall: the facts must be a list of strings, got {facts!r}")
         if not facts:
             return 1.0
-        got = f" {_norm(_text(_field(output, p['field'])))} "
+        got = f" {_norm(_text(_field(output, p['field'], record)))} "
         return sum(f" {_norm(str(f))} " in got for f in facts) / len(facts)
 
 
@@ -212,11 +224,11 @@ class latency(_Builtin):  # noqa: N801
         return float(record.duration) * 1000.0
 
 
+# Instruction first, the question last (the form the local provider's rater reads, and any model can).
 _JUDGE_PROMPT = (
-    "Rate the following answer to the question on a scale of 0-10 for: {criteria}.\n"
-    "Question: {question}\n"
+    "Rate this answer 0-10 for {criteria}. Reply 'Score: N/10' and one sentence of critique.\n"
     "Answer: {answer}\n"
-    "Reply with 'Score: N/10' and one sentence of critique."
+    "Question: {question}"
 )
 
 
@@ -239,7 +251,7 @@ class llm_judge(_Builtin):  # noqa: N801
         provider = get_provider(p.pop("provider"))
         criteria, field, model = p.pop("criteria"), p.pop("field"), p.pop("model")
         prompt = _JUDGE_PROMPT.format(
-            criteria=criteria, question=query_of(input), answer=_text(_field(output, field))
+            criteria=criteria, question=query_of(input), answer=_text(_field(output, field, record))
         )
         extra = {"model": model} if model else {}
         reply = await provider.complete([{"role": "user", "content": prompt}], **extra, **p)

@@ -215,12 +215,12 @@ class SweepRun:
                 values = await self._score(cell, rec)
                 if values:
                     self.store.put_metrics(cell.key, values)
-        bar = _progress(len(self.cells), done_before, self.name) if progress else None
         view = None
         if live if live is not None else _in_kernel():
             from .live import LiveTable
 
-            view = LiveTable(self)
+            view = LiveTable(self, progress=progress)  # its header carries tqdm's meter: one display
+        bar = _progress(len(self.cells), done_before, self.name) if progress and view is None else None
         dask = _dask_runner(executor, self.pipeline)
         try:
             if dask is not None:
@@ -264,6 +264,8 @@ class SweepRun:
         frame.attrs["sibyl_sweep"] = {
             "name": self.name,
             "path": str(self.store.path) if self.store.path is not None else None,
+            "ran": self.ran,  # runs this call made (0 when everything was stored)
+            "reused": self.reused,  # cells served from the store
         }
         if self.store.path is None:
             _MEMORY[self.name] = self
