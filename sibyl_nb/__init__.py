@@ -115,3 +115,19 @@ def unload_ipython_extension(ipython: Any) -> None:
     from .notebook.magics import unload_ipython_extension as _unload
 
     _unload(ipython)
+
+
+def _hook_running_ipython() -> None:
+    """Inside a running IPython, let the notebook layer register the HTML views of results and
+    pipelines (by type name: nothing heavy is imported now). The engine itself knows no display."""
+    import sys
+
+    ipython_module = sys.modules.get("IPython")
+    shell = ipython_module.get_ipython() if ipython_module is not None else None
+    if shell is not None:
+        from .notebook.display import register_formatters
+
+        register_formatters(shell)
+
+
+_hook_running_ipython()

@@ -110,7 +110,7 @@ def _show(result: Any, args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- commands
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from .draw import draw_graph
+    from .draw import save_graph
 
     pipe = _pipeline(args)
     output = Path(args.output)
@@ -121,9 +121,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
         from .draw import statuses_from_result
 
         statuses = statuses_from_result(pipe.run(_input(args) or {"query": DEMO_QUERY}))
-    fig = draw_graph(pipe.graph, statuses, title=pipe.name)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=args.dpi, facecolor="white")
+    save_graph(pipe.graph, str(output), statuses, title=pipe.name, dpi=args.dpi)
     g = pipe.graph
     print(f"wrote {output} ({pipe.name}: {len(g.nodes)} nodes, {len(g.edges)} edges)")
     return 0

@@ -376,11 +376,6 @@ class Pipeline(PipelineStateMixin):
         g = self.spec.graph
         return f"<Pipeline {self.name!r}: {len(g.nodes)} nodes, {len(g.edges)} edges>"
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from .notebook.render import pipeline_mimebundle
-
-        return pipeline_mimebundle(self)
-
 
 def load_document(path_or_text: str | os.PathLike[str], *, trust_code: bool = False) -> Document:
     """Parse and validate a whole document (file path or YAML text)."""

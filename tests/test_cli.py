@@ -30,7 +30,13 @@ def test_seed_visualize_command_writes_a_png_of_the_research_workflow(in_tmp, ca
     with Image.open(in_tmp / "workflow.png") as img:
         assert img.format == "PNG"
         width, height = img.size
-        assert width >= 600 and height >= 900  # 7 nodes in 6 layers, drawn at 150 dpi
+        # the notebook's geometry (pixels at 100 dpi), drawn at the default 150 dpi, plus the title line
+        from sibyl_nb.draw import layout
+        from sibyl_nb.pipeline import Pipeline
+
+        geo = layout(Pipeline.from_yaml(BUNDLED_EXAMPLES, name="research_workflow"))
+        assert abs(width - geo.width * 1.5) <= 2 and abs(height - (geo.height + 26) * 1.5) <= 2
+        assert height > 700  # 6 layers: taller than wide
         assert img.getpixel((5, 5))[:3] == (255, 255, 255)  # white background
         colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
         assert len(colours) > 50  # real drawing, not a blank canvas

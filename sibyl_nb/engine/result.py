@@ -171,11 +171,6 @@ class RunResult:
             f"stopped_by={self.stopped_by!r}, output={_preview(self.output, 60)})"
         )
 
-    def _repr_html_(self) -> str:
-        from ..notebook.render import result_html
-
-        return result_html(self)
-
 
 def _preview(value: Any, width: int = 80) -> str:
     text = text_of(value).replace("\n", " ")

@@ -24,12 +24,18 @@ _local = threading.local()
 
 
 def run_in_thread(
-    coro: Coroutine[Any, Any, Any], *, tick: Callable[[], None] | None = None, interval: float = 0.05
+    coro: Coroutine[Any, Any, Any],
+    *,
+    tick: Callable[[], None] | None = None,
+    interval: float = 0.05,
+    on_interrupt: Callable[[], None] | None = None,
 ) -> Any:
     """Run ``coro`` on a new event loop in a daemon thread; call ``tick()`` every ``interval`` s meanwhile.
 
     Returns the coroutine's value or re-raises its exception in the caller's thread. A
-    ``KeyboardInterrupt`` while waiting cancels the coroutine, waits for it to unwind, and re-raises.
+    ``KeyboardInterrupt`` while waiting calls ``on_interrupt()`` (the notebook's live view uses it to
+    stop sync techniques that run inline, where a task cancel only lands at the next ``await``),
+    cancels the coroutine, waits for it to unwind, and re-raises.
     """
     box: dict[str, Any] = {}
     ready = threading.Event()
@@ -61,6 +67,8 @@ def run_in_thread(
             if tick is not None:
                 tick()
     except KeyboardInterrupt:
+        if on_interrupt is not None:
+            on_interrupt()
         ready.wait()
         loop, task = box.get("loop"), box.get("task")
         if loop is not None and task is not None and not loop.is_closed():

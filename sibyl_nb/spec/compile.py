@@ -511,6 +511,7 @@ class _Compiler:
         if not nodes:
             raise self.err(gpath + ("nodes",), "graph_definition.nodes is empty")
         ids: list[str] = []
+        known: set[str] = set()  # membership for the edge checks: a list here made compile quadratic
         for i, nd in enumerate(nodes):
             npath = gpath + ("nodes", i)
             expect_mapping(nd, npath, self.lines, "a graph node")
@@ -537,6 +538,7 @@ class _Compiler:
             )
             node.limit_key = limit_key
             ids.append(nid)
+            known.add(nid)
         edges = gdef.get("edges") or []
         expect_list(edges, gpath + ("edges",), self.lines, "graph_definition.edges")
         sub_edges: list[Edge] = []
@@ -550,7 +552,7 @@ class _Compiler:
             targets = ed["to"] if isinstance(ed["to"], list) else [ed["to"]]
             for end, names in (("from", [ed["from"]]), ("to", targets)):
                 for nm in names:
-                    if nm not in ids:
+                    if not isinstance(nm, str) or nm not in known:
                         raise self.err(
                             epath + (end,),
                             f"edge {end} '{nm}': no node with that id in this graph"
