@@ -343,3 +343,16 @@ def test_import_sibyl_nb_stays_light_with_the_sweep_exports():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_settings_share_the_nodes_no_grid_key_changes_even_when_runs_overlap(home, store):
+    df = run(max_concurrent=8, store=store)
+    # 4 settings per input run concurrently, yet 'prefix' (upstream of every grid key) runs once per input
+    assert {k: v for k, v in CALLS.items() if k[0] == "prefix"} == {
+        ("prefix", q, "say"): 1 for q in ("a", "bb", "ccc")
+    }
+    assert sum(v for k, v in CALLS.items() if k[0] == "shout") == 12
+    leaders = df.index[::4]  # the first setting of each input computed 'prefix'; the others read it
+    assert list(df.cache_hits[leaders]) == [0, 0, 0]
+    assert (df.cache_hits.drop(index=leaders) >= 1).all()

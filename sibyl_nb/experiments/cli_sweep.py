@@ -151,7 +151,11 @@ def add_sweep_parser(sub: Any) -> None:
     sw.add_argument(
         "--name", help="sweep name (its folder under $SIBYL_HOME/sweeps; default: the pipeline's)"
     )
-    sw.add_argument("--no-store", action="store_true", help="keep nothing: every run runs")
+    sw.add_argument(
+        "--no-store",
+        action="store_true",
+        help="keep nothing after the sweep (a re-run runs everything again)",
+    )
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     sw.add_argument("--trust-code", action="store_true", help="allow builder_code from the document to run")
     sw.set_defaults(func=cmd_sweep)

@@ -248,16 +248,67 @@ class SweepRun:
         if on_row is not None:
             on_row(record)
 
+    def shared_nodes(self) -> frozenset[str]:
+        """Nodes no grid key can change (upstream of every grid key): the same for every setting of an
+        input, so a sweep computes them once per (input, repeat) and the other settings read them from
+        the step cache."""
+        if len(self.settings) < 2:
+            return frozenset()
+        graph = self.pipeline.spec.graph
+        todo = [k.split(".config.")[0] for k in self.grid]
+        affected: set[str] = set()
+        while todo:
+            nid = todo.pop()
+            if nid in affected or nid not in graph.nodes:
+                continue
+            affected.add(nid)
+            todo.extend(e.dst for e in graph.nodes[nid].out_edges if not e.back)
+        cacheable = {n.id for n in graph.nodes.values() if n.kind == "task" and n.cache is not False}
+        return frozenset(cacheable - affected)
+
+    def plan(self, todo: list[Cell]) -> tuple[list[Cell], dict[str, list[Cell]]]:
+        """(cells to start with, followers by leader key). When settings share nodes, the first cell of
+        each (input, repeat) leads and the others start when it has finished, so the shared nodes run
+        once instead of once per concurrent setting; otherwise every cell can start at once."""
+        if not todo or not self.shared_nodes():
+            return todo, {}
+        groups: dict[tuple[int, int], list[Cell]] = {}
+        for cell in todo:
+            groups.setdefault((cell.input_id, cell.repeat), []).append(cell)
+        leaders = [g[0] for g in groups.values()]
+        return leaders, {g[0].key: g[1:] for g in groups.values() if len(g) > 1}
+
     async def _local(self, todo: list[Cell], limit: int, cache_store: Any, executor: Any, bar: Any, view: Any,
                      on_row: Any) -> None:  # fmt: skip
-        queue = iter(todo)
+        if not todo:
+            return
+        start, followers = self.plan(todo) if cache_store is not None else (todo, {})
+        queue: asyncio.Queue[Cell | None] = asyncio.Queue()
+        for cell in start:
+            queue.put_nowait(cell)
+        n_workers = min(limit, len(todo))
+        remaining = len(todo)
+
+        def stop() -> None:
+            for _ in range(n_workers):
+                queue.put_nowait(None)
 
         async def worker() -> None:
-            for cell in queue:  # each worker pulls the next cell: at most ``limit`` runs at a time
-                record = await self._one(cell, cache_store, executor)
-                self._finished(record, bar, view, on_row)
+            nonlocal remaining
+            while (cell := await queue.get()) is not None:  # at most ``limit`` runs at a time
+                try:
+                    record = await self._one(cell, cache_store, executor)
+                    for follower in followers.pop(cell.key, ()):
+                        queue.put_nowait(follower)
+                    self._finished(record, bar, view, on_row)
+                except BaseException:
+                    stop()  # a store that cannot be written, an on_row that raised: end the others too
+                    raise
+                remaining -= 1
+                if remaining == 0:
+                    stop()
 
-        await asyncio.gather(*(worker() for _ in range(min(limit, len(todo)))))
+        await asyncio.gather(*(worker() for _ in range(n_workers)))
 
     def frame(self) -> Any:
         frame = build_frame(self.cells, self.store.cells, self.store.metrics, self.metrics, self.fields)

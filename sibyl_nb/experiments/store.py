@@ -50,9 +50,15 @@ class MemorySweepStore:
         self.cells: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, dict[str, Any]] = {}
         self.manifest: dict[str, Any] | None = None
+        self._steps: Any = None
 
     def step_cache(self) -> Any:
-        return None
+        """This sweep's own in-memory step cache: settings share the nodes they have in common."""
+        if self._steps is None:
+            from ..stores.factory import open_store
+
+            self._steps = open_store("memory")
+        return self._steps
 
     def load(self) -> None:
         return None
