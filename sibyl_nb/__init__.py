@@ -38,6 +38,9 @@ __all__ = [
     "SibylError",
     "SpecError",
     "ExpressionError",
+    "YAMLSyntaxError",
+    "YAMLEncodingError",
+    "YAMLLimitError",
     "TemplateError",
     "UnknownTechniqueError",
     "NodeExecutionError",
@@ -86,6 +89,9 @@ from .errors import (  # noqa: E402  (tiny module, no heavy imports)
     TemplateError,
     TrustError,
     UnknownTechniqueError,
+    YAMLEncodingError,
+    YAMLLimitError,
+    YAMLSyntaxError,
 )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ...errors import SibylError
 from ...providers.base import Completion
+from ...providers.streaming import complete_with_tokens
 from ...text.critique import is_refusal, rate_answer
 from ...text.gather import upstream_answer, upstream_documents
 from ...text.prompts import match_choice, parse_classify_prompt, parse_rating_prompt, parse_score
@@ -177,7 +178,7 @@ async def generation(ctx: Any) -> dict[str, Any]:
     docs = upstream_documents(ctx)
     messages = build_messages(ctx, prompt, ctx.config.get("system_prompt"), docs)
     provider = ctx.provider(ctx.config.get("provider"))
-    completion: Completion = await provider.complete(messages, **_params(ctx))
+    completion: Completion = await complete_with_tokens(provider, messages, ctx.token_sink(), _params(ctx))
     text = completion.text if isinstance(completion.text, str) else str(completion.text)
     out: dict[str, Any] = {"text": text}
     out.update(parse_fields(str(prompt or ""), text, getattr(completion, "fields", None)))
