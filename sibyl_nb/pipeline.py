@@ -117,7 +117,8 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
         self.document = document or Document(pipelines={spec.name: spec})
         self.trusted = trusted or spec.trusted
         self.bus = EventBus()
-        check_executor_spec(spec)  # shape only; dask is imported when a run needs it
+        # shape, and trust for a scheduler address; dask is imported only when a run needs it
+        check_executor_spec(spec, trusted=self.trusted)
         self.executor: Any = None
         self.hooks: list[Any] = []
         self._provider_cache: dict[str, Any] | None = None
