@@ -88,7 +88,11 @@ def parse_key(pipeline: Any, text: Any) -> GridKey:
     node = nodes[node_id]
     info = get_technique(node.technique)
     top = path[0]
-    known = set(node.config) | set(info.config_schema)
+    from ..spec.schema import as_schema
+
+    # any key of the technique's schema (whether the setting's subtechnique reads it is checked when
+    # the variant compiles, at the key's line), or one the node already sets
+    known = set(node.config) | set(as_schema(info.config_schema).fields)
     if info.subtechniques is not None:
         known.add("subtechnique")
     if top not in known:
