@@ -31,6 +31,11 @@ __all__ = [
     "ReplayProvider",
     "enable_replay",
     "DaskExecutor",
+    "sweep",
+    "asweep",
+    "load_sweep",
+    "diff_runs",
+    "metrics",
     "SibylError",
     "SpecError",
     "ExpressionError",
@@ -69,6 +74,11 @@ _LAZY = {
     "ReplayProvider": ("sibyl_nb.providers.replay", "ReplayProvider"),
     "enable_replay": ("sibyl_nb.providers.replay", "enable_replay"),
     "DaskExecutor": ("sibyl_nb.engine.dask_executor", "DaskExecutor"),
+    "sweep": ("sibyl_nb.experiments.runner", "sweep"),
+    "asweep": ("sibyl_nb.experiments.runner", "asweep"),
+    "load_sweep": ("sibyl_nb.experiments.runner", "load_sweep"),
+    "diff_runs": ("sibyl_nb.experiments.diff", "diff_runs"),
+    "metrics": ("sibyl_nb.experiments", "metrics"),
 }
 
 from .errors import (  # noqa: E402  (tiny module, no heavy imports)

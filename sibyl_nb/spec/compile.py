@@ -161,6 +161,8 @@ class Document:
     observability: dict[str, Any] = field(default_factory=dict)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str | None = None
+    lines: LineMap | None = None  # where each value of ``data`` was written
+    data: Any = None  # the parsed document the pipelines were compiled from (sweeps re-compile variants)
 
 
 @dataclass
@@ -1241,6 +1243,8 @@ def compile_document(
         observability=dict(obs),
         providers=rendered,
         source=lines.source,
+        lines=lines,
+        data=data,
     )
 
 
