@@ -24,10 +24,10 @@ def case(cat, name, expect, path, match, body, run=None, trust=False):
         hdr.append(f"# run: {json.dumps(run)}")
     if trust:
         hdr.append("# trust: true")
-    if marks and run is None:
+    if marks and (run is None or expect == "TemplateError"):
         hdr.append("# line: X")
     n = len(hdr)
-    if marks and run is None:
+    if marks and (run is None or expect == "TemplateError"):
         hdr[-1] = f"# line: {n + marks[0] + 1}"
     body = "\n".join(text.replace("  @@", "").replace("@@", "") for text in lines) + "\n"
     (ROOT / cat / f"{name}.yaml").write_text("\n".join(hdr) + "\n" + body)
@@ -674,12 +674,12 @@ case(
 E = "expressions"
 
 
-def cond(name, text, match, expect="ExpressionError", run=None, where="condition"):
+def cond(name, text, match, expect="ExpressionError", run=None):
     case(
         E,
         name,
         expect,
-        f"{P}.condition" if expect == "ExpressionError" else None,
+        f"{P}.condition" if expect in ("ExpressionError", "TemplateError") else None,
         match,
         pipe(f"""
 - use: rag.search
