@@ -93,8 +93,9 @@ def test_every_builtin_declares_a_closed_described_schema():
 
     checked = []
     for name, info in registered_techniques().items():
-        if info.compiles or name == "workflow_orchestration.passthrough" or name.startswith("shop_strict."):
-            continue
+        builtin = getattr(info.fn, "__module__", "").startswith("sibyl_nb.")
+        if not builtin or info.compiles or name == "workflow_orchestration.passthrough":
+            continue  # other tests register their own techniques; only the built-ins are checked here
         schema = info.config_schema
         assert schema.closed, name
         assert schema.fields and all(f.description for f in schema.fields.values()), name
