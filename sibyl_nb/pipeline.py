@@ -13,6 +13,7 @@ from typing import Any
 
 from .engine.events import Event, EventBus
 from .engine.executor_factory import check_executor_spec, resolve_executor
+from .engine.interrupt import InterruptInfo, interrupt_of, paused_snapshot
 from .engine.result import RunResult, StepRecord
 from .engine.scheduler import Scheduler
 from .engine.stream import StreamingMixin, wants_tokens
@@ -123,6 +124,8 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
         self.hooks: list[Any] = []
         self._provider_cache: dict[str, Any] | None = None
         self.last_result: RunResult | None = None
+        # workflow id -> restore dict of runs paused by ctx.interrupt (resume works without a checkpoint store)
+        self._paused: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -288,6 +291,10 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
                     )
                 )
             raise error
+        if result.stopped_by == "interrupted":
+            self._paused[run.workflow_id] = paused_snapshot(run, scheduler)
+        else:
+            self._paused.pop(run.workflow_id, None)
         for fn in run.deferred:
             out = fn(result)
             if inspect.isawaitable(out):
@@ -338,6 +345,8 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
         run.retries = restore.get("retries", 0)
         run.last_completed = restore.get("last_completed", run.last_completed)
         run.allocations.extend(restore.get("allocations", []))
+        if restore.get("answers"):  # resume(value=): what each waiting node's ctx.interrupt returns
+            run.extras["answers"] = restore["answers"]
 
     def _result(self, run: RunState, scheduler: Scheduler, error: SibylError | None) -> RunResult:
         latest: dict[str, str] = {}
@@ -373,6 +382,12 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
             error=error.one_line() if error else None,
             graph=self.spec.graph,
             allocations=run.allocations,
+            interrupts=[
+                InterruptInfo(i.node_id, i.payload, i.iteration, run.workflow_id, i.answers)
+                for i in interrupt_of(run.records)
+            ]
+            if scheduler.stopped_by == "interrupted" and not error
+            else [],
         )
 
     # ------------------------------------------------------------------ display

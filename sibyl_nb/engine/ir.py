@@ -62,7 +62,8 @@ class Node:
     cache: bool | None = None
     group: str = ""  # the step / subgraph this node came from (display, limits)
     limit_key: str | None = None  # concurrency group with its own max_concurrent
-    kind: str = "task"
+    kind: str = "task"  # also "map" (for_each) and "subgraph" (pipeline.<name>)
+    inner: Any = None  # map: engine.fanout.ForEach; subgraph: engine.subgraph.SubgraphPlan
     path: str = ""
     line: int | None = None
     # set by GraphIR.finalize()

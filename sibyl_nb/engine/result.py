@@ -85,6 +85,12 @@ class RunResult:
     graph: Any = None  # the GraphIR that ran (for drawing)
     allocations: list[dict[str, Any]] = field(default_factory=list)  # token allocations, per context step
     workflow_id: str | None = None  # the checkpoint chain this run writes to (resume/fork/history use it)
+    interrupts: list[Any] = field(default_factory=list)  # InterruptInfo of each node waiting for input
+
+    @property
+    def interrupt(self) -> Any:
+        """What a run stopped by ``ctx.interrupt`` waits for (node id, payload), else None."""
+        return self.interrupts[0] if self.interrupts else None
 
     @property
     def text(self) -> str:
@@ -150,6 +156,7 @@ class RunResult:
                 "ran": "✓",
                 "cached": "⚡",
                 "edited": "✎",
+                "interrupted": "⏸",
                 "skipped": "·",
                 "failed": "✗",
                 "cancelled": "⊘",

@@ -27,6 +27,7 @@ from ..techniques.context import StepContext
 from ..techniques.registry import TechniqueInfo, get_technique
 from .events import Event
 from .executors import LocalExecutor
+from .interrupt import INTERRUPTED, Interrupt, record_output
 from .ir import Edge, GraphIR, Node
 from .result import StepRecord
 from .scope import resolver_for
@@ -94,6 +95,8 @@ class Scheduler:
         self._failure: NodeFailure | None = None
         self._emit = run.bus.emit if run.bus else None
         self._deferred_events: list[Event] = []
+        self._paused: list[tuple[Node, tuple[str, ...]]] = []  # interrupted, in the frontier of a resume
+        self._task_preds: dict[asyncio.Task[Any], tuple[str, ...]] = {}
         self.stopped_by = "completed"
         if restore is not None:
             self._restore(restore)
@@ -200,6 +203,9 @@ class Scheduler:
                     if self._failure is None:
                         self._failure = failure
                     continue
+                except Interrupt as pause:
+                    self._pause(node, it, self._preds_for_pause(task), pause)
+                    continue
                 self._apply(node, it, outcome)
 
     # ------------------------------------------------------------------ launching
@@ -221,7 +227,8 @@ class Scheduler:
 
     def _on_task_done(self, task: asyncio.Task[Any]) -> None:
         # stays in _tasks until applied, so a snapshot taken meanwhile still lists it in the frontier
-        node, it, _ = self._tasks[task]
+        node, it, preds = self._tasks[task]
+        self._task_preds[task] = preds
         self._done.append((task, node, it))
         wake = self._wake
         if wake is not None and not wake.done():
@@ -252,6 +259,9 @@ class Scheduler:
             outcome = await self._attempts(node, ctx, info, it, first_error, t0)
         except NodeFailure as failure:
             self._failure = failure
+            return
+        except Interrupt as pause:
+            self._pause(node, it, ctx._preds if isinstance(ctx._preds, tuple) else (), pause)
             return
         self._apply(node, it, outcome)
 
@@ -286,6 +296,8 @@ class Scheduler:
                     raise
                 except Exception as exc:
                     error = exc
+            if isinstance(error, Interrupt):
+                raise error  # a pause, not a failure: no retry, no fallback
             if isinstance(error, TemplateError) or attempt >= max_attempts:
                 break
             delay = policy.delay(attempt, self.run.rng) if policy else 0.0
@@ -396,6 +408,14 @@ class Scheduler:
             from .dynamic import run_dynamic
 
             call = run_dynamic(self, node, ctx)
+        elif node.kind == "map":
+            from .fanout import run_for_each
+
+            call = run_for_each(self, node, ctx)
+        elif node.kind == "subgraph":
+            from .subgraph import run_subgraph
+
+            call = run_subgraph(self, node, ctx)
         else:
             assert info is not None
             offload = info.blocking and not info.is_async
@@ -602,6 +622,35 @@ class Scheduler:
                 return True
         return False
 
+    # ------------------------------------------------------------------ interrupts
+    def _preds_for_pause(self, task: asyncio.Task[Any]) -> tuple[str, ...]:
+        return self._task_preds.pop(task, ())
+
+    def _pause(self, node: Node, it: int, preds: tuple[str, ...], pause: Interrupt) -> None:
+        """``ctx.interrupt`` with no answer yet: record it, keep the node for the resume's frontier;
+        nodes that do not depend on it run on, then the run stops with ``stopped_by="interrupted"``."""
+        now = _perf() - self.run.t0
+        self.run.records.append(
+            StepRecord(
+                node.id,
+                node.technique,
+                it,
+                INTERRUPTED,
+                now,
+                now,
+                1,
+                record_output(pause),
+                None,
+                "waiting for input",
+                None,
+                node.group,
+            )
+        )
+        self._paused.append((node, preds))
+        self.stopped_by = INTERRUPTED
+        if self._emit:
+            self._event(INTERRUPTED, node, it, payload=pause.payload, answers=pause.answers)
+
     # ------------------------------------------------------------------ failure
     def _fail_now(self, node: Node, it: int, attempts: int, exc: BaseException) -> None:
         now = _perf() - self.run.t0
@@ -736,6 +785,7 @@ class Scheduler:
         frontier += [[n.id, list(p)] for n, _, p in self._tasks.values()]
         for q in self._blocked.values():
             frontier += [[n.id, list(p)] for n, p in q]
+        frontier += [[n.id, list(p)] for n, p in self._paused]
         if only is not None:
             gn = self.graph.nodes
             picked = [gn[i] for i in only if i in gn]
@@ -776,7 +826,8 @@ class Scheduler:
             node = nodes[nid]
             self._acts[node.index] = self._runs[node.index]
             self._ready.append((node, tuple(preds)))
-        self.stopped_by = snap.get("stopped_by", "completed")
+        stopped = snap.get("stopped_by", "completed")
+        self.stopped_by = "completed" if stopped == INTERRUPTED else stopped  # a resume answers the pause
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -57,6 +57,12 @@ def latest_field(run: Any, name: str) -> Any:
 
 
 def _root(run: Any, node_id: str | None, ctx: Any, name: str) -> Any:
+    if name == "item":  # a for_each item's own item comes first (the loader refuses it elsewhere)
+        from .fanout import NO_ITEM, item_of
+
+        value = item_of(run, node_id)
+        if value is not NO_ITEM:
+            return value
     results = run.results
     alias = run.aliases.get(name) if run.aliases else None
     if name in results:

@@ -18,6 +18,7 @@ from ..errors import ExpressionError, SpecError, TrustError, UnknownTechniqueErr
 from ..techniques.context import QUERY_KEYS
 from ..techniques.registry import TechniqueInfo, get_technique, has_technique
 from .expressions import Ref, compile_condition
+from .nested import FOR_EACH_KEYS, ITEM, apply_for_each, is_subgraph, link_subgraphs, subgraph_plan
 from .schema import (
     INFRA_SCHEMA,
     MAX_CONCURRENT,
@@ -67,6 +68,7 @@ STEP_KEYS = (
     "depends_on",
     "max_iterations",
     "description",
+    *FOR_EACH_KEYS,
 )
 GRAPH_CONFIG_KEYS = (
     "subtechnique",
@@ -91,6 +93,7 @@ GRAPH_NODE_KEYS = (
     "condition",
     "max_iterations",
     "description",
+    *FOR_EACH_KEYS,
 )
 EDGE_KEYS = ("from", "to", "condition", "description")
 ORCH_CONFIG_KEYS = (
@@ -120,6 +123,7 @@ ORCH_STEP_KEYS = (
     "cache",
     "output",
     "description",
+    *FOR_EACH_KEYS,
 )
 GRAPH_MODES = ("dag", "cyclic", "conditional", "dynamic")
 # Input fields so common that a reference to one is never taken for a typo of something else.
@@ -143,6 +147,7 @@ class PipelineSpec:
     description: str = ""
     executor: Any = None
     trusted: bool = False
+    subgraphs: list[tuple[str, str, Any]] = field(default_factory=list)  # node id, pipeline, YAML path
 
 
 @dataclass
@@ -178,6 +183,8 @@ class _Compiler:
         self.pruned: set[str] = set()
         self.loose_names: set[str] = set()
         self.executor: Any = None
+        self.map_nodes: set[str] = set()  # for_each nodes (their config may read ${item})
+        self.subgraphs: list[tuple[str, str, Path]] = []  # pipeline.<name> nodes, linked per document
 
     # -- helpers ----------------------------------------------------------------------------
     def err(self, path: Path, message: str, cls: type[SpecError] = SpecError, **kw: Any) -> SpecError:
@@ -310,20 +317,25 @@ class _Compiler:
             max_iterations, MAX_ITERATIONS, path + ("max_iterations",), self.lines, "max_iterations"
         )
         expect_mapping(config, cpath, self.lines, f"config of node '{node_id}'")
-        info = self.technique_info(technique, info_path or path)
-        if info.compiles:
-            raise self.err(
-                info_path or path,
-                f"{technique} is a graph/orchestration step; it cannot be a node inside a graph here",
-            )
-        self.check_config(info, config, cpath)
-        self.techniques.add(technique)
-        try:
-            render, refs = compile_value(config, cpath)
-        except ExpressionError as exc:  # ${query.__init__}: name the exact key and its line
-            raise self.err(getattr(exc, "yaml_path", cpath), exc.message, ExpressionError) from None
-        for ref, rpath in refs:
-            self.refs.append((ref, rpath, node_id, None))
+        inner = None
+        if is_subgraph(technique):
+            inner = subgraph_plan(self, node_id, technique, config, cpath, info_path or path)
+            render = None
+        else:
+            info = self.technique_info(technique, info_path or path)
+            if info.compiles:
+                raise self.err(
+                    info_path or path,
+                    f"{technique} is a graph/orchestration step; it cannot be a node inside a graph here",
+                )
+            self.check_config(info, config, cpath)
+            self.techniques.add(technique)
+            try:
+                render, refs = compile_value(config, cpath)
+            except ExpressionError as exc:  # ${query.__init__}: name the exact key and its line
+                raise self.err(getattr(exc, "yaml_path", cpath), exc.message, ExpressionError) from None
+            for ref, rpath in refs:
+                self.refs.append((ref, rpath, node_id, None))
         node = Node(
             node_id,
             technique,
@@ -336,6 +348,9 @@ class _Compiler:
             path=format_path(path),
             line=self.lines.line(path),
         )
+        if inner is not None:
+            node.kind = "subgraph"
+            node.inner = inner
         if timeout is not None:
             validate_value(timeout, STEP_TIMEOUT, path + ("timeout",), self.lines, "timeout")
             node.timeout = float(timeout)
@@ -466,6 +481,7 @@ class _Compiler:
             max_iterations=step.get("max_iterations", 10),
             info_path=tpath,
         )
+        apply_for_each(self, self.graph.nodes[nid], step, path)
         return _Unit([nid], [nid])
 
     # -- workflow_orchestration.graph -----------------------------------------------------------
@@ -517,6 +533,7 @@ class _Compiler:
                 max_iterations=nd.get("max_iterations", max_it),
                 info_path=npath + ("technique" if "technique" in nd else "use",),
             )
+            apply_for_each(self, node, nd, npath)
             node.limit_key = limit_key
             ids.append(nid)
             known.add(nid)
@@ -691,6 +708,7 @@ class _Compiler:
                 cache=st.get("cache"),
                 info_path=tpath,
             )
+            apply_for_each(self, node, st, spath)
             node.limit_key = limit_key
             names.append(nid)
             heads[nid] = tails[nid] = nid
@@ -869,6 +887,15 @@ class _Compiler:
         required: dict[str, list[str]] = {}
         for ref, path, _owner, edge_src in self.refs:
             root = ref.root
+            if root == ITEM and ITEM not in node_ids:
+                if _owner in self.map_nodes:
+                    continue
+                raise self.err(
+                    path,
+                    f"${{{ITEM}}} is defined only in the config of a node with for_each"
+                    + (f" (node '{_owner}' has none)" if _owner else ""),
+                    ExpressionError,
+                )
             if root in known or is_env_name(root) or ref.default is not None:
                 continue
             line = self.lines.line(path)
@@ -960,6 +987,7 @@ def compile_pipeline(
         description=str(spec.get("description") or ""),
         executor=comp.executor,
         trusted=trusted,
+        subgraphs=comp.subgraphs,
     )
 
 
@@ -989,6 +1017,7 @@ def compile_document(
             pipelines[str(name)] = compile_pipeline(
                 str(name), spec, ("pipelines", name), lines, trusted=trusted
             )
+    link_subgraphs(pipelines, lines)
     infra = _section(data.get("shops"), lines, trusted)
     obs = data.get("observability") or {}
     expect_mapping(obs, ("observability",), lines, "observability")

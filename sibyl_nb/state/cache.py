@@ -117,7 +117,13 @@ class StepCache:
 
         head = self._render(resolve) if self._render is not None else self.template
         run = self.run
-        fp = fingerprint(node.technique, ctx.config, run.input, ctx.upstream, run.session, run.state)
+        config = ctx.config
+        from ..engine.fanout import NO_ITEM, item_of
+
+        item = item_of(run, node.id)
+        if item is not NO_ITEM:  # a for_each item: its item is part of what its output depends on
+            config = {"config": config, "for_each_item": item}
+        fp = fingerprint(node.technique, config, run.input, ctx.upstream, run.session, run.state)
         return f"{head}#{fp[:32]}"
 
     def before_node(self, node: Any, ctx: Any) -> Any:

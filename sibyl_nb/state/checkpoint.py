@@ -338,7 +338,8 @@ class CheckpointObserver:
                 if len(self.run.records) > self._n_records or self._since:
                     self._write()
                 self._writer.close()
-                self.store.mark(self.workflow_id, status="finished", updated_at=time.time(), error=None)
+                status = "interrupted" if ev.data.get("stopped_by") == "interrupted" else "finished"
+                self.store.mark(self.workflow_id, status=status, updated_at=time.time(), error=None)
                 if self.keep is not None:
                     self.store.prune(keep=self.keep, pipeline=self.run.pipeline.name)
             elif kind == "run_failed":

@@ -40,7 +40,17 @@ class StepContext:
     (every output so far by id), ``state`` and ``session`` (run-wide dicts), ``query``.
     """
 
-    __slots__ = ("node_id", "technique", "config", "input", "iteration", "attempt", "_run", "_preds")
+    __slots__ = (
+        "node_id",
+        "technique",
+        "config",
+        "input",
+        "iteration",
+        "attempt",
+        "_run",
+        "_preds",
+        "_asked",
+    )
 
     def __init__(
         self,
@@ -60,6 +70,7 @@ class StepContext:
         self._preds = preds
         self.iteration = iteration
         self.attempt = attempt
+        self._asked: tuple[int, int] | None = None  # (attempt, calls to interrupt() in it)
 
     # -- data ---------------------------------------------------------------------------------
     @property
@@ -70,6 +81,14 @@ class StepContext:
             return preds()
         results = self._run.results
         return {p: results[p] for p in preds if p in results}
+
+    @property
+    def item(self) -> Any:
+        """This activation's item when the node has ``for_each`` (``${item}`` in its config), else None."""
+        from ..engine.fanout import NO_ITEM, item_of
+
+        value = item_of(self._run, self.node_id)
+        return None if value is NO_ITEM else value
 
     @property
     def results(self) -> dict[str, Any]:
@@ -113,6 +132,14 @@ class StepContext:
     def defer(self, fn: Callable[[Any], Any]) -> None:
         """Call ``fn(result)`` (sync or async) after the run succeeds: a session stores the reply this way."""
         self._run.deferred.append(fn)
+
+    def interrupt(self, payload: Any = None) -> Any:
+        """Pause the run here and ask for input (``payload``: JSON, shown to whoever answers). The run
+        returns ``stopped_by="interrupted"``; ``pipe.resume(workflow_id, value=v)`` runs this node again
+        and this same call returns ``v`` (the k-th call the k-th answer). Sync and async techniques."""
+        from ..engine.interrupt import ask
+
+        return ask(self, payload)
 
     def token_sink(self) -> Callable[[str], None] | None:
         """Where a generation sends its text deltas, or None when nobody streams this run (then the
