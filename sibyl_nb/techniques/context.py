@@ -36,7 +36,7 @@ class StepContext:
 
     Attributes: ``config`` (the node's config, templates rendered), ``input`` (pipeline input),
     ``node_id``, ``technique``, ``iteration`` (1-based, grows on back edges), ``attempt`` (1-based,
-    grows on retries). Properties: ``upstream`` (outputs of fired predecessors by id), ``results``
+    grows on retries), ``cancelled``. Properties: ``upstream`` (outputs of fired predecessors by id), ``results``
     (every output so far by id), ``state`` and ``session`` (run-wide dicts), ``query``.
     """
 
@@ -49,6 +49,7 @@ class StepContext:
         "attempt",
         "_run",
         "_preds",
+        "_cancel",
         "_asked",
     )
 
@@ -70,7 +71,15 @@ class StepContext:
         self._preds = preds
         self.iteration = iteration
         self.attempt = attempt
+        self._cancel: Any = None  # a threading.Event the scheduler sets on timeout / cancellation
         self._asked: tuple[int, int] | None = None  # (attempt, calls to interrupt() in it)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the step timed out or the run cancelled it. Sync code in a worker thread cannot
+        be killed: a long-running technique polls this and returns early."""
+        cancel = self._cancel
+        return cancel is not None and cancel.is_set()
 
     # -- data ---------------------------------------------------------------------------------
     @property
