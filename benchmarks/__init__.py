@@ -16,5 +16,6 @@ SUITES = (
     ("dask", "benchmarks.dask_bench"),
     ("sessions", "benchmarks.sessions"),
     ("recall", "benchmarks.recall"),
+    ("sweep", "benchmarks.sweep"),
     ("for_each", "benchmarks.for_each"),
 )
