@@ -353,8 +353,16 @@ def machine_info() -> dict[str, str]:
         ram = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB"
     except (ValueError, OSError, AttributeError):
         ram = "unknown"
+    try:
+        load = (
+            ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            + " (1, 5, 15 min; above the CPU count, timings inflate)"
+        )
+    except OSError:
+        load = "unknown"
     return {
         "CPU": f"{cpu} ({os.cpu_count()} logical CPUs)",
+        "Load average when written": load,
         "RAM": ram,
         "Python": f"{platform.python_version()} ({platform.python_implementation()})",
         "Platform": platform.platform(),

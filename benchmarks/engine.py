@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import sibyl_nb as sb
-from benchmarks.peers import MISSING, Peer, available
+from benchmarks.peers import CAVEATS, MISSING, Peer, available
 from sibyl_nb.engine.builder import Graph
 
 __all__ = ["run", "main"]
@@ -174,6 +174,8 @@ def _peer_values(
             values[p.name] = None
             notes.append(f"{p.name}: {why}")
             continue
+        if (p.name, workload) in CAVEATS:
+            notes.append(CAVEATS[(p.name, workload)])
         try:
             values[p.name] = measure(p)
         except Exception as exc:  # a peer's failure is reported in the table, not fatal

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypedDict
 
-__all__ = ["PEERS", "MISSING", "available", "Peer"]
+__all__ = ["PEERS", "MISSING", "CAVEATS", "available", "Peer"]
 
 SLEEP = 0.05
 
@@ -447,6 +447,16 @@ PEERS: tuple[type[Peer], ...] = (Hamilton, Burr, PydanticGraph, LlamaIndex, Lang
 MISSING = {
     ("Hamilton", "cycle"): "DAGs only",
     ("Burr", "fanout"): "parallel fan-out is a separate sub-application API",
+}
+
+
+# How a peer's number was taken, where a reader would otherwise wonder (shown in the table's notes).
+CAVEATS = {
+    ("Burr", "chain"): "Burr: an Application holds one run's state, so each run builds it",
+    ("Burr", "one_step"): "Burr: built per run",
+    ("LlamaIndex Workflows", "chain"): "LlamaIndex: async only, asyncio.run per sync run",
+    ("LlamaIndex Workflows", "one_step"): "LlamaIndex: asyncio.run per run",
+    ("Hamilton", "chain"): "Hamilton: recursion limit raised for long chains",
 }
 
 
