@@ -14,6 +14,7 @@ from .engine.events import Event, EventBus
 from .engine.executor_factory import check_executor_spec, resolve_executor
 from .engine.result import RunResult, StepRecord
 from .engine.scheduler import Scheduler
+from .engine.stream import StreamingMixin, wants_tokens
 from .engine.sync import run_sync
 from .errors import SibylError, SpecError, TemplateError
 from .spec.compile import Document, PipelineSpec, compile_document
@@ -108,7 +109,7 @@ class RunState:
             )
 
 
-class Pipeline(PipelineStateMixin):
+class Pipeline(PipelineStateMixin, StreamingMixin):
     """A compiled pipeline plus the document settings it runs with.
 
     Build with :meth:`from_yaml` / :meth:`from_dict`; run with ``await pipe.execute(inputs)`` or
@@ -122,7 +123,8 @@ class Pipeline(PipelineStateMixin):
         self.document = document or Document(pipelines={spec.name: spec})
         self.trusted = trusted or spec.trusted
         self.bus = EventBus()
-        check_executor_spec(spec)  # shape only; dask is imported when a run needs it
+        # shape, and trust for a scheduler address; dask is imported only when a run needs it
+        check_executor_spec(spec, trusted=self.trusted)
         self.executor: Any = None
         self.hooks: list[Any] = []
         self._provider_cache: dict[str, Any] | None = None
@@ -225,6 +227,7 @@ class Pipeline(PipelineStateMixin):
         for fn in (*self.bus._subscribers, *observers):
             bus.subscribe(fn)
         run = RunState(self, inputs, run_id=run_id, workflow_id=workflow_id, bus=bus)
+        run.extras["tokens"] = wants_tokens(bus._subscribers)
         all_hooks = [*self.hooks, *hooks]
         for extend in RUN_EXTENSIONS:
             extra_observers, extra_hooks = extend(self, run)
@@ -350,7 +353,7 @@ class Pipeline(PipelineStateMixin):
         outs = {
             x: run.results[x]
             for x in exits
-            if latest.get(x) in ("ran", "cached", "failed") and x in run.results
+            if latest.get(x) in ("ran", "cached", "edited", "failed") and x in run.results
         }
         if len(outs) == 1:
             output = next(iter(outs.values()))
@@ -362,6 +365,7 @@ class Pipeline(PipelineStateMixin):
             output = None
         return RunResult(
             run_id=run.run_id,
+            workflow_id=run.workflow_id,
             pipeline=self.name,
             output=output,
             outputs=dict(run.results),

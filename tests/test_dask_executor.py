@@ -332,7 +332,10 @@ pipelines:
         id: one
         config: {{i: 7}}
 """
-    pipe = sb.Pipeline.from_yaml(text)
+    with pytest.raises(sb.TrustError, match="code execution") as err:
+        sb.Pipeline.from_yaml(text)  # a scheduler address in a document: its results are unpickled
+    assert err.value.line == 6 and err.value.path == "pipelines.fan.executor.scheduler_address"
+    pipe = sb.Pipeline.from_yaml(text, trust_code=True)
     assert pipe.executor is None  # nothing connects at load time
     events: list[Any] = []
     result = pipe.run({}, observers=[events.append])
