@@ -18,14 +18,19 @@ def lazy_exports(
     package: str, names: Mapping[str, str], public: Iterable[str] = ()
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``names`` maps an exported name to the module that
-    defines it (``".widget"`` relative to the package, or absolute)."""
+    defines it (``".widget"`` relative to the package, or absolute). A name mapped to a submodule of
+    that same name (``"metrics": ".metrics"``) exports the submodule itself."""
     listed = sorted(set(public) | set(names))
 
     def __getattr__(name: str) -> Any:
         module = names.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module, package), name)
+        mod = importlib.import_module(module, package)
+        if module.rpartition(".")[2] == name and not hasattr(mod, name):
+            value: Any = mod
+        else:
+            value = getattr(mod, name)
         setattr(sys.modules[package], name, value)  # later lookups are plain attribute reads
         return value
 

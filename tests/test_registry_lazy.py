@@ -21,7 +21,9 @@ def test_the_table_names_every_builtin_and_the_module_that_registers_it():
     found = _child(
         "import importlib, json\n"
         "from sibyl_nb.techniques import registry\n"
-        "mods = sorted(set(registry.BUILTIN_MODULES.values()))\n"
+        "import pkgutil, sibyl_nb.techniques.builtins as b\n"
+        "mods = sorted(set(registry.BUILTIN_MODULES.values())\n"
+        "    | {b.__name__ + '.' + m.name for m in pkgutil.iter_modules(b.__path__)})\n"
         "where = {}\n"
         "for m in mods:\n"
         "    before = set(registry._REGISTRY)\n"

@@ -69,6 +69,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "rag.search": _BUILTINS + "rag",
     "workflow_orchestration.context_management": "sibyl_nb.context.technique",
     "workflow_orchestration.graph": _BUILTINS + "workflow",
+    "workflow_orchestration.human_input": _BUILTINS + "workflow",
     "workflow_orchestration.orchestration": _BUILTINS + "workflow",
     "workflow_orchestration.passthrough": _BUILTINS + "workflow",
     "workflow_orchestration.session_management": "sibyl_nb.sessions.technique",
