@@ -23,6 +23,7 @@ __all__ = [
     "register_provider",
     "get_provider",
     "load_document",
+    "json_schema",
     "compare_context_strategies",
     "plot_context_comparison",
     "draw_graph",
@@ -56,6 +57,7 @@ __all__ = [
 _LAZY = {
     "Pipeline": ".pipeline",
     "load_document": ".pipeline",
+    "json_schema": ".spec.json_schema",
     "RunResult": ".engine.result",
     "StepRecord": ".engine.result",
     "StepContext": ".techniques.context",
