@@ -412,3 +412,25 @@ def test_collected_problems_start_with_the_loaders_error(name, text):
         assert problems[0].path == (exc.path or "")
     else:
         assert problems == []
+
+
+def test_cell_completion_offers_the_schemas_keys_for_the_chosen_subtechnique():
+    from sibyl_nb.notebook.completion import complete
+
+    cell = (
+        "%%sibyl_pipeline\n"
+        "steps:\n"
+        "  - use: workflow_orchestration.session_management\n"
+        "    config:\n"
+        "      subtechnique: sliding_window\n"
+        "      win"
+    )
+    assert complete(cell, 5, len("      win")) == ["window_size"]
+    stateless = cell.replace("sliding_window", "stateless").replace("      win", "      ")
+    from sibyl_nb.techniques.registry import get_technique
+
+    expected = sorted(
+        get_technique("workflow_orchestration.session_management").config_schema.keys_for("stateless")
+    )
+    assert complete(stateless, 5, len("      ")) == expected
+    assert "window_size" not in expected
