@@ -16,4 +16,5 @@ SUITES = (
     ("dask", "benchmarks.dask_bench"),
     ("sessions", "benchmarks.sessions"),
     ("recall", "benchmarks.recall"),
+    ("sweep", "benchmarks.sweep"),
 )
