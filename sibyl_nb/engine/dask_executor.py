@@ -215,7 +215,8 @@ def _dumps_by_value(fn: Any, module: str) -> bytes:
         if not already:
             cloudpickle.register_pickle_by_value(sys.modules[module])
         try:
-            return cloudpickle.dumps(fn)
+            data: bytes = cloudpickle.dumps(fn)
+            return data
         finally:
             if not already:
                 cloudpickle.unregister_pickle_by_value(sys.modules[module])
@@ -433,12 +434,12 @@ class DaskExecutor:
                 raise SibylError("the Dask executor needs dask: pip install sibyl_nb[dask]") from None
             if self.scheduler_address is None:
                 try:
-                    self._client = default_client()
+                    self._client = default_client()  # type: ignore[no-untyped-call]  # distributed is unannotated
                     return self._client
                 except ValueError:
                     pass
             try:
-                self._client = Client(
+                self._client = Client(  # type: ignore[no-untyped-call]  # distributed is unannotated
                     self.scheduler_address, set_as_default=False, timeout=self.connect_timeout
                 )
             except Exception as exc:
@@ -497,7 +498,8 @@ class DaskExecutor:
             run_remote, remote, key=key, pure=False, retries=self.retries, **self.submit_options
         )
         try:
-            return await future
+            outcome: RemoteOutcome = await future
+            return outcome
         except asyncio.CancelledError:
             # a timeout, or a sibling failed: stop the task instead of letting it run on
             task = asyncio.ensure_future(client.cancel([future], asynchronous=True))

@@ -24,24 +24,25 @@ from .ir import CycleFound, Edge, GraphIR, Node
 
 __all__ = ["run_dynamic", "graph_builder", "compile_built_graph"]
 
-_BUILDERS: dict[str, Callable[[Any], Graph]] = {}
+_BUILDERS: dict[str, Callable[..., Any]] = {}
 
 
-def graph_builder(name: str) -> Callable[[Callable[[Any], Graph]], Callable[[Any], Graph]]:
+def graph_builder(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a Python builder usable as ``builder: <name>`` in a dynamic graph's config."""
 
-    def decorate(fn: Callable[[Any], Graph]) -> Callable[[Any], Graph]:
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         _BUILDERS[name] = fn
         return fn
 
     return decorate
 
 
-def _builder_from(node: Node, run: Any) -> Callable[[Any], Graph]:
+def _builder_from(node: Node, run: Any) -> Callable[..., Any]:
     config = node.config
     builder = config.get("builder")
     if callable(builder):
-        return builder
+        fn: Callable[..., Any] = builder  # what it returns is checked by compile_built_graph
+        return fn
     if isinstance(builder, str):
         try:
             return _BUILDERS[builder]
@@ -61,9 +62,17 @@ def _builder_from(node: Node, run: Any) -> Callable[[Any], Graph]:
             path=node.path,
             line=node.line,
         )
+    if not isinstance(code, str):
+        raise SpecError(
+            "a dynamic node needs `builder` or `builder_code`",
+            node_id=node.id,
+            path=node.path,
+            line=node.line,
+        )
     namespace: dict[str, Any] = {"Graph": Graph, "__name__": f"sibyl_builder_{node.id}"}
     exec(compile(code, f"<builder_code of {node.id}>", "exec"), namespace)  # trusted code only (above)
-    return namespace["build_graph"]
+    built: Callable[..., Any] = namespace["build_graph"]
+    return built
 
 
 def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
@@ -129,7 +138,7 @@ def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
         ) from None
 
 
-def _takes_ctx(build: Callable[..., Graph]) -> bool:
+def _takes_ctx(build: Callable[..., Any]) -> bool:
     try:
         params = list(inspect.signature(build).parameters.values())
     except (TypeError, ValueError):

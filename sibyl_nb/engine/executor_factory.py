@@ -150,12 +150,13 @@ def check_executor_spec(spec: Any, *, trusted: bool | None = None) -> None:
     if lines is None:
         raise cls(problem, path="executor")
     known = getattr(lines, "_lines", {})  # LineMap.line() falls back to ancestors: ask for the exact key
-    for where in (
+    candidates: tuple[tuple[str, ...], ...] = (
         ("pipelines", spec.name, "scheduler_address"),
         ("scheduler_address",),
         ("pipelines", spec.name, "executor"),
         ("executor",),
-    ):
+    )
+    for where in candidates:
         if where in known and (cls is TrustError or where[-1] == "executor"):
             raise lines.error(where, problem, cls)
     raise lines.error(("executor",), problem, cls)

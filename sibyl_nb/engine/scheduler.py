@@ -736,6 +736,7 @@ class Scheduler:
                     EventKind.INTERRUPTED, node, it, payload=pause.payload, answers=pause.answers
                 )
         else:
+            assert isinstance(outcome, Failed)  # the last of Outcome's four kinds
             failure = outcome.failure
             if not outcome.recorded:
                 error = _describe(failure.cause)

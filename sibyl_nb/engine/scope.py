@@ -104,7 +104,7 @@ def field_index(run: Any) -> FieldIndex:
     extras = getattr(run, "extras", None)
     if extras is None:
         return FieldIndex()
-    index = extras.get("_field_index")
+    index: FieldIndex | None = extras.get("_field_index")
     if index is None:
         index = extras["_field_index"] = FieldIndex()
     return index

@@ -89,7 +89,8 @@ class _InnerRun:
 
     @property
     def retries(self) -> int:
-        return self.outer.retries
+        retries: int = self.outer.retries
+        return retries
 
     @retries.setter
     def retries(self, value: int) -> None:
@@ -97,7 +98,8 @@ class _InnerRun:
 
     @property
     def aliases(self) -> dict[str, str]:
-        return self.spec.aliases
+        aliases: dict[str, str] = self.spec.aliases
+        return aliases
 
     def render(self, text: Any, ctx: Any) -> Any:
         from ..spec.templates import render_runtime

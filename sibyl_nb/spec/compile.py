@@ -16,7 +16,7 @@ from typing import Any
 
 from ..engine.ir import CycleFound, Edge, GraphIR, Node, RetryPolicy
 from ..engine.scope import BUILTIN_NAMES, SESSION_NAMES
-from ..errors import ExpressionError, SpecError, TrustError, UnknownTechniqueError
+from ..errors import ExpressionError, SibylError, SpecError, TrustError, UnknownTechniqueError
 from ..techniques.context import QUERY_KEYS
 from ..techniques.registry import TechniqueInfo, get_technique, has_technique
 from .expressions import Ref, compile_condition
@@ -196,27 +196,27 @@ class _Compiler:
         self.subgraphs: list[tuple[str, str, Path]] = []  # pipeline.<name> nodes, linked per document
 
     # -- helpers ----------------------------------------------------------------------------
-    def err(self, path: Path, message: str, cls: type[SpecError] = SpecError, **kw: Any) -> SpecError:
+    def err(self, path: Path, message: str, cls: type[SibylError] = SpecError, **kw: Any) -> SibylError:
         return self.lines.error(path, message, cls, **kw)
 
     def new_id(self, wanted: Any, path: Path, explicit: bool) -> str:
         if not isinstance(wanted, str) or not wanted.strip():
             raise self.err(path, f"node id must be a non-empty string, got {wanted!r}")
-        wanted = wanted.strip()
-        if wanted == "start":
+        name = wanted.strip()
+        if name == "start":
             raise self.err(path, "'start' is reserved for the implicit entry of a dynamic graph")
-        if wanted not in self.node_paths and wanted not in self.loose_names:
-            return wanted
+        if name not in self.node_paths and name not in self.loose_names:
+            return name
         if explicit:
-            first = self.node_paths.get(wanted)
+            first = self.node_paths.get(name)
             where = (
                 f" (first defined at {format_path(first)}, line {self.lines.line(first)})" if first else ""
             )
-            raise self.err(path, f"duplicate node id '{wanted}'{where}")
+            raise self.err(path, f"duplicate node id '{name}'{where}")
         n = 2
-        while f"{wanted}_{n}" in self.node_paths:
+        while f"{name}_{n}" in self.node_paths:
             n += 1
-        return f"{wanted}_{n}"
+        return f"{name}_{n}"
 
     def technique_info(self, name: Any, path: Path) -> TechniqueInfo:
         if not isinstance(name, str) or not name:

@@ -293,7 +293,7 @@ class _Compiler:
         return self.build(node)
 
     def build(self, node: ast.AST) -> _Fn:
-        method = getattr(self, f"_{type(node).__name__}", None)
+        method: Callable[[ast.AST], _Fn] | None = getattr(self, f"_{type(node).__name__}", None)
         if method is None:
             raise self.fail(node, type(node).__name__)
         return method(node)

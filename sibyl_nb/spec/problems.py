@@ -45,7 +45,7 @@ class _RecordingLines(LineMap):
 
     __slots__ = ()
 
-    def error(self, path: Path, message: str, cls: type[SpecError] = SpecError, **kw: Any) -> SpecError:
+    def error(self, path: Path, message: str, cls: type[SibylError] = SpecError, **kw: Any) -> SibylError:
         exc = super().error(path, message, cls, **kw)
         exc.yaml_path = tuple(path)  # type: ignore[attr-defined]
         return exc

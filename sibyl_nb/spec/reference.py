@@ -82,8 +82,8 @@ def _schema_section(
         out += [schema.description[0].upper() + schema.description[1:] + ".", ""]
     if not schema.closed:
         out += ["Open schema: undeclared keys are allowed (a likely typo of a declared key is refused).", ""]
-    modes = tuple(schema.subtechniques) if schema.subtechniques is not None else subtechniques
     if schema.subtechniques is not None:
+        modes = tuple(schema.subtechniques)
         default = schema.default_subtechnique
         out += [
             f"`{schema.selector}`: "
@@ -95,8 +95,8 @@ def _schema_section(
             out += _table(schema, keys) if keys else ["Takes no options."]
             out.append("")
     else:
-        if modes:
-            out += [f"`subtechnique`: {', '.join(f'`{m}`' for m in modes)}", ""]
+        if subtechniques:
+            out += [f"`subtechnique`: {', '.join(f'`{m}`' for m in subtechniques)}", ""]
         out += _table(schema) if schema.fields else ["No declared options."]
         out.append("")
     if schema.rules:

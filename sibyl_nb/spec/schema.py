@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SpecError
+from ..errors import SibylError
 
 if TYPE_CHECKING:
     from .yaml_lines import LineMap, Path
@@ -124,7 +124,7 @@ def expect_list(value: Any, path: Path, lines: LineMap, what: str) -> list[Any]:
     return value
 
 
-def fail(lines: LineMap, path: Path, message: str) -> SpecError:
+def fail(lines: LineMap, path: Path, message: str) -> SibylError:
     return lines.error(path, message)
 
 

@@ -54,12 +54,14 @@ def to_text(value: Any) -> str:
         return repr(value) if isinstance(value, float) else str(value)
     if isinstance(value, dict):
         for key in ("answer", "text", "content", "summary"):
-            if isinstance(value.get(key), str):
-                return value[key]
+            text = value.get(key)
+            if isinstance(text, str):
+                return text
         if isinstance(value.get("documents"), list):
             return to_text(value["documents"])
-        if isinstance(value.get("query"), str):
-            return value["query"]
+        query = value.get("query")
+        if isinstance(query, str):
+            return query
         return json.dumps(value, ensure_ascii=False, default=str)
     if isinstance(value, (list, tuple)):
         lines = []

@@ -120,7 +120,7 @@ def syntax_error(exc: yaml.MarkedYAMLError, text: str, source: str | None) -> Sp
             line_of(cm) or line_of(pm),
         )
     # -- characters
-    if "cannot start any token" in problem:
+    if "cannot start any token" in problem and pm is not None:
         ch = at(pm)
         if ch == "\t":
             return err("a tab character: YAML indents with spaces, never tabs", line_of(pm))

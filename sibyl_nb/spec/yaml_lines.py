@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path as FsPath
 from typing import Any
 
-from ..errors import SpecError
+from ..errors import SibylError, SpecError
 
 __all__ = ["Path", "LineMap", "load_yaml_with_lines", "read_yaml_file", "format_path"]
 
@@ -50,7 +50,7 @@ class LineMap:
     def set(self, path: Path, line: int) -> None:
         self._lines[tuple(path)] = line
 
-    def error(self, path: Path, message: str, cls: type[SpecError] = SpecError, **kw: Any) -> SpecError:
+    def error(self, path: Path, message: str, cls: type[SibylError] = SpecError, **kw: Any) -> SibylError:
         """Build (not raise) a :class:`SpecError` located at ``path``."""
         return cls(message, path=format_path(path), line=self.line(path), source=self.source, **kw)
 

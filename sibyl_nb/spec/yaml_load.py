@@ -141,7 +141,8 @@ def _alias_line(parent: yaml.Node, index: int, text: str) -> int:
     """Best line for the alias at ``parent``'s ``index``-th child (the composer keeps no alias mark):
     a mapping's key line; in a list, the first ``*`` after the previous item."""
     if isinstance(parent, yaml.MappingNode):
-        return parent.value[index // 2][0].start_mark.line + 1
+        key: yaml.Node = parent.value[index // 2][0]
+        return key.start_mark.line + 1
     start = parent.value[index - 1].end_mark.index if index else parent.start_mark.index
     star = text.find("*", start)
     at = star if star >= 0 else start
