@@ -229,7 +229,8 @@ def compare_context_strategies(
     history_tokens = sum(counter.message_tokens(m) for m in history)
     fact_list = [_as_fact(f) for f in facts] if facts is not None else extract_facts(history)
     specs = [_spec(item) for item in strategies]  # every spec checked before anything runs
-    rows, replay_rows = [], []
+    rows: list[dict[str, Any]] = []
+    replay_rows: list[dict[str, Any]] = []
     for label, strategy, opts in specs:
         options: dict[str, Any] = {
             "max_tokens": max_tokens,

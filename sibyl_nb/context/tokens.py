@@ -168,7 +168,7 @@ class TokenCounter:
         """The longest prefix of ``text`` with at most ``max_tokens`` tokens."""
         if max_tokens <= 0 or not text:
             return ""
-        if self._enc is None:
+        if self._enc is None or self._encode is None:
             return text[: max_tokens * 4]
         ids = self._encode(text)
         if len(ids) <= max_tokens:

@@ -153,10 +153,10 @@ class SibylAccessor:
         if ax is not None and len(metrics) > 1:
             raise SibylError("plot: pass ax= for one metric only")
         if ax is None:
-            fig, axes = plt.subplots(
+            fig, grid = plt.subplots(
                 1, len(metrics), figsize=figsize or (4.8 * len(metrics), 3.6), squeeze=False
             )
-            axes = axes[0]
+            axes = list(grid[0])
         else:
             axes = [ax]
         for a, m in zip(axes, metrics, strict=True):

@@ -71,8 +71,9 @@ def _read_inputs(path: str) -> list[Any]:
                 continue
             try:
                 out.append(json.loads(line))
-            except ValueError as exc:
-                raise SweepCliError(f"--inputs {path}, line {n}: not JSON ({exc.msg})") from None
+            except ValueError as exc:  # JSONDecodeError, or an integer past Python's digit limit
+                detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                raise SweepCliError(f"--inputs {path}, line {n}: not JSON ({detail})") from None
     if not out:
         raise SweepCliError(f"--inputs {path}: no inputs (one JSON value per line)")
     return out

@@ -98,7 +98,7 @@ class RunDiff(pd.DataFrame):
         """Nodes whose ``config``, ``input``, ``output`` or ``status`` differ."""
         return [str(n) for n, c in zip(self.index, self["changed"], strict=True) if what in c.split(", ")]
 
-    def _repr_html_(self) -> str:  # type: ignore[override]
+    def _repr_html_(self) -> str:
         head = "".join(
             f"<th>{h}</th>" for h in ("node", "technique", "changed", "config", "input", "output", "status")
         )
@@ -132,7 +132,7 @@ def diff_runs(a: Any, b: Any) -> RunDiff:
     ``status``). ``.changed_nodes`` lists the nodes that differ at all."""
     va, vb = run_view(a), run_view(b)
     order = list(va["nodes"]) + [n for n in vb["nodes"] if n not in va["nodes"]]
-    empty = {"technique": "", "config": None, "after": [], "status": "absent", "output": None}
+    empty: dict[str, Any] = {"technique": "", "config": None, "after": [], "status": "absent", "output": None}
     rows = []
     for nid in order:
         na, nb = va["nodes"].get(nid, empty), vb["nodes"].get(nid, empty)

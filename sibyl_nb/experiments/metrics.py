@@ -84,7 +84,7 @@ class Metric:
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None, key: str | None = None) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", "metric")
+        self.name = name or str(getattr(fn, "__name__", "metric"))
         self.key = key or f"{self.name}:{_code_key(fn)}"
         self.is_async = inspect.iscoroutinefunction(fn)
 

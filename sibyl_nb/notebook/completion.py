@@ -147,7 +147,7 @@ def _matcher_for(shell: Any) -> Any:
             out.append(SimpleCompletion(text, type="sibyl"))
         return {"completions": out, "suppress": bool(out)}
 
-    sibyl_matcher._sibyl_nb = True  # type: ignore[attr-defined]
+    sibyl_matcher._sibyl_nb = True
     return sibyl_matcher
 
 

@@ -42,6 +42,8 @@ _FINAL = frozenset(("ran", "skipped", "failed", "cached", "cancelled"))
 class RunInterrupted(SibylError):
     """The run was interrupted (Kernel › Interrupt, Ctrl-C); ``.result`` holds what finished."""
 
+    result: Any = None
+
 
 class RunView:
     """Display state of one run, folded from its events: node statuses, step rows, token allocations.

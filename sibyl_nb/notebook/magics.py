@@ -340,6 +340,7 @@ class SibylMagic(Magics):
 
     def _dry_run(self, pipeline: Any, output: str | None, show: tuple[str, ...]) -> Any:
         if output:
+            assert self.shell is not None  # a cell magic runs inside an IPython shell
             self.shell.user_ns[output] = pipeline
         if show:
             from IPython.display import HTML, display
@@ -395,6 +396,7 @@ class SibylMagic(Magics):
         pipeline.last_result = result
         self._mark_shown(result)
         if output:
+            assert self.shell is not None  # a cell magic runs inside an IPython shell
             self.shell.user_ns[output] = result
 
     def _decorate(self, exc: SibylError) -> None:

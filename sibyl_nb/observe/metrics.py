@@ -206,12 +206,12 @@ class MetricsCollector:
                 "sibyl_workflow_duration_seconds", "Workflow run duration", labels=["pipeline"]
             )
             for p, (total, count) in sorted(self._run_time.items()):
-                wd.add_metric([p], count_value=count, sum_value=total)
+                wd.add_metric([p], count_value=int(count), sum_value=total)
             sd = SummaryMetricFamily(
                 "sibyl_step_duration_seconds", "Step duration (executed steps)", labels=["pipeline", "node"]
             )
             for (p, node), (total, count) in sorted(self._step_time.items()):
-                sd.add_metric([p, node], count_value=count, sum_value=total)
+                sd.add_metric([p, node], count_value=int(count), sum_value=total)
             st = CounterMetricFamily(
                 "sibyl_steps", "Step executions by status", labels=["pipeline", "node", "status"]
             )

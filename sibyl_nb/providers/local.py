@@ -247,8 +247,8 @@ class LocalProvider:
         q = question or self._first_user(history)
         result = rate_answer(q, answer, context or None)
         text = result.critique(high=rating.high)
-        value = parse_score(text, rating.low, rating.high)
-        return text, {"score": value}
+        score = parse_score(text, rating.low, rating.high)
+        return text, {"score": score}
 
     def _improve(
         self, prompt: str, question: str, history: Sequence[Mapping[str, Any]], context: list[dict[str, Any]]

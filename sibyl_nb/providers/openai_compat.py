@@ -32,7 +32,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -104,7 +104,7 @@ class _StreamState:
     finish_reason: str = "stop"
 
 
-async def _close_on_shutdown(client: httpx.AsyncClient) -> AsyncIterator[None]:
+async def _close_on_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,7 @@ class SessionManager:
         """
         pol = self.policy
         limit = pol.store_limit
+        assert self.store is not None  # the caller returned early without a store
         if pol.max_tokens and not pol.summarization:
             page = self.PAGE if limit is None else min(self.PAGE, limit)
             tok = self.counter.message_tokens
@@ -177,11 +179,13 @@ class SessionManager:
         n = self.store.append(session_id, msgs, user_id=user_id, ttl=pol.timeout)
         limit = pol.store_limit
         if limit and n > limit:
-            fold = None
+            fold: Callable[[str, list[dict[str, Any]]], str] | None = None
             if pol.summarization:
 
-                def fold(old: str, dropped: list[dict[str, Any]]) -> str:
+                def summarize(old: str, dropped: list[dict[str, Any]]) -> str:
                     return summarize_messages(dropped, pol.summary_length, prior=old, counter=self.counter)
+
+                fold = summarize
 
             dropped = self.store.trim(session_id, limit, fold=fold)
             log.debug(

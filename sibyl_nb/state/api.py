@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.events import Event
     from ..engine.result import RunResult
     from .checkpoint import Checkpoint, CheckpointStore
     from .history import CheckpointInfo
@@ -28,9 +29,26 @@ class PipelineStateMixin:
     """State (``save_state`` / ``load_state`` / ``update_state``), checkpoints (``resume``, list,
     prune) and the step cache (``clear_cache``) for a :class:`~sibyl_nb.pipeline.Pipeline`."""
 
-    name: str
     spec: Any
     document: Any
+
+    if TYPE_CHECKING:  # what the mixin uses of Pipeline, declared for the checker only
+
+        @property
+        def name(self) -> str: ...
+
+        async def execute(
+            self,
+            inputs: Any = None,
+            *,
+            workflow_id: str | None = None,
+            session_id: str | None = None,
+            observers: Iterable[Callable[[Event], Any]] = (),
+            hooks: Iterable[Any] = (),
+            restore: dict[str, Any] | None = None,
+            run_id: str | None = None,
+            executor: Any = None,
+        ) -> RunResult: ...
 
     # ---------------------------------------------------------------- settings
     def configure(self, **settings: Any) -> Any:
@@ -190,7 +208,7 @@ class PipelineStateMixin:
         return await self.execute(
             inputs,
             workflow_id=workflow_id,
-            run_id=run_id,  # type: ignore[attr-defined]
+            run_id=run_id,
             restore=restore,
             observers=observers,
             hooks=hooks,

@@ -84,7 +84,7 @@ class StepCache(Observer):
     ) -> None:
         self.store = store
         self.run = run
-        self.ttl = None if ttl in (None, 0, "") else float(ttl)  # type: ignore[arg-type]
+        self.ttl = None if ttl in (None, 0, "") else float(ttl)
         self.template = template or DEFAULT_TEMPLATE
         self._render, _ = compile_value(self.template, "caching.cache_key_template")
         self._pending: dict[tuple[str, int], str] = {}

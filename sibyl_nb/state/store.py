@@ -38,7 +38,7 @@ class StateStore:
     def __init__(self, store: Store, *, prefix: str = "", ttl: float | None = None) -> None:
         self.store = store
         self.prefix = prefix
-        self.ttl = None if ttl in (None, 0, "") else float(ttl)  # type: ignore[arg-type]
+        self.ttl = None if ttl in (None, 0, "") else float(ttl)
         self._offload = store.backend in ("redis", "sql")
 
     @property

@@ -201,7 +201,7 @@ class Store(ABC):
     backend: ClassVar[str] = "abstract"
 
     def __init__(self, *, ttl: float | None = None) -> None:
-        self.ttl = None if ttl in (None, 0, "") else float(ttl)  # type: ignore[arg-type]
+        self.ttl = None if ttl in (None, 0, "") else float(ttl)
         self.url = ""
 
     # ---------------------------------------------------------------- message log: primitives

@@ -198,11 +198,11 @@ class RedisStore(Store):
                     pipe.watch(lk, mk)
                     if not pipe.exists(mk):
                         return []
-                    cut = int(pipe.llen(lk)) - keep
+                    cut = int(pipe.llen(lk)) - keep  # type: ignore[arg-type]  # a watched pipeline runs commands at once; the stubs type every result as queued
                     if cut <= 0:
                         return []
-                    dropped = [json.loads(x) for x in pipe.lrange(lk, 0, cut - 1)]
-                    fields = {"updated_at": repr(time.time())}
+                    dropped = [json.loads(x) for x in pipe.lrange(lk, 0, cut - 1)]  # type: ignore[union-attr]  # a watched pipeline runs commands at once; the stubs type every result as queued
+                    fields: dict[str | bytes, str] = {"updated_at": repr(time.time())}
                     if fold is not None:
                         old = pipe.hmget(mk, "summary", "summary_covers")
                         fields["summary"] = fold(_s(old[0] or ""), list(dropped))
@@ -250,14 +250,14 @@ class RedisStore(Store):
                 try:
                     pipe.watch(lk, mk)
                     meta = pipe.hgetall(mk)
-                    cur = self._to_data(session_id, meta, pipe.lrange(lk, 0, -1)) if meta else None
+                    cur = self._to_data(session_id, meta, pipe.lrange(lk, 0, -1)) if meta else None  # type: ignore[arg-type]  # a watched pipeline runs commands at once; the stubs type every result as queued
                     new = fn(cur)
                     pipe.multi()
                     pipe.delete(lk, mk)
                     if new is not None:
                         if new.messages:
                             pipe.rpush(lk, *[to_json(m) for m in new.messages])
-                        fields = {
+                        fields: dict[str | bytes, str] = {
                             "summary": new.summary,
                             "summary_covers": str(new.summary_covers),
                             "metadata": to_json(new.metadata),
@@ -317,7 +317,7 @@ class RedisStore(Store):
                 try:
                     pipe.watch(k)
                     raw = pipe.get(k)
-                    cur = json.loads(to_json(default)) if raw is None else json.loads(raw)
+                    cur = json.loads(to_json(default)) if raw is None else json.loads(raw)  # type: ignore[arg-type]  # a watched pipeline runs commands at once; the stubs type every result as queued
                     new = fn(cur)
                     pipe.multi()
                     if ttl is not None:

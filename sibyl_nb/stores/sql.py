@@ -382,10 +382,12 @@ class SQLStore(Store):
     def _insert(self, table: Any) -> Any:
         """The dialect's INSERT, which knows ``ON CONFLICT``."""
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
 
     def _live(self, sid: str, now: float) -> Any:
         s = self._s.c

@@ -40,7 +40,7 @@ class TechniqueInfo:
     outputs: tuple[str, ...] | None = None
     # The exact output fields for one config (``ai_generation.generation``'s label field is named by
     # its prompt); the loader checks ``${node.field}`` against it. None: ``outputs`` is the answer.
-    outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None
+    outputs_for: Callable[[dict[str, Any]], Iterable[str] | None] | None = None
     doc: str = ""
     # Engine-level techniques (graph, orchestration) compile into the graph instead of being called.
     compiles: bool = False
@@ -109,7 +109,7 @@ def register_technique(
     subtechniques: Iterable[str] | None = None,
     config_schema: ConfigSchema | dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
-    outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None,
+    outputs_for: Callable[[dict[str, Any]], Iterable[str] | None] | None = None,
     compiles: bool = False,
 ) -> TechniqueInfo:
     """Register ``fn`` under ``name`` (``shop.technique``); re-registering replaces (notebook cells re-run)."""
@@ -145,7 +145,7 @@ def technique(
     subtechniques: Iterable[str] | None = None,
     config_schema: ConfigSchema | dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
-    outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None,
+    outputs_for: Callable[[dict[str, Any]], Iterable[str] | None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: ``@sibyl_nb.technique("my_shop.shout")`` registers a function taking ``ctx``."""
 

@@ -23,7 +23,7 @@ def _bm25_class() -> Any:
     """rank_bm25 (and numpy) load on the first index build, not when techniques register."""
     from rank_bm25 import BM25Okapi
 
-    class PositiveIdfBM25(BM25Okapi):  # type: ignore[misc, valid-type]
+    class PositiveIdfBM25(BM25Okapi):
         def _calc_idf(self, nd: dict[str, int]) -> None:
             n = self.corpus_size
             for word, freq in nd.items():

@@ -82,7 +82,7 @@ class _Collection:
         import numpy as np
 
         if dim not in self._matrix:
-            rows = []
+            rows: list[np.ndarray | None] = []
             for d in self.docs:
                 stored = self.vectors.get(str(d["id"]))
                 if stored is not None and len(stored) == dim:
@@ -96,7 +96,9 @@ class _Collection:
                 fresh = embed_many([_index_text(self.docs[i]) for i in missing], dim)
                 for j, i in enumerate(missing):
                     rows[i] = fresh[j]
-            self._matrix[dim] = np.vstack(rows) if rows else np.zeros((0, dim))
+            full = [r for r in rows if r is not None]
+            assert len(full) == len(rows)  # every missing row was embedded just above
+            self._matrix[dim] = np.vstack(full) if full else np.zeros((0, dim))
         return self._matrix[dim]
 
 
@@ -153,7 +155,7 @@ class CorpusStore:
             return self._add_locked(collection, list(docs), embeddings)
 
     def _add_locked(
-        self, collection: str, docs: list[Mapping[str, Any]], embeddings: Sequence[Sequence[float]] | None
+        self, collection: str, docs: Sequence[Mapping[str, Any]], embeddings: Sequence[Sequence[float]] | None
     ) -> int:
         if embeddings is not None and len(embeddings) != len(docs):
             raise ValueError(f"{len(docs)} documents but {len(embeddings)} embeddings")

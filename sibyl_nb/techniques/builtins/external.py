@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Union
 
 from ...errors import SibylError
@@ -29,7 +29,7 @@ __all__ = [
     "OFFLINE_NOTE",
 ]
 
-BackendResult = Union[list[Mapping[str, Any]], Awaitable[list[Mapping[str, Any]]]]
+BackendResult = Union[Sequence[Mapping[str, Any]], Awaitable[Sequence[Mapping[str, Any]]]]
 Backend = Callable[[str, int, Mapping[str, Any]], BackendResult]
 
 OFFLINE_NOTE = (

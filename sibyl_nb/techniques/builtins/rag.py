@@ -446,7 +446,11 @@ def _input_documents(ctx: Any) -> list[dict[str, Any]]:
     inp = ctx.input if isinstance(ctx.input, Mapping) else {}
     if isinstance(inp.get("documents"), Sequence) and not isinstance(inp.get("documents"), str):
         return [
-            d if isinstance(d, Mapping) else {"id": f"input-{i + 1}", "text": str(d)}
+            d
+            if isinstance(d, dict)
+            else dict(d)
+            if isinstance(d, Mapping)
+            else {"id": f"input-{i + 1}", "text": str(d)}
             for i, d in enumerate(inp["documents"])
         ]
     if isinstance(inp.get("text"), str) and inp["text"].strip():
