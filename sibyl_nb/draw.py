@@ -189,6 +189,17 @@ class EdgePath:
     dst: str = ""
 
 
+@dataclass(slots=True)
+class _LabelSlot:
+    """A label's box while labels in one gap are swept apart (then copied to ``edge.label_box``)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    edge: EdgePath
+
+
 @dataclass
 class Layout:
     """Every box, edge polyline and label of one graph, in pixels (origin top-left)."""
@@ -475,9 +486,11 @@ def layout(graph_ir: Any, *, show_techniques: bool = True) -> Layout:
         pts.append((dst.x, dst.y))
         out.edges.append(EdgePath(lk.kind, pts, lk.label, None, lk.src, lk.dst))
     for fid, owner in fallback_owner.items():
-        a, b = out.boxes[owner], out.boxes[fid]
-        mid = a.y + a.h / 2
-        out.edges.append(EdgePath("fallback", [(a.right, mid), (b.left, mid)], None, None, owner, fid))
+        owner_box, fb_box = out.boxes[owner], out.boxes[fid]
+        mid = owner_box.y + owner_box.h / 2
+        out.edges.append(
+            EdgePath("fallback", [(owner_box.right, mid), (fb_box.left, mid)], None, None, owner, fid)
+        )
 
     # 7. condition labels in the gap above the target, swept apart per gap
     by_gap: dict[int, list[EdgePath]] = {}
@@ -485,7 +498,7 @@ def layout(graph_ir: Any, *, show_techniques: bool = True) -> Layout:
         if e.label and e.kind in ("edge", "conditional"):
             by_gap.setdefault(row_of[e.dst], []).append(e)
     for r, group in by_gap.items():
-        placed = []
+        placed: list[_LabelSlot] = []
         for e in group:
             room = max(out.boxes[e.dst].w, 130.0)
             lines = _wrap_label(e.label or "", int(room / (LABEL_FONT * CHAR_W)) - 1)
@@ -496,14 +509,14 @@ def layout(graph_ir: Any, *, show_techniques: bool = True) -> Layout:
             ly = tops[r] - 10 - h / 2 if y1 - y0 > LABEL_GAP else (y0 + y1) / 2
             t = 0.0 if y1 == y0 else (ly - y0) / (y1 - y0)
             lx = x0 + (x1 - x0) * min(max(t, 0.0), 1.0)
-            placed.append([lx - w / 2, ly - h / 2, w, h, e])
-        placed.sort(key=lambda p: p[0])
+            placed.append(_LabelSlot(lx - w / 2, ly - h / 2, w, h, e))
+        placed.sort(key=lambda p: p.x)
         for i in range(1, len(placed)):
             prev = placed[i - 1]
-            if placed[i][0] < prev[0] + prev[2] + 6:
-                placed[i][0] = prev[0] + prev[2] + 6
-        for x, y0, w, h, e in placed:
-            e.label_box = (x, y0, w, h)
+            if placed[i].x < prev.x + prev.w + 6:
+                placed[i].x = prev.x + prev.w + 6
+        for slot in placed:
+            slot.edge.label_box = (slot.x, slot.y, slot.w, slot.h)
 
     # 8. back edges in lanes right of everything, labels beside their lane, swept apart vertically
     right = max(
@@ -513,29 +526,29 @@ def layout(graph_ir: Any, *, show_techniques: bool = True) -> Layout:
     lane_x = right + 18
     back_labels = []
     for k, lk in enumerate(back):
-        a, b = out.boxes[lk.src], out.boxes[lk.dst]
+        sbox, dbox = out.boxes[lk.src], out.boxes[lk.dst]
         x = lane_x + 14 * k
-        ya, yb = a.y + a.h / 2 + 4, b.y + b.h / 2 - 4
+        ya, yb = sbox.y + sbox.h / 2 + 4, dbox.y + dbox.h / 2 - 4
         if lk.src == lk.dst:
-            ya, yb = a.y + a.h * 0.7, a.y + a.h * 0.3
-        pts = [(a.right, ya), (x, ya), (x, yb), (b.right, yb)]
+            ya, yb = sbox.y + sbox.h * 0.7, sbox.y + sbox.h * 0.3
+        pts = [(sbox.right, ya), (x, ya), (x, yb), (dbox.right, yb)]
         e = EdgePath("back", pts, _short(lk.label or "", EDGE_LABEL_MAX), None, lk.src, lk.dst)
         out.edges.append(e)
         back_labels.append(e)
     label_x = lane_x + 14 * len(back) + 4
-    placed_back = []
+    placed_back: list[_LabelSlot] = []
     for e in back_labels:
         text = e.label or ""
         w, h = text_width(text, LABEL_FONT) + 8, LABEL_LINE + 4
         ymid = (e.points[1][1] + e.points[2][1]) / 2
-        placed_back.append([label_x, ymid - h / 2, w, h, e])
-    placed_back.sort(key=lambda p: p[1])
+        placed_back.append(_LabelSlot(label_x, ymid - h / 2, w, h, e))
+    placed_back.sort(key=lambda p: p.y)
     for i in range(1, len(placed_back)):
         prev = placed_back[i - 1]
-        if placed_back[i][1] < prev[1] + prev[3] + 4:
-            placed_back[i][1] = prev[1] + prev[3] + 4
-    for x, y0, w, h, e in placed_back:
-        e.label_box = (x, y0, w, h)
+        if placed_back[i].y < prev.y + prev.h + 4:
+            placed_back[i].y = prev.y + prev.h + 4
+    for slot in placed_back:
+        slot.edge.label_box = (slot.x, slot.y, slot.w, slot.h)
 
     extents_x = [b.right for b in out.boxes.values()] + [
         e.label_box[0] + e.label_box[2] for e in out.edges if e.label_box
