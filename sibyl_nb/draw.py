@@ -1,115 +1,722 @@
-"""Offline drawing of a pipeline graph (PNG/SVG/PDF) with matplotlib's Agg canvas: no network, no
-Graphviz, no browser (LangGraph's ``draw_mermaid_png`` calls an online service and times out).
+"""The one drawing of a pipeline graph, for the notebook (inline SVG) and the CLI (PNG/SVG/PDF).
 
-Layout: layers by longest forward path from the entries (flow top to bottom), ordered within a layer
-by the mean position of their parents to cut crossings. Conditional edges carry their condition as a
-label; back edges (loops) are dashed, curved and purple; ``on_error`` fallbacks hang off their node
-with a dotted red edge. Node colours show run status (pending, running, done, skipped, failed,
-cached), so the notebook widget reuses :func:`draw_graph` for its live graph.
+Why one module with a geometry step and two painters: the notebook and ``sibyl workflow visualize``
+must show the same picture. :func:`layout` computes every box, line and label in pixels once;
+:func:`to_svg` paints it as self-contained SVG (colours through JupyterLab's CSS variables with
+light fallbacks, so a dark theme stays readable and GitHub/nbconvert still show it), and
+:func:`draw_graph` paints the same geometry on a matplotlib Agg canvas for raster files. Nothing
+here needs a network, Graphviz or a browser.
+
+Layout (Sugiyama-style, top to bottom): layers by longest forward path, a dummy point per layer
+for long edges, two barycentre passes to cut crossings, then each row is packed left to right with
+real box widths, so node boxes never overlap. Labels are never truncated to a shared prefix: long
+ids wrap at ``_ . -``. Condition labels sit in the gap above their edge's target and are swept
+apart. Conditional orchestration (nodes with a ``condition`` guard in a chain) is drawn as the
+branches it means, each branch edge carrying its condition. Back edges (loops) run in lanes on the
+right; ``on_error`` fallbacks sit beside their node with a dotted edge.
+
+The status vocabulary (``STATUSES``) is the engine's record statuses plus ``pending`` and
+``running``: the same words in the graph, the step table, the CLI and ``RunResult.format_trace``.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "STATUSES",
+    "STATUS_COLORS",
+    "EDGE_COLORS",
+    "Layout",
+    "layout",
+    "to_svg",
     "draw_graph",
     "save_graph",
     "statuses_from_result",
     "statuses_from_records",
-    "STATUS_COLORS",
-    "EDGE_COLORS",
 ]
 
-# Status -> fill colour: one palette for the CLI drawing, the live widget and the static HTML.
+# Status -> (fill, text colour). Record statuses (ran, cached, skipped, failed, cancelled) as the
+# engine writes them, plus pending (not started) and running (its code is executing now).
+STATUSES = ("pending", "running", "ran", "cached", "skipped", "failed", "cancelled")
 STATUS_COLORS: dict[str, str] = {
-    "pending": "#d9d9d9",
-    "running": "#f5b700",
-    "done": "#2ca02c",
-    "cached": "#1f77b4",
-    "skipped": "#f4f4f4",
-    "failed": "#d62728",
-    "cancelled": "#8c8c8c",
+    "pending": "#eeeeee",
+    "running": "#f9a825",
+    "ran": "#2e7d32",
+    "cached": "#1565c0",
+    "skipped": "#fafafa",
+    "failed": "#c62828",
+    "cancelled": "#6d6d6d",
 }
-EDGE_COLORS = {"edge": "#546e7a", "conditional": "#1565c0", "back": "#8e24aa", "fallback": "#c62828"}
-_RECORD_STATUS = {
-    "ran": "done",
-    "cached": "cached",
-    "skipped": "skipped",
-    "failed": "failed",
-    "cancelled": "cancelled",
-    "recovered": "done",
+_STATUS_TEXT = {
+    "pending": "#212121",
+    "running": "#212121",
+    "ran": "#ffffff",
+    "cached": "#ffffff",
+    "skipped": "#616161",
+    "failed": "#ffffff",
+    "cancelled": "#ffffff",
 }
-_MAX_LABEL = 38
+# CSS variables for the statuses whose colours must follow the theme (the others read on both).
+_STATUS_FILL_VAR = {"pending": "--jp-layout-color2", "skipped": "--jp-layout-color1"}
+_STATUS_TEXT_VAR = {"pending": "--jp-ui-font-color1", "skipped": "--jp-ui-font-color2"}
+EDGE_COLORS = {"edge": "#757575", "conditional": "#1e88e5", "back": "#ab47bc", "fallback": "#e53935"}
+_EDGE_VAR = {"edge": "--jp-ui-font-color2"}
+_RECORD_STATUS = {"recovered": "ran", "done": "ran"}  # legacy words folded into the one vocabulary
+
+# Geometry (pixels). Node text is monospace so its width is known without a font engine.
+ID_FONT, SUB_FONT, LABEL_FONT = 12.0, 10.5, 10.5
+CHAR_W = 0.62  # advance of one monospace character per pixel of font size (DejaVu Sans Mono: 0.602)
+LINE_H, PAD_X, PAD_Y = 15.0, 10.0, 6.0
+H_GAP, V_GAP, LABEL_GAP = 26.0, 40.0, 40.0
+LABEL_LINE = 13.0
+MIN_W = 84.0
+ID_WRAP, SUB_WRAP, EDGE_LABEL_MAX = 24, 30, 36
+MARGIN = 16.0
+LEGEND_H = 24.0
 _REF = re.compile(r"\$\{([^}]*)\}")
 
 
 def statuses_from_records(records: Any) -> dict[str, str]:
-    """Latest drawing status per node id from a run's :class:`StepRecord` list.
+    """Latest status per node id from a run's :class:`StepRecord` list.
 
-    A node whose ``on_error`` fallback succeeded shows as done: the fallback's output is its output.
+    A node whose ``on_error`` fallback succeeded shows as ran: the fallback's output is its output.
     """
     out: dict[str, str] = {}
     for rec in records or ():
         status = _RECORD_STATUS.get(rec.status, rec.status)
         out[rec.node_id] = status
-        if rec.fallback_for and status == "done":
-            out[rec.fallback_for] = "done"
+        if rec.fallback_for and status == "ran":
+            out[rec.fallback_for] = "ran"
     return out
 
 
 def statuses_from_result(result: Any) -> dict[str, str]:
-    """Latest drawing status per node of a :class:`~sibyl_nb.engine.result.RunResult`."""
+    """Latest status per node of a :class:`~sibyl_nb.engine.result.RunResult`."""
     return statuses_from_records(result.records)
 
 
-def _short(text: str, width: int = _MAX_LABEL) -> str:
+# ---------------------------------------------------------------------- text helpers
+def _pretty(condition: str) -> str:
+    """``${classify.type} == "factual"`` reads as ``classify.type == "factual"`` in a small label."""
+    return " ".join(_REF.sub(lambda m: m.group(1), condition).split())
+
+
+def _short(text: str, width: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _pretty(condition: str) -> str:
-    """``${classify.type} == "factual"`` reads as ``classify.type == "factual"`` in a small label."""
-    return _REF.sub(lambda m: m.group(1), condition)
+def wrap_id(text: str, width: int = ID_WRAP) -> list[str]:
+    """Wrap an identifier at ``_ . - /`` (kept at the line end), hard-splitting only a separator-free run."""
+    parts = re.findall(r"[^_.\-/]+[_.\-/]*|[_.\-/]+", text) or [text]
+    lines: list[str] = []
+    cur = ""
+    for part in parts:
+        while len(part) > width:
+            if cur:
+                lines.append(cur)
+                cur = ""
+            lines.append(part[:width])
+            part = part[width:]
+        if len(cur) + len(part) > width and cur:
+            lines.append(cur)
+            cur = part
+        else:
+            cur += part
+    if cur:
+        lines.append(cur)
+    return lines
 
 
-def _layers(graph: Any) -> tuple[list[list[str]], dict[str, int]]:
-    """Longest-path layering over forward edges, then two barycenter passes."""
-    nodes = list(graph.nodes)
-    preds: dict[str, list[str]] = {n: [] for n in nodes}
-    succs: dict[str, list[str]] = {n: [] for n in nodes}
-    indeg = dict.fromkeys(nodes, 0)
-    for e in graph.edges:
-        if e.back or e.src not in preds or e.dst not in preds:
+def _wrap_label(text: str, width: int, max_lines: int = 2) -> list[str]:
+    """Word-wrap a condition label to ``width`` characters, at most ``max_lines`` (the last may end in …)."""
+    import textwrap
+
+    longest = max((len(w) for w in text.split()), default=0)
+    width = min(max(width, 12, longest + 3), EDGE_LABEL_MAX)
+    lines = textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [_short(" ".join(lines[max_lines - 1 :]), max(width, 12))]
+    return lines
+
+
+def text_width(text: str, size: float) -> float:
+    return len(text) * size * CHAR_W
+
+
+# ---------------------------------------------------------------------- geometry
+@dataclass(slots=True)
+class Box:
+    id: str
+    x: float  # centre
+    y: float  # top
+    w: float
+    h: float
+    lines: list[str]  # first len(id_lines) lines are the id, the rest smaller
+    id_lines: int
+    kind: str = "task"  # task | fallback | dynamic | entry
+    owner: str | None = None  # fallbacks: the node they stand in for
+
+    @property
+    def left(self) -> float:
+        return self.x - self.w / 2
+
+    @property
+    def right(self) -> float:
+        return self.x + self.w / 2
+
+    @property
+    def bottom(self) -> float:
+        return self.y + self.h
+
+
+@dataclass(slots=True)
+class EdgePath:
+    kind: str  # edge | conditional | back | fallback
+    points: list[tuple[float, float]]
+    label: str | None = None
+    label_box: tuple[float, float, float, float] | None = None  # x, y, w, h
+    src: str = ""
+    dst: str = ""
+
+
+@dataclass
+class Layout:
+    """Every box, edge polyline and label of one graph, in pixels (origin top-left)."""
+
+    boxes: dict[str, Box] = field(default_factory=dict)
+    edges: list[EdgePath] = field(default_factory=list)
+    width: float = 0.0
+    height: float = 0.0
+    top: float = 0.0  # y where the graph starts (below the legend)
+
+    def label_boxes(self) -> list[tuple[str, tuple[float, float, float, float]]]:
+        """(name, (x, y, w, h)) of every node box and edge label: what must never overlap."""
+        out = [(f"node:{b.id}", (b.left, b.y, b.w, b.h)) for b in self.boxes.values()]
+        out += [(f"label:{e.src}->{e.dst}", e.label_box) for e in self.edges if e.label_box]
+        return out
+
+
+@dataclass(slots=True)
+class _Link:
+    src: str
+    dst: str
+    kind: str
+    label: str | None
+
+
+def _display_links(graph: Any) -> tuple[list[_Link], list[_Link], set[str]]:
+    """Forward links to draw, back links, and nodes whose guard is drawn on their incoming edge.
+
+    A chain with guarded nodes (``orchestration: conditional``) runs each guarded node or passes
+    over it, so ``classify -> simple -> medium`` really means ``classify -> simple`` *if* one
+    condition, ``classify -> medium`` *if* another. Consecutive nodes with the same guard form one
+    branch. Only chain links (one forward in-edge, at most one out-edge) are rerouted; elsewhere the
+    guard is written inside the node.
+    """
+    nodes = graph.nodes
+    fwd = [e for e in graph.edges if not e.back and e.src in nodes and e.dst in nodes]
+    ins: dict[str, list[Any]] = {n: [] for n in nodes}
+    outs: dict[str, list[Any]] = {n: [] for n in nodes}
+    for e in fwd:
+        ins[e.dst].append(e)
+        outs[e.src].append(e)
+
+    def guard(nid: str) -> str | None:
+        g = nodes[nid].guard
+        return None if g is None else g.text
+
+    routed = {
+        n
+        for n in nodes
+        if guard(n) is not None and len(ins[n]) == 1 and len(outs[n]) <= 1 and ins[n][0].condition is None
+    }
+
+    def anchor_before(nid: str) -> str | None:
+        """Walk back over routed nodes of other branches to the node the branch hangs from."""
+        g = guard(nid)
+        cur = ins[nid][0].src
+        while cur in routed and guard(cur) != g:
+            if len(ins[cur]) != 1:
+                break
+            cur = ins[cur][0].src
+        return cur
+
+    def join_after(nid: str) -> str | None:
+        """Walk forward over routed nodes of other branches to where the branches meet again."""
+        g = guard(nid)
+        cur = outs[nid][0].dst if outs[nid] else None
+        while cur is not None and cur in routed and guard(cur) != g:
+            cur = outs[cur][0].dst if outs[cur] else None
+        return cur
+
+    links: list[_Link] = []
+    seen: set[tuple[str, str]] = set()
+
+    def add(src: str, dst: str, kind: str, label: str | None) -> None:
+        if (src, dst) not in seen and src != dst:
+            seen.add((src, dst))
+            links.append(_Link(src, dst, kind, label))
+
+    for e in fwd:
+        cond = (
+            _pretty(e.condition.text) if e.condition is not None else (f"when {e.when}" if e.when else None)
+        )
+        src_routed, dst_routed = e.src in routed, e.dst in routed
+        if dst_routed:
+            anchor = anchor_before(e.dst)
+            if anchor is None:
+                continue
+            if anchor == e.src and src_routed and guard(e.src) == guard(e.dst):
+                add(e.src, e.dst, "edge", None)  # inside one branch
+            else:
+                add(anchor, e.dst, "conditional", "if " + _pretty(guard(e.dst) or ""))
+            if src_routed and guard(e.src) != guard(e.dst):
+                end = join_after(e.src)  # the branch ending at e.src joins further down
+                if end is not None:
+                    add(e.src, end, "edge", None)
             continue
-        preds[e.dst].append(e.src)
-        succs[e.src].append(e.dst)
-        indeg[e.dst] += 1
-    layer = dict.fromkeys(nodes, 0)
-    todo = [n for n in nodes if indeg[n] == 0]
-    seen = 0
-    while todo:
-        n = todo.pop(0)
-        seen += 1
+        add(e.src, e.dst, "conditional" if cond else "edge", cond)
+    back = [
+        _Link(
+            e.src,
+            e.dst,
+            "back",
+            "↺ " + _pretty(e.condition.text) if e.condition is not None else "↺ loop",
+        )
+        for e in graph.edges
+        if e.back and e.src in nodes and e.dst in nodes
+    ]
+    return links, back, routed
+
+
+def _node_lines(node: Any, routed: bool, show_techniques: bool) -> tuple[list[str], int]:
+    id_lines = wrap_id(node.id)
+    lines = list(id_lines)
+    if node.kind == "task":
+        if show_techniques:
+            lines.append(_short(node.technique, SUB_WRAP))
+    else:
+        lines.append(f"[{node.kind}]")
+    if node.guard is not None and not routed:
+        lines.append(_short("if " + _pretty(node.guard.text), SUB_WRAP))
+    return lines, len(id_lines)
+
+
+def _box_size(lines: list[str], id_lines: int) -> tuple[float, float]:
+    widths = [text_width(s, ID_FONT if i < id_lines else SUB_FONT) for i, s in enumerate(lines)]
+    w = max(MIN_W, max(widths, default=0.0) + 2 * PAD_X)
+    return w, len(lines) * LINE_H + 2 * PAD_Y
+
+
+def _as_graph(obj: Any) -> tuple[Any, str | None, Mapping[str, str] | None]:
+    """Accept a GraphIR, a Pipeline or a RunResult: (graph, title, statuses)."""
+    title = None
+    statuses = None
+    if hasattr(obj, "records") and hasattr(obj, "graph"):
+        statuses = statuses_from_result(obj)
+        title = getattr(obj, "pipeline", None)
+        obj = obj.graph
+    elif not hasattr(obj, "nodes") and hasattr(obj, "graph"):
+        title = getattr(obj, "name", None)
+        obj = obj.graph
+    if not getattr(obj, "finalized", True):
+        obj.finalize()
+    return obj, title, statuses
+
+
+def layout(graph_ir: Any, *, show_techniques: bool = True) -> Layout:
+    """Compute the picture of ``graph_ir`` (a GraphIR, Pipeline or RunResult): boxes, edges, labels."""
+    graph, _, _ = _as_graph(graph_ir)
+    nodes = graph.nodes
+    links, back, routed = _display_links(graph)
+    out = Layout()
+    if not nodes:
+        out.width, out.height = 2 * MARGIN + MIN_W, 2 * MARGIN
+        return out
+
+    # 1. layers: longest path over the drawn forward links (Kahn order, declaration order on ties)
+    ids = list(nodes)
+    preds: dict[str, list[str]] = {n: [] for n in ids}
+    succs: dict[str, list[str]] = {n: [] for n in ids}
+    for lk in links:
+        preds[lk.dst].append(lk.src)
+        succs[lk.src].append(lk.dst)
+    indeg = {n: len(preds[n]) for n in ids}
+    layer = dict.fromkeys(ids, 0)
+    todo = [n for n in ids if indeg[n] == 0]
+    head = 0
+    while head < len(todo):
+        n = todo[head]
+        head += 1
         for m in succs[n]:
             layer[m] = max(layer[m], layer[n] + 1)
             indeg[m] -= 1
             if indeg[m] == 0:
                 todo.append(m)
-    rows: list[list[str]] = [[] for _ in range(max(layer.values(), default=0) + 1)]
-    for n in nodes:  # declaration order first
+    for n in ids:  # a leftover cycle (never finalised): keep declaration order
+        if indeg[n] > 0:
+            layer[n] = max(layer[n], 0)
+
+    # 2. dummy points for links spanning several layers, so their lines bend around boxes
+    rows: list[list[str]] = [[] for _ in range(max(layer.values()) + 1)]
+    for n in ids:
         rows[layer[n]].append(n)
+    chains: list[tuple[_Link, list[str]]] = []
+    up: dict[str, list[str]] = {n: list(preds[n]) for n in ids}
+    for k, lk in enumerate(links):
+        a, b = layer[lk.src], layer[lk.dst]
+        chain = [lk.src]
+        if b - a > 1:
+            for li in range(a + 1, b):
+                d = f"\0{k}:{li}"
+                rows[li].append(d)
+                up[d] = [chain[-1]]
+                chain.append(d)
+            up[lk.dst][up[lk.dst].index(lk.src)] = chain[-1]  # its barycentre follows the bend
+        chain.append(lk.dst)
+        chains.append((lk, chain))
+
+    # 3. order each row by the barycentre of the row above (two passes)
+    order: dict[str, float] = {}
     for _ in range(2):
-        pos = {n: i - (len(row) - 1) / 2 for row in rows for i, n in enumerate(row)}
-        for row in rows[1:]:
-            row.sort(key=lambda n: sum(pos[p] for p in preds[n]) / len(preds[n]) if preds[n] else pos[n])
-            for i, n in enumerate(row):
-                pos[n] = i - (len(row) - 1) / 2
-    return rows, layer
+        for r, row in enumerate(rows):
+            if r == 0 and not order:
+                order.update({n: float(i) for i, n in enumerate(row)})
+                continue
+            base = {n: float(i) for i, n in enumerate(row)}
+
+            def key(n: str, base: dict[str, float] = base) -> tuple[float, float]:
+                ps = [order[p] for p in up.get(n, ()) if p in order]
+                return (sum(ps) / len(ps) if ps else base[n], base[n])
+
+            row.sort(key=key)
+            order.update({n: float(i) for i, n in enumerate(row)})
+
+    # 4. fallbacks beside their owner, in its row
+    fallback_owner: dict[str, str] = {}
+    for row in rows:
+        extra: list[str] = []
+        for n in row:
+            extra.append(n)
+            if not n.startswith("\0"):
+                for fb in nodes[n].fallbacks:
+                    fallback_owner[fb.id] = n
+                    extra.append(fb.id)
+        row[:] = extra
+
+    # 5. sizes, then rows top to bottom, packed left to right around their wished centres
+    sizes: dict[str, tuple[float, float, list[str], int, str]] = {}
+    for row in rows:
+        for n in row:
+            if n.startswith("\0"):
+                sizes[n] = (2.0, 0.0, [], 0, "dummy")
+            elif n in fallback_owner:
+                fb = next(f for f in nodes[fallback_owner[n]].fallbacks if f.id == n)
+                lines = wrap_id(n) + ([_short(fb.technique, SUB_WRAP)] if show_techniques else [])
+                w, h = _box_size(lines, len(lines) - (1 if show_techniques else 0))
+                sizes[n] = (w, h, lines, len(lines) - (1 if show_techniques else 0), "fallback")
+            else:
+                lines, nid = _node_lines(nodes[n], n in routed, show_techniques)
+                w, h = _box_size(lines, nid)
+                sizes[n] = (w, h, lines, nid, nodes[n].kind)
+    labelled_into = {lk.dst for lk in links if lk.label}
+    centre: dict[str, float] = {}
+    tops: list[float] = []
+    y = MARGIN + LEGEND_H + 8
+    for row in rows:
+        gap_needed = any(n in labelled_into for n in row) or any(
+            n.startswith("\0") and chains[int(n[1:].split(":")[0])][0].label for n in row
+        )
+        if tops:
+            y += LABEL_GAP if gap_needed else 0.0
+        tops.append(y)
+        wished = []
+        for n in row:
+            ps = [centre[p] for p in up.get(n, ()) if p in centre]
+            if n in fallback_owner and fallback_owner[n] in centre:
+                ps = [centre[fallback_owner[n]] + 1.0]
+            wished.append(sum(ps) / len(ps) if ps else None)
+        xs = _pack([sizes[n][0] for n in row], wished)
+        for n, x in zip(row, xs, strict=True):
+            centre[n] = x
+        y += max(sizes[n][1] for n in row) + V_GAP
+    # rows were packed independently: shift everything so the leftmost box starts at MARGIN
+    min_left = min(centre[n] - sizes[n][0] / 2 for row in rows for n in row)
+    shift = MARGIN - min_left
+    row_h = [max(sizes[n][1] for n in row) for row in rows]
+    for r, row in enumerate(rows):
+        for n in row:
+            centre[n] += shift
+            w, h, lines, nid, kind = sizes[n]
+            if kind == "dummy":
+                continue
+            top = tops[r] + (row_h[r] - h) / 2
+            out.boxes[n] = Box(n, centre[n], top, w, h, lines, nid, kind, fallback_owner.get(n))
+
+    def point(n: str, r: int) -> tuple[float, float]:
+        return (centre[n], tops[r] + row_h[r] / 2)
+
+    # 6. forward edges: bottom of source, through dummies, top of target
+    row_of = {n: r for r, row in enumerate(rows) for n in row}
+    for lk, chain in chains:
+        src, dst = out.boxes[lk.src], out.boxes[lk.dst]
+        pts = [(src.x, src.bottom)]
+        pts += [point(d, row_of[d]) for d in chain[1:-1]]
+        pts.append((dst.x, dst.y))
+        out.edges.append(EdgePath(lk.kind, pts, lk.label, None, lk.src, lk.dst))
+    for fid, owner in fallback_owner.items():
+        a, b = out.boxes[owner], out.boxes[fid]
+        mid = a.y + a.h / 2
+        out.edges.append(EdgePath("fallback", [(a.right, mid), (b.left, mid)], None, None, owner, fid))
+
+    # 7. condition labels in the gap above the target, swept apart per gap
+    by_gap: dict[int, list[EdgePath]] = {}
+    for e in out.edges:
+        if e.label and e.kind in ("edge", "conditional"):
+            by_gap.setdefault(row_of[e.dst], []).append(e)
+    for r, group in by_gap.items():
+        placed = []
+        for e in group:
+            room = max(out.boxes[e.dst].w, 130.0)
+            lines = _wrap_label(e.label or "", int(room / (LABEL_FONT * CHAR_W)) - 1)
+            e.label = "\n".join(lines)
+            w = max(text_width(s, LABEL_FONT) for s in lines) + 8
+            h = LABEL_LINE * len(lines) + 4
+            (x0, y0), (x1, y1) = e.points[-2], e.points[-1]
+            ly = tops[r] - 10 - h / 2 if y1 - y0 > LABEL_GAP else (y0 + y1) / 2
+            t = 0.0 if y1 == y0 else (ly - y0) / (y1 - y0)
+            lx = x0 + (x1 - x0) * min(max(t, 0.0), 1.0)
+            placed.append([lx - w / 2, ly - h / 2, w, h, e])
+        placed.sort(key=lambda p: p[0])
+        for i in range(1, len(placed)):
+            prev = placed[i - 1]
+            if placed[i][0] < prev[0] + prev[2] + 6:
+                placed[i][0] = prev[0] + prev[2] + 6
+        for x, y0, w, h, e in placed:
+            e.label_box = (x, y0, w, h)
+
+    # 8. back edges in lanes right of everything, labels beside their lane, swept apart vertically
+    right = max(
+        [b.right for b in out.boxes.values()]
+        + [e.label_box[0] + e.label_box[2] for e in out.edges if e.label_box]
+    )
+    lane_x = right + 18
+    back_labels = []
+    for k, lk in enumerate(back):
+        a, b = out.boxes[lk.src], out.boxes[lk.dst]
+        x = lane_x + 14 * k
+        ya, yb = a.y + a.h / 2 + 4, b.y + b.h / 2 - 4
+        if lk.src == lk.dst:
+            ya, yb = a.y + a.h * 0.7, a.y + a.h * 0.3
+        pts = [(a.right, ya), (x, ya), (x, yb), (b.right, yb)]
+        e = EdgePath("back", pts, _short(lk.label or "", EDGE_LABEL_MAX), None, lk.src, lk.dst)
+        out.edges.append(e)
+        back_labels.append(e)
+    label_x = lane_x + 14 * len(back) + 4
+    placed_back = []
+    for e in back_labels:
+        text = e.label or ""
+        w, h = text_width(text, LABEL_FONT) + 8, LABEL_LINE + 4
+        ymid = (e.points[1][1] + e.points[2][1]) / 2
+        placed_back.append([label_x, ymid - h / 2, w, h, e])
+    placed_back.sort(key=lambda p: p[1])
+    for i in range(1, len(placed_back)):
+        prev = placed_back[i - 1]
+        if placed_back[i][1] < prev[1] + prev[3] + 4:
+            placed_back[i][1] = prev[1] + prev[3] + 4
+    for x, y0, w, h, e in placed_back:
+        e.label_box = (x, y0, w, h)
+
+    extents_x = [b.right for b in out.boxes.values()] + [
+        e.label_box[0] + e.label_box[2] for e in out.edges if e.label_box
+    ]
+    extents_x += [p[0] for e in out.edges for p in e.points]
+    extents_y = [b.bottom for b in out.boxes.values()] + [
+        e.label_box[1] + e.label_box[3] for e in out.edges if e.label_box
+    ]
+    out.width = max(max(extents_x) + MARGIN, MARGIN + legend_width(kinds_of(out)) + MARGIN)
+    out.height = max(extents_y) + MARGIN
+    out.top = MARGIN + LEGEND_H
+    return out
 
 
+_EDGE_LEGEND = {"conditional": "condition", "back": "loop", "fallback": "on_error"}
+
+
+def kinds_of(geo: Layout) -> list[str]:
+    """Edge kinds the legend lists (those drawn, in a fixed order)."""
+    kinds = {e.kind for e in geo.edges}
+    return [k for k in _EDGE_LEGEND if k in kinds]
+
+
+def legend_width(kinds: list[str]) -> float:
+    w = sum(16 + text_width(s, 10.5) + 12 for s in STATUSES)
+    return w + sum(22 + text_width(_EDGE_LEGEND[k], 10.5) + 12 for k in kinds)
+
+
+def _pack(widths: list[float], wished: list[float | None]) -> list[float]:
+    """Centres for boxes of ``widths`` in this order, as near their wished centres as no-overlap allows."""
+    n = len(widths)
+    if n == 0:
+        return []
+    # boxes without a wish go right after the previous one
+    xs: list[float] = []
+    for i in range(n):
+        want = wished[i]
+        if want is None:
+            want = (xs[-1] + widths[i - 1] / 2 + H_GAP + widths[i] / 2) if xs else 0.0
+        xs.append(want)
+    # left-to-right: push right to clear the previous box
+    for i in range(1, n):
+        least = xs[i - 1] + (widths[i - 1] + widths[i]) / 2 + H_GAP
+        if xs[i] < least:
+            xs[i] = least
+    # centre the block on the mean wish so a fan-out stays under its parent
+    wishes = [w for w in wished if w is not None]
+    if wishes:
+        delta = sum(wishes) / len(wishes) - sum(xs) / n
+        xs = [x + delta for x in xs]
+    return xs
+
+
+# ---------------------------------------------------------------------- SVG painter
+def _css(var: str | None, fallback: str) -> str:
+    return f"var({var}, {fallback})" if var else fallback
+
+
+def _status_style(status: str) -> tuple[str, str]:
+    fill = _css(_STATUS_FILL_VAR.get(status), STATUS_COLORS.get(status, STATUS_COLORS["pending"]))
+    text = _css(_STATUS_TEXT_VAR.get(status), _STATUS_TEXT.get(status, "#212121"))
+    return fill, text
+
+
+def _edge_color(kind: str) -> str:
+    return _css(_EDGE_VAR.get(kind), EDGE_COLORS[kind])
+
+
+def to_svg(
+    graph_ir: Any,
+    statuses: Mapping[str, str] | None = None,
+    *,
+    title: str | None = None,
+    geometry: Layout | None = None,
+) -> str:
+    """Inline SVG of the graph with nodes coloured by ``statuses``; every element has a ``sibyl-*`` class.
+
+    Pass a precomputed ``geometry`` (from :func:`layout`) to recolour without laying out again.
+    """
+    graph, _title, own = _as_graph(graph_ir)
+    statuses = {
+        k: _RECORD_STATUS.get(v, v) for k, v in (statuses if statuses is not None else own or {}).items()
+    }
+    geo = geometry if geometry is not None else layout(graph)
+    esc = html.escape
+    font = "var(--jp-code-font-family, 'DejaVu Sans Mono', Menlo, Consolas, monospace)"
+    ink = _css("--jp-ui-font-color1", "#212121")
+    out = [
+        f'<svg class="sibyl-graph-svg" xmlns="http://www.w3.org/2000/svg" width="{geo.width:.0f}" '
+        f'height="{geo.height:.0f}" viewBox="0 0 {geo.width:.0f} {geo.height:.0f}" role="img" '
+        f'aria-label="{esc(title or _title or "pipeline graph")}" style="font-family:{font};">',
+        "<defs>",
+    ]
+    for kind in EDGE_COLORS:
+        out.append(
+            f'<marker id="sibyl-arrow-{kind}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+            f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+            f'style="fill:{_edge_color(kind)};"/></marker>'
+        )
+    out.append("</defs>")
+    # legend: the status vocabulary, then the edge kinds that appear
+    x = MARGIN
+    ly = MARGIN + 8
+    out.append('<g class="sibyl-legend">')
+    for s in STATUSES:
+        fill, _ = _status_style(s)
+        out.append(
+            f'<rect x="{x:.1f}" y="{ly - 6:.1f}" width="12" height="12" rx="3" '
+            f'style="fill:{fill};stroke:{_css("--jp-border-color1", "#9e9e9e")};"/>'
+            f'<text x="{x + 16:.1f}" y="{ly + 4:.1f}" style="font-size:10.5px;fill:{ink};">{s}</text>'
+        )
+        x += 16 + text_width(s, 10.5) + 12
+    names = _EDGE_LEGEND
+    for kind in kinds_of(geo):
+        if True:
+            dash = {"back": "5,3", "fallback": "2,3"}.get(kind, "")
+            out.append(
+                f'<line x1="{x:.1f}" y1="{ly:.1f}" x2="{x + 18:.1f}" y2="{ly:.1f}" '
+                f'style="stroke:{_edge_color(kind)};stroke-width:1.6;stroke-dasharray:{dash or "none"};"/>'
+                f'<text x="{x + 22:.1f}" y="{ly + 4:.1f}" style="font-size:10.5px;fill:{ink};">'
+                f"{names[kind]}</text>"
+            )
+            x += 22 + text_width(names[kind], 10.5) + 12
+    out.append("</g>")
+    # edges under nodes
+    for e in geo.edges:
+        color = _edge_color(e.kind)
+        dash = {"back": "5,3", "fallback": "2,3"}.get(e.kind, "none")
+        d = "M" + " L".join(f"{px:.1f},{py:.1f}" for px, py in e.points)
+        out.append(
+            f'<path class="sibyl-edge sibyl-edge-{e.kind}" data-src="{esc(e.src)}" data-dst="{esc(e.dst)}" '
+            f'd="{d}" marker-end="url(#sibyl-arrow-{e.kind})" '
+            f'style="fill:none;stroke:{color};stroke-width:1.4;stroke-dasharray:{dash};"/>'
+        )
+    for n, b in geo.boxes.items():
+        status = statuses.get(n, "pending")
+        if b.kind == "fallback" and n not in statuses:
+            status = "pending"
+        fill, text = _status_style(status)
+        dashed = b.kind == "fallback" or status == "skipped" or b.kind in ("dynamic", "entry")
+        stroke = _css("--jp-border-color1", "#616161") if status in ("pending", "skipped") else fill
+        if b.kind == "fallback":
+            stroke = EDGE_COLORS["fallback"]
+        width = 2.6 if status == "running" else 1.2
+        if status == "running":
+            stroke = "#e65100"
+        out.append(
+            f'<g class="sibyl-node sibyl-status-{esc(status)}" data-node="{esc(n)}" data-status="{esc(status)}">'
+            f'<rect class="sibyl-node-box" x="{b.left:.1f}" y="{b.y:.1f}" width="{b.w:.1f}" height="{b.h:.1f}" '
+            f'rx="7" style="fill:{fill};stroke:{stroke};stroke-width:{width};'
+            f'stroke-dasharray:{"4,3" if dashed else "none"};"/>'
+        )
+        out.append(f"<title>{esc(n)} · {esc(status)}</title>")
+        for i, line in enumerate(b.lines):
+            size = ID_FONT if i < b.id_lines else SUB_FONT
+            weight = "700" if i < b.id_lines else "400"
+            ty = b.y + PAD_Y + LINE_H * i + LINE_H * 0.72
+            opacity = "1" if i < b.id_lines else "0.85"
+            out.append(
+                f'<text class="sibyl-node-label" x="{b.x:.1f}" y="{ty:.1f}" text-anchor="middle" '
+                f'style="font-size:{size}px;font-weight:{weight};fill:{text};opacity:{opacity};">'
+                f"{esc(line)}</text>"
+            )
+        out.append("</g>")
+    for e in geo.edges:
+        if not e.label_box:
+            continue
+        x0, y0, w, h = e.label_box
+        color = _edge_color(e.kind)
+        out.append(
+            f'<g class="sibyl-edge-label" data-src="{esc(e.src)}" data-dst="{esc(e.dst)}">'
+            f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{w:.1f}" height="{h:.1f}" rx="4" '
+            f'style="fill:{_css("--jp-layout-color1", "#ffffff")};stroke:{color};stroke-width:0.8;"/>'
+            f'<text text-anchor="middle" style="font-size:{LABEL_FONT}px;fill:{color};">'
+            + "".join(
+                f'<tspan x="{x0 + w / 2:.1f}" y="{y0 + 2 + LABEL_LINE * (i + 0.75):.1f}">{esc(line)}</tspan>'
+                for i, line in enumerate((e.label or "").split("\n"))
+            )
+            + "</text></g>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------- matplotlib painter
 def draw_graph(
     graph_ir: Any,
     statuses: Mapping[str, str] | None = None,
@@ -118,280 +725,140 @@ def draw_graph(
     title: str | None = None,
     show_techniques: bool = True,
 ) -> Any:
-    """Draw ``graph_ir`` (a ``GraphIR``; a ``Pipeline`` or ``RunResult`` works too) and return the
-    matplotlib ``Figure``. ``statuses``: node id -> pending | running | done | skipped | failed |
-    cached (record statuses such as ``ran`` are accepted). Pass ``ax`` to draw into existing axes."""
+    """Paint :func:`layout`'s geometry with matplotlib (Agg, no pyplot); return the ``Figure``.
+
+    ``graph_ir``: a GraphIR, Pipeline or RunResult. ``statuses``: node id -> one of ``STATUSES``.
+    Pass ``ax`` to draw into existing axes. The picture is the notebook's SVG, in light colours.
+    """
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
+    from matplotlib.path import Path as MplPath
 
-    graph = graph_ir
-    if statuses is None and hasattr(graph, "records") and hasattr(graph, "graph"):
-        statuses = statuses_from_result(graph)
-    if hasattr(graph, "spec") and hasattr(graph, "graph"):
-        title = title if title is not None else getattr(graph, "name", None)
-        graph = graph.graph
-    elif not hasattr(graph, "nodes") and hasattr(graph, "graph"):
-        title = title if title is not None else getattr(graph, "pipeline", None)
-        graph = graph.graph
-    if not getattr(graph, "finalized", True):
-        graph.finalize()
-    statuses = {k: _RECORD_STATUS.get(v, v) for k, v in (statuses or {}).items()}
-
-    rows, _ = _layers(graph)
-    # fallbacks sit right after their node, in its layer
-    fallback_of: dict[str, Any] = {}
-    for row in rows:
-        extra = []
-        for nid in row:
-            extra.append(nid)
-            for fb in graph.nodes[nid].fallbacks:
-                fallback_of[fb.id] = (nid, fb)
-                extra.append(fb.id)
-        row[:] = extra
-
-    def label(nid: str) -> list[str]:
-        if nid in fallback_of:
-            fb = fallback_of[nid][1]
-            return [_short(nid), _short(fb.technique)] if show_techniques else [_short(nid)]
-        node = graph.nodes[nid]
-        lines = [_short(nid)]
-        if show_techniques and node.kind == "task":
-            lines.append(_short(node.technique))
-        elif node.kind != "task":
-            lines.append(f"[{node.kind}]")
-        if node.guard is not None:
-            lines.append(_short("if " + _pretty(node.guard.text)))
-        return lines
-
-    labels = {nid: label(nid) for row in rows for nid in row}
-    chars = max((len(s) for ls in labels.values() for s in ls), default=8)
-    nlines = max((len(ls) for ls in labels.values()), default=1)
-    box_w = min(max(1.5, chars * 0.072 + 0.3), 2.9)
-    box_h = 0.22 + 0.17 * nlines
-    xgap, ygap = box_w + 0.55, box_h + 0.75
-    widest = max((len(r) for r in rows), default=1)
-    pos = {}
-    for li, row in enumerate(rows):
-        for i, nid in enumerate(row):
-            pos[nid] = ((i - (len(row) - 1) / 2) * xgap, -li * ygap)
-
-    has_back = any(e.back for e in graph.edges)
-    margin_x = 0.9 + (0.8 if has_back else 0.0)
-    legend_w = 1.9
-    x0, x1 = -(widest - 1) / 2 * xgap - box_w / 2 - margin_x, (widest - 1) / 2 * xgap + box_w / 2 + margin_x
-    y0, y1 = -(len(rows) - 1) * ygap - box_h / 2 - 0.45, box_h / 2 + (0.65 if title else 0.35)
+    graph, own_title, own = _as_graph(graph_ir)
+    title = title if title is not None else own_title
+    statuses = {
+        k: _RECORD_STATUS.get(v, v) for k, v in (statuses if statuses is not None else own or {}).items()
+    }
+    geo = layout(graph, show_techniques=show_techniques)
+    title_h = 26.0 if title else 0.0
+    W, H = geo.width, geo.height + title_h
+    dpi = 100.0
     if ax is None:
-        width, height = (x1 - x0) + legend_w, (y1 - y0)
-        fig = Figure(figsize=(max(width, 4.5), max(height, 2.5)), dpi=100)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+        fig = Figure(figsize=(W / dpi, H / dpi), dpi=dpi)
         FigureCanvasAgg(fig)
         ax = fig.add_axes((0, 0, 1, 1))
-        ax.set_xlim(x0, x0 + max(width, 4.5))
-        ax.set_ylim(y1 - max(height, 2.5), y1)
     else:
         fig = ax.figure
-        ax.set_xlim(x0, x1 + legend_w)
-        ax.set_ylim(y0, y1)
+    ax.set_xlim(0, W)
+    ax.set_ylim(H, 0)  # y grows downwards, as in the SVG
     ax.set_axis_off()
+    pt = 72.0 / dpi  # pixel sizes -> points
+    mono = "DejaVu Sans Mono"
 
-    boxes: dict[str, Any] = {}
-    for nid, (x, y) in pos.items():
-        fb = nid in fallback_of
-        status = statuses.get(nid, "pending")
-        face = STATUS_COLORS.get(status, STATUS_COLORS["pending"])
-        node = None if fb else graph.nodes[nid]
-        dashed = fb or status == "skipped" or (node is not None and node.kind != "task")
-        edge = EDGE_COLORS["fallback"] if fb else ("#37474f" if status != "skipped" else "#9e9e9e")
-        box = FancyBboxPatch(
-            (x - box_w / 2, y - box_h / 2),
-            box_w,
-            box_h,
-            boxstyle="round,pad=0.02,rounding_size=0.12",
-            fc=face,
-            ec=edge,
-            lw=1.3 if status == "running" else 1.0,
-            ls="--" if dashed else "-",
-            zorder=3,
-        )
-        ax.add_patch(box)
-        boxes[nid] = box
-        lines = labels[nid]
-        ax.text(
-            x,
-            y + (len(lines) - 1) * 0.085,
-            lines[0],
-            ha="center",
-            va="center",
-            fontsize=8.5,
-            fontweight="bold",
-            zorder=4,
-            color="#212121" if status != "skipped" else "#757575",
-        )
-        if len(lines) > 1:
-            ax.text(
-                x,
-                y - 0.085,
-                "\n".join(lines[1:]),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="#455a64",
-                zorder=4,
-                linespacing=1.15,
-            )
-
-    kinds_used: set[str] = set()
-
-    def arrow(src: str, dst: str, kind: str, rad: float, text: str | None, at: float = 0.5) -> None:
-        (xa, ya), (xb, yb) = pos[src], pos[dst]
-        color = EDGE_COLORS[kind]
-        style = {"back": "--", "fallback": ":"}.get(kind, "-")
-        if kind == "back" and src != dst:
-            # leave from the right side of the source and come back into the right side of the target,
-            # bulging outwards, so a loop never hides the forward edge it runs beside
-            pa, pb = (xa + box_w / 2, ya), (xb + box_w / 2, yb)
-            dx, dy = pb[0] - pa[0], pb[1] - pa[1]
-            length = max((dx * dx + dy * dy) ** 0.5, 1e-6)
-            bend = min(0.9, 0.75 / length + 0.25)
-            r = bend if dy >= 0 else -bend  # control point offset r * (dy, -dx): to the right
-            patch = FancyArrowPatch(
-                pa,
-                pb,
-                connectionstyle=f"arc3,rad={r}",
-                arrowstyle="-|>",
-                mutation_scale=11,
-                color=color,
-                lw=1.1,
-                ls=style,
-                zorder=2,
-                shrinkA=2,
-                shrinkB=2,
-            )
-            mx = (pa[0] + pb[0]) / 2 + 0.5 * r * dy + 0.08
-            my = (pa[1] + pb[1]) / 2 - 0.5 * r * dx
-            ax.add_patch(patch)
-            kinds_used.add(kind)
-            if text:
-                ax.text(
-                    mx,
-                    my,
-                    _short(text, 30),
-                    ha="left",
-                    va="center",
-                    fontsize=6.8,
-                    color=color,
-                    zorder=5,
-                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9},
-                )
-            return
-        if src == dst:  # self-loop: a small arc on the right side
-            pa, pb = (xa + box_w / 2, ya + box_h / 4), (xa + box_w / 2, ya - box_h / 4)
-            patch = FancyArrowPatch(
-                pa,
-                pb,
-                connectionstyle="arc3,rad=-1.8",
-                arrowstyle="-|>",
-                mutation_scale=11,
-                color=color,
-                lw=1.1,
-                ls=style,
-                zorder=2,
-            )
-            mx, my = xa + box_w / 2 + 0.35, ya
-        else:
-            patch = FancyArrowPatch(
-                (xa, ya),
-                (xb, yb),
-                patchA=boxes[src],
-                patchB=boxes[dst],
-                connectionstyle=f"arc3,rad={rad}",
-                arrowstyle="-|>",
-                mutation_scale=11,
-                color=color,
-                lw=1.1,
-                ls=style,
-                zorder=2,
-                shrinkA=1,
-                shrinkB=1,
-            )
-            # on the visible part of the quadratic curve arc3 draws (control point offset by
-            # rad * (dy, -dx)); ``at`` staggers the labels of a fan-out so they never overlap
-            edge_in = min(box_h / 2 / max(abs(yb - ya), 1e-6), 0.45)
-            t = edge_in + at * (1 - 2 * edge_in)
-            cx = (xa + xb) / 2 + rad * (yb - ya)
-            cy = (ya + yb) / 2 - rad * (xb - xa)
-            mx = (1 - t) ** 2 * xa + 2 * t * (1 - t) * cx + t * t * xb
-            my = (1 - t) ** 2 * ya + 2 * t * (1 - t) * cy + t * t * yb
-        ax.add_patch(patch)
-        kinds_used.add(kind)
-        if text:
-            ax.text(
-                mx,
-                my,
-                _short(text, 30),
-                ha="center",
-                va="center",
-                fontsize=6.8,
-                color=color,
-                zorder=5,
-                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.9},
-            )
-
-    stagger: dict[int, float] = {}
-    by_src: dict[str, list[Any]] = {}
-    for e in graph.edges:
-        if not e.back and (e.condition is not None or e.when) and e.src in pos and e.dst in pos:
-            by_src.setdefault(e.src, []).append(e)
-    for fan in by_src.values():
-        if len(fan) > 1:
-            fan.sort(key=lambda e: pos[e.dst][0])
-            for i, e in enumerate(fan):
-                stagger[id(e)] = 0.3 if i % 2 == 0 else 0.62
-    for e in graph.edges:
-        if e.src not in pos or e.dst not in pos:
-            continue
-        cond = (
-            _pretty(e.condition.text) if e.condition is not None else (f"when {e.when}" if e.when else None)
-        )
-        if e.back:
-            arrow(e.src, e.dst, "back", 0.0, ("↺ " + cond) if cond else "↺ loop")
-        else:
-            (xa, ya), (xb, yb) = pos[e.src], pos[e.dst]
-            rad = 0.25 if abs(xa - xb) < 1e-6 and abs(ya - yb) > ygap * 1.5 else 0.0
-            arrow(e.src, e.dst, "conditional" if cond else "edge", rad, cond, stagger.get(id(e), 0.5))
-    for fid, (owner, _) in fallback_of.items():
-        arrow(owner, fid, "fallback", 0.0, "on error")
+    def Y(y: float) -> float:
+        return y + title_h
 
     if title:
-        ax.text((x0 + x1) / 2, y1 - 0.3, title, ha="center", va="center", fontsize=11, fontweight="bold")
-    handles: list[Any] = []
-    shown = [s for s in STATUS_COLORS if s in statuses.values()] if statuses else []
-    if shown and "pending" not in shown and len(statuses) < len(pos):
-        shown.insert(0, "pending")
-    for s in shown:
-        handles.append(Patch(fc=STATUS_COLORS[s], ec="#37474f", label=s))
-    names = {
-        "edge": "edge",
-        "conditional": "conditional edge",
-        "back": "back edge (loop)",
-        "fallback": "on_error fallback",
-    }
-    for kind in ("conditional", "back", "fallback"):
-        if kind in kinds_used:
-            handles.append(
-                Line2D(
-                    [0],
-                    [0],
-                    color=EDGE_COLORS[kind],
-                    lw=1.3,
-                    ls={"back": "--", "fallback": ":"}.get(kind, "-"),
-                    label=names[kind],
-                )
+        ax.text(MARGIN, 16, title, ha="left", va="center", fontsize=13 * pt, fontweight="bold", family=mono)
+    x = MARGIN
+    ly = Y(MARGIN + 8)
+    for s in STATUSES:
+        ax.add_patch(Rectangle((x, ly - 6), 12, 12, fc=STATUS_COLORS[s], ec="#9e9e9e", lw=0.6))
+        ax.text(x + 16, ly, s, va="center", fontsize=10.5 * pt, family=mono, color="#212121")
+        x += 16 + text_width(s, 10.5) + 12
+    names = _EDGE_LEGEND
+    for kind in kinds_of(geo):
+        if True:
+            ax.plot(
+                [x, x + 18],
+                [ly, ly],
+                color=EDGE_COLORS[kind],
+                lw=1.4,
+                ls={"back": "--", "fallback": ":"}.get(kind, "-"),
             )
-    if handles:
-        ax.legend(handles=handles, loc="upper right", fontsize=7, frameon=False)
+            ax.text(x + 22, ly, names[kind], va="center", fontsize=10.5 * pt, family=mono, color="#212121")
+            x += 22 + text_width(names[kind], 10.5) + 12
+    for e in geo.edges:
+        pts = [(px, Y(py)) for px, py in e.points]
+        codes = [MplPath.MOVETO] + [MplPath.LINETO] * (len(pts) - 1)
+        ax.add_patch(
+            FancyArrowPatch(
+                path=MplPath(pts, codes),
+                arrowstyle="-|>",
+                mutation_scale=10,
+                color=EDGE_COLORS[e.kind],
+                lw=1.2,
+                ls={"back": "--", "fallback": ":"}.get(e.kind, "-"),
+                zorder=2,
+                shrinkA=0,
+                shrinkB=0,
+            )
+        )
+    for n, b in geo.boxes.items():
+        status = statuses.get(n, "pending")
+        dashed = b.kind == "fallback" or status == "skipped" or b.kind in ("dynamic", "entry")
+        edge = (
+            EDGE_COLORS["fallback"]
+            if b.kind == "fallback"
+            else ("#e65100" if status == "running" else "#616161")
+        )
+        ax.add_patch(
+            FancyBboxPatch(
+                (b.left, Y(b.y)),
+                b.w,
+                b.h,
+                boxstyle="round,pad=0,rounding_size=7",
+                fc=STATUS_COLORS.get(status, STATUS_COLORS["pending"]),
+                ec=edge,
+                lw=2.0 if status == "running" else 0.9,
+                ls="--" if dashed else "-",
+                zorder=3,
+            )
+        )
+        for i, line in enumerate(b.lines):
+            ty = Y(b.y + PAD_Y + LINE_H * i + LINE_H / 2)
+            ax.text(
+                b.x,
+                ty,
+                line,
+                ha="center",
+                va="center",
+                fontsize=(ID_FONT if i < b.id_lines else SUB_FONT) * pt,
+                fontweight="bold" if i < b.id_lines else "normal",
+                family=mono,
+                color=_STATUS_TEXT.get(status, "#212121"),
+                zorder=4,
+            )
+    for e in geo.edges:
+        if not e.label_box:
+            continue
+        x0, y0, w, h = e.label_box
+        ax.add_patch(
+            FancyBboxPatch(
+                (x0, Y(y0)),
+                w,
+                h,
+                boxstyle="round,pad=0,rounding_size=4",
+                fc="white",
+                ec=EDGE_COLORS[e.kind],
+                lw=0.6,
+                zorder=5,
+            )
+        )
+        ax.text(
+            x0 + w / 2,
+            Y(y0 + h / 2),
+            e.label,
+            linespacing=1.0,
+            ha="center",
+            va="center",
+            fontsize=LABEL_FONT * pt,
+            family=mono,
+            color=EDGE_COLORS[e.kind],
+            zorder=6,
+        )
     return fig
 
 
@@ -403,7 +870,13 @@ def save_graph(
     title: str | None = None,
     dpi: int = 150,
 ) -> str:
-    """Draw and write ``path``; the format follows the extension (.png, .svg, .pdf)."""
+    """Write the drawing to ``path``: ``.svg`` is the notebook's SVG; ``.png``/``.pdf`` go through matplotlib."""
+    if str(path).lower().endswith(".svg"):
+        from pathlib import Path
+
+        svg = to_svg(graph_ir, statuses, title=title)
+        Path(path).write_text('<?xml version="1.0" encoding="UTF-8"?>\n' + svg + "\n", encoding="utf-8")
+        return path
     fig = draw_graph(graph_ir, statuses, title=title)
     fig.savefig(path, dpi=dpi, facecolor="white")
     return path

@@ -11,14 +11,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path as FsPath
 from typing import Any
 
-from .engine.events import Event, EventBus
+from .engine.events import Event, EventBus, EventKind
 from .engine.executor_factory import check_executor_spec, resolve_executor
+from .engine.interrupt import InterruptInfo, interrupt_of, paused_snapshot
 from .engine.result import RunResult, StepRecord
 from .engine.scheduler import Scheduler
+from .engine.stream import StreamingMixin, wants_tokens
 from .engine.sync import run_sync
 from .errors import SibylError, SpecError, TemplateError
 from .spec.compile import Document, PipelineSpec, compile_document
-from .spec.yaml_lines import LineMap, load_yaml_with_lines
+from .spec.yaml_lines import LineMap, load_yaml_with_lines, read_yaml_file
 from .state.api import PipelineStateMixin, settings_extension
 
 __all__ = ["Pipeline", "RunState", "load_document", "RUN_EXTENSIONS"]
@@ -98,11 +100,11 @@ class RunState:
             self.allocations.append({"node_id": node_id, "iteration": iteration, **data})
         if self.bus:
             self.bus.emit(
-                Event("custom", self.run_id, node_id, iteration, time.time(), {"kind": kind, **data})
+                Event(EventKind.CUSTOM, self.run_id, node_id, iteration, time.time(), {"kind": kind, **data})
             )
 
 
-class Pipeline(PipelineStateMixin):
+class Pipeline(PipelineStateMixin, StreamingMixin):
     """A compiled pipeline plus the document settings it runs with.
 
     Build with :meth:`from_yaml` / :meth:`from_dict`; run with ``await pipe.execute(inputs)`` or
@@ -116,11 +118,14 @@ class Pipeline(PipelineStateMixin):
         self.document = document or Document(pipelines={spec.name: spec})
         self.trusted = trusted or spec.trusted
         self.bus = EventBus()
-        check_executor_spec(spec)  # shape only; dask is imported when a run needs it
+        # shape, and trust for a scheduler address; dask is imported only when a run needs it
+        check_executor_spec(spec, trusted=self.trusted)
         self.executor: Any = None
         self.hooks: list[Any] = []
         self._provider_cache: dict[str, Any] | None = None
         self.last_result: RunResult | None = None
+        # workflow id -> restore dict of runs paused by ctx.interrupt (resume works without a checkpoint store)
+        self._paused: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -219,6 +224,7 @@ class Pipeline(PipelineStateMixin):
         for fn in (*self.bus._subscribers, *observers):
             bus.subscribe(fn)
         run = RunState(self, inputs, run_id=run_id, workflow_id=workflow_id, bus=bus)
+        run.extras["tokens"] = wants_tokens(bus._subscribers)
         all_hooks = [*self.hooks, *hooks]
         for extend in RUN_EXTENSIONS:
             extra_observers, extra_hooks = extend(self, run)
@@ -239,7 +245,7 @@ class Pipeline(PipelineStateMixin):
         if bus:
             bus.emit(
                 Event(
-                    "run_started",
+                    EventKind.RUN_STARTED,
                     run.run_id,
                     None,
                     1,
@@ -259,7 +265,7 @@ class Pipeline(PipelineStateMixin):
             if bus:
                 bus.emit(
                     Event(
-                        "run_failed",
+                        EventKind.RUN_FAILED,
                         run.run_id,
                         None,
                         1,
@@ -276,7 +282,7 @@ class Pipeline(PipelineStateMixin):
             if bus:
                 bus.emit(
                     Event(
-                        "run_failed",
+                        EventKind.RUN_FAILED,
                         run.run_id,
                         error.node_id,
                         error.iteration,
@@ -285,6 +291,10 @@ class Pipeline(PipelineStateMixin):
                     )
                 )
             raise error
+        if result.stopped_by == "interrupted":
+            self._paused[run.workflow_id] = paused_snapshot(run, scheduler)
+        else:
+            self._paused.pop(run.workflow_id, None)
         for fn in run.deferred:
             out = fn(result)
             if inspect.isawaitable(out):
@@ -292,7 +302,7 @@ class Pipeline(PipelineStateMixin):
         if bus:
             bus.emit(
                 Event(
-                    "run_finished",
+                    EventKind.RUN_FINISHED,
                     run.run_id,
                     None,
                     1,
@@ -335,27 +345,14 @@ class Pipeline(PipelineStateMixin):
         run.retries = restore.get("retries", 0)
         run.last_completed = restore.get("last_completed", run.last_completed)
         run.allocations.extend(restore.get("allocations", []))
+        if restore.get("answers"):  # resume(value=): what each waiting node's ctx.interrupt returns
+            run.extras["answers"] = restore["answers"]
 
     def _result(self, run: RunState, scheduler: Scheduler, error: SibylError | None) -> RunResult:
-        latest: dict[str, str] = {}
-        for rec in run.records:
-            latest[rec.node_id] = rec.status
-        exits = self.spec.graph.exits
-        outs = {
-            x: run.results[x]
-            for x in exits
-            if latest.get(x) in ("ran", "cached", "failed") and x in run.results
-        }
-        if len(outs) == 1:
-            output = next(iter(outs.values()))
-        elif outs:
-            output = outs
-        elif run.last_completed is not None:
-            output = run.results.get(run.last_completed)
-        else:
-            output = None
+        output = scheduler.output()  # the one rule for what a graph returns (see Scheduler.output)
         return RunResult(
             run_id=run.run_id,
+            workflow_id=run.workflow_id,
             pipeline=self.name,
             output=output,
             outputs=dict(run.results),
@@ -369,17 +366,20 @@ class Pipeline(PipelineStateMixin):
             error=error.one_line() if error else None,
             graph=self.spec.graph,
             allocations=run.allocations,
+            exits=list(self.spec.graph.exits),
+            warnings=list(scheduler.warnings),
+            interrupts=[
+                InterruptInfo(i.node_id, i.payload, i.iteration, run.workflow_id, i.answers)
+                for i in interrupt_of(run.records)
+            ]
+            if scheduler.stopped_by == "interrupted" and not error
+            else [],
         )
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
         g = self.spec.graph
         return f"<Pipeline {self.name!r}: {len(g.nodes)} nodes, {len(g.edges)} edges>"
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from .notebook.render import pipeline_mimebundle
-
-        return pipeline_mimebundle(self)
 
 
 def load_document(path_or_text: str | os.PathLike[str], *, trust_code: bool = False) -> Document:
@@ -394,11 +394,11 @@ def load_document(path_or_text: str | os.PathLike[str], *, trust_code: bool = Fa
 def _read(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
     if isinstance(path_or_text, os.PathLike):
         p = FsPath(path_or_text)
-        return p.read_text(encoding="utf-8"), str(p)
+        return read_yaml_file(p), str(p)
     text = str(path_or_text)
     if "\n" not in text and len(text) < 4096 and text.endswith((".yaml", ".yml")):
         p = FsPath(text)
         if not p.exists():
             raise SpecError(f"no such file: {text}")
-        return p.read_text(encoding="utf-8"), str(p)
+        return read_yaml_file(p), str(p)
     return text, "<yaml>"

@@ -40,7 +40,7 @@ def ip():
     assert magic is not None
     magic.pipelines.clear()
     magic.last_defined = None
-    for key in ("show", "autodisplay", "widget", "live", "interval"):
+    for key in ("show", "autodisplay", "live", "interval", "preview_width", "short_errors"):
         magic.set_trait(key, magic.trait_defaults(key))
     CALLS.clear()
     shell.user_ns["q"] = {"message": "hello"}
@@ -135,8 +135,10 @@ def test_dry_run_validates_without_running(ip):
     assert r.success, r.error_in_exec
     assert CALLS == []
     assert isinstance(ip.user_ns["p"], sb.Pipeline)
-    bundle = ip.user_ns["p"]._repr_mimebundle_()
-    assert "<img" in bundle["text/html"] and "sibyl-graph" in bundle["text/html"]
+    from sibyl_nb.notebook.display import result_bundle
+
+    bundle = result_bundle(ip.user_ns["p"])
+    assert "<svg" in bundle["text/html"] and "sibyl-graph" in bundle["text/html"]
 
 
 def test_several_pipelines_are_defined_then_run_by_name(ip, capsys):
@@ -228,12 +230,14 @@ def test_autodisplay_off_returns_the_result(ip):
     assert r.success and isinstance(r.result, sb.RunResult)
 
 
-def test_static_html_mode(ip, capsys):
-    assert cell(ip, "%config SibylMagic.widget = False").success
+def test_result_displays_as_static_html(ip):
     r = cell(ip, HELLO)
     assert r.success, r.error_in_exec
-    html = ip.user_ns["res"]._repr_html_()
+    from sibyl_nb.notebook.display import result_bundle
+
+    html = result_bundle(ip.user_ns["res"])["text/html"]
     assert "sibyl-graph" in html and "sibyl-tokens" in html and "sibyl-steps" in html and "HELLO!" in html
+    assert "<script" not in html and "<img" not in html
 
 
 def test_no_cache_flag(ip):

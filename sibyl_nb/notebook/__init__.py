@@ -1,7 +1,7 @@
-"""The notebook layer: ``%%sibyl_pipeline``, the live run widget, static HTML fallbacks.
+"""The notebook layer: ``%%sibyl_pipeline``, the live run view, static HTML, display hooks, completion.
 
-Nothing here is imported by ``import sibyl_nb``; each name below loads its module (and IPython,
-ipywidgets or matplotlib with it) only when first used.
+Nothing here is imported by ``import sibyl_nb``; each name below loads its module (and IPython
+with it) only when first used.
 """
 
 from __future__ import annotations
@@ -11,28 +11,30 @@ from typing import Any
 
 __all__ = [
     "SibylMagic",
-    "RunWidget",
     "LiveRun",
     "RunView",
-    "GraphPainter",
+    "RunInterrupted",
     "run_live",
     "result_html",
-    "pipeline_mimebundle",
+    "pipeline_html",
+    "pipelines",
+    "get_pipeline",
     "load_ipython_extension",
     "unload_ipython_extension",
 ]
 
 _LAZY = {
     "SibylMagic": "magics",
+    "pipelines": "magics",
+    "get_pipeline": "magics",
     "load_ipython_extension": "magics",
     "unload_ipython_extension": "magics",
-    "RunWidget": "widget",
-    "LiveRun": "widget",
-    "run_live": "widget",
+    "LiveRun": "live",
     "RunView": "live",
-    "GraphPainter": "graphview",
+    "RunInterrupted": "live",
+    "run_live": "live",
     "result_html": "render",
-    "pipeline_mimebundle": "render",
+    "pipeline_html": "render",
 }
 
 

@@ -1,40 +1,53 @@
-"""``RunView``: the display state of one run, kept without slowing the run.
+"""The live run view: the static run HTML, replaced in place while the run goes on.
 
-Why polling and not events: observers are called on the engine's thread, inside the scheduler's
-hot path, and merely *having* an observer makes the engine build two event objects per node. On a
-200-node no-op chain that alone costs ~45% of the run (measured: 0.36 ms -> 0.55 ms). So the live
-widget does not subscribe at all: a run extension (called once per run, only for runs the widget
-follows) hands it the run's state, and the painter thread reads what the engine writes anyway —
-the append-only ``records`` list, ``allocations``, and the scheduler's in-flight tasks — at most
-every repaint interval. Per-node cost for the engine: zero.
+Why no ipywidgets: a widget view needs a widget manager and its JavaScript; a notebook executed
+headless and exported showed a blank run, and a reopened one said "model not found". This view is
+one ``display(..., display_id=True)`` output that the kernel updates (``update_display_data``), so
+every front end that shows HTML shows it live, and what is saved in the notebook is the finished
+run's static HTML (:mod:`.render`) — nothing to load, no kernel, no network.
 
-``RunView`` still folds :class:`Event` objects when called as an observer (``RunView(graph)(event)``),
-for code that wants event-driven state.
+Why events: :class:`RunView` subscribes to the run's event bus (through a run extension, only for
+the run it follows), so a node is shown running from the moment its code starts (``node_started``),
+also on the scheduler's inline fast path where no task exists. The kernel's main thread waits for
+the run (the engine runs on a helper thread) and repaints at most every ``interval`` seconds: when
+something changed, and at least every ``clock`` seconds so the elapsed time keeps ticking.
+
+Kernel › Interrupt: the run stops before the next node starts (a sync technique already running
+finishes its call), the view paints what finished, and the partial :class:`RunResult`
+(``stopped_by="interrupted"``) is kept — the magic stores it in ``-o``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["RunView", "following", "install_extension"]
+from ..draw import layout, statuses_from_records
+from ..errors import SibylError
+from .render import SHOW_ALL, result_summary, rows_from_records, run_html, summary_line
 
-# The view that wants the next run's state; set by ``following`` around one ``execute`` call.
+__all__ = ["RunView", "LiveRun", "RunInterrupted", "run_live", "following", "install_extension"]
+
+# The view that wants the next run; set by ``following`` around one ``execute`` call.
 _FOLLOWER: contextvars.ContextVar[RunView | None] = contextvars.ContextVar(
     "sibyl_live_follower", default=None
 )
-_RECORD_STATUS = {"ran": "done"}
+_FINAL = frozenset(("ran", "skipped", "failed", "cached", "cancelled"))
 
-_TERMINAL = frozenset(("done", "skipped", "failed", "cached", "cancelled"))
+
+class RunInterrupted(SibylError):
+    """The run was interrupted (Kernel › Interrupt, Ctrl-C); ``.result`` holds what finished."""
 
 
 class RunView:
-    """Display state of one run: node statuses, step rows, token allocations, progress.
+    """Display state of one run, folded from its events: node statuses, step rows, token allocations.
 
-    Call it with each :class:`Event` (it is the observer). Readers take :meth:`snapshot` which copies
-    under a lock, so a painter on another thread never sees a half-updated dict.
+    It is the run's observer (``RunView(graph)(event)``), called on the engine's thread; readers on
+    another thread take :meth:`snapshot`, which copies under a lock.
     """
 
     def __init__(self, graph: Any = None, pipeline: str = "") -> None:
@@ -46,46 +59,36 @@ class RunView:
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
         self.allocations: list[dict[str, Any]] = []
         self.finished: set[str] = set()
-        self.state = "pending"  # pending | running | completed | max_iterations | failed
+        self.state = "pending"  # pending | running | completed | max_iterations | failed | interrupted
         self.error: str | None = None
         self.version = 0
         self.t0: float | None = None  # wall clock of run_started
         self.started_perf: float | None = None
         self.duration: float | None = None
+        self.run: Any = None  # the RunState, handed over by the run extension
+        self.stop_requested = False
         self._lock = threading.Lock()
-        self._run: Any = None
         self._claimed = False
-        self._seen = 0
-        self._running: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ observer
     def __call__(self, ev: Any) -> None:
         kind = ev.kind
+        if self.stop_requested and kind == "node_started":
+            # Kernel › Interrupt: stop before this node's code runs. CancelledError is not an
+            # Exception, so the event bus lets it through and the run unwinds as cancelled.
+            raise asyncio.CancelledError("interrupted")
         nid = ev.node_id
         data = ev.data
         with self._lock:
             if kind == "node_started":
-                key = (nid, ev.iteration)
-                row = self.rows.get(key)
-                if row is None:
-                    self.rows[key] = {
-                        "node_id": nid,
-                        "technique": data.get("technique", ""),
-                        "iteration": ev.iteration,
-                        "status": "running",
-                        "started": ev.time - (self.t0 or ev.time),
-                        "duration": None,
-                        "attempts": data.get("attempt", 1),
-                        "output": None,
-                        "error": None,
-                        "fallback_for": data.get("fallback_for"),
-                    }
-                else:
-                    row["status"] = "running"
-                    row["attempts"] = data.get("attempt", row["attempts"])
+                row = self._row(nid, ev, data)
+                row["status"] = "running"
+                row["attempts"] = data.get("attempt", row["attempts"] or 1)
+                if row["started"] is None:
+                    row["started"] = self._since(ev)
                 self.statuses[nid] = "running"
-            elif kind == "node_finished" or kind == "node_cached":
-                status = "done" if kind == "node_finished" else "cached"
+            elif kind in ("node_finished", "node_cached"):
+                status = "ran" if kind == "node_finished" else "cached"
                 row = self._row(nid, ev, data)
                 row.update(
                     status=status,
@@ -93,38 +96,35 @@ class RunView:
                     duration=data.get("duration", 0.0),
                     attempts=data.get("attempts", row["attempts"]),
                 )
-                self._terminal(nid, status)
-                fb = data.get("fallback_for")
-                if fb:
-                    self._terminal(fb, "done")
+                self._final(nid, status)
+                if data.get("fallback_for"):
+                    self._final(data["fallback_for"], "ran")
             elif kind == "node_skipped":
                 row = self._row(nid, ev, data)
                 row.update(status="skipped", error=data.get("reason"), duration=0.0, attempts=0)
-                self._terminal(nid, "skipped")
+                self._final(nid, "skipped")
             elif kind == "node_retrying":
                 row = self._row(nid, ev, data)
                 row.update(status="running", error=data.get("error"), attempts=data.get("attempt", 1))
             elif kind == "node_failed":
                 row = self._row(nid, ev, data)
-                started = row["started"] or 0.0
                 row.update(
                     status="failed",
                     error=data.get("error"),
                     attempts=data.get("attempts", 1),
-                    duration=max(ev.time - (self.t0 or ev.time) - started, 0.0),
+                    duration=max(self._since(ev) - (row["started"] or 0.0), 0.0),
                 )
-                self._terminal(nid, "failed")
+                self._final(nid, "failed")
             elif kind == "custom":
-                if data.get("kind") == "token_allocation":
-                    self.allocations.append(
-                        {
-                            "node_id": nid,
-                            "iteration": ev.iteration,
-                            **{k: v for k, v in data.items() if k != "kind"},
-                        }
-                    )
-                else:
+                if data.get("kind") != "token_allocation":
                     return
+                self.allocations.append(
+                    {
+                        "node_id": nid,
+                        "iteration": ev.iteration,
+                        **{k: v for k, v in data.items() if k != "kind"},
+                    }
+                )
             elif kind == "run_started":
                 self.t0 = ev.time
                 self.started_perf = time.perf_counter()
@@ -134,12 +134,15 @@ class RunView:
                 self.duration = data.get("duration")
                 self._cancel_running()
             elif kind == "run_failed":
-                self.state = "failed"
-                self.error = data.get("error")
+                self.state = "interrupted" if self.stop_requested else "failed"
+                self.error = None if self.stop_requested else data.get("error")
                 self._cancel_running()
             else:
                 return
             self.version += 1
+
+    def _since(self, ev: Any) -> float:
+        return ev.time - (self.t0 or ev.time)
 
     def _row(self, nid: str, ev: Any, data: dict[str, Any]) -> dict[str, Any]:
         key = (nid, ev.iteration)
@@ -150,7 +153,7 @@ class RunView:
                 "technique": data.get("technique", ""),
                 "iteration": ev.iteration,
                 "status": "pending",
-                "started": ev.time - (self.t0 or ev.time),
+                "started": self._since(ev),
                 "duration": None,
                 "attempts": 0,
                 "output": None,
@@ -159,7 +162,7 @@ class RunView:
             }
         return row
 
-    def _terminal(self, nid: str, status: str) -> None:
+    def _final(self, nid: str, status: str) -> None:
         self.statuses[nid] = status
         if nid in self.node_ids:
             self.finished.add(nid)
@@ -168,66 +171,9 @@ class RunView:
         for nid, status in self.statuses.items():
             if status == "running":
                 self.statuses[nid] = "cancelled"
-
-    # ------------------------------------------------------------------ polling
-    def attach(self, run: Any) -> None:
-        """Follow ``run`` (a ``RunState``) by polling; called by the run extension at run start."""
-        with self._lock:
-            self._run = run
-            self._seen = 0
-            self.started_perf = time.perf_counter()
-            self.state = "running"
-            self.version += 1
-
-    def poll(self) -> bool:
-        """Fold what the engine wrote since the last poll; True if anything changed.
-
-        Reads only append-only lists (a slice copy is atomic under the GIL) and a copy of the
-        scheduler's in-flight task table, so it never blocks or disturbs the engine.
-        """
-        run = self._run
-        if run is None:
-            return False
-        records = run.records
-        n = len(records)
-        allocs = run.allocations
-        running = _running_nodes(getattr(run, "scheduler", None))
-        with self._lock:
-            changed = False
-            if n > self._seen:
-                for rec in records[self._seen : n]:
-                    status = _RECORD_STATUS.get(rec.status, rec.status)
-                    self.rows[(rec.node_id, rec.iteration, self._seen)] = {
-                        "node_id": rec.node_id,
-                        "technique": rec.technique,
-                        "iteration": rec.iteration,
-                        "status": status,
-                        "started": rec.started,
-                        "duration": rec.duration,
-                        "attempts": rec.attempts,
-                        "output": rec.output,
-                        "error": rec.error or rec.reason,
-                        "fallback_for": rec.fallback_for,
-                    }
-                    self._seen += 1
-                    self._terminal(rec.node_id, status)
-                    if rec.fallback_for and status == "done":
-                        self._terminal(rec.fallback_for, "done")
-                changed = True
-            if len(allocs) > len(self.allocations):
-                self.allocations.extend(allocs[len(self.allocations) :])
-                changed = True
-            if running != self._running:
-                for nid in self._running - running:
-                    if self.statuses.get(nid) == "running":
-                        self.statuses[nid] = "pending"
-                for nid in running:
-                    self.statuses[nid] = "running"
-                self._running = running
-                changed = True
-            if changed:
-                self.version += 1
-            return changed
+        for row in self.rows.values():
+            if row["status"] == "running":
+                row["status"] = "cancelled"
 
     # ------------------------------------------------------------------ readers
     @property
@@ -235,40 +181,29 @@ class RunView:
         """Graph nodes that reached a final status at least once (progress numerator)."""
         return len(self.finished)
 
+    def running(self) -> list[str]:
+        with self._lock:
+            return sorted(n for n, s in self.statuses.items() if s == "running")
+
     def elapsed(self) -> float:
         if self.duration is not None:
             return self.duration
         return 0.0 if self.started_perf is None else time.perf_counter() - self.started_perf
 
     def summary(self) -> str:
-        text = f"{self.state} · {self.done}/{self.total} nodes · {self.elapsed() * 1000:.0f} ms"
-        if self.error:
-            text += f" · {self.error}"
+        text = summary_line(self.state, self.done, self.total, len(self.rows), self.elapsed(), self.error)
+        running = [n for n, s in self.statuses.items() if s == "running"]
+        if running and self.state == "running":
+            text += " · running: " + ", ".join(sorted(running)[:5]) + ("…" if len(running) > 5 else "")
         return text
 
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy for a painter: statuses, rows (start order), allocations, counters."""
         with self._lock:
-            rows = [dict(r) for r in self.rows.values()]
-            if self._running:
-                rows.extend(
-                    {
-                        "node_id": nid,
-                        "technique": "",
-                        "iteration": None,
-                        "status": "running",
-                        "started": None,
-                        "duration": None,
-                        "attempts": None,
-                        "output": None,
-                        "error": None,
-                    }
-                    for nid in sorted(self._running)
-                )
             return {
                 "version": self.version,
                 "statuses": dict(self.statuses),
-                "rows": rows,
+                "rows": [dict(r) for r in self.rows.values()],
                 "allocations": list(self.allocations),
                 "done": len(self.finished),
                 "total": self.total,
@@ -278,33 +213,34 @@ class RunView:
 
     def load_result(self, result: Any) -> None:
         """Replace the live state with a finished :class:`RunResult` (its records are authoritative)."""
-        from .graphview import statuses_from_records
-        from .render import rows_from_records
-
         with self._lock:
             self.statuses = statuses_from_records(result.records)
             self.rows = {(r["node_id"], i): r for i, r in enumerate(rows_from_records(result.records))}
             self.allocations = list(result.allocations)
-            self.finished = {n for n, s in self.statuses.items() if s in _TERMINAL and n in self.node_ids}
+            self.finished = {n for n, s in self.statuses.items() if s in _FINAL and n in self.node_ids}
             self.state = result.stopped_by
             self.error = result.error
             self.duration = result.duration
-            self._running = frozenset()
-            self._run = None
             self.version += 1
 
-
-def _running_nodes(scheduler: Any) -> frozenset[str]:
-    """Ids of nodes with an in-flight task (async or threaded technique calls)."""
-    return scheduler.running() if scheduler is not None else frozenset()
+    def partial_result(self) -> Any:
+        """What finished before an interrupt, as a :class:`RunResult` with ``stopped_by="interrupted"``."""
+        run = self.run
+        if run is None or run.scheduler is None:
+            return None
+        result = run.pipeline._result(run, run.scheduler, None)
+        result.records = list(run.records)
+        result.stopped_by = "interrupted"
+        return result
 
 
 def _extension(pipeline: Any, run: Any) -> tuple[list[Any], list[Any]]:
-    """``RUN_EXTENSIONS`` entry: hand the run to the view following it; adds no observer, no hook."""
+    """``RUN_EXTENSIONS`` entry: the view following this run becomes its observer (outer run only)."""
     view = _FOLLOWER.get()
-    if view is not None and not view._claimed:  # only the outer run, not runs nested inside it
+    if view is not None and not view._claimed:
         view._claimed = True
-        view.attach(run)
+        view.run = run
+        return [view], []
     return [], []
 
 
@@ -317,10 +253,156 @@ def install_extension() -> None:
 
 
 async def following(view: RunView, coro_fn: Any) -> Any:
-    """Await ``coro_fn()`` with ``view`` attached to the run it starts (set in this task's context)."""
+    """Await ``coro_fn()`` with ``view`` observing the run it starts (set in this task's context)."""
     install_extension()
     token = _FOLLOWER.set(view)
     try:
         return await coro_fn()
     finally:
         _FOLLOWER.reset(token)
+
+
+class LiveRun:
+    """Run ``pipeline`` once with its run view displayed and repainted in place; see :func:`run_live`."""
+
+    def __init__(
+        self,
+        pipeline: Any,
+        *,
+        show: Sequence[str] = SHOW_ALL,
+        live: bool = True,
+        interval: float = 0.15,
+        clock: float = 0.5,
+        display: bool = True,
+        title: str | None = None,
+        preview_width: int = 120,
+    ) -> None:
+        self.pipeline = pipeline
+        self.show = tuple(show)
+        self.live = live
+        self.interval = max(float(interval), 0.02)
+        self.clock = max(float(clock), self.interval)
+        self.display = display
+        self.title = title or f"sibyl · {pipeline.name}"
+        self.preview_width = preview_width
+        self.view = RunView(pipeline.graph, pipeline.name)
+        graph = pipeline.graph
+        self.geometry = layout(graph) if "graph" in self.show and len(graph.nodes) else None
+        self.handle: Any = None
+        self.paints = 0
+        self.html = ""
+        self._painted_version = -1
+        self._last_paint = 0.0
+
+    # ------------------------------------------------------------------ painting
+    def render(self) -> str:
+        snap = self.view.snapshot()
+        self._painted_version = snap["version"]
+        return run_html(
+            title=self.title,
+            summary=snap["summary"],
+            state=snap["state"],
+            graph=self.pipeline.graph,
+            statuses=snap["statuses"],
+            geometry=self.geometry,
+            allocations=snap["allocations"],
+            rows=snap["rows"],
+            show=self.show,
+            preview_width=self.preview_width,
+        )
+
+    def _publish(self) -> None:
+        self.html = self.render()
+        self.paints += 1
+        self._last_paint = time.perf_counter()
+        if not self.display or not self.show:
+            return
+        from IPython.display import HTML, display
+
+        if self.handle is None:
+            self.handle = display(HTML(self.html), display_id=True)
+        else:
+            self.handle.update(HTML(self.html))
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        since = now - self._last_paint
+        if since < self.interval:
+            return
+        if self.view.version != self._painted_version or since >= self.clock:
+            self._publish()
+
+    # ------------------------------------------------------------------ running
+    def run(self, inputs: Any = None, **execute_kwargs: Any) -> Any:
+        """Display, execute and return the :class:`RunResult`; a failure re-raises after the final paint."""
+        from ..engine.sync import run_in_thread
+
+        pipeline = self.pipeline
+        if self.live:
+            self._publish()  # the pending graph, before anything runs
+
+        def start_run() -> Any:
+            return pipeline.execute(inputs, **execute_kwargs)
+
+        def interrupt() -> None:
+            self.view.stop_requested = True
+
+        try:
+            result = run_in_thread(
+                following(self.view, start_run),
+                tick=self._tick if self.live else None,
+                interval=min(self.interval, 0.05),
+                on_interrupt=interrupt,
+            )
+        except KeyboardInterrupt:
+            result = self.view.partial_result()
+            if result is not None:
+                self.view.load_result(result)
+            else:
+                self.view.state = "interrupted"
+            self._publish()
+            error = RunInterrupted(
+                f"interrupted: {self.view.done}/{self.view.total} nodes finished"
+                + ("; the partial result is kept" if result is not None else "")
+            )
+            error.result = result
+            raise error from None
+        except BaseException as exc:
+            partial = getattr(exc, "result", None)
+            if partial is not None:
+                self.view.load_result(partial)
+            else:
+                self.view.state = "failed"
+                one_line = getattr(exc, "one_line", None)
+                self.view.error = one_line() if callable(one_line) else f"{type(exc).__name__}: {exc}"
+            self._publish()
+            raise
+        self.view.load_result(result)
+        self._publish()
+        return result
+
+
+def run_live(
+    pipeline: Any,
+    inputs: Any = None,
+    *,
+    show: Sequence[str] = SHOW_ALL,
+    live: bool = True,
+    interval: float = 0.15,
+    display: bool = True,
+    **execute_kwargs: Any,
+) -> Any:
+    """Run ``pipeline`` with the live run view displayed in the current cell; returns the RunResult."""
+    return LiveRun(pipeline, show=show, live=live, interval=interval, display=display).run(
+        inputs, **execute_kwargs
+    )
+
+
+def static_result_html(result: Any, show: Sequence[str] = SHOW_ALL, preview_width: int = 120) -> str:
+    """The finished view of ``result`` (what :class:`LiveRun` leaves in the cell)."""
+    from .render import result_html
+
+    return result_html(result, show, preview_width=preview_width)
+
+
+__all__ += ["static_result_html", "result_summary"]

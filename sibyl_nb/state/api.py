@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.result import RunResult
     from .checkpoint import Checkpoint, CheckpointStore
+    from .history import CheckpointInfo
     from .store import StateStore
 
 __all__ = ["PipelineStateMixin", "settings_extension"]
 
 _SETTING_KEYS = ("checkpointing", "caching", "logging", "metrics", "state")
+_NO_VALUE: Any = object()  # resume() without value= (None is a valid answer)
 
 
 class PipelineStateMixin:
@@ -112,35 +114,83 @@ class PipelineStateMixin:
         return self.checkpoint_store().load(workflow_id)
 
     async def resume(
-        self, workflow_id: str, *, observers: Iterable[Any] = (), hooks: Iterable[Any] = ()
+        self,
+        workflow_id: str,
+        *,
+        checkpoint: Any = None,
+        updates: Mapping[str, Any] | None = None,
+        fork_id: str | None = None,
+        value: Any = _NO_VALUE,
+        node: str | None = None,
+        observers: Iterable[Any] = (),
+        hooks: Iterable[Any] = (),
     ) -> RunResult:
         """Continue the run of ``workflow_id`` from its latest checkpoint: completed steps are not run
         again, the frontier (steps that were ready or running) runs, loops continue at their
-        iteration. A finished workflow returns its result without running anything."""
+        iteration. A finished workflow returns its result without running anything.
+
+        With ``checkpoint`` (a step number or an entry of :meth:`history`) and/or ``updates`` (node id
+        -> edited output; ``"state"`` -> merged into the run state), this *forks*: a new workflow
+        (``fork_id``, or a generated id: ``result.workflow_id``) starts from that checkpoint with the
+        edits and runs on; the original workflow is left as it was.
+
+        With ``value``, answers a run paused by ``ctx.interrupt``: the waiting node (``node``, needed
+        only when several wait) runs again and its ``ctx.interrupt`` call returns ``value``. Without a
+        checkpoint store, a run paused in this process resumes from memory."""
         import asyncio
 
         from ..errors import SibylError
 
         store = self.checkpoint_store()
-        if store.store.backend in ("redis", "sql"):
-            cp = await asyncio.to_thread(store.load, workflow_id)
-        else:
-            cp = store.load(workflow_id)
-        if cp is None:
+        slow = store.store.backend in ("redis", "sql")
+        if checkpoint is not None or updates:
+            from .history import ForkOverrides, plan_fork
+
+            args = (store, self.spec.graph, workflow_id, -1 if checkpoint is None else checkpoint, updates)
+            fork = (
+                await asyncio.to_thread(plan_fork, *args, fork_id=fork_id)
+                if slow
+                else plan_fork(*args, fork_id=fork_id)
+            )
+            meta = store.meta(fork.workflow_id) if fork.restore is not None else store.meta(workflow_id)
+            edits = ForkOverrides(fork)
+            return await self.execute(
+                (meta or {}).get("input"),
+                workflow_id=fork.workflow_id,
+                restore=fork.restore,
+                observers=(edits, *observers),
+                hooks=(edits, *hooks),
+            )
+        paused = getattr(self, "_paused", {}).get(workflow_id)
+        ck = self.settings().get("checkpointing")
+        cp = None
+        if paused is None or (ck is not None and ck.get("enabled", True)):
+            cp = await asyncio.to_thread(store.load, workflow_id) if slow else store.load(workflow_id)
+        if cp is None and paused is None:
             raise SibylError(
                 f"no checkpoint for workflow '{workflow_id}' in {store.url}: was the run started "
                 f"with checkpointing enabled and the same storage settings?"
             )
-        if cp.pipeline and cp.pipeline != self.name:
-            raise SibylError(
-                f"workflow '{workflow_id}' was checkpointed by pipeline '{cp.pipeline}', not '{self.name}'"
-            )
-        # a run that died before its first checkpointed step starts over (with the same ids)
-        restore = cp.restore if cp.steps else None
+        if cp is not None:
+            if cp.pipeline and cp.pipeline != self.name:
+                raise SibylError(
+                    f"workflow '{workflow_id}' was checkpointed by pipeline '{cp.pipeline}', not '{self.name}'"
+                )
+            # a run that died before its first checkpointed step starts over (with the same ids)
+            restore, inputs, run_id = (cp.restore if cp.steps else None), cp.input, cp.run_id or None
+        else:
+            assert paused is not None
+            restore, inputs, run_id = paused, paused.get("input"), paused.get("run_id")
+        if value is not _NO_VALUE:
+            from ..engine.interrupt import answers_for
+
+            if restore is None:
+                raise SibylError(f"resume(value=...): workflow '{workflow_id}' is not waiting for input")
+            restore = {**restore, "answers": answers_for(restore.get("records", []), node, value)}
         return await self.execute(
-            cp.input,
+            inputs,
             workflow_id=workflow_id,
-            run_id=cp.run_id or None,  # type: ignore[attr-defined]
+            run_id=run_id,  # type: ignore[attr-defined]
             restore=restore,
             observers=observers,
             hooks=hooks,
@@ -151,6 +201,33 @@ class PipelineStateMixin:
         from ..pipeline import run_sync
 
         return run_sync(self.resume(workflow_id, **kwargs))
+
+    async def history(self, workflow_id: str) -> list[CheckpointInfo]:
+        """Every checkpoint of ``workflow_id``, oldest first (step, node, iteration, time, frontier):
+        any of them can be passed to ``resume(workflow_id, checkpoint=..., updates=...)``."""
+        import asyncio
+
+        from .history import history
+
+        store = self.checkpoint_store()
+        if store.store.backend in ("redis", "sql"):
+            rows = await asyncio.to_thread(history, store, workflow_id)
+        else:
+            rows = history(store, workflow_id)
+        meta = store.meta(workflow_id) or {}
+        if meta.get("pipeline") and meta["pipeline"] != self.name:
+            from ..errors import SibylError
+
+            raise SibylError(
+                f"workflow '{workflow_id}' was checkpointed by pipeline '{meta['pipeline']}', not '{self.name}'"
+            )
+        return rows
+
+    def history_sync(self, workflow_id: str) -> list[CheckpointInfo]:
+        """Synchronous :meth:`history`."""
+        from ..pipeline import run_sync
+
+        return run_sync(self.history(workflow_id))
 
     def list_checkpoints(self, *, all_pipelines: bool = False) -> list[dict[str, Any]]:
         """Checkpointed workflows (this pipeline's, or every pipeline's), newest first."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SibylError, UnknownTechniqueError
+from ..spec.schema import ConfigSchema, as_schema
 
 __all__ = [
     "TechniqueInfo",
@@ -34,8 +35,11 @@ class TechniqueInfo:
     is_async: bool
     blocking: bool
     subtechniques: tuple[str, ...] | None = None
-    config_schema: dict[str, Any] = field(default_factory=dict)
+    config_schema: ConfigSchema = field(default_factory=lambda: as_schema(None))
     outputs: tuple[str, ...] | None = None
+    # The exact output fields for one config (``ai_generation.generation``'s label field is named by
+    # its prompt); the loader checks ``${node.field}`` against it. None: ``outputs`` is the answer.
+    outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None
     doc: str = ""
     # Engine-level techniques (graph, orchestration) compile into the graph instead of being called.
     compiles: bool = False
@@ -58,8 +62,9 @@ def register_technique(
     *,
     blocking: bool | None = None,
     subtechniques: Iterable[str] | None = None,
-    config_schema: dict[str, Any] | None = None,
+    config_schema: ConfigSchema | dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
+    outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None,
     compiles: bool = False,
 ) -> TechniqueInfo:
     """Register ``fn`` under ``name`` (``shop.technique``); re-registering replaces (notebook cells re-run)."""
@@ -68,6 +73,9 @@ def register_technique(
     # an instance with ``async def __call__`` is async too
     call = type(fn).__call__ if not inspect.isfunction(fn) and not inspect.ismethod(fn) else None
     is_async = inspect.iscoroutinefunction(fn) or (call is not None and inspect.iscoroutinefunction(call))
+    schema = as_schema(config_schema)
+    if subtechniques is None and schema.subtechniques is not None:
+        subtechniques = tuple(schema.subtechniques)  # a schema's modes are the names the loader accepts
     info = TechniqueInfo(
         name=name,
         fn=fn,
@@ -75,8 +83,9 @@ def register_technique(
         # Unknown sync user code may block (HTTP, sleep): default to "blocking" so siblings overlap.
         blocking=(not is_async) if blocking is None else bool(blocking),
         subtechniques=tuple(subtechniques) if subtechniques is not None else None,
-        config_schema=dict(config_schema or {}),
+        config_schema=schema,
         outputs=tuple(outputs) if outputs is not None else None,
+        outputs_for=outputs_for,
         doc=(inspect.getdoc(fn) or "").split("\n\n")[0],
         compiles=compiles,
     )
@@ -89,8 +98,9 @@ def technique(
     *,
     blocking: bool | None = None,
     subtechniques: Iterable[str] | None = None,
-    config_schema: dict[str, Any] | None = None,
+    config_schema: ConfigSchema | dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
+    outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: ``@sibyl_nb.technique("my_shop.shout")`` registers a function taking ``ctx``."""
 
@@ -102,6 +112,7 @@ def technique(
             subtechniques=subtechniques,
             config_schema=config_schema,
             outputs=outputs,
+            outputs_for=outputs_for,
         )
         return fn
 

@@ -7,11 +7,13 @@ it for live web results. Register a real backend with :func:`register_web_search
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Union
 
 from ...errors import SibylError
+from ...spec.schema import ConfigSchema, Field
 from ...text import corpus
 from ...text.gather import upstream_queries
 from ...text.ranking import reciprocal_rank_fusion
@@ -96,10 +98,21 @@ def _normalise(hit: Mapping[str, Any], backend: str, rank: int) -> dict[str, Any
     return d
 
 
+MAX_RESULTS = 1_000
+
+
 @technique(
     "external.web_search",
     blocking=False,
-    config_schema={"max_results": int, "backend": str, "query": str, "collection": str},
+    config_schema=ConfigSchema(
+        {
+            "max_results": Field(int, "results per query", default=5, minimum=1, maximum=MAX_RESULTS),
+            "backend": Field(str, "registered search backend (default: offline)"),
+            "query": Field(str, "the query (default: upstream queries, else the input's)"),
+            "collection": Field(str, "corpus collection of the offline backend", default="web"),
+        },
+        description="web search through a registered backend",
+    ),
     outputs=("results", "documents", "count", "offline", "backend", "query", "queries", "note"),
 )
 async def web_search(ctx: Any) -> dict[str, Any]:
@@ -122,12 +135,13 @@ async def web_search(ctx: Any) -> dict[str, Any]:
             technique="external.web_search",
         ) from None
     queries = [str(ctx.config["query"])] if ctx.config.get("query") else upstream_queries(ctx)
-    runs = []
-    for q in queries:
-        out = backend(q, max_results, dict(ctx.config))
-        if inspect.isawaitable(out):
-            out = await out
-        runs.append([_normalise(h, name, i + 1) for i, h in enumerate(out or [])])
+    config = dict(ctx.config)
+    if inspect.iscoroutinefunction(backend):
+        hits = await asyncio.gather(*(backend(q, max_results, config) for q in queries))
+    else:  # a sync backend (the offline corpus, an HTTP client) runs in a thread: the loop stays free
+        hits = await asyncio.to_thread(lambda: [backend(q, max_results, config) for q in queries])
+        hits = [await h if inspect.isawaitable(h) else h for h in hits]
+    runs = [[_normalise(h, name, i + 1) for i, h in enumerate(out or [])] for out in hits]
     runs = [r for r in runs if r]
     if len(runs) > 1:
         results = reciprocal_rank_fusion(runs)[:max_results]
