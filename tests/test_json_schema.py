@@ -374,3 +374,41 @@ def test_validate_a_syntax_error_and_a_missing_file(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"{tmp_path / 'nope.yaml'}:1:1: no such file")
     assert err[1].startswith(f"{tmp_path / 's.yaml'}:3:1: ") and "never closed" in err[1]
+
+
+def test_a_removed_list_item_keeps_its_siblings_paths_and_lines(tmp_path, capsys):
+    f = tmp_path / "bare.yaml"
+    f.write_text(
+        "- use: rag.retrieval\n"
+        "  config:\n"
+        "    top_k: 0\n"
+        "- config: {}\n"
+        "- use: ai_generation.generation\n"
+        "  config:\n"
+        "    temprature: 1\n"
+    )
+    assert main(["validate", str(f)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": ")[0:2] for line in lines] == [
+        [f"{f}:3:5", "steps[0].config.top_k"],
+        [f"{f}:4:3", "steps[1]"],
+        [f"{f}:7:5", "steps[2].config.temprature"],
+    ]
+    assert "a step needs 'use: shop.technique'" in lines[1]
+
+
+@pytest.mark.parametrize("name,text", CORPUS, ids=[n for n, _ in CORPUS])
+def test_collected_problems_start_with_the_loaders_error(name, text):
+    """Over the whole corpus: no problems exactly when the document loads, else the first is the loader's."""
+    from sibyl_nb.spec.problems import document_problems
+
+    trusted = "# trust: true" in text
+    problems = document_problems(text, "<yaml>", trusted=trusted)
+    try:
+        sb.load_document(text, trust_code=trusted)
+    except sb.SibylError as exc:
+        assert problems, "the loader refuses it, the collector found nothing"
+        assert (problems[0].line, problems[0].message) == (exc.line or 1, exc.message)
+        assert problems[0].path == (exc.path or "")
+    else:
+        assert problems == []
