@@ -91,7 +91,7 @@ class RunState:
         self.extras: dict[str, Any] = {}
 
     def render(self, text: Any, ctx: Any) -> Any:
-        from .spec.templates import render_runtime
+        from .engine.scope import render_runtime
 
         return render_runtime(text, self, ctx)
 

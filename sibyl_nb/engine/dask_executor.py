@@ -134,7 +134,7 @@ class WorkerRun:
         return [_Record(out) for out in self.results.values()]
 
     def render(self, text: Any, ctx: StepContext) -> Any:
-        from ..spec.templates import render_runtime
+        from .scope import render_runtime
 
         return render_runtime(text, self, ctx)
 

@@ -100,7 +100,7 @@ class _InnerRun:
         return self.spec.aliases
 
     def render(self, text: Any, ctx: Any) -> Any:
-        from ..spec.templates import render_runtime
+        from .scope import render_runtime
 
         return render_runtime(text, self, ctx)
 

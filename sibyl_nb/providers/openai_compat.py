@@ -714,7 +714,7 @@ def _json_fields(text: str) -> dict[str, Any]:
 def estimate_tokens(text: str) -> int:
     """Tokens in ``text``: the shared counter (real cl100k counts offline), else ~4 chars a token."""
     try:
-        from ..text.tokens import count_tokens
+        from ..context.tokens import count_tokens
     except ImportError:  # pragma: no cover - the text package is optional to this module
         return (len(text) + 3) // 4
     return count_tokens(text)

@@ -198,7 +198,7 @@ class PipelineStateMixin:
 
     def resume_sync(self, workflow_id: str, **kwargs: Any) -> RunResult:
         """Synchronous :meth:`resume` (also inside a running loop, e.g. a notebook cell)."""
-        from ..pipeline import run_sync
+        from ..engine.sync import run_sync
 
         return run_sync(self.resume(workflow_id, **kwargs))
 
@@ -225,7 +225,7 @@ class PipelineStateMixin:
 
     def history_sync(self, workflow_id: str) -> list[CheckpointInfo]:
         """Synchronous :meth:`history`."""
-        from ..pipeline import run_sync
+        from ..engine.sync import run_sync
 
         return run_sync(self.history(workflow_id))
 
