@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import TechniqueError
 from .events import Event
 from .scope import resolver_for
 
@@ -128,7 +128,7 @@ async def run_subgraph(scheduler: Any, node: Any, ctx: Any) -> Any:
         _copy_out(run, inner, prefix)
     error = sub.failure_error()
     if error is not None:
-        raise SibylError(
+        raise TechniqueError(
             f"subgraph pipeline '{plan.pipeline}': node '{prefix}{error.node_id}' "
             f"({error.technique}, attempt {error.attempts}) failed: {error.message}",
             node_id=node.id,

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..errors import CheckpointNotFoundError, ConfigError
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.result import RunResult
     from .checkpoint import Checkpoint, CheckpointStore
@@ -39,9 +41,9 @@ class PipelineStateMixin:
         {"backend": "redis"})``. ``False``/``None`` switches a section off. Returns the pipeline."""
         unknown = sorted(set(settings) - set(_SETTING_KEYS))
         if unknown:
-            from ..errors import SibylError
+            from ..errors import ConfigError
 
-            raise SibylError(
+            raise ConfigError(
                 f"configure(): unknown setting(s) {', '.join(unknown)} (known: {', '.join(_SETTING_KEYS)})"
             )
         current = dict(getattr(self, "_sibyl_settings", None) or {})
@@ -139,8 +141,6 @@ class PipelineStateMixin:
         checkpoint store, a run paused in this process resumes from memory."""
         import asyncio
 
-        from ..errors import SibylError
-
         store = self.checkpoint_store()
         slow = store.store.backend in ("redis", "sql")
         if checkpoint is not None or updates:
@@ -167,13 +167,13 @@ class PipelineStateMixin:
         if paused is None or (ck is not None and ck.get("enabled", True)):
             cp = await asyncio.to_thread(store.load, workflow_id) if slow else store.load(workflow_id)
         if cp is None and paused is None:
-            raise SibylError(
+            raise CheckpointNotFoundError(
                 f"no checkpoint for workflow '{workflow_id}' in {store.url}: was the run started "
                 f"with checkpointing enabled and the same storage settings?"
             )
         if cp is not None:
             if cp.pipeline and cp.pipeline != self.name:
-                raise SibylError(
+                raise CheckpointNotFoundError(
                     f"workflow '{workflow_id}' was checkpointed by pipeline '{cp.pipeline}', not '{self.name}'"
                 )
             # a run that died before its first checkpointed step starts over (with the same ids)
@@ -185,7 +185,7 @@ class PipelineStateMixin:
             from ..engine.interrupt import answers_for
 
             if restore is None:
-                raise SibylError(f"resume(value=...): workflow '{workflow_id}' is not waiting for input")
+                raise ConfigError(f"resume(value=...): workflow '{workflow_id}' is not waiting for input")
             restore = {**restore, "answers": answers_for(restore.get("records", []), node, value)}
         return await self.execute(
             inputs,
@@ -216,9 +216,7 @@ class PipelineStateMixin:
             rows = history(store, workflow_id)
         meta = store.meta(workflow_id) or {}
         if meta.get("pipeline") and meta["pipeline"] != self.name:
-            from ..errors import SibylError
-
-            raise SibylError(
+            raise CheckpointNotFoundError(
                 f"workflow '{workflow_id}' was checkpointed by pipeline '{meta['pipeline']}', not '{self.name}'"
             )
         return rows
