@@ -219,7 +219,11 @@ def test_schema_and_loader_agree_on_the_corpus(validator, name, text):
         # excluded with a reason; still checked, so the list is updated when the schema learns the rule
         assert loader_refuses and not schema_refuses, LOADER_ONLY[name]
     else:
-        assert schema_refuses == loader_refuses
+        assert schema_refuses == loader_refuses, (
+            f"the loader {'refuses' if loader_refuses else 'accepts'} {name} and sibyl.schema.json does not "
+            "agree: teach sibyl_nb/spec/json_schema.py the rule (then `sibyl schema > sibyl.schema.json`), or, "
+            "when JSON Schema cannot express it, add the case to LOADER_ONLY with the reason"
+        )
 
 
 def test_corpus_has_shape_and_range_refusals_the_schema_catches(validator):
@@ -412,3 +416,25 @@ def test_collected_problems_start_with_the_loaders_error(name, text):
         assert problems[0].path == (exc.path or "")
     else:
         assert problems == []
+
+
+def test_cell_completion_offers_the_schemas_keys_for_the_chosen_subtechnique():
+    from sibyl_nb.notebook.completion import complete
+
+    cell = (
+        "%%sibyl_pipeline\n"
+        "steps:\n"
+        "  - use: workflow_orchestration.session_management\n"
+        "    config:\n"
+        "      subtechnique: sliding_window\n"
+        "      win"
+    )
+    assert complete(cell, 5, len("      win")) == ["window_size"]
+    stateless = cell.replace("sliding_window", "stateless").replace("      win", "      ")
+    from sibyl_nb.techniques.registry import get_technique
+
+    expected = sorted(
+        get_technique("workflow_orchestration.session_management").config_schema.keys_for("stateless")
+    )
+    assert complete(stateless, 5, len("      ")) == expected
+    assert "window_size" not in expected

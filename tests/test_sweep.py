@@ -176,6 +176,15 @@ def test_manifest_round_trips_and_load_sweep_rebuilds_the_frame(home):
     assert [m["name"] for m in manifest["metrics"]] == ["length", "contains[SAY]"]
     loaded = sb.load_sweep("chain_test")
     pd.testing.assert_frame_equal(df, loaded)
+    # every run's record carries its own manifest: the entries of the sweep's that made its key
+    lines = (home / "sweeps" / "chain_test" / "cells.jsonl").read_text().splitlines()
+    records = {json.loads(x)["record"]["run_id"]: json.loads(x)["record"] for x in lines}
+    last = records[df.run_id.iloc[11]]["manifest"]
+    assert last == {
+        "sweep": "chain_test", "setting": 3, "setting_hash": manifest["settings"][3]["hash"],
+        "params": {"repeat.config.times": 2, "shout.config.mark": "?"}, "environment": last["environment"],
+        "input_id": 2, "repeat": 0, "seed": 0, "run_id": df.run_id.iloc[11],
+    }  # fmt: skip
 
 
 class CountingProvider:

@@ -234,9 +234,24 @@ class SweepRun:
             keep_outputs=self.keep_outputs,
             executor=executor,
         )
+        record["manifest"] = self.run_manifest(cell)
         values = await self._score(cell, record)
         self.store.put_cell(record, values)
         return record
+
+    def run_manifest(self, cell: Cell) -> dict[str, Any]:
+        """What this one run ran with, stored in its record: the sweep manifest's entries that made its key."""
+        return {
+            "sweep": self.name,
+            "setting": cell.setting.index,
+            "setting_hash": cell.setting.hash,
+            "params": cell.setting.params,
+            "environment": self._env,  # providers and technique code (in the sweep manifest)
+            "input_id": cell.input_id,
+            "repeat": cell.repeat,
+            "seed": self.seed,
+            "run_id": cell.key[:12],  # also the seed of the run's own random generator (retry jitter)
+        }
 
     async def execute(
         self,
