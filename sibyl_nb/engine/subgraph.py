@@ -137,7 +137,7 @@ async def run_subgraph(scheduler: Any, node: Any, ctx: Any) -> Any:
             line=node.line,
         ) from error.cause
     if sub.stopped_by == "interrupted":
-        raise SibylError(
+        raise TechniqueError(
             f"subgraph pipeline '{plan.pipeline}': ctx.interrupt inside a subgraph "
             f"({', '.join(prefix + n.id for n, _ in sub._paused)}) is not supported: put the question in "
             f"the outer pipeline",
