@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sibyl_nb"
 
 # Bottom first. A module belongs to the first (longest) prefix that names it.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "paths", "_version"),
+    ("errors", "paths", "_version", "_lazy"),
     ("text", "context.tokens", "context.extractive"),  # model-free: counting, extractive summaries
     (
         "spec.expressions",
@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
         "spec.trust",
         "spec.yaml_lines",
         "spec.yaml_errors",
+        "spec.yaml_load",
     ),
     ("stores", "providers"),
     ("context",),  # strategies and their comparison (abstractive ones call a provider)
