@@ -50,6 +50,12 @@ __all__ = [
 ]
 
 
+def short_repr(value: Any, width: int = 80) -> str:
+    """``repr(value)`` cut to ``width`` characters, for showing a value inside an error message."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def format_location(path: str | None, line: int | None, source: str | None = None) -> str:
     """Render ``source:line: path`` with whatever parts are known."""
     parts = []

@@ -76,10 +76,7 @@ def make_provider(name: str, config: dict[str, Any]) -> Provider:
 
 def _load_known_kind(kind: str) -> None:
     if kind in ("openai", "openai_compatible", "vllm", "ollama", "lmstudio", "llamacpp"):
-        try:
-            from . import openai_compat  # noqa: F401  (registers its kinds)
-        except ImportError:  # pragma: no cover - module written by a later issue
-            pass
+        from . import openai_compat  # noqa: F401  (registers its kinds)
 
 
 def get_provider(name: str, run: Any = None) -> Provider:

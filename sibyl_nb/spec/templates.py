@@ -185,7 +185,3 @@ def _compile(value: Any, path: tuple[Any, ...], refs: list[tuple[Ref, Any]]) -> 
             return None
         return lambda r: [fn(r) if fn is not None else v for fn, v in elems]
     return None
-
-
-def has_template(value: Any) -> bool:
-    return isinstance(value, str) and bool(REF_RE.search(value))

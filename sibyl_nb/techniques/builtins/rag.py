@@ -296,7 +296,7 @@ _RERANK_SYSTEM = "You rate how relevant a document is to a question. Reply with 
 @technique(
     "rag.reranking",
     blocking=False,
-    subtechniques=("cross_encoder", "llm", "mmr"),
+    subtechniques=("lexical", "llm", "mmr"),
     config_schema=ConfigSchema(
         {
             "top_k": _TOP_K,
@@ -305,11 +305,11 @@ _RERANK_SYSTEM = "You rate how relevant a document is to a question. Reply with 
             "temperature": Field(_NUMBER, "sampling temperature of the ratings", minimum=0, maximum=2),
         },
         subtechniques={
-            "cross_encoder": ("top_k",),
+            "lexical": ("top_k",),
             "llm": ("top_k", "provider", "temperature"),
             "mmr": ("top_k", "lambda"),
         },
-        default_subtechnique="cross_encoder",
+        default_subtechnique="lexical",
         description="reorder upstream documents by relevance",
     ),
     outputs=("documents", "count", "subtechnique", "query"),
@@ -317,10 +317,10 @@ _RERANK_SYSTEM = "You rate how relevant a document is to a question. Reply with 
 async def reranking(ctx: Any) -> dict[str, Any]:
     """Reorder upstream documents by relevance and keep ``top_k`` (default 5).
 
-    ``cross_encoder`` (default): a local lexical scorer (idf-weighted term overlap, proximity, title);
+    ``lexical`` (default): a local lexical scorer, not a neural cross-encoder (idf-weighted term overlap, proximity, title);
     ``llm``: the provider rates each document 0-10; ``mmr``: relevance balanced with diversity.
     """
-    sub = str(ctx.config.get("subtechnique") or "cross_encoder")
+    sub = str(ctx.config.get("subtechnique") or "lexical")
     top_k = _int(ctx, "top_k", 5)
     query = ctx.query
     docs = upstream_documents(ctx)
