@@ -97,7 +97,8 @@ def build(path: Path, *, timeout: int = 300) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sibyl_nb.notebook.build", description="Execute the demo notebooks and save their outputs."
+        prog="python -m sibyl_nb.notebook.build",
+        description="Execute the demo notebooks and save their outputs.",
     )
     parser.add_argument("names", nargs="*", help="notebook names or stems (default: all in notebooks/)")
     parser.add_argument("--stale", action="store_true", help="only the notebooks whose stamp does not match")
