@@ -33,6 +33,9 @@ __all__ = [
     "SibylError",
     "SpecError",
     "ExpressionError",
+    "YAMLSyntaxError",
+    "YAMLEncodingError",
+    "YAMLLimitError",
     "TemplateError",
     "UnknownTechniqueError",
     "NodeExecutionError",
@@ -76,6 +79,9 @@ from .errors import (  # noqa: E402  (tiny module, no heavy imports)
     TemplateError,
     TrustError,
     UnknownTechniqueError,
+    YAMLEncodingError,
+    YAMLLimitError,
+    YAMLSyntaxError,
 )
 
 

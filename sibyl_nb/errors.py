@@ -6,6 +6,9 @@ Each class also subclasses the built-in exception a user would already catch for
     SibylError                                  anything sibyl_nb raises on purpose
     ├── SpecError (ValueError)                  the document is malformed; raised at load, never mid-run
     │   ├── ExpressionError                     a condition / ``${...}`` cannot be parsed or names nothing
+    │   ├── YAMLSyntaxError                     the text is not YAML (said as a person would, with the line)
+    │   │   └── YAMLEncodingError               not UTF-8, UTF-16, NUL or control characters
+    │   ├── YAMLLimitError                      valid YAML refused for size: alias bomb, depth, huge integer
     │   └── UnknownTechniqueError               a technique or subtechnique is not registered
     ├── ConfigError (ValueError)                a setting given from Python is out of range or unknown
     ├── TrustError (PermissionError)            a document asked for code, a server or a file it was not allowed
@@ -27,6 +30,9 @@ __all__ = [
     "SibylError",
     "SpecError",
     "ExpressionError",
+    "YAMLSyntaxError",
+    "YAMLEncodingError",
+    "YAMLLimitError",
     "TemplateError",
     "UnknownTechniqueError",
     "NodeExecutionError",
@@ -101,6 +107,19 @@ class SpecError(SibylError, ValueError):
 
 class ExpressionError(SpecError):
     """A condition or ``${...}`` template cannot be parsed, or refers to something that does not exist."""
+
+
+class YAMLSyntaxError(SpecError):
+    """The document is not valid YAML: the message says what is wrong, at the line of the mistake."""
+
+
+class YAMLEncodingError(YAMLSyntaxError):
+    """The document's bytes or characters cannot be YAML text (not UTF-8, UTF-16, NUL, control characters)."""
+
+
+class YAMLLimitError(SpecError):
+    """Valid YAML refused before it is built: aliases expanding past the limit, recursive aliases,
+    nesting too deep, an integer with too many digits, a document too large. Bounds time and memory."""
 
 
 class TemplateError(SibylError, LookupError):

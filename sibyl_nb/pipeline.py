@@ -15,10 +15,11 @@ from .engine.events import Event, EventBus
 from .engine.executor_factory import check_executor_spec, resolve_executor
 from .engine.result import RunResult, StepRecord
 from .engine.scheduler import Scheduler
+from .engine.stream import StreamingMixin, wants_tokens
 from .engine.sync import run_sync
 from .errors import SibylError, SpecError, TemplateError
 from .spec.compile import Document, PipelineSpec, compile_document
-from .spec.yaml_lines import LineMap, load_yaml_with_lines
+from .spec.yaml_lines import LineMap, load_yaml_with_lines, read_yaml_file
 from .state.api import PipelineStateMixin, settings_extension
 
 __all__ = ["Pipeline", "RunState", "load_document", "RUN_EXTENSIONS"]
@@ -102,7 +103,7 @@ class RunState:
             )
 
 
-class Pipeline(PipelineStateMixin):
+class Pipeline(PipelineStateMixin, StreamingMixin):
     """A compiled pipeline plus the document settings it runs with.
 
     Build with :meth:`from_yaml` / :meth:`from_dict`; run with ``await pipe.execute(inputs)`` or
@@ -116,7 +117,8 @@ class Pipeline(PipelineStateMixin):
         self.document = document or Document(pipelines={spec.name: spec})
         self.trusted = trusted or spec.trusted
         self.bus = EventBus()
-        check_executor_spec(spec)  # shape only; dask is imported when a run needs it
+        # shape, and trust for a scheduler address; dask is imported only when a run needs it
+        check_executor_spec(spec, trusted=self.trusted)
         self.executor: Any = None
         self.hooks: list[Any] = []
         self._provider_cache: dict[str, Any] | None = None
@@ -219,6 +221,7 @@ class Pipeline(PipelineStateMixin):
         for fn in (*self.bus._subscribers, *observers):
             bus.subscribe(fn)
         run = RunState(self, inputs, run_id=run_id, workflow_id=workflow_id, bus=bus)
+        run.extras["tokens"] = wants_tokens(bus._subscribers)
         all_hooks = [*self.hooks, *hooks]
         for extend in RUN_EXTENSIONS:
             extra_observers, extra_hooks = extend(self, run)
@@ -344,7 +347,7 @@ class Pipeline(PipelineStateMixin):
         outs = {
             x: run.results[x]
             for x in exits
-            if latest.get(x) in ("ran", "cached", "failed") and x in run.results
+            if latest.get(x) in ("ran", "cached", "edited", "failed") and x in run.results
         }
         if len(outs) == 1:
             output = next(iter(outs.values()))
@@ -356,6 +359,7 @@ class Pipeline(PipelineStateMixin):
             output = None
         return RunResult(
             run_id=run.run_id,
+            workflow_id=run.workflow_id,
             pipeline=self.name,
             output=output,
             outputs=dict(run.results),
@@ -389,11 +393,11 @@ def load_document(path_or_text: str | os.PathLike[str], *, trust_code: bool = Fa
 def _read(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
     if isinstance(path_or_text, os.PathLike):
         p = FsPath(path_or_text)
-        return p.read_text(encoding="utf-8"), str(p)
+        return read_yaml_file(p), str(p)
     text = str(path_or_text)
     if "\n" not in text and len(text) < 4096 and text.endswith((".yaml", ".yml")):
         p = FsPath(text)
         if not p.exists():
             raise SpecError(f"no such file: {text}")
-        return p.read_text(encoding="utf-8"), str(p)
+        return read_yaml_file(p), str(p)
     return text, "<yaml>"

@@ -332,7 +332,10 @@ pipelines:
         id: one
         config: {{i: 7}}
 """
-    pipe = sb.Pipeline.from_yaml(text)
+    with pytest.raises(sb.TrustError, match="code execution") as err:
+        sb.Pipeline.from_yaml(text)  # a scheduler address in a document: its results are unpickled
+    assert err.value.line == 6 and err.value.path == "pipelines.fan.executor.scheduler_address"
+    pipe = sb.Pipeline.from_yaml(text, trust_code=True)
     assert pipe.executor is None  # nothing connects at load time
     events: list[Any] = []
     result = pipe.run({}, observers=[events.append])
@@ -366,13 +369,18 @@ def test_sync_run_inside_a_running_loop_uses_a_helper_thread(dask_exec):
 
     def observer(event: Any) -> None:
         seen.setdefault("threads", set()).add(threading.current_thread().name)
+        seen.setdefault("loops", set()).add(id(asyncio.get_running_loop()))
 
     async def cell() -> None:  # what a Jupyter cell does: the kernel's loop is running
+        seen["cell_loop"] = id(asyncio.get_running_loop())
         seen["result"] = pipe.run({"n": 10}, executor=dask_exec, observers=[observer])
 
     asyncio.run(cell())
     assert seen["result"].output["count"] == 10
-    assert seen["threads"] == {"sibyl-run"}  # the engine ran on the helper thread's own loop
+    # the engine never ran on the kernel's loop: its first step ran eagerly on a private loop, the
+    # rest (waiting on Dask) on that loop in the helper thread
+    assert seen["cell_loop"] not in seen["loops"] and len(seen["loops"]) == 1
+    assert "sibyl-run" in seen["threads"]
 
 
 def test_worker_killed_mid_run_is_retried_on_another_worker(dask_exec, client, tmp_path):

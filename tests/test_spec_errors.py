@@ -205,7 +205,7 @@ CASES = [
         "steps[0].config",
         3,
     ),
-    ("yaml-syntax", "steps:\n  - use: x\n   config: {\n", sb.SpecError, "invalid YAML", "", 3),
+    ("yaml-syntax", "steps:\n  - use: x\n   config: {\n", sb.YAMLSyntaxError, "indented 3 spaces", "", 3),
     (
         "duplicate-key",
         "steps:\n  - use: workflow_orchestration.passthrough\n    use: x\n",

@@ -9,6 +9,7 @@ import pytest
 
 from sibyl_nb.errors import SibylError
 from sibyl_nb.providers.base import Completion
+from sibyl_nb.spec.schema import ConfigSchema
 from sibyl_nb.techniques.registry import get_technique
 from sibyl_nb.testing import StandaloneRun, call_technique, make_context
 from sibyl_nb.text import corpus
@@ -55,7 +56,8 @@ def test_every_rag_technique_declares_outputs_and_schema():
     ):
         info = get_technique(name)
         assert "count" in info.outputs
-        assert isinstance(info.config_schema, dict) and info.config_schema
+        assert isinstance(info.config_schema, ConfigSchema) and info.config_schema.closed
+        assert info.config_schema.fields
     assert "count" in get_technique("rag.retrieval").outputs
     assert {"query", "queries"} <= set(get_technique("rag.query_processing").outputs)
 

@@ -14,31 +14,79 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..spec.schema import NUMBER, ConfigSchema, Field, Rule
 from ..techniques.registry import register_technique
 from .strategies import STRATEGIES, build_context
 from .tokens import content_text, get_counter
 
 __all__ = ["context_management", "CONFIG_SCHEMA"]
 
-_NUMBER = (int, float)
-CONFIG_SCHEMA: dict[str, Any] = {
-    "max_tokens": int,
-    "window_size": int,
-    "reserve_tokens": int,
-    "system_prompt": str,
-    "compression_ratio": _NUMBER,
-    "compression_method": ["extractive", "abstractive"],
-    "keep_recent": int,
-    "summary_frequency": int,
-    "summary_length": int,
-    "levels": (list, dict),
-    "include_summary": bool,
-    "summary_method": ["extractive", "abstractive"],
-    "model": str,
-    "provider": str,
-    "history": (list, str),
-    "current": str,
-}
+_METHODS = ("extractive", "abstractive")
+_SHARED = ("max_tokens", "reserve_tokens", "system_prompt", "model", "history", "current")
+_LEVEL = ConfigSchema(
+    {
+        "name": Field(
+            ("full", "recent", "compressed", "compress", "summary", "summarized", "summarised"),
+            "which level this entry sizes",
+        ),
+        "messages": Field(int, "messages at this level", minimum=0, maximum=1_000_000),
+        "ratio": Field(NUMBER, "compression ratio of the compressed level", exclusive_minimum=0, maximum=1),
+        "max_tokens": Field(int, "summary length of the summary level", minimum=1, maximum=1_000_000),
+    },
+    description="one hierarchical level",
+    required=("name",),
+)
+_LEVEL_COUNTS = ConfigSchema(
+    {
+        name: Field(int, f"messages at the {name} level", minimum=0, maximum=1_000_000)
+        for name in ("full", "recent", "compressed", "compress", "summary", "summarized", "summarised")
+    },
+    description="messages per hierarchical level",
+)
+CONFIG_SCHEMA = ConfigSchema(
+    {
+        "max_tokens": Field(
+            int, "the model's context window, in tokens", default=8000, minimum=1, maximum=10_000_000
+        ),
+        "reserve_tokens": Field(
+            int, "tokens kept free for the response", minimum=0, maximum=10_000_000, default=0
+        ),
+        "window_size": Field(int, "at most this many recent messages", minimum=1, maximum=1_000_000),
+        "system_prompt": Field(str, "system prompt, counted against the budget"),
+        "compression_ratio": Field(
+            NUMBER, "target size of compressed messages", default=0.5, exclusive_minimum=0, maximum=1
+        ),
+        "compression_method": Field(_METHODS, "extractive (model-free) or abstractive (asks the provider)"),
+        "keep_recent": Field(int, "newest messages never compressed", minimum=0, maximum=1_000_000),
+        "summary_frequency": Field(
+            int, "messages per summarised block", default=10, minimum=1, maximum=1_000_000
+        ),
+        "summary_length": Field(int, "summary length, in tokens", default=200, minimum=1, maximum=1_000_000),
+        "levels": Field(
+            (list, dict),
+            "hierarchical levels: [{name, messages}] or {full: n, compressed: n, summary: n}",
+            items=_LEVEL,
+            values=_LEVEL_COUNTS,
+            max_items=3,
+        ),
+        "include_summary": Field(bool, "prepend the stored conversation summary"),
+        "summary_method": Field(_METHODS, "extractive (model-free) or abstractive (asks the provider)"),
+        "model": Field(str, "model whose tokenizer counts tokens"),
+        "provider": Field(str, "provider for abstractive compression/summaries"),
+        "history": Field((list, str), "the messages to fit (default: the session's history)"),
+        "current": Field(str, "the current message (default: the query)"),
+    },
+    subtechniques={
+        "window": _SHARED + ("window_size", "include_summary"),
+        "compression": _SHARED
+        + ("compression_ratio", "compression_method", "keep_recent", "include_summary", "provider"),
+        "summary": _SHARED + ("summary_frequency", "summary_length", "summary_method", "provider"),
+        "hierarchical": _SHARED + ("levels", "compression_ratio", "summary_length"),
+    },
+    default_subtechnique="window",
+    rules=(Rule("reserve_tokens", "<", "max_tokens"),),
+    description="fit the conversation into the model's context window",
+)
 OUTPUTS = (
     "messages",
     "allocation",
@@ -81,7 +129,9 @@ async def context_management(ctx: Any) -> dict[str, Any]:
     history = _history(ctx)
     counter = get_counter(cfg.get("model"))
     options: dict[str, Any] = {
-        k: cfg.get(k) for k in CONFIG_SCHEMA if k not in ("history", "provider", "model", "summary_method")
+        k: cfg.get(k)
+        for k in CONFIG_SCHEMA.fields
+        if k not in ("history", "provider", "model", "summary_method")
     }
     options.update(
         counter=counter,

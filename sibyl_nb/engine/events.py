@@ -19,6 +19,7 @@ EVENT_KINDS = (
     "node_cached",  # data: technique, output, key
     "node_retrying",  # data: technique, attempt, delay, error
     "node_failed",  # data: technique, attempts, error, recovered (bool: a fallback takes over)
+    "token",  # data: delta (a generation's text as its provider streams it; only when a subscriber wants_tokens)
     "run_finished",  # data: stopped_by, duration, output
     "run_failed",  # data: error, node_id
     "custom",  # data: kind-specific, e.g. {"kind": "token_allocation", ...}

@@ -13,6 +13,11 @@ Forms::
       connect_timeout: 10
       resources: {GPU: 1}                # passed to client.submit, like workers: and priority:
 
+A scheduler address *written in a document* needs ``trust_code=True``: the client unpickles what
+the scheduler sends back, so a hostile scheduler runs code in this process. An address given from
+Python (``execute(executor="tcp://...")``, ``pipe.executor = ...``) or read from the environment
+(``${DASK_SCHEDULER_ADDRESS}``, the user's own setting) is the user's choice and needs no trust.
+
 From Python, an executor object (anything with ``async call(info, ctx, offload=)``) or a
 ``distributed.Client`` is accepted too. Why a module of its own: ``import sibyl_nb`` and loading a
 pipeline must never import dask; the shape is checked at load time (errors name the YAML line),
@@ -28,12 +33,13 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import SibylError, SpecError
+from ..errors import SibylError, SpecError, TrustError
 from .executors import LocalExecutor
 
 __all__ = [
     "make_executor",
     "check_executor_spec",
+    "document_address",
     "resolve_executor",
     "EXECUTOR_KINDS",
     "EXECUTOR_KEYS",
@@ -109,17 +115,50 @@ def _problem(value: Any) -> str | None:
     )
 
 
-def check_executor_spec(spec: Any) -> None:
-    """Reject a malformed ``executor:`` when the pipeline loads, naming its YAML path and line."""
-    problem = _problem(getattr(spec, "executor", None))
+def document_address(value: Any) -> str | None:
+    """The scheduler address a document's ``executor:`` spells out literally (None: none, or only
+    ``${ENV}`` references, which are the user's own configuration)."""
+    if isinstance(value, str):
+        address: Any = value if value.startswith(ADDRESS_SCHEMES) or _ENV_REF.search(value) else None
+    elif isinstance(value, Mapping):
+        address = value.get("scheduler_address", value.get("address"))
+    else:
+        return None
+    if not isinstance(address, str) or not address.strip():
+        return None
+    return None if _ENV_REF.sub("", address).strip() == "" else address
+
+
+def check_executor_spec(spec: Any, *, trusted: bool | None = None) -> None:
+    """Reject a malformed ``executor:`` when the pipeline loads, naming its YAML path and line; and a
+    scheduler address from an untrusted document (connecting to it would unpickle its results)."""
+    value = getattr(spec, "executor", None)
+    problem = _problem(value)
+    cls: type[SibylError] = SpecError
     if problem is None:
-        return
+        trusted = getattr(spec, "trusted", False) if trusted is None else trusted
+        address = None if trusted else document_address(value)
+        if address is None:
+            return
+        problem = (
+            f"executor at scheduler address '{address}' comes from the document: a Dask client unpickles "
+            f"what the scheduler sends, so this is code execution; pass trust_code=True, or give the "
+            f"address from Python (execute(executor=...))"
+        )
+        cls = TrustError
     lines = getattr(spec, "lines", None)
     if lines is None:
-        raise SpecError(problem, path="executor")
-    nested = ("pipelines", spec.name, "executor")
+        raise cls(problem, path="executor")
     known = getattr(lines, "_lines", {})  # LineMap.line() falls back to ancestors: ask for the exact key
-    raise lines.error(nested if nested in known else ("executor",), problem)
+    for where in (
+        ("pipelines", spec.name, "scheduler_address"),
+        ("scheduler_address",),
+        ("pipelines", spec.name, "executor"),
+        ("executor",),
+    ):
+        if where in known and (cls is TrustError or where[-1] == "executor"):
+            raise lines.error(where, problem, cls)
+    raise lines.error(("executor",), problem, cls)
 
 
 def make_executor(value: Any) -> Any:
@@ -153,9 +192,11 @@ def resolve_executor(explicit: Any, pipeline: Any) -> Any:
         return make_executor(explicit)
     current = getattr(pipeline, "executor", None)
     if current is None:
-        declared = getattr(getattr(pipeline, "spec", None), "executor", None)
+        spec = getattr(pipeline, "spec", None)
+        declared = getattr(spec, "executor", None)
         if declared is None:
             return None
+        check_executor_spec(spec, trusted=bool(getattr(pipeline, "trusted", False)))
         current = declared
     if not hasattr(current, "call"):
         current = make_executor(current)

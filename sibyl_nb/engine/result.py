@@ -84,6 +84,7 @@ class RunResult:
     error: str | None = None
     graph: Any = None  # the GraphIR that ran (for drawing)
     allocations: list[dict[str, Any]] = field(default_factory=list)  # token allocations, per context step
+    workflow_id: str | None = None  # the checkpoint chain this run writes to (resume/fork/history use it)
 
     @property
     def text(self) -> str:
@@ -145,9 +146,14 @@ class RunResult:
             f"run {self.run_id} · {self.pipeline} · {self.duration * 1000:.1f} ms · stopped_by={self.stopped_by}"
         ]
         for r in self.records:
-            mark = {"ran": "✓", "cached": "⚡", "skipped": "·", "failed": "✗", "cancelled": "⊘"}.get(
-                r.status, "?"
-            )
+            mark = {
+                "ran": "✓",
+                "cached": "⚡",
+                "edited": "✎",
+                "skipped": "·",
+                "failed": "✗",
+                "cancelled": "⊘",
+            }.get(r.status, "?")
             extra = ""
             if r.status == "skipped" and r.reason:
                 extra = f"  ({r.reason})"
@@ -161,7 +167,7 @@ class RunResult:
                 f"  {mark} {label:<22} {r.technique:<38} {r.started * 1000:8.1f} → "
                 f"{r.ended * 1000:8.1f} ms{attempts}{extra}"
             )
-            if r.status in ("ran", "cached"):
+            if r.status in ("ran", "cached", "edited"):
                 lines.append(f"      {_preview(r.output, 110)}")
         return "\n".join(lines)
 

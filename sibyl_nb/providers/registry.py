@@ -52,6 +52,11 @@ def register_provider_kind(kind: str, factory: Callable[[str, dict[str, Any]], P
     _KINDS[kind] = factory
 
 
+def registered_provider_kinds() -> tuple[str, ...]:
+    """Kinds registered from Python (the built-in HTTP kinds once their module is imported)."""
+    return tuple(_KINDS)
+
+
 def make_provider(name: str, config: dict[str, Any]) -> Provider:
     kind = str(config.get("kind") or config.get("type") or "local")
     if kind == "local":

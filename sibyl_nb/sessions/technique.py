@@ -15,36 +15,67 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..spec.schema import NUMBER, ConfigSchema, Field
+from ..stores.factory import STORAGE_NAMES
 from ..techniques.context import query_of
 from ..techniques.registry import register_technique
 from .manager import SessionManager, SessionView
-from .policy import MODES, policy_from_config
+from .policy import MODES, STORE_KEYS, policy_from_config
 
 __all__ = ["session_management", "CONFIG_SCHEMA", "reply_text"]
 
-_NUMBER = (int, float)
-CONFIG_SCHEMA: dict[str, Any] = {
-    "storage": str,
-    "session_id": (str, int),
-    "user_id": (str, int),
-    "timeout": _NUMBER,
-    "max_messages": int,
-    "max_tokens": int,
-    "compression": bool,
-    "summarization": bool,
-    "compression_ratio": _NUMBER,
-    "keep_recent": int,
-    "summary_length": int,
-    "window_size": int,
-    "include_summary": bool,
-    "redis_url": str,
-    "key_prefix": str,
-    "kv_prefix": str,
-    "database_url": str,
-    "table": str,
-    "kv_table": str,
-    "directory": str,
-}
+_STORE_KEYS = ("storage",) + STORE_KEYS
+_IDS = ("session_id", "user_id")
+_COUNT = 1_000_000_000
+CONFIG_SCHEMA = ConfigSchema(
+    {
+        "storage": Field(tuple(sorted(STORAGE_NAMES)), "where sessions live (default per mode)"),
+        "session_id": Field(
+            (str, int), "the session to load (default: the input's session_id, else a new one)"
+        ),
+        "user_id": Field((str, int), "who the session belongs to"),
+        "timeout": Field(NUMBER, "seconds of inactivity before a session expires (0: never)", minimum=0),
+        "max_messages": Field(int, "messages kept in the store", minimum=1, maximum=_COUNT),
+        "max_tokens": Field(int, "tokens of history handed to the pipeline", minimum=1, maximum=_COUNT),
+        "compression": Field(bool, "compress older messages before leaving any out"),
+        "summarization": Field(bool, "fold trimmed messages into the stored summary"),
+        "compression_ratio": Field(
+            NUMBER, "target size of compressed messages", default=0.5, exclusive_minimum=0, maximum=1
+        ),
+        "keep_recent": Field(int, "newest messages never compressed", default=4, minimum=1, maximum=_COUNT),
+        "summary_length": Field(int, "summary length, in tokens", default=200, minimum=1, maximum=_COUNT),
+        "window_size": Field(int, "messages kept (stored and shown)", default=10, minimum=1, maximum=_COUNT),
+        "include_summary": Field(bool, "fold older messages into the summary"),
+        "redis_url": Field(str, "Redis URL (storage: redis)", access="url"),
+        "key_prefix": Field(str, "Redis key prefix"),
+        "kv_prefix": Field(str, "Redis key prefix of the key-value side"),
+        "database_url": Field(str, "SQLAlchemy URL (storage: database)", access="url"),
+        "table": Field(str, "SQL table of messages"),
+        "kv_table": Field(str, "SQL table of the key-value side"),
+        "directory": Field(str, "diskcache directory (storage: diskcache)", access="store"),
+    },
+    subtechniques={
+        "memory": _IDS
+        + _STORE_KEYS
+        + (
+            "timeout",
+            "max_messages",
+            "max_tokens",
+            "compression",
+            "summarization",
+            "compression_ratio",
+            "keep_recent",
+            "summary_length",
+        ),
+        "stateless": _IDS,
+        "persistent": _IDS + _STORE_KEYS + ("timeout", "max_messages", "summarization", "summary_length"),
+        "sliding_window": _IDS
+        + _STORE_KEYS
+        + ("timeout", "window_size", "include_summary", "summary_length"),
+    },
+    default_subtechnique="memory",
+    description="load the conversation before the run, store the turn after it",
+)
 OUTPUTS = (
     "session_id",
     "mode",

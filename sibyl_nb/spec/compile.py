@@ -14,11 +14,26 @@ from typing import Any
 
 from ..engine.ir import CycleFound, Edge, GraphIR, Node, RetryPolicy
 from ..engine.scope import BUILTIN_NAMES, SESSION_NAMES, is_env_name
-from ..errors import ExpressionError, SpecError, UnknownTechniqueError
+from ..errors import ExpressionError, SpecError, TrustError, UnknownTechniqueError
 from ..techniques.context import QUERY_KEYS
 from ..techniques.registry import TechniqueInfo, get_technique, has_technique
 from .expressions import Ref, compile_condition
-from .schema import check_keys, check_schema, check_type, did_you_mean, expect_list, expect_mapping
+from .schema import (
+    INFRA_SCHEMA,
+    MAX_CONCURRENT,
+    MAX_ITERATIONS,
+    OBSERVABILITY_SCHEMA,
+    RETRY_SCHEMA,
+    STEP_TIMEOUT,
+    check_keys,
+    check_type,
+    did_you_mean,
+    expect_list,
+    expect_mapping,
+    validate_config,
+    validate_providers,
+    validate_value,
+)
 from .templates import compile_value
 from .yaml_lines import LineMap, Path, format_path
 
@@ -106,52 +121,6 @@ ORCH_STEP_KEYS = (
     "output",
     "description",
 )
-RETRY_KEYS = (
-    "max_attempts",
-    "backoff",
-    "initial_delay",
-    "initial",
-    "delay",
-    "max_delay",
-    "multiplier",
-    "jitter",
-)
-INFRA_SCHEMA = {
-    "checkpointing": {
-        "enabled": bool,
-        "frequency": int,
-        "storage": str,
-        "database_url": str,
-        "redis_url": str,
-        "path": str,
-        "keep": int,
-    },
-    "caching": {
-        "enabled": bool,
-        "ttl": (int, float),
-        "cache_key_template": str,
-        "storage": str,
-        "redis_url": str,
-        "path": str,
-    },
-}
-OBSERVABILITY_SCHEMA = {
-    "logging": {
-        "level": str,
-        "workflow_tracing": bool,
-        "log_step_transitions": bool,
-        "log_state_changes": bool,
-        "format": str,
-    },
-    "metrics": {
-        "workflow_duration": bool,
-        "step_duration": bool,
-        "error_rate": bool,
-        "retry_count": bool,
-        "export": str,
-        "prometheus_port": int,
-    },
-}
 GRAPH_MODES = ("dag", "cyclic", "conditional", "dynamic")
 # Input fields so common that a reference to one is never taken for a typo of something else.
 COMMON_INPUTS = frozenset(QUERY_KEYS) | {"session_id", "user_id", "workflow_id", "documents", "context"}
@@ -257,7 +226,15 @@ class _Compiler:
                 UnknownTechniqueError,
                 technique=info.name,
             )
-        check_schema(config, info.config_schema, path, self.lines, f"{info.name} config")
+        validate_config(
+            config,
+            info.config_schema,
+            path,
+            self.lines,
+            info.name,
+            skip=("subtechnique",),
+            trusted=self.trusted,
+        )
 
     def retry(self, value: Any, path: Path) -> RetryPolicy | None:
         if value is None:
@@ -265,7 +242,7 @@ class _Compiler:
         if isinstance(value, int) and not isinstance(value, bool):
             value = {"max_attempts": value}
         expect_mapping(value, path, self.lines, "retry")
-        check_keys(value, RETRY_KEYS, path, self.lines, "retry")
+        validate_config(value, RETRY_SCHEMA, path, self.lines, "retry")
         policy = RetryPolicy()
         if "max_attempts" in value:
             check_type(value["max_attempts"], int, path + ("max_attempts",), self.lines, "retry.max_attempts")
@@ -328,6 +305,9 @@ class _Compiler:
     ) -> Node:
         config = {} if config is None else config
         cpath = path + ("config",)
+        validate_value(
+            max_iterations, MAX_ITERATIONS, path + ("max_iterations",), self.lines, "max_iterations"
+        )
         expect_mapping(config, cpath, self.lines, f"config of node '{node_id}'")
         info = self.technique_info(technique, info_path or path)
         if info.compiles:
@@ -337,7 +317,10 @@ class _Compiler:
             )
         self.check_config(info, config, cpath)
         self.techniques.add(technique)
-        render, refs = compile_value(config, cpath)
+        try:
+            render, refs = compile_value(config, cpath)
+        except ExpressionError as exc:  # ${query.__init__}: name the exact key and its line
+            raise self.err(getattr(exc, "yaml_path", cpath), exc.message, ExpressionError) from None
         for ref, rpath in refs:
             self.refs.append((ref, rpath, node_id, None))
         node = Node(
@@ -353,7 +336,7 @@ class _Compiler:
             line=self.lines.line(path),
         )
         if timeout is not None:
-            check_type(timeout, float, path + ("timeout",), self.lines, "timeout")
+            validate_value(timeout, STEP_TIMEOUT, path + ("timeout",), self.lines, "timeout")
             node.timeout = float(timeout)
         if cache is not None:
             check_type(cache, bool, path + ("cache",), self.lines, "cache")
@@ -491,8 +474,7 @@ class _Compiler:
         check_type(mode, list(GRAPH_MODES), path + ("subtechnique",), self.lines, "graph subtechnique")
         max_it = config.get("max_iterations", 10)
         check_type(max_it, int, path + ("max_iterations",), self.lines, "max_iterations")
-        if max_it < 1:
-            raise self.err(path + ("max_iterations",), "max_iterations must be at least 1")
+        validate_value(max_it, MAX_ITERATIONS, path + ("max_iterations",), self.lines, "max_iterations")
         group = str(step.get("id") or step.get("name") or f"graph_{index}")
         limit_key = self.limit(config, path, group)
         if config.get("executor") is not None:
@@ -584,6 +566,21 @@ class _Compiler:
 
     def executor_choice(self, value: Any, path: Path) -> None:
         """One run has one scheduler and one executor: a graph's ``executor:`` chooses it for the pipeline."""
+        from ..engine.executor_factory import document_address
+
+        address = None if self.trusted else document_address(value)
+        if address is not None:
+            at = path
+            if isinstance(value, dict):
+                key = "scheduler_address" if "scheduler_address" in value else "address"
+                at = path + (key,) if path + (key,) in self.lines._lines else path
+            raise self.err(
+                at,
+                f"executor at scheduler address '{address}' comes from the document: a Dask client "
+                f"unpickles what the scheduler sends, so this is code execution; pass trust_code=True, "
+                f"or give the address from Python (execute(executor=...))",
+                TrustError,
+            )
         if self.executor is not None and self.executor != value:
             raise self.err(
                 path,
@@ -597,8 +594,7 @@ class _Compiler:
         if mc is None:
             return None
         check_type(mc, int, path + ("max_concurrent",), self.lines, "max_concurrent")
-        if mc < 1:
-            raise self.err(path + ("max_concurrent",), "max_concurrent must be at least 1")
+        validate_value(mc, MAX_CONCURRENT, path + ("max_concurrent",), self.lines, "max_concurrent")
         self.graph.limits[group] = mc
         return group
 
@@ -928,6 +924,7 @@ def compile_pipeline(
     mc = spec.get("max_concurrent")
     if mc is not None:
         check_type(mc, int, path + ("max_concurrent",), lines, "max_concurrent")
+        validate_value(mc, MAX_CONCURRENT, path + ("max_concurrent",), lines, "max_concurrent")
         comp.graph.max_concurrent = mc
     executor = spec.get("executor")
     if spec.get("scheduler_address") is not None:
@@ -943,7 +940,8 @@ def compile_pipeline(
             "scheduler_address": address,
         }
     if executor is not None:
-        comp.executor_choice(executor, path + ("executor",))
+        where = "scheduler_address" if spec.get("scheduler_address") is not None else "executor"
+        comp.executor_choice(executor, path + (where,))
     exits = comp.pipeline(spec["steps"], path + ("steps",))
     comp.graph.exits = exits
     comp.graph.finalize()
@@ -990,19 +988,13 @@ def compile_document(
             pipelines[str(name)] = compile_pipeline(
                 str(name), spec, ("pipelines", name), lines, trusted=trusted
             )
-    infra = _section(data.get("shops"), lines)
+    infra = _section(data.get("shops"), lines, trusted)
     obs = data.get("observability") or {}
     expect_mapping(obs, ("observability",), lines, "observability")
-    check_keys(obs, OBSERVABILITY_SCHEMA, ("observability",), lines, "observability")
-    for key, schema in OBSERVABILITY_SCHEMA.items():
-        if key in obs:
-            expect_mapping(obs[key], ("observability", key), lines, f"observability.{key}")
-            check_keys(obs[key], schema, ("observability", key), lines, f"observability.{key}")
-            check_schema(obs[key], schema, ("observability", key), lines, f"observability.{key}")
+    validate_config(obs, OBSERVABILITY_SCHEMA, ("observability",), lines, "observability", trusted=trusted)
     providers = data.get("providers") or {}
     expect_mapping(providers, ("providers",), lines, "providers")
-    for pname, pconf in providers.items():
-        expect_mapping(pconf, ("providers", pname), lines, f"provider '{pname}'")
+    validate_providers(providers, lines, trusted=trusted)
     if not pipelines and not infra and not obs and not providers:
         raise lines.error((), "the document defines no pipeline (expected 'pipelines:' or 'steps:')")
     return Document(
@@ -1014,24 +1006,23 @@ def compile_document(
     )
 
 
-def _section(shops: Any, lines: LineMap) -> dict[str, Any]:
+def _section(shops: Any, lines: LineMap, trusted: bool = False) -> dict[str, Any]:
     if shops is None:
         return {}
     expect_mapping(shops, ("shops",), lines, "shops")
+    check_keys(shops, ("infrastructure",), ("shops",), lines, "shops")
     infra = shops.get("infrastructure")
     if infra is None:
         return {}
     ipath = ("shops", "infrastructure")
     expect_mapping(infra, ipath, lines, "shops.infrastructure")
+    check_keys(infra, ("config",), ipath, lines, "shops.infrastructure")
     config = expect_mapping(
         infra.get("config") or {}, ipath + ("config",), lines, "shops.infrastructure.config"
     )
-    check_keys(config, INFRA_SCHEMA, ipath + ("config",), lines, "shops.infrastructure.config")
-    for key, schema in INFRA_SCHEMA.items():
-        if key in config:
-            expect_mapping(config[key], ipath + ("config", key), lines, key)
-            check_keys(config[key], schema, ipath + ("config", key), lines, key)
-            check_schema(config[key], schema, ipath + ("config", key), lines, key)
+    validate_config(
+        config, INFRA_SCHEMA, ipath + ("config",), lines, "shops.infrastructure.config", trusted=trusted
+    )
     return dict(config)
 
 

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import TemplateError
+from ..errors import ExpressionError, TemplateError
 from .expressions import MISSING, REF_RE, Ref, find_refs
 from .yaml_lines import format_path
 
@@ -88,7 +88,11 @@ def _compile(value: Any, path: tuple[Any, ...], refs: list[tuple[Ref, Any]]) -> 
     if isinstance(value, str):
         if "${" not in value:
             return None
-        found = find_refs(value)
+        try:
+            found = find_refs(value)
+        except ExpressionError as exc:
+            exc.yaml_path = path  # type: ignore[attr-defined]  # the loader adds the line (spec/compile.py)
+            raise
         for _, _, ref in found:
             refs.append((ref, path))
         if len(found) == 1 and found[0][0] == 0 and found[0][1] == len(value):

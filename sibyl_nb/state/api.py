@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.result import RunResult
     from .checkpoint import Checkpoint, CheckpointStore
+    from .history import CheckpointInfo
     from .store import StateStore
 
 __all__ = ["PipelineStateMixin", "settings_extension"]
@@ -112,20 +113,48 @@ class PipelineStateMixin:
         return self.checkpoint_store().load(workflow_id)
 
     async def resume(
-        self, workflow_id: str, *, observers: Iterable[Any] = (), hooks: Iterable[Any] = ()
+        self,
+        workflow_id: str,
+        *,
+        checkpoint: Any = None,
+        updates: Mapping[str, Any] | None = None,
+        fork_id: str | None = None,
+        observers: Iterable[Any] = (),
+        hooks: Iterable[Any] = (),
     ) -> RunResult:
         """Continue the run of ``workflow_id`` from its latest checkpoint: completed steps are not run
         again, the frontier (steps that were ready or running) runs, loops continue at their
-        iteration. A finished workflow returns its result without running anything."""
+        iteration. A finished workflow returns its result without running anything.
+
+        With ``checkpoint`` (a step number or an entry of :meth:`history`) and/or ``updates`` (node id
+        -> edited output; ``"state"`` -> merged into the run state), this *forks*: a new workflow
+        (``fork_id``, or a generated id: ``result.workflow_id``) starts from that checkpoint with the
+        edits and runs on; the original workflow is left as it was."""
         import asyncio
 
         from ..errors import SibylError
 
         store = self.checkpoint_store()
-        if store.store.backend in ("redis", "sql"):
-            cp = await asyncio.to_thread(store.load, workflow_id)
-        else:
-            cp = store.load(workflow_id)
+        slow = store.store.backend in ("redis", "sql")
+        if checkpoint is not None or updates:
+            from .history import ForkOverrides, plan_fork
+
+            args = (store, self.spec.graph, workflow_id, -1 if checkpoint is None else checkpoint, updates)
+            fork = (
+                await asyncio.to_thread(plan_fork, *args, fork_id=fork_id)
+                if slow
+                else plan_fork(*args, fork_id=fork_id)
+            )
+            meta = store.meta(fork.workflow_id) if fork.restore is not None else store.meta(workflow_id)
+            edits = ForkOverrides(fork)
+            return await self.execute(
+                (meta or {}).get("input"),
+                workflow_id=fork.workflow_id,
+                restore=fork.restore,
+                observers=(edits, *observers),
+                hooks=(edits, *hooks),
+            )
+        cp = await asyncio.to_thread(store.load, workflow_id) if slow else store.load(workflow_id)
         if cp is None:
             raise SibylError(
                 f"no checkpoint for workflow '{workflow_id}' in {store.url}: was the run started "
@@ -151,6 +180,33 @@ class PipelineStateMixin:
         from ..pipeline import run_sync
 
         return run_sync(self.resume(workflow_id, **kwargs))
+
+    async def history(self, workflow_id: str) -> list[CheckpointInfo]:
+        """Every checkpoint of ``workflow_id``, oldest first (step, node, iteration, time, frontier):
+        any of them can be passed to ``resume(workflow_id, checkpoint=..., updates=...)``."""
+        import asyncio
+
+        from .history import history
+
+        store = self.checkpoint_store()
+        if store.store.backend in ("redis", "sql"):
+            rows = await asyncio.to_thread(history, store, workflow_id)
+        else:
+            rows = history(store, workflow_id)
+        meta = store.meta(workflow_id) or {}
+        if meta.get("pipeline") and meta["pipeline"] != self.name:
+            from ..errors import SibylError
+
+            raise SibylError(
+                f"workflow '{workflow_id}' was checkpointed by pipeline '{meta['pipeline']}', not '{self.name}'"
+            )
+        return rows
+
+    def history_sync(self, workflow_id: str) -> list[CheckpointInfo]:
+        """Synchronous :meth:`history`."""
+        from ..pipeline import run_sync
+
+        return run_sync(self.history(workflow_id))
 
     def list_checkpoints(self, *, all_pipelines: bool = False) -> list[dict[str, Any]]:
         """Checkpointed workflows (this pipeline's, or every pipeline's), newest first."""

@@ -77,7 +77,8 @@ class Checkpoint:
     @property
     def completed(self) -> list[str]:
         """Node ids that finished (ran or cached), in order, repeats for loop iterations."""
-        return [r["node_id"] for r in self.restore.get("records", []) if r.get("status") in ("ran", "cached")]
+        done = ("ran", "cached", "edited")
+        return [r["node_id"] for r in self.restore.get("records", []) if r.get("status") in done]
 
     @property
     def frontier(self) -> list[str]:

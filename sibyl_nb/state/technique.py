@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..spec.schema import NUMBER, ConfigSchema, Field
 from ..stores.factory import STORAGE_NAMES
 from ..techniques.context import StepContext
 from ..techniques.registry import register_technique
@@ -18,19 +19,23 @@ from .store import open_state_store
 
 __all__ = ["state_management", "CONFIG_SCHEMA"]
 
-CONFIG_SCHEMA: dict[str, Any] = {
-    "backend": sorted(STORAGE_NAMES),
-    "storage": sorted(STORAGE_NAMES),
-    "redis_url": str,
-    "database_url": str,
-    "path": str,
-    "namespace": str,
-    "ttl": (int, float),
-    "workflow_id": str,
-    "load": bool,
-    "save": bool,
-    "deep_merge": bool,
-}
+_STORAGES = tuple(sorted(STORAGE_NAMES))
+CONFIG_SCHEMA = ConfigSchema(
+    {
+        "backend": Field(_STORAGES, "where state lives (same as storage)"),
+        "storage": Field(_STORAGES, "where state lives (default: diskcache)"),
+        "redis_url": Field(str, "Redis URL (storage: redis)", access="url"),
+        "database_url": Field(str, "SQLAlchemy URL (storage: database)", access="url"),
+        "path": Field(str, "diskcache directory", access="store"),
+        "namespace": Field(str, "key namespace"),
+        "ttl": Field(NUMBER, "seconds before stored state expires", exclusive_minimum=0),
+        "workflow_id": Field(str, "whose state (default: the run's workflow id)"),
+        "load": Field(bool, "load state when the step runs", default=True),
+        "save": Field(bool, "merge state back when the run succeeds", default=True),
+        "deep_merge": Field(bool, "merge nested mappings key by key", default=False),
+    },
+    description="load the workflow's state when the step runs, save it back when the run succeeds",
+)
 
 
 async def state_management(ctx: StepContext) -> dict[str, Any]:

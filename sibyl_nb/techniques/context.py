@@ -6,6 +6,7 @@ execution and per-node overhead is a product goal.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,23 @@ class StepContext:
     def defer(self, fn: Callable[[Any], Any]) -> None:
         """Call ``fn(result)`` (sync or async) after the run succeeds: a session stores the reply this way."""
         self._run.deferred.append(fn)
+
+    def token_sink(self) -> Callable[[str], None] | None:
+        """Where a generation sends its text deltas, or None when nobody streams this run (then the
+        provider is asked for a whole answer, not a stream)."""
+        run = self._run
+        extras = getattr(run, "extras", None)  # a stand-alone run (sibyl_nb.testing) has none
+        if not extras or not extras.get("tokens") or not run.bus:
+            return None
+        from ..engine.events import Event
+
+        emit, run_id, node_id, iteration = run.bus.emit, run.run_id, self.node_id, self.iteration
+
+        def sink(delta: str) -> None:
+            if delta:
+                emit(Event("token", run_id, node_id, iteration, time.time(), {"delta": delta}))
+
+        return sink
 
     def emit(self, kind: str, **data: Any) -> None:
         """Publish a custom event (e.g. ``token_allocation``) to the run's observers."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SibylError, UnknownTechniqueError
+from ..spec.schema import ConfigSchema, as_schema
 
 __all__ = [
     "TechniqueInfo",
@@ -34,7 +35,7 @@ class TechniqueInfo:
     is_async: bool
     blocking: bool
     subtechniques: tuple[str, ...] | None = None
-    config_schema: dict[str, Any] = field(default_factory=dict)
+    config_schema: ConfigSchema = field(default_factory=lambda: as_schema(None))
     outputs: tuple[str, ...] | None = None
     doc: str = ""
     # Engine-level techniques (graph, orchestration) compile into the graph instead of being called.
@@ -58,7 +59,7 @@ def register_technique(
     *,
     blocking: bool | None = None,
     subtechniques: Iterable[str] | None = None,
-    config_schema: dict[str, Any] | None = None,
+    config_schema: ConfigSchema | dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
     compiles: bool = False,
 ) -> TechniqueInfo:
@@ -75,7 +76,7 @@ def register_technique(
         # Unknown sync user code may block (HTTP, sleep): default to "blocking" so siblings overlap.
         blocking=(not is_async) if blocking is None else bool(blocking),
         subtechniques=tuple(subtechniques) if subtechniques is not None else None,
-        config_schema=dict(config_schema or {}),
+        config_schema=as_schema(config_schema),
         outputs=tuple(outputs) if outputs is not None else None,
         doc=(inspect.getdoc(fn) or "").split("\n\n")[0],
         compiles=compiles,
@@ -89,7 +90,7 @@ def technique(
     *,
     blocking: bool | None = None,
     subtechniques: Iterable[str] | None = None,
-    config_schema: dict[str, Any] | None = None,
+    config_schema: ConfigSchema | dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: ``@sibyl_nb.technique("my_shop.shout")`` registers a function taking ``ctx``."""

@@ -14,6 +14,8 @@ from typing import Any
 
 from ...errors import SibylError
 from ...providers.base import Completion
+from ...providers.streaming import complete_with_tokens
+from ...spec.schema import ConfigSchema, Field
 from ...text.critique import is_refusal, rate_answer
 from ...text.gather import upstream_answer, upstream_documents
 from ...text.prompts import match_choice, parse_classify_prompt, parse_rating_prompt, parse_score
@@ -38,6 +40,17 @@ DEFAULT_SYSTEM_PROMPT = (
     "they are relevant, and say so when they do not contain the answer."
 )
 _NUMBER = (int, float)
+MAX_CANDIDATES = 64  # each candidate is one provider call: a sane ceiling, not a memory bomb
+_PROVIDER = Field(str, "provider name (default: primary)")
+_SYSTEM = Field((str, type(None)), "system prompt")
+_SAMPLING = {
+    "temperature": Field(_NUMBER, "sampling temperature", minimum=0, maximum=2),
+    "max_tokens": Field(int, "longest answer, in tokens", minimum=1, maximum=10_000_000),
+    "model": Field(str, "model name sent to the provider"),
+    "top_p": Field(_NUMBER, "nucleus sampling", exclusive_minimum=0, maximum=1),
+    "stop": Field((str, list), "stop sequence(s)", max_items=16),
+}
+_MAX_DOCS = Field(int, "retrieved documents put in the prompt", minimum=1, maximum=1000)
 _MAX_CONTEXT_DOCS = 8
 
 
@@ -144,15 +157,16 @@ def output_fields(config: Mapping[str, Any]) -> tuple[str, ...]:
 @technique(
     "ai_generation.generation",
     blocking=False,
-    config_schema={
-        "provider": str,
-        "prompt": (str, int, float, list, dict),
-        "system_prompt": (str, type(None)),
-        "temperature": _NUMBER,
-        "max_tokens": int,
-        "model": str,
-        "max_context_docs": int,
-    },
+    config_schema=ConfigSchema(
+        {
+            "provider": _PROVIDER,
+            "prompt": Field((str, int, float, list, dict), "the prompt (templates allowed)"),
+            "system_prompt": _SYSTEM,
+            **_SAMPLING,
+            "max_context_docs": _MAX_DOCS,
+        },
+        description="ask a provider; returns text plus fields parsed from it",
+    ),
     # Every field any prompt kind can produce; the label field named after "Classify X" (``type``,
     # ``complexity``...) varies per config: ``generation.output_fields(config)`` lists it.
     outputs=(
@@ -177,7 +191,7 @@ async def generation(ctx: Any) -> dict[str, Any]:
     docs = upstream_documents(ctx)
     messages = build_messages(ctx, prompt, ctx.config.get("system_prompt"), docs)
     provider = ctx.provider(ctx.config.get("provider"))
-    completion: Completion = await provider.complete(messages, **_params(ctx))
+    completion: Completion = await complete_with_tokens(provider, messages, ctx.token_sink(), _params(ctx))
     text = completion.text if isinstance(completion.text, str) else str(completion.text)
     out: dict[str, Any] = {"text": text}
     out.update(parse_fields(str(prompt or ""), text, getattr(completion, "fields", None)))
@@ -293,7 +307,17 @@ def _consistency(
     "ai_generation.validation",
     blocking=False,
     subtechniques=("fact_check", "quality", "consistency"),
-    config_schema={"threshold": _NUMBER, "answer": str},
+    config_schema=ConfigSchema(
+        {
+            "threshold": Field(
+                _NUMBER, "score at or above which the answer is valid", default=0.7, minimum=0, maximum=1
+            ),
+            "answer": Field(str, "the answer to validate (default: the upstream answer)"),
+        },
+        subtechniques={mode: ("threshold", "answer") for mode in ("fact_check", "quality", "consistency")},
+        default_subtechnique="fact_check",
+        description="score the upstream answer in [0, 1]",
+    ),
     outputs=(
         "score",
         "valid",
@@ -361,14 +385,23 @@ def _default_temperatures(n: int) -> list[float]:
 @technique(
     "ai_generation.consensus",
     blocking=False,
-    config_schema={
-        "num_candidates": int,
-        "provider": str,
-        "temperatures": list,
-        "prompt": (str, int, float),
-        "system_prompt": (str, type(None)),
-        "max_tokens": int,
-    },
+    config_schema=ConfigSchema(
+        {
+            "num_candidates": Field(int, "answers sampled", default=3, minimum=1, maximum=MAX_CANDIDATES),
+            "provider": _PROVIDER,
+            "temperatures": Field(
+                list,
+                "one temperature per candidate",
+                items=_SAMPLING["temperature"],
+                max_items=MAX_CANDIDATES,
+            ),
+            "prompt": Field((str, int, float), "the prompt (templates allowed)"),
+            "system_prompt": _SYSTEM,
+            **{k: v for k, v in _SAMPLING.items() if k != "temperature"},
+            "max_context_docs": _MAX_DOCS,
+        },
+        description="sample several answers and keep the one the others agree with most",
+    ),
     outputs=("answer", "text", "candidates", "agreement", "kind", "usage", "provider", "model", "chosen"),
 )
 async def consensus(ctx: Any) -> dict[str, Any]:

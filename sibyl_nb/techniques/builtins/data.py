@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ...errors import SibylError
+from ...errors import SibylError, TrustError
+from ...spec.schema import ConfigSchema, Field
+from ...spec.trust import check_path, document_roots
 from ...text import corpus
 from ...text.embedding import HashingEmbedder
 from ...text.gather import upstream_documents
@@ -26,10 +28,19 @@ def _title_of(text: str, fallback: str) -> str:
     return fallback.replace("_", " ").replace("-", " ").strip().capitalize()
 
 
-def load_markdown(path: str | Path = corpus.DOCS_DIR, pattern: str = "**/*.md") -> list[dict[str, Any]]:
-    """Every markdown file under ``path`` (or the one file ``path``) as a document, sorted by path."""
+def load_markdown(
+    path: str | Path = corpus.DOCS_DIR, pattern: str = "**/*.md", *, allowed: list[Path] | None = None
+) -> list[dict[str, Any]]:
+    """Every markdown file under ``path`` (or the one file ``path``) as a document, sorted by path.
+
+    ``allowed``: folders every matched file (symlinks followed) must lie in; others are refused."""
     root = Path(path).expanduser()
     files = [root] if root.is_file() else sorted(p for p in root.glob(pattern) if p.is_file())
+    if allowed is not None:
+        for f in files:
+            real = f.resolve()
+            if not any(real.is_relative_to(r) for r in allowed):
+                raise TrustError(f"'{f}' leads outside the folders this document may read (to {real})")
     docs = []
     for f in files:
         text = f.read_text(encoding="utf-8")
@@ -68,7 +79,18 @@ def load_json_documents(path: str | Path) -> list[dict[str, Any]]:
 @technique(
     "data.load_documents",
     blocking=False,
-    config_schema={"source": _SOURCES, "path": str, "collection": str, "pattern": str},
+    config_schema=ConfigSchema(
+        {
+            "source": Field(_SOURCES, "what to read", default="filesystem_markdown"),
+            "path": Field(str, "file or folder, inside the allowed roots", access="path"),
+            "collection": Field(str, "built-in collection (source: corpus)"),
+            "pattern": Field(str, "glob of files to read", default="**/*.md"),
+            "root": Field(
+                str, "folder files may be read from (default: the document's folder, the cwd)", access="root"
+            ),
+        },
+        description="load documents from files or the built-in corpus",
+    ),
     outputs=("documents", "count", "source", "path"),
 )
 def load_documents(ctx: Any) -> dict[str, Any]:
@@ -76,6 +98,7 @@ def load_documents(ctx: Any) -> dict[str, Any]:
     docs), ``corpus`` (a collection of the in-process store) or ``json`` (a file)."""
     source = str(ctx.config.get("source") or "filesystem_markdown")
     raw_path = ctx.config.get("path")
+    allowed = _allowed_roots(ctx, raw_path, str(ctx.config.get("pattern") or ""))
     try:
         if source in ("filesystem_markdown", "markdown"):
             path = Path(str(raw_path)) if raw_path else corpus.DOCS_DIR
@@ -83,7 +106,7 @@ def load_documents(ctx: Any) -> dict[str, Any]:
                 raise SibylError(
                     f"path '{path}' does not exist", node_id=ctx.node_id, technique="data.load_documents"
                 )
-            docs = load_markdown(path, str(ctx.config.get("pattern") or "**/*.md"))
+            docs = load_markdown(path, str(ctx.config.get("pattern") or "**/*.md"), allowed=allowed)
             where = str(path)
         elif source == "corpus":
             name = str(ctx.config.get("collection") or "documents")
@@ -115,10 +138,36 @@ def load_documents(ctx: Any) -> dict[str, Any]:
     return {"documents": docs, "count": len(docs), "source": source, "path": where}
 
 
+def _allowed_roots(ctx: Any, raw_path: Any, pattern: str) -> list[Path] | None:
+    """None when the run is trusted (or the call comes straight from Python); else the folders this
+    document may read, after checking the (rendered) ``path`` lies inside them."""
+    run = getattr(ctx, "_run", None)
+    if getattr(run, "trusted", True):
+        return None
+    spec = getattr(getattr(run, "pipeline", None), "spec", None)
+    source = getattr(spec, "source", None)
+    root = ctx.config.get("root")
+    try:
+        roots = document_roots(source, str(root) if root else None)
+        if raw_path:
+            check_path(str(raw_path), source=source, trusted=False, root=str(root) if root else None)
+        if pattern.startswith(("/", "~")) or ".." in Path(pattern).parts:
+            raise TrustError(f"pattern '{pattern}' may not leave the folder it searches")
+    except TrustError as exc:
+        raise TrustError(exc.message, node_id=ctx.node_id, technique="data.load_documents") from None
+    return roots
+
+
 @technique(
     "data.store_vectors",
     blocking=False,
-    config_schema={"collection": str, "dim": int},
+    config_schema=ConfigSchema(
+        {
+            "collection": Field(str, "collection name", default="documents"),
+            "dim": Field(int, "embedding dimensions", default=256, minimum=1, maximum=65_536),
+        },
+        description="index upstream documents for search",
+    ),
     outputs=("stored", "count", "collection", "collection_size", "dim", "ids"),
 )
 def store_vectors(ctx: Any) -> dict[str, Any]:

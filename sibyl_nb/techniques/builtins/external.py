@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Union
 
 from ...errors import SibylError
+from ...spec.schema import ConfigSchema, Field
 from ...text import corpus
 from ...text.gather import upstream_queries
 from ...text.ranking import reciprocal_rank_fusion
@@ -96,10 +97,21 @@ def _normalise(hit: Mapping[str, Any], backend: str, rank: int) -> dict[str, Any
     return d
 
 
+MAX_RESULTS = 1_000
+
+
 @technique(
     "external.web_search",
     blocking=False,
-    config_schema={"max_results": int, "backend": str, "query": str, "collection": str},
+    config_schema=ConfigSchema(
+        {
+            "max_results": Field(int, "results per query", default=5, minimum=1, maximum=MAX_RESULTS),
+            "backend": Field(str, "registered search backend (default: offline)"),
+            "query": Field(str, "the query (default: upstream queries, else the input's)"),
+            "collection": Field(str, "corpus collection of the offline backend", default="web"),
+        },
+        description="web search through a registered backend",
+    ),
     outputs=("results", "documents", "count", "offline", "backend", "query", "queries", "note"),
 )
 async def web_search(ctx: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import SibylError
+from ...spec.schema import ConfigSchema, Field, Rule
 from ...text import corpus
 from ...text.embedding import DEFAULT_DIM, EMBEDDER_NAME, HashingEmbedder
 from ...text.gather import document_lists, upstream_documents, upstream_queries
@@ -36,6 +37,12 @@ __all__ = [
 
 _MODES = ("keyword", "bm25", "semantic", "vector", "hybrid")
 _NUMBER = (int, float)
+MAX_QUERIES = 50  # query variants, each searched: a sane ceiling (1e8 once took 3 GB)
+MAX_TOP_K = 10_000
+MAX_DIM = 65_536
+_TOP_K = Field(int, "documents kept", minimum=1, maximum=MAX_TOP_K)
+_COLLECTION = Field(str, "collection searched (default: documents)")
+_QUERY = Field(str, "the query (default: upstream queries, else the input's)")
 
 
 def _int(ctx: Any, key: str, default: int, minimum: int = 1) -> int:
@@ -96,7 +103,22 @@ def _search_many(queries: Sequence[str], collection: str, mode: str, top_k: int)
     "rag.query_processing",
     blocking=False,
     subtechniques=("expansion", "decomposition", "rewriting"),
-    config_schema={"num_queries": int, "context": (str, list, dict, type(None)), "query": str},
+    config_schema=ConfigSchema(
+        {
+            "num_queries": Field(
+                int, "query variants (the original first)", default=3, minimum=1, maximum=MAX_QUERIES
+            ),
+            "context": Field((str, list, dict, type(None)), "conversation to resolve a follow-up against"),
+            "query": _QUERY,
+        },
+        subtechniques={
+            "expansion": ("num_queries", "query"),
+            "decomposition": ("query",),
+            "rewriting": ("context", "query"),
+        },
+        default_subtechnique="expansion",
+        description="reformulate the user's query",
+    ),
     outputs=("query", "queries", "original", "subtechnique", "expansions", "rewritten"),
 )
 def query_processing(ctx: Any) -> dict[str, Any]:
@@ -140,7 +162,10 @@ def query_processing(ctx: Any) -> dict[str, Any]:
     "rag.search",
     blocking=False,
     subtechniques=_MODES,
-    config_schema={"top_k": int, "collection": str, "query": str},
+    config_schema=ConfigSchema(
+        {"top_k": _TOP_K, "collection": _COLLECTION, "query": _QUERY},
+        description="search one collection: keyword, BM25, vector or hybrid",
+    ),
     outputs=("documents", "count", "query", "queries", "collection", "subtechnique"),
 )
 def search(ctx: Any) -> dict[str, Any]:
@@ -157,7 +182,15 @@ def search(ctx: Any) -> dict[str, Any]:
 @technique(
     "rag.retrieval",
     blocking=False,
-    config_schema={"top_k": int, "collection": str, "mode": _MODES, "query": str},
+    config_schema=ConfigSchema(
+        {
+            "top_k": _TOP_K,
+            "collection": _COLLECTION,
+            "mode": Field(_MODES, "search mode", default="hybrid"),
+            "query": _QUERY,
+        },
+        description="retrieve the most relevant documents (hybrid by default)",
+    ),
     outputs=("documents", "count", "query", "queries", "collection"),
 )
 def retrieval(ctx: Any) -> dict[str, Any]:
@@ -197,7 +230,25 @@ def format_source(doc: Mapping[str, Any]) -> str:
     "rag.ranking",
     blocking=False,
     subtechniques=("reciprocal_rank_fusion", "score", "weighted"),
-    config_schema={"k": int, "top_k": int, "weights": (dict, list)},
+    config_schema=ConfigSchema(
+        {
+            "k": Field(int, "reciprocal rank fusion constant", default=60, minimum=1, maximum=1_000_000),
+            "top_k": _TOP_K,
+            "weights": Field(
+                (dict, list),
+                "per-input weights: by node id, or in upstream order",
+                items=Field(_NUMBER, minimum=0),
+                values=Field(_NUMBER, minimum=0),
+            ),
+        },
+        subtechniques={
+            "reciprocal_rank_fusion": ("k", "top_k"),
+            "score": ("top_k",),
+            "weighted": ("k", "top_k", "weights"),
+        },
+        default_subtechnique="reciprocal_rank_fusion",
+        description="fuse upstream document lists into one ranking",
+    ),
     outputs=("documents", "sources", "count", "subtechnique", "inputs"),
 )
 def ranking(ctx: Any) -> dict[str, Any]:
@@ -241,7 +292,21 @@ _RERANK_SYSTEM = "You rate how relevant a document is to a question. Reply with 
     "rag.reranking",
     blocking=False,
     subtechniques=("cross_encoder", "llm", "mmr"),
-    config_schema={"top_k": int, "provider": str, "lambda": _NUMBER, "temperature": _NUMBER},
+    config_schema=ConfigSchema(
+        {
+            "top_k": _TOP_K,
+            "provider": Field(str, "provider that rates documents"),
+            "lambda": Field(_NUMBER, "relevance vs diversity", default=0.7, minimum=0, maximum=1),
+            "temperature": Field(_NUMBER, "sampling temperature of the ratings", minimum=0, maximum=2),
+        },
+        subtechniques={
+            "cross_encoder": ("top_k",),
+            "llm": ("top_k", "provider", "temperature"),
+            "mmr": ("top_k", "lambda"),
+        },
+        default_subtechnique="cross_encoder",
+        description="reorder upstream documents by relevance",
+    ),
     outputs=("documents", "count", "subtechnique", "query"),
 )
 async def reranking(ctx: Any) -> dict[str, Any]:
@@ -387,7 +452,16 @@ def _input_documents(ctx: Any) -> list[dict[str, Any]]:
 @technique(
     "rag.chunking",
     blocking=False,
-    config_schema={"chunk_size": int, "chunk_overlap": int},
+    config_schema=ConfigSchema(
+        {
+            "chunk_size": Field(int, "words per chunk", default=200, minimum=1, maximum=1_000_000),
+            "chunk_overlap": Field(
+                int, "words shared by neighbouring chunks", default=20, minimum=0, maximum=1_000_000
+            ),
+        },
+        rules=(Rule("chunk_overlap", "<", "chunk_size"),),
+        description="split documents into sentence-aligned chunks",
+    ),
     outputs=("chunks", "count", "chunk_size", "chunk_overlap", "documents_in"),
 )
 def chunking(ctx: Any) -> dict[str, Any]:
@@ -415,7 +489,13 @@ def chunking(ctx: Any) -> dict[str, Any]:
 @technique(
     "rag.embedding",
     blocking=False,
-    config_schema={"dim": int, "model": str},
+    config_schema=ConfigSchema(
+        {
+            "dim": Field(int, "embedding dimensions", default=DEFAULT_DIM, minimum=1, maximum=MAX_DIM),
+            "model": Field(("hashing", EMBEDDER_NAME, "local"), "embedder", default="hashing"),
+        },
+        description="embed chunks with the local hashing embedder",
+    ),
     outputs=("embeddings", "chunks", "dim", "count", "model"),
 )
 def embedding(ctx: Any) -> dict[str, Any]:

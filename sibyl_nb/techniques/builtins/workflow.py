@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...spec.schema import ConfigSchema
 from ...techniques.context import StepContext
 from ..registry import register_technique
 
@@ -44,4 +45,11 @@ def passthrough(ctx: StepContext) -> Any:
     return ctx.input
 
 
-register_technique("workflow_orchestration.passthrough", passthrough, blocking=False)
+register_technique(
+    "workflow_orchestration.passthrough",
+    passthrough,
+    blocking=False,
+    # open: a placeholder stands for a technique still to be written; its config is rendered (so a
+    # template typo is still caught) but not otherwise checked
+    config_schema=ConfigSchema({}, closed=False, description="placeholder step: hands its input on"),
+)

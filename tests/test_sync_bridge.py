@@ -1,0 +1,148 @@
+"""``Pipeline.run`` from sync code: same results and asyncio semantics whether the run suspends or
+not, inside a running loop (a notebook cell) or not; interrupts propagate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import sibyl_nb as sb
+from sibyl_nb.engine.sync import run_sync
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="caller")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _techniques():
+    @sb.technique("sync_bridge.add", blocking=False)
+    def add(ctx):
+        return {"value": ctx.input.get("x", 0) + 1}
+
+    @sb.technique("sync_bridge.asyncio_features")
+    async def features(ctx):
+        VAR.set("inside")
+        async with asyncio.timeout(5):  # needs a current task
+            async with asyncio.TaskGroup() as tg:  # so does this
+                t = tg.create_task(asyncio.sleep(0, result=7))
+        return {"value": t.result(), "task": asyncio.current_task() is not None, "var": VAR.get()}
+
+    @sb.technique("sync_bridge.sleep")
+    async def sleep(ctx):
+        await asyncio.sleep(ctx.config.get("seconds", 0.01))
+        return {"slept": True}
+
+    @sb.technique("sync_bridge.later", blocking=False)
+    def later(ctx):
+        asyncio.get_running_loop().call_soon(CALLED.append, ctx.node_id)
+        return {}
+
+    @sb.technique("sync_bridge.interrupt", blocking=False)
+    def interrupt(ctx):
+        raise KeyboardInterrupt
+
+    yield
+    for name in ("add", "asyncio_features", "sleep", "later", "interrupt"):
+        sb.techniques.registry.unregister_technique(f"sync_bridge.{name}")
+
+
+CALLED: list[str] = []
+
+
+def chain(*uses: str, **config) -> sb.Pipeline:
+    return sb.Pipeline.from_dict({"steps": [{"use": f"sync_bridge.{u}", "config": config} for u in uses]})
+
+
+def test_a_run_that_never_suspends_gives_the_same_result_as_execute():
+    pipe = chain("add")
+    assert pipe.run({"x": 41}).output == {"value": 42}
+    assert asyncio.run(pipe.execute({"x": 41})).output == {"value": 42}
+
+
+def test_tasks_timeouts_and_context_variables_behave_as_on_a_loop():
+    pipe = chain("asyncio_features")
+    for _ in range(2):  # the first step runs eagerly; a later one reuses the thread's loop
+        out = pipe.run().output
+        assert out == {"value": 7, "task": True, "var": "inside"}
+        assert VAR.get() == "caller"  # the run's context is a copy, as under run_until_complete
+
+
+def test_a_run_that_suspends_completes_with_and_without_a_running_loop():
+    pipe = chain("add", "sleep", seconds=0.02)
+    assert pipe.run({"x": 1}).outputs["sleep"] == {"slept": True}
+
+    async def cell():  # a notebook cell: a loop is running in this thread
+        return pipe.run({"x": 1}), pipe.run({"x": 2}, loop="thread")
+
+    first, second = asyncio.run(cell())
+    assert [r.node_id for r in first.records] == ["add", "sleep"]
+    assert second.outputs["add"] == {"value": 3}
+
+
+def test_a_run_that_never_suspends_inside_a_running_loop_stays_in_this_thread():
+    seen = []
+
+    @sb.technique("sync_bridge.where", blocking=False)
+    def where(ctx):
+        seen.append(threading.current_thread())
+        return {}
+
+    try:
+
+        async def cell():
+            return chain("where").run()
+
+        asyncio.run(cell())
+        assert seen == [threading.current_thread()]
+    finally:
+        sb.techniques.registry.unregister_technique("sync_bridge.where")
+
+
+def test_callbacks_a_run_schedules_still_run():
+    CALLED.clear()
+    chain("later").run()
+    assert CALLED == ["later"]
+
+
+def test_errors_and_interrupts_propagate_and_the_pipeline_runs_again():
+    with pytest.raises(KeyboardInterrupt):
+        chain("add", "interrupt").run()
+    assert chain("add").run({"x": 1}).output == {"value": 2}
+    with pytest.raises(sb.SibylError, match="loop must be one of"):
+        chain("add").run(loop="elsewhere")
+
+
+def test_kernel_interrupt_while_waiting_cancels_the_run_and_keeps_what_finished():
+    """SIGINT while a cell waits on the helper thread: KeyboardInterrupt in the cell, the run cancelled
+    (not left running), and the step that had finished was reported."""
+    events = []
+    pipe = chain("add", "sleep", seconds=30)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+
+    async def cell():
+        timer.start()
+        return pipe.run({"x": 1}, observers=[events.append])
+
+    loop = asyncio.new_event_loop()  # as ipykernel's: SIGINT raises KeyboardInterrupt (asyncio.run's
+    t0 = time.perf_counter()  # runner would turn it into a cancel of its main task instead)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(cell())
+    finally:
+        loop.close()
+    assert time.perf_counter() - t0 < 15
+    finished = [e.node_id for e in events if e.kind == "node_finished"]
+    assert finished == ["add"]
+
+
+def test_run_sync_returns_the_value_of_a_plain_coroutine():
+    async def f():
+        await asyncio.sleep(0)
+        return "done"
+
+    assert run_sync(f()) == "done"
