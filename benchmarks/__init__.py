@@ -14,4 +14,6 @@ SUITES = (
     ("checkpoint", "benchmarks.checkpoint"),
     ("widget", "benchmarks.widget"),
     ("dask", "benchmarks.dask_bench"),
+    ("sessions", "benchmarks.sessions"),
+    ("recall", "benchmarks.recall"),
 )

@@ -6,6 +6,7 @@
     sibyl resume WORKFLOW_ID --pipeline NAME [--file F]
     sibyl demo
     sibyl checkpoints list|prune ...      sibyl cache clear ...
+    sibyl sweep FILE --grid grid.yaml --inputs inputs.jsonl --output results.parquet|csv
 
 Without ``--file`` the document is ``./pipelines.yaml``, else ``./sibyl.yaml``, else the seed guide's
 complete examples bundled with the package (``sibyl_nb/data/examples/seed_pipelines.yaml``; a note on
@@ -331,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     doc_args(cache)
     cache.add_argument("--all", action="store_true", help="every pipeline's entries, not just --pipeline's")
     cache.set_defaults(func=cmd_cache)
+
+    from .experiments.cli_sweep import add_sweep_parser  # light: pandas only when a sweep runs
+
+    add_sweep_parser(sub)
     return p
 
 

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path as FsPath
 from typing import Any
 
-from .engine.events import Event, EventBus
+from .engine.events import Event, EventBus, EventKind
 from .engine.executor_factory import check_executor_spec, resolve_executor
+from .engine.interrupt import InterruptInfo, interrupt_of, paused_snapshot
 from .engine.result import RunResult, StepRecord
 from .engine.scheduler import Scheduler
 from .engine.stream import StreamingMixin, wants_tokens
@@ -99,7 +100,7 @@ class RunState:
             self.allocations.append({"node_id": node_id, "iteration": iteration, **data})
         if self.bus:
             self.bus.emit(
-                Event("custom", self.run_id, node_id, iteration, time.time(), {"kind": kind, **data})
+                Event(EventKind.CUSTOM, self.run_id, node_id, iteration, time.time(), {"kind": kind, **data})
             )
 
 
@@ -123,6 +124,8 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
         self.hooks: list[Any] = []
         self._provider_cache: dict[str, Any] | None = None
         self.last_result: RunResult | None = None
+        # workflow id -> restore dict of runs paused by ctx.interrupt (resume works without a checkpoint store)
+        self._paused: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -242,7 +245,7 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
         if bus:
             bus.emit(
                 Event(
-                    "run_started",
+                    EventKind.RUN_STARTED,
                     run.run_id,
                     None,
                     1,
@@ -262,7 +265,7 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
             if bus:
                 bus.emit(
                     Event(
-                        "run_failed",
+                        EventKind.RUN_FAILED,
                         run.run_id,
                         None,
                         1,
@@ -279,7 +282,7 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
             if bus:
                 bus.emit(
                     Event(
-                        "run_failed",
+                        EventKind.RUN_FAILED,
                         run.run_id,
                         error.node_id,
                         error.iteration,
@@ -288,6 +291,10 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
                     )
                 )
             raise error
+        if result.stopped_by == "interrupted":
+            self._paused[run.workflow_id] = paused_snapshot(run, scheduler)
+        else:
+            self._paused.pop(run.workflow_id, None)
         for fn in run.deferred:
             out = fn(result)
             if inspect.isawaitable(out):
@@ -295,7 +302,7 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
         if bus:
             bus.emit(
                 Event(
-                    "run_finished",
+                    EventKind.RUN_FINISHED,
                     run.run_id,
                     None,
                     1,
@@ -338,25 +345,11 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
         run.retries = restore.get("retries", 0)
         run.last_completed = restore.get("last_completed", run.last_completed)
         run.allocations.extend(restore.get("allocations", []))
+        if restore.get("answers"):  # resume(value=): what each waiting node's ctx.interrupt returns
+            run.extras["answers"] = restore["answers"]
 
     def _result(self, run: RunState, scheduler: Scheduler, error: SibylError | None) -> RunResult:
-        latest: dict[str, str] = {}
-        for rec in run.records:
-            latest[rec.node_id] = rec.status
-        exits = self.spec.graph.exits
-        outs = {
-            x: run.results[x]
-            for x in exits
-            if latest.get(x) in ("ran", "cached", "edited", "failed") and x in run.results
-        }
-        if len(outs) == 1:
-            output = next(iter(outs.values()))
-        elif outs:
-            output = outs
-        elif run.last_completed is not None:
-            output = run.results.get(run.last_completed)
-        else:
-            output = None
+        output = scheduler.output()  # the one rule for what a graph returns (see Scheduler.output)
         return RunResult(
             run_id=run.run_id,
             workflow_id=run.workflow_id,
@@ -373,6 +366,14 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
             error=error.one_line() if error else None,
             graph=self.spec.graph,
             allocations=run.allocations,
+            exits=list(self.spec.graph.exits),
+            warnings=list(scheduler.warnings),
+            interrupts=[
+                InterruptInfo(i.node_id, i.payload, i.iteration, run.workflow_id, i.answers)
+                for i in interrupt_of(run.records)
+            ]
+            if scheduler.stopped_by == "interrupted" and not error
+            else [],
         )
 
     # ------------------------------------------------------------------ display

@@ -107,8 +107,15 @@ def test_abstractive_uses_the_provider():
         make_history(25),
         providers={"primary": fake},
     )
-    assert len(fake.calls) == 2 and out["kept"]["summarized"] == 20
-    assert "They discussed Python basics" in out["summary"]
+    assert len(fake.calls) == 3 and out["kept"]["summarized"] == 20  # one call per block of 10
+    assert out["summary"].count("They discussed Python basics") == 2
+    assert "Messages 1-10: " in out["summary"] and "Messages 11-20: " in out["summary"]
+    run_step(
+        {"subtechnique": "summary", "summary_method": "abstractive", "max_tokens": 8000},
+        make_history(26),
+        providers={"primary": fake},
+    )
+    assert len(fake.calls) == 3  # the next turn: both blocks are complete and unchanged, summarised once
 
 
 def test_compare_context_strategies_dataframe():
@@ -132,14 +139,14 @@ def test_compare_context_strategies_dataframe():
         "kept_compressed",
         "kept_summarized",
         "dropped",
-        "compression_ratio",
+        "history_share",
         "time_ms",
         *(f"alloc_{k}" for k in ALLOCATION_KEYS),
     ):
         assert col in df.columns
     alloc = df[[f"alloc_{k}" for k in ALLOCATION_KEYS]].sum(axis=1)
     assert (alloc == df["max_tokens"]).all()
-    assert (df["compression_ratio"] > 0).all() and (df["compression_ratio"] < 1).all()
+    assert (df["history_share"] > 0).all() and (df["history_share"] < 1).all()
     assert df.loc["hier", "kept_full"] == 5 and df.loc["hier", "kept_summarized"] == 100
     assert df.loc["window", "kept_compressed"] == 0
     assert (df["time_ms"] >= 0).all()

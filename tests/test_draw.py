@@ -42,7 +42,7 @@ def wide_graph(n_branches: int = 10, depth: int = 5) -> sb.Pipeline:
         for d in range(depth):
             nid = f"context_management_branch_{b:02d}_stage_{d}"
             nodes.append(f"      - {{id: {nid}, technique: ai_generation.generation}}")
-            cond = f", condition: '${{session_management_and_routing_entry.x}} == {b}'" if d == 0 else ""
+            cond = f", condition: '${{session_management_and_routing_entry.text}} == {b}'" if d == 0 else ""
             edges.append(f"      - {{from: {prev}, to: {nid}{cond}}}")
             prev = nid
         edges.append(f"      - {{from: {prev}, to: final_synthesis_of_everything}}")

@@ -372,7 +372,8 @@ def test_lazy_skips_unconsumed_and_false_condition():
                     "lazy": True,
                     "steps": [
                         {"name": "unused", "technique": "tst.echo"},
-                        {"name": "needed", "technique": "tst.echo"},
+                        # no inputs: without depends_on it would read 'unused' (its predecessor) upstream
+                        {"name": "needed", "technique": "tst.echo", "depends_on": []},
                         {
                             "name": "final",
                             "technique": "tst.echo",
@@ -401,7 +402,7 @@ def test_missing_input_is_reported_before_running():
 def test_unset_env_var_reads_as_null(monkeypatch):
     monkeypatch.delenv("SIBYL_TEST_UNSET_URL", raising=False)
     pipe = sb.Pipeline.from_dict(
-        {"steps": [{"use": "tst.echo", "config": {"text": "${SIBYL_TEST_UNSET_URL}"}}]}
+        {"steps": [{"use": "tst.echo", "config": {"text": "${env:SIBYL_TEST_UNSET_URL}"}}]}, trust_code=True
     )
     assert pipe.run().output["text"] is None
     monkeypatch.setenv("SIBYL_TEST_UNSET_URL", "sqlite://")

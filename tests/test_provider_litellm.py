@@ -118,6 +118,11 @@ pipelines:
 """
 
 
+def _load(base_url: str, model: str, key_env: str) -> sb.Pipeline:
+    # api_key_env chooses which environment variable is sent: only a trusted document may (issue 10)
+    return sb.Pipeline.from_yaml(_doc(base_url, model, key_env), trust_code=True)
+
+
 def _events(pipe: sb.Pipeline, inputs: dict[str, Any]) -> list[Any]:
     return list(pipe.stream_sync(inputs))
 
@@ -129,13 +134,13 @@ def test_pipe_stream_token_events_concatenate_to_the_final_text(
     monkeypatch.setenv("SIBYL_TEST_KEY", proxy.key)
     if server_kind == "litellm":
         events = _events(
-            sb.Pipeline.from_yaml(_doc(proxy.base_url, "mock-gpt", "SIBYL_TEST_KEY")),
+            _load(proxy.base_url, "mock-gpt", "SIBYL_TEST_KEY"),
             {"query": "What is Python used for?"},
         )
     else:
         with StubServer(AutoReply(ANSWER)) as stub:
             events = _events(
-                sb.Pipeline.from_yaml(_doc(stub.url, "stub-model", "SIBYL_TEST_KEY")),
+                _load(stub.url, "stub-model", "SIBYL_TEST_KEY"),
                 {"query": "What is Python used for?"},
             )
             assert stub.requests[-1].body["stream"] is True
@@ -156,7 +161,7 @@ def test_a_run_nobody_streams_sends_a_plain_request(
 ) -> None:
     monkeypatch.setenv("SIBYL_TEST_KEY", proxy.key)
     with StubServer(AutoReply(ANSWER)) as stub:
-        result = sb.Pipeline.from_yaml(_doc(stub.url, "stub-model", "SIBYL_TEST_KEY")).run({"query": "q?"})
+        result = _load(stub.url, "stub-model", "SIBYL_TEST_KEY").run({"query": "q?"})
         assert stub.requests[-1].body.get("stream") is not True
     assert result.output["text"] == ANSWER
 
@@ -165,7 +170,7 @@ def test_a_provider_error_in_a_stream_yields_run_failed_then_raises(
     proxy: LiteLLMProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SIBYL_TEST_KEY", proxy.key)
-    pipe = sb.Pipeline.from_yaml(_doc(proxy.base_url, "mock-limited", "SIBYL_TEST_KEY"))
+    pipe = _load(proxy.base_url, "mock-limited", "SIBYL_TEST_KEY")
     seen: list[str] = []
     with pytest.raises(NodeExecutionError, match=r"respond.*429"):
         for ev in pipe.stream_sync({"query": "q?"}):

@@ -58,7 +58,7 @@ def store(request, unique):
 
 @pytest.fixture(params=BACKENDS)
 def ttl_store(request, unique):
-    s = open_backend(request.param, unique, request, ttl=0.3)
+    s = open_backend(request.param, unique, request, ttl=0.8)  # room for a loaded machine
     yield s
     cleanup(s)
 
@@ -170,7 +170,7 @@ def test_session_expires_after_timeout(ttl_store):
     s.append("old", msg(0))
     data = s.load("old")
     assert data is not None and data.expires_at is not None and data.expires_at > time.time()
-    time.sleep(0.45)
+    time.sleep(1.0)
     assert s.load("old") is None
     assert "old" not in s.sessions()
     # Appending to an expired session starts a fresh one.
@@ -182,9 +182,9 @@ def test_use_refreshes_the_timeout(ttl_store):
     s = ttl_store
     s.append("live", msg(0))
     for _ in range(3):
-        time.sleep(0.15)
-        assert s.load("live") is not None  # each load moves the expiry forward
-    time.sleep(0.45)
+        time.sleep(0.3)
+        assert s.load("live") is not None  # each load moves the expiry forward (0.9 s > ttl in all)
+    time.sleep(1.0)
     assert s.load("live") is None
 
 
@@ -247,12 +247,12 @@ def test_kv_update_and_merge(store):
 
 
 def test_kv_ttl(store):
-    store.kv_put("k", 1, ttl=0.3)
+    store.kv_put("k", 1, ttl=0.8)
     store.kv_put("keep", 1)
-    store.kv_update("u", lambda v: (v or 0) + 1, ttl=0.3)
+    store.kv_update("u", lambda v: (v or 0) + 1, ttl=0.8)
     assert store.kv_get("k") == 1
     store.kv_update("k", lambda v: v + 1)  # no ttl given: the expiry is kept
-    time.sleep(0.5)
+    time.sleep(1.0)
     assert store.kv_get("k") is None
     assert store.kv_get("u") is None
     assert store.kv_keys() == ["keep"]
@@ -313,7 +313,7 @@ def test_unreachable_postgres_names_backend_url_and_fix():
 
 
 def test_bad_table_name_is_refused():
-    with pytest.raises(StoreError, match="identifier"):
+    with pytest.raises(StoreError, match="plain SQL table name"):
         open_store("sqlite", table="x; DROP TABLE y")
 
 
@@ -336,57 +336,6 @@ def test_diskcache_stores_json_and_refuses_pickle(tmp_path):
     with pytest.raises(StoreError, match="unpickle"):
         s.kv_get("k")
     s.close()
-
-
-def test_sql_table_follows_the_seed_schema(request, unique):
-    s = open_backend("postgres", unique, request)
-    try:
-        import sqlalchemy as sa
-
-        s.kv_put("k", 1)  # the KV facet alone does not create the conversations table
-        assert not sa.inspect(s._engine).has_table(f"conv_{unique}")
-        assert sa.inspect(s._engine).has_table(f"kv_{unique}")
-        s.append("first", msg(0))
-        cols = {c["name"]: str(c["type"]) for c in sa.inspect(s._engine).get_columns(f"conv_{unique}")}
-        assert set(cols) == {
-            "session_id",
-            "user_id",
-            "messages",
-            "metadata",
-            "created_at",
-            "updated_at",
-            "expires_at",
-        }
-        assert cols["messages"] == "JSONB" and cols["metadata"] == "JSONB"
-        s.delete("first")
-        s.append("s", [msg(i) for i in range(s.COMPACT_EVERY + 3)], user_id="u")
-        s.append("s", msg(999))
-        with s._engine.connect() as conn:
-            row = conn.execute(sa.text(f"SELECT user_id, messages, metadata FROM conv_{unique}")).one()
-        # Appends are folded into the seed's messages column every COMPACT_EVERY messages.
-        assert row.user_id == "u" and len(row.messages) == s.COMPACT_EVERY + 3
-        assert row.metadata["sibyl"]["count"] == s.COMPACT_EVERY + 4
-        s.trim("s", 2, fold=lambda old, d: "folded")
-        with s._engine.connect() as conn:
-            row = conn.execute(sa.text(f"SELECT messages, metadata FROM conv_{unique}")).one()
-        assert [m["content"] for m in row.messages] == [f"message {s.COMPACT_EVERY + 2}", "message 999"]
-        assert row.metadata["sibyl"]["summary"] == "folded"
-    finally:
-        cleanup(s)
-
-
-def test_sql_table_name_is_honoured(tmp_path):
-    url = f"sqlite:///{tmp_path / 'x.db'}"
-    s = open_store("database", database_url=url, table="chat_log", kv_table="my_kv")
-    s.append("s", msg(0))
-    s.kv_put("k", 1)
-    s.close()
-    import sqlite3
-
-    db = sqlite3.connect(tmp_path / "x.db")
-    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"chat_log", "chat_log_log", "my_kv"} <= names
-    db.close()
 
 
 def test_redis_layout_and_ttl_on_keys(request, unique):

@@ -213,7 +213,7 @@ def test_conversational_follow_up_is_answered_about_the_topic():
     run = StandaloneRun(input={"message": "What's it used for?"}, session={"conversation_history": history})
     ctx = make_context({"subtechnique": "rewriting", "context": history}, run=run)
     get_technique("rag.query_processing").fn(ctx)
-    retrieved = get_technique("rag.retrieval").fn(make_context({"top_k": 5}, run=run))
+    retrieved = asyncio.run(get_technique("rag.retrieval").fn(make_context({"top_k": 5}, run=run)))
     gen_ctx = make_context({"provider": "primary"}, run=run, upstream={"retrieve": retrieved})
     out = asyncio.run(get_technique("ai_generation.generation").fn(gen_ctx))
     assert rewrite["query"] == "What is Python used for?"

@@ -92,3 +92,22 @@ def test_content_parts_and_truncate():
     assert c.count(c.truncate(text, 3)) == 3
     assert c.truncate(text, 100) == text
     assert c.truncate(text, 0) == ""
+
+
+def test_a_cached_count_belongs_to_the_content_it_counted():
+    c = get_counter()
+    m = {"role": "user", "content": "short"}
+    short = c.message_tokens(m)
+    long_text = "a much longer message about many different things " * 50
+    m["content"] = long_text  # edited after it was counted
+    assert c.message_tokens(m) == TOKENS_PER_MESSAGE + 1 + c.count(long_text) != short
+    assert m["tokens"] == c.message_tokens(m)
+
+
+def test_a_user_supplied_token_count_is_not_trusted():
+    c = get_counter()
+    text = "twenty or so tokens of perfectly ordinary conversation go here, in this message"
+    forged = {"role": "user", "content": text, "tokens": 1}
+    assert c.message_tokens(forged) == TOKENS_PER_MESSAGE + 1 + c.count(text)
+    stale = {"role": "user", "content": text, "tokens": 1, "tokens_of": "0123456789abcdef"}
+    assert c.message_tokens(stale) == TOKENS_PER_MESSAGE + 1 + c.count(text)

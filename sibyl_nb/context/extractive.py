@@ -1,13 +1,18 @@
-"""Model-free extractive compression and summarisation (deterministic: same input, same output).
+"""Model-free extractive compression and summarisation that keeps the facts (deterministic: same
+input, same output).
 
-Sentence importance = centrality (cosine of the sentence's TF-IDF vector with the text's centroid,
-IDF over the text's own sentences) + a position prior (openings carry the topic). Compression keeps
-the best sentences, in their original order, until ``ratio`` of the text's tokens is reached, and
-fills the last gap with a word-boundary prefix of the next-best sentence, so the achieved ratio is
-within ``RATIO_TOLERANCE`` of the request for texts of ``TOLERANCE_MIN_TOKENS`` tokens or more.
+A conversation's value is in its facts — names, numbers, dates, decisions, preferences — so a
+sentence's importance is its **salience** (how many such facts it carries, see :func:`salience`)
+plus its centrality (cosine of its TF-IDF vector with the text's centroid) and a small position
+prior. Text is only ever cut at clause boundaries: compression and summaries keep whole sentences,
+or whole clauses of a long sentence (split at ``, ; :`` and dashes), never a word prefix ending in
+"…". So the achieved ratio is at most the one requested and short of it by less than one sentence;
+a message too short to compress without losing its one clause keeps that clause whole (its
+achieved ratio is reported, not faked).
 
-Results are memoised by content string, so a message that stays in the compressed level for ten
-turns is compressed once.
+Words, terms and sentences come from :mod:`sibyl_nb.text.tokenize`, the one tokeniser the local
+techniques share. Results are memoised by content, so a message that stays in the compressed level
+for ten turns is compressed once.
 """
 
 from __future__ import annotations
@@ -18,69 +23,273 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from ..text.tokenize import STOPWORDS, term_set, terms
+from ..text.tokenize import sentences as split_sentences
 from .tokens import TokenCounter, content_text, get_counter
 
 __all__ = [
     "split_sentences",
+    "split_clauses",
+    "salience",
     "score_sentences",
     "compress_text",
     "gist",
     "summarize_messages",
-    "RATIO_TOLERANCE",
-    "TOLERANCE_MIN_TOKENS",
 ]
 
-RATIO_TOLERANCE = 0.05
-TOLERANCE_MIN_TOKENS = 60
+_NUMBER = re.compile(r"\d")
+_MONTHS = frozenset(
+    [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "today",
+        "tomorrow",
+        "yesterday",
+        "tonight",
+        "morning",
+        "evening",
+        "week",
+        "weekend",
+        "month",
+        "year",
+    ]
+)
+# Words that mark a personal fact, a decision or a preference (matched on lower-cased words).
+_CUES = frozenset(
+    [
+        "name",
+        "named",
+        "call",
+        "called",
+        "live",
+        "lives",
+        "living",
+        "moved",
+        "born",
+        "age",
+        "old",
+        "work",
+        "works",
+        "job",
+        "role",
+        "allergic",
+        "allergy",
+        "prefer",
+        "prefers",
+        "preferred",
+        "favourite",
+        "favorite",
+        "like",
+        "likes",
+        "love",
+        "loves",
+        "hate",
+        "hates",
+        "dislike",
+        "want",
+        "need",
+        "decided",
+        "decide",
+        "decision",
+        "chose",
+        "choose",
+        "chosen",
+        "agreed",
+        "planned",
+        "booked",
+        "book",
+        "booking",
+        "meeting",
+        "deadline",
+        "budget",
+        "cost",
+        "costs",
+        "price",
+        "paid",
+        "pay",
+        "flight",
+        "land",
+        "lands",
+        "arrive",
+        "arrives",
+        "leave",
+        "leaves",
+        "move",
+        "married",
+        "wife",
+        "husband",
+        "son",
+        "daughter",
+        "sister",
+        "brother",
+        "mother",
+        "father",
+        "friend",
+        "partner",
+        "dog",
+        "cat",
+        "password",
+        "address",
+        "phone",
+        "email",
+        "birthday",
+        "anniversary",
+        "appointment",
+        "reservation",
+        "always",
+        "never",
+        "must",
+        "eat",
+        "vegetarian",
+        "vegan",
+        "remember",
+    ]
+)
+_FILLER = re.compile(
+    r"^(ok(ay)?|thanks?( you)?|thank you( so much)?|great|cool|nice|sure|got it|noted|sounds good|"
+    r"perfect|alright|hello|hi|hey|good (morning|evening|night))\b[\s!.,]*$",
+    re.I,
+)
+_CLAUSE = re.compile(r"(?<=[,;:])\s+|\s+[—–-]\s+")
 
-_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
-_WORD = re.compile(r"[a-z0-9][a-z0-9'_-]*")
-_STOP_WORDS = """a an and are as at be been but by can could did do does for from had has have he her his
-how i if in into is it its just me more most my no not of on or our she so some such than that the their
-them then there these they this those to too us very was we were what when where which who why will with
-would you your also about up out over only own same s t don should now"""
-_STOP = frozenset(_STOP_WORDS.split())
+
+def split_clauses(sentence: str) -> list[str]:
+    """A sentence's clauses, split after ``, ; :`` and at dashes (each keeps its own punctuation)."""
+    parts = [p.strip() for p in _CLAUSE.split(sentence) if p and p.strip()]
+    return parts or [sentence]
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split on sentence punctuation and line breaks; keeps each sentence's own punctuation."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+_NOT_NAMES = frozenset(
+    [
+        "i",
+        "i'm",
+        "i've",
+        "i'll",
+        "i'd",
+        "thanks",
+        "thank",
+        "ok",
+        "okay",
+        "yes",
+        "no",
+        "hi",
+        "hello",
+        "hey",
+        "please",
+        "sure",
+        "great",
+        "perfect",
+        "sounds",
+        "noted",
+        "got",
+    ]
+)
 
 
-def _terms(sentence: str) -> list[str]:
-    return [w for w in _WORD.findall(sentence.lower()) if w not in _STOP]
+_CAP_WORD = re.compile(r"\b[A-Z][a-zA-Z'’-]*")
 
 
-def score_sentences(sentences: Sequence[str]) -> list[float]:
-    """Importance of each sentence in [0, ~1]: 0.7 x centrality + 0.3 x position prior."""
+def known_names(text: str) -> frozenset[str]:
+    """Capitalised words a text uses past a sentence's first word: its names (so "Python" opening a
+    sentence counts as a name when the text also says "about Python")."""
+    out = set()
+    for sent in split_sentences(text):
+        for m in _CAP_WORD.finditer(sent):
+            if sent[: m.start()].strip(" \"'("):
+                out.add(m.group(0))
+    return frozenset(out)
+
+
+@lru_cache(maxsize=65536)
+def salience(text: str, names_in_text: frozenset[str] = frozenset()) -> float:
+    """How much fact a sentence or clause carries, in [0, 1]: numbers and dates, names (capitalised
+    words that are not ordinary sentence openers), cue words of personal facts, decisions and
+    preferences. Filler ("Thanks!", "Sounds good.") scores 0; a piece of one or two words counts half."""
+    if not text or _FILLER.match(text.strip()):
+        return 0.0
+    ws = re.findall(r"[a-z0-9']+", text.lower())
+    if not ws:
+        return 0.0
+    score = 0.0
+    if _NUMBER.search(text):
+        score += 0.35
+    # Capitalised words past the first are names ("Priya", "Haneda", "NH"); a capitalised first word
+    # only opens the sentence ("Many travellers ...").
+    names = 0
+    for m in _CAP_WORD.finditer(text):
+        w = m.group(0).lower()
+        if w in STOPWORDS or w in _NOT_NAMES:
+            continue
+        if text[: m.start()].strip(" \"'(") or m.group(0) in names_in_text:
+            names += 1
+    score += min(2, names) * 0.15
+    if any(w in _MONTHS or w.rstrip("s") in _MONTHS for w in ws):
+        score += 0.15
+    cues = sum(1 for w in ws if w in _CUES)
+    score += min(2, cues) * 0.18
+    if ws[0] in ("i", "my", "we", "our", "i'm", "i've", "i'll"):
+        score += 0.05
+    if len(ws) < 3:
+        score *= 0.5
+    return min(1.0, score)
+
+
+def score_sentences(sentences: Sequence[str], names_in_text: frozenset[str] | None = None) -> list[float]:
+    """Importance of each sentence: salience (weighted by how on-topic it is) + 0.5 x centrality +
+    a small position prior."""
     n = len(sentences)
     if n == 0:
         return []
-    findall, stop = _WORD.findall, _STOP
+    if names_in_text is None:
+        names_in_text = known_names(" ".join(sentences))
     bags: list[dict[str, float]] = []
     df: dict[str, int] = {}
     for s in sentences:
         bag: dict[str, float] = {}
-        for w in findall(s.lower()):
-            if w not in stop:
-                bag[w] = bag.get(w, 0.0) + 1.0
+        for w in terms(s):
+            bag[w] = bag.get(w, 0.0) + 1.0
         for w in bag:
             df[w] = df.get(w, 0) + 1
         bags.append(bag)
-    log = math.log
-    idf = {w: log((1 + n) / (1 + d)) + 1.0 for w, d in df.items()}
+    idf = {w: math.log((1 + n) / (1 + d)) + 1.0 for w, d in df.items()}
     centroid: dict[str, float] = {}
     for bag in bags:
         total = sum(bag.values()) or 1.0
         for w, c in bag.items():
             v = bag[w] = c / total * idf[w]  # the bag becomes the sentence's TF-IDF vector
             centroid[w] = centroid.get(w, 0.0) + v
-    cnorm = math.sqrt(sum(v * v for v in centroid.values())) or 1.0
+    csq = sum(v * v for v in centroid.values())
     scores = []
     for i, vec in enumerate(bags):
-        vnorm = math.sqrt(sum(v * v for v in vec.values()))
-        central = sum(v * centroid[w] for w, v in vec.items()) / (vnorm * cnorm) if vnorm else 0.0
-        scores.append(0.7 * central + 0.3 / math.sqrt(1.0 + i))
+        # centrality against the *other* sentences (leave-one-out), so an off-topic sentence, whose
+        # rare words only it uses, scores 0 instead of matching itself
+        vsq = sum(v * v for v in vec.values())
+        dot = sum(v * (centroid[w] - v) for w, v in vec.items())
+        rest = math.sqrt(max(csq - 2 * sum(v * centroid[w] for w, v in vec.items()) + vsq, 0.0))
+        central = dot / (math.sqrt(vsq) * rest) if vsq and rest else 0.0
+        central = max(central, 0.0)
+        # a fact counts fully when the sentence is on the text's topic, half when it shares nothing
+        topical = 0.5 + 0.5 * min(1.0, 4.0 * central)
+        scores.append(
+            salience(sentences[i], names_in_text) * topical + 0.5 * central + 0.1 / math.sqrt(1.0 + i)
+        )
     return scores
 
 
@@ -93,12 +302,23 @@ def _analyse(text: str, encoding: str) -> tuple[tuple[str, int, float], ...]:
     return tuple((s, counter.count(s), sc) for s, sc in zip(sents, scores, strict=True))
 
 
-def _word_prefix(counter: TokenCounter, sentence: str, max_tokens: int) -> str:
-    cut = counter.truncate(sentence, max_tokens)
-    if len(cut) < len(sentence):
-        space = cut.rfind(" ")
-        cut = cut[:space] if space > 0 else ""
-    return cut.rstrip(" ,;:")
+def _best_clauses(counter: TokenCounter, sentence: str, room: int) -> str:
+    """The sentence's most salient whole clauses (in order) within ``room`` tokens, or ""."""
+    clauses = split_clauses(sentence)
+    if len(clauses) < 2 or room <= 0:
+        return ""
+    ranked = sorted(range(len(clauses)), key=lambda i: (-salience(clauses[i]), i))
+    chosen: list[int] = []
+    used = 0
+    for i in ranked:
+        if salience(clauses[i]) <= 0:
+            break  # a clause alone must carry a fact ("more or less" does not)
+        t = counter.count(clauses[i]) + 1
+        if used + t <= room:
+            chosen.append(i)
+            used += t
+    text = " ".join(clauses[i] for i in sorted(chosen)).rstrip(",;: ")
+    return text if not text or text.endswith((".", "!", "?")) else text + "."
 
 
 @lru_cache(maxsize=8192)
@@ -108,28 +328,31 @@ def _compress(text: str, ratio: float, encoding: str) -> tuple[str, int]:
     target = int(round(ratio * total))
     if total <= target:
         return text, total
-    if target <= 0:
-        return "", 0
     analysed = _analyse(text, encoding)
     order = sorted(range(len(analysed)), key=lambda i: (-analysed[i][2], i))
     chosen: dict[int, str] = {}
     used = 0
-    for i in order:
+    for i in order:  # best first: the sentence whole, else its most salient clauses
         s, t, _ = analysed[i]
         if used + t <= target:
             chosen[i] = s
             used += t
-    gap = target - used
-    if gap >= 2:  # fill with a prefix of the best sentence left out
-        for i in order:
-            if i not in chosen:
-                part = _word_prefix(counter, analysed[i][0], gap)
-                if part:
-                    chosen[i] = part + "…"
-                break
+        elif target - used >= 3:
+            part = _best_clauses(counter, s, target - used)
+            if part:
+                chosen[i] = part
+                used += counter.count(part)
+    names = known_names(text)
+    if analysed and not any(salience(chosen[i], names) > 0 for i in chosen):
+        # No fact survived ("Hi!" fits, "My name is Priya Raman ..." does not): a short message
+        # keeps its most important clause whole rather than turn into a prefix ("I land at
+        # Haneda…") or into filler; the achieved ratio says so.
+        best = next((i for i in order if salience(analysed[i][0], names) > 0), order[0])
+        clauses = split_clauses(analysed[best][0])
+        chosen = {best: max(clauses, key=lambda c: (salience(c, names), -clauses.index(c)))}
     out = " ".join(chosen[i] for i in sorted(chosen))
     n = counter.count(out)
-    while n > target and len(chosen) > 1:  # joins can add a token or two: drop the weakest piece
+    while n > max(target, 1) and len(chosen) > 1:  # joins can add a token or two: drop the weakest piece
         weakest = min(chosen, key=lambda i: (analysed[i][2], -i))
         del chosen[weakest]
         out = " ".join(chosen[i] for i in sorted(chosen))
@@ -163,6 +386,18 @@ def _gist(text: str, encoding: str) -> tuple[str, float, int]:
 
 
 _ROLE_LABEL = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
+_LABEL = re.compile(r"^(User|Assistant|System|Tool):\s+")
+_MAX_ITEM_TOKENS = 45  # a longer sentence enters a summary by its clauses
+
+
+def _items(text: str, label: str, counter: TokenCounter) -> list[tuple[str, float]]:
+    """(piece, salience) for each sentence of a message, long sentences as their clauses."""
+    out = []
+    for s in split_sentences(text):
+        pieces = [s] if counter.count(s) <= _MAX_ITEM_TOKENS else split_clauses(s)
+        for p in pieces:
+            out.append((p, salience(p)))
+    return out
 
 
 def summarize_messages(
@@ -172,47 +407,72 @@ def summarize_messages(
     prior: str = "",
     counter: TokenCounter | None = None,
 ) -> str:
-    """A deterministic extractive summary of ``messages`` in at most ``max_tokens`` tokens.
+    """A deterministic extractive summary of ``messages`` (after an earlier summary ``prior``) in at
+    most ``max_tokens`` tokens, made of whole sentences and clauses.
 
-    Each message contributes its most important sentence ("User: ...", "Assistant: ..."); the
-    most salient and most recent are chosen first and printed in chronological order. ``prior``
-    (an earlier summary) is kept in front, cut to half the budget when there are new messages.
+    Every sentence of ``prior`` and of the messages competes on salience (facts first), with a
+    small bonus for the user's own words and for recency; a piece that repeats what is already
+    chosen is skipped. The chosen pieces print in chronological order under their speaker's label
+    ("User: ... Assistant: ..."), so a fact folded in early survives later folds for as long as it
+    outranks newer ones: a rolling summary keeps facts instead of keeping the newest text.
     """
     counter = counter or get_counter()
     if max_tokens <= 0:
         return ""
-    prior = (prior or "").strip()
-    budget = max_tokens
-    head = ""
-    if prior:
-        head = counter.truncate(prior, budget // 2 if messages else budget)
-        budget -= counter.count(head) + (1 if messages else 0)
-    items: list[tuple[float, int, str, int]] = []
+    # (rank, position, label, piece) for every candidate piece
+    cands: list[tuple[float, int, str, str]] = []
+    pos = 0
+    label = ""
+    for s in split_sentences((prior or "").strip()):
+        m = _LABEL.match(s)
+        if m:
+            label, s = m.group(1), s[m.end() :]
+        cands.append((salience(s) + 0.02, pos, label, s))
+        pos += 1
     n = len(messages)
-    for i, m in enumerate(messages):
-        text = content_text(m.get("content"))
-        s, sc, st = gist(text, counter)
-        if not s:
-            continue
-        label = f"{_ROLE_LABEL.get(str(m.get('role')), str(m.get('role') or 'Message').title())}:"
-        recency = 0.5 + 0.5 * (i + 1) / n
-        bonus = 0.1 if m.get("role") == "user" else 0.0
-        # Label + sentence + joining space; exact counts are re-checked on the final text below.
-        items.append((sc * recency + bonus, i, f"{label} {s}", counter.count_small(label) + st + 1))
-    items.sort(key=lambda x: (-x[0], -x[1]))
-    chosen: list[tuple[int, str]] = []
+    for i, msg in enumerate(messages):
+        role = str(msg.get("role") or "")
+        label = _ROLE_LABEL.get(role, role.title() or "Message")
+        recency = 0.05 * (i + 1) / max(n, 1)
+        bonus = 0.1 if role == "user" else 0.0
+        for piece, sal in _items(content_text(msg.get("content")), label, counter):
+            if sal <= 0 and len(terms(piece)) < 2:
+                continue  # filler
+            cands.append((sal + bonus + recency, pos, label, piece))
+            pos += 1
+    order = sorted(cands, key=lambda c: (-c[0], -c[1]))
+    facts = [c for c in order if salience(c[3]) > 0]
+    # A summary keeps facts; filler enters only when there is no fact at all (then the best piece).
+    order = facts or order[:1]
+    chosen: list[tuple[int, str, str]] = []
+    seen: list[frozenset[str]] = []
     used = 0
-    for _, i, line, t in items:
-        if used + t <= budget:
-            chosen.append((i, line))
-            used += t
-    if not chosen and items and budget > 0:  # nothing fits whole: cut the best line
-        _, i, line, _ = items[0]
-        chosen.append((i, _word_prefix(counter, line, budget - 1) + "…"))
-    body = " ".join(line for _, line in sorted(chosen))
-    text = f"{head} {body}".strip() if head else body
-    while counter.count(text) > max_tokens and chosen:
-        chosen.pop()  # pop the lowest-ranked pick (chosen keeps rank order)
-        body = " ".join(line for _, line in sorted(chosen))
-        text = f"{head} {body}".strip() if head else body
-    return counter.truncate(text, max_tokens)
+    for _rank, p, lab, piece in order:
+        ts = term_set(piece)
+        if lab != "User" and ts and any(ts <= other for other in seen):
+            continue  # says nothing new (a reply echoing the user's fact); the user's own words stay
+        t = counter.count(piece) + 3  # label and joins, re-checked on the final text
+        if used + t > max_tokens:
+            continue
+        chosen.append((p, lab, piece))
+        seen.append(ts)
+        used += t
+    text = _render(chosen)
+    while chosen and counter.count(text) > max_tokens:
+        chosen.pop()  # the lowest-ranked pick (chosen keeps rank order)
+        text = _render(chosen)
+    return text
+
+
+def _render(chosen: Sequence[tuple[int, str, str]]) -> str:
+    parts: list[str] = []
+    last = None
+    for _, label, piece in sorted(chosen):
+        if not piece.endswith((".", "!", "?")):
+            piece = piece.rstrip(",;:") + "."
+        if label and label != last:
+            parts.append(f"{label}: {piece}")
+        else:
+            parts.append(piece)
+        last = label
+    return " ".join(parts)

@@ -327,6 +327,38 @@ def compression_context(
     )
 
 
+_BLOCK_CACHE: dict[tuple[Any, ...], str] = {}
+_BLOCK_CACHE_MAX = 4096
+
+
+def _block_key(block: Sequence[Mapping[str, Any]]) -> int:
+    return hash(tuple((str(m.get("role") or ""), content_text(m.get("content"))) for m in block))
+
+
+def block_summary(
+    block: Sequence[Mapping[str, Any]],
+    length: int,
+    counter: TokenCounter,
+    abstract: Abstractor | None = None,
+    cache_key: Any = None,
+) -> str:
+    """One block's summary (extractive, or ``abstract(block, length)``), memoised by the block's
+    content: a block that is complete never changes, so it is summarised once, not every turn."""
+    if abstract is not None and cache_key is None:  # an unnamed model: nothing to key a memo on
+        return counter.truncate(str(abstract(block, length) or "").strip(), length)
+    key = (cache_key if abstract is not None else "extractive", counter.requested, length, _block_key(block))
+    text = _BLOCK_CACHE.get(key)
+    if text is None:
+        if abstract is not None:
+            text = counter.truncate(str(abstract(block, length) or "").strip(), length)
+        else:
+            text = summarize_messages(block, length, counter=counter)
+        if len(_BLOCK_CACHE) >= _BLOCK_CACHE_MAX:
+            _BLOCK_CACHE.clear()
+        _BLOCK_CACHE[key] = text
+    return text
+
+
 def summary_context(
     history: Sequence[Mapping[str, Any]],
     *,
@@ -340,27 +372,64 @@ def summary_context(
     counter: TokenCounter | None = None,
     model: str | None = None,
     abstract: Abstractor | None = None,
+    offset: int = 0,
 ) -> ContextResult:
-    """Every complete block of ``summary_frequency`` messages before the newest partial block is
-    summarised (at most ``summary_length`` tokens, after any stored ``summary``); the rest is kept
-    in full as far as it fits."""
+    """One summary per block of ``summary_frequency`` messages, as the seed draws it ("Messages 1-10:
+    ...", "Messages 11-20: ..."), each at most ``summary_length`` tokens, and the newest block's
+    messages in full.
+
+    Blocks are aligned to the conversation's own numbering (``offset`` is the index of
+    ``history[0]`` in the whole session, when the history is its newest part), so a complete block
+    never changes and its summary is computed once (see :func:`block_summary`). The newest messages
+    take the room first; block summaries fill what is left, newest first; the stored ``summary``
+    (of messages no longer in the history) leads when it fits.
+    """
     counter = _setup(counter, model)
     b = _Budget(counter, max_tokens, reserve_tokens, system_prompt, current)
     room = max(b.available, 0)
     n = len(history)
     freq = max(1, int(summary_frequency))
-    cut = ((n - 1) // freq) * freq if n else 0
-    older, recent = history[:cut], history[cut:]
     length = max(0, int(summary_length))
-    if older and abstract is not None:
-        text = abstract(older, length)
-        if summary:
-            text = f"{counter.truncate(summary, length // 2)} {text}"
-        text = counter.truncate(text, length)
-    else:
-        text = summarize_messages(older, length, prior=summary, counter=counter) if (older or summary) else ""
-    smsg, stok, stext = _fit_summary(text, room, counter)
-    k, used = _suffix(recent, room - stok, counter)
+    offset = max(0, int(offset))
+    end = offset + n
+    cut = max(0, ((end - 1) // freq) * freq - offset) if n else 0
+    older, recent = history[:cut], history[cut:]
+    blocks: list[tuple[int, int, Sequence[Mapping[str, Any]]]] = []
+    start = 0
+    while start < cut:
+        stop = min(cut, ((offset + start) // freq + 1) * freq - offset)
+        blocks.append((offset + start, offset + stop, older[start:stop]))
+        start = stop
+    frame = counter.message_tokens({"role": "system", "content": SUMMARY_PREFIX})
+    k, used = _suffix(recent, max(room - frame - 1, 0), counter)
+    left = room - used
+    cache_key = getattr(abstract, "cache_key", None) if abstract is not None else None
+    lines: list[tuple[int, str]] = []  # (block start, line), chosen newest first
+    covered = 0
+    total = frame
+    for first, last, block in reversed(blocks):
+        text = block_summary(block, length, counter, abstract, cache_key) if length else ""
+        if not text:
+            continue
+        line = f"Messages {first + 1}-{last}: {text}"
+        t = counter.count(line) + 1
+        if total + t > left:
+            break
+        lines.append((first, line))
+        covered += len(block)
+        total += t
+    stored = (summary or "").strip()
+    if stored:
+        line = f"Earlier: {stored}"
+        t = counter.count(line) + 1
+        if total + t > left and left - total > 8:
+            line = f"Earlier: {counter.truncate(stored, left - total - 4)}"
+            t = counter.count(line) + 1
+        if total + t <= left:
+            lines.append((-1, line))
+    lines.sort()
+    text = "\n".join(line for _, line in lines)
+    smsg, stok = _summary_message(text, counter)
     messages = ([smsg] if smsg else []) + [_clean(m) for m in recent[len(recent) - k :]]
     alloc = b.allocation(summary=stok, recent=used)
     return ContextResult(
@@ -368,11 +437,15 @@ def summary_context(
         messages,
         alloc,
         b.max_tokens,
-        {"full": k, "compressed": 0, "summarized": len(older) if smsg else 0},
-        dropped=len(recent) - k + (0 if smsg else len(older)),
-        summary=stext,
+        {"full": k, "compressed": 0, "summarized": covered},
+        dropped=n - k - covered,
+        summary=text,
         over_budget=alloc["free"] < 0,
-        details={"summary_frequency": freq, "blocks": cut // freq},
+        details={
+            "summary_frequency": freq,
+            "blocks": len(blocks),
+            "blocks_shown": sum(f >= 0 for f, _ in lines),
+        },
     )
 
 
@@ -511,6 +584,7 @@ _OPTIONS = {
         "counter",
         "model",
         "abstract",
+        "offset",
     ),
     "hierarchical": (
         "max_tokens",

@@ -107,6 +107,12 @@ _ABSTRACT_PROMPT = (
 # compression_method / summary_method "abstractive" ask the provider; "extractive" (default) is model-free.
 
 
+def _from_session(ctx: Any) -> bool:
+    """True when the history is the session's (not a ``history:`` given in the config)."""
+    hist = ctx.config.get("history")
+    return hist is None or isinstance(hist, str)
+
+
 def _history(ctx: Any) -> list[dict[str, Any]]:
     hist = ctx.config.get("history")
     if hist is None or isinstance(hist, str):
@@ -137,6 +143,7 @@ async def context_management(ctx: Any) -> dict[str, Any]:
         counter=counter,
         current=cfg.get("current") or ctx.query or "",
         summary=str(ctx.session.get("conversation_summary") or ""),
+        offset=int(ctx.session.get("history_offset") or 0) if _from_session(ctx) else 0,
         system_prompt=str(cfg.get("system_prompt") or ""),
     )
     if options.get("max_tokens") is None:
@@ -156,6 +163,11 @@ async def context_management(ctx: Any) -> dict[str, Any]:
             fut = asyncio.run_coroutine_threadsafe(provider.complete(prompt, max_tokens=target), loop)
             return str(fut.result().text or "")
 
+        # complete blocks are summarised once per provider and model (strategies memoise on this key)
+        abstract.cache_key = (  # type: ignore[attr-defined]
+            getattr(provider, "name", None) or cfg.get("provider") or "primary",
+            cfg.get("model"),
+        )
         options["abstract"] = abstract
         result = await asyncio.to_thread(build_context, strategy, history, **options)
     else:

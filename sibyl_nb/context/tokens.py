@@ -7,8 +7,10 @@
   percent, which budgets absorb. We never trigger a download.
 * Chat overhead follows the OpenAI cookbook: 3 tokens per message (+1 with ``name``) and 3 to prime
   the reply.
-* ``message_tokens`` stores the count in the message (``msg["tokens"]``); strategies read it
-  back instead of re-tokenising the history on every turn. The cache trusts an existing count.
+* ``message_tokens`` stores the count in the message (``msg["tokens"]``) together with a short hash
+  of what it counted (``msg["tokens_of"]``: encoding, role, name, content); strategies read it back
+  instead of re-tokenising the history on every turn. A count whose hash does not match the message
+  (an edited message, a user-supplied ``tokens: 1``) is recounted, never trusted.
 """
 
 from __future__ import annotations
@@ -174,16 +176,32 @@ class TokenCounter:
         return self._enc.decode(ids[:max_tokens])
 
     # ---------------------------------------------------------------- messages
+    def fingerprint(self, msg: Mapping[str, Any]) -> str:
+        """A short hash of what a message's count depends on: encoding, role, name and content."""
+        name = msg.get("name")
+        text = "\x00".join(
+            (
+                self.encoding,
+                str(msg.get("role") or ""),
+                str(name) if name else "",
+                content_text(msg.get("content")),
+            )
+        )
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
     def message_tokens(self, msg: Mapping[str, Any]) -> int:
-        """Tokens one chat message costs, overhead included; cached in ``msg["tokens"]``."""
+        """Tokens one chat message costs, overhead included; cached in the message with the hash of
+        the content it counted, so an edited message or a hand-written ``tokens`` is recounted."""
         cached = msg.get("tokens")
-        if type(cached) is int:
+        mark = self.fingerprint(msg)
+        if type(cached) is int and msg.get("tokens_of") == mark:
             return cached
         name = msg.get("name")
         n = self.overhead(str(msg.get("role") or ""), str(name) if name else None)
         n += self.count(content_text(msg.get("content")))
         if isinstance(msg, dict):
             msg["tokens"] = n
+            msg["tokens_of"] = mark
         return n
 
     def messages_tokens(self, messages: Iterable[Mapping[str, Any]], *, reply: bool = True) -> int:

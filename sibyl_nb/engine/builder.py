@@ -13,12 +13,14 @@ class Graph:
     """Built by a ``build_graph(input_data)`` function; compiled to the IR when the step runs.
 
     ``"start"`` is the implicit entry: ``add_edge("start", "search")`` makes ``search`` an entry node
-    that receives the pipeline input.
+    that receives the pipeline input. ``cyclic=True`` declares that the graph may loop (back edges run
+    again up to the dynamic step's ``max_iterations``); without it a cycle is refused.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cyclic: bool = False) -> None:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.edges: list[dict[str, Any]] = []
+        self.cyclic = bool(cyclic)
 
     def add_node(
         self, node_id: str, technique: str, config: dict[str, Any] | None = None, **options: Any

@@ -1,4 +1,9 @@
-"""Dynamic graphs: build the graph from the input at run time, then run it on the same scheduler code.
+"""Dynamic graphs: build the graph at run time, then run it on the same scheduler code.
+
+The builder is ``build_graph(input_data)`` as the seed writes it, or ``build_graph(input_data, ctx)``
+to read upstream outputs (``ctx.upstream``, ``ctx.results``: the node's ``StepContext``). A built
+graph with a cycle is refused unless the builder declared it: ``Graph(cyclic=True)``. A failure
+inside the built graph names the inner node and technique.
 
 ``builder_code`` is code execution. It runs only when the caller trusts the source: a notebook cell
 is the user's own code; a YAML file needs ``trust_code=True``.
@@ -6,15 +11,16 @@ is the user's own code; a YAML file needs ``trust_code=True``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import SibylError, SpecError, TrustError
+from ..errors import SibylError, SpecError, TechniqueError, TrustError
 from ..spec.expressions import compile_condition
 from ..spec.templates import compile_value
 from ..techniques.registry import get_technique
 from .builder import Graph
-from .ir import Edge, GraphIR, Node
+from .ir import CycleFound, Edge, GraphIR, Node
 
 __all__ = ["run_dynamic", "graph_builder", "compile_built_graph"]
 
@@ -111,7 +117,25 @@ def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
                 )
         cond = compile_condition(e["condition"]) if e.get("condition") else None
         g.add_edge(Edge(e["from"], e["to"], condition=cond, path=f"{node.path} -> {e['from']}->{e['to']}"))
-    return g.finalize()
+    try:
+        return g.finalize(allow_cycles=built.cyclic)
+    except CycleFound as cyc:
+        raise SpecError(
+            f"the built graph has a cycle: {' -> '.join(cyc.cycle)}; a builder that means to loop "
+            f"says so with Graph(cyclic=True)",
+            node_id=node.id,
+            path=node.path,
+            line=node.line,
+        ) from None
+
+
+def _takes_ctx(build: Callable[..., Graph]) -> bool:
+    try:
+        params = list(inspect.signature(build).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 async def run_dynamic(scheduler: Any, node: Node, ctx: Any) -> Any:
@@ -120,18 +144,23 @@ async def run_dynamic(scheduler: Any, node: Node, ctx: Any) -> Any:
 
     run = scheduler.run
     build = _builder_from(node, run)
-    built = build(run.input)
+    built = build(run.input, ctx) if _takes_ctx(build) else build(run.input)
     graph = compile_built_graph(built, node, scheduler.graph)
     if not graph.nodes:
         return {}
+    graph.exits = [x for x in graph.exits if x != "start"]
     sub = Scheduler(graph, run, executor=scheduler.executor, hooks=scheduler.hooks)
     await sub.execute()
     if sub.stopped_by != "completed":
         scheduler.stopped_by = sub.stopped_by
+    scheduler.warnings.extend(f"{node.id}: {w}" for w in sub.warnings)
     error = sub.failure_error()
     if error is not None:
-        raise error
-    outs = {x: run.results[x] for x in graph.exits if x in run.results and x != "start"}
-    if len(outs) == 1:
-        return next(iter(outs.values()))
-    return outs
+        raise TechniqueError(
+            f"inside the graph built by '{node.id}': node '{error.node_id}' (technique "
+            f"'{error.technique}') failed after {error.attempts} attempt(s): {error.message}",
+            node_id=node.id,
+            path=node.path,
+            line=node.line,
+        ) from error
+    return sub.output()

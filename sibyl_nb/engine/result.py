@@ -68,7 +68,16 @@ def text_of(value: Any) -> str:
 
 @dataclass
 class RunResult:
-    """``output`` is the final step's output; ``outputs`` every node's latest output by id."""
+    """What one run returned.
+
+    ``output`` has one shape per graph, whatever ran or was skipped: a graph with one exit (a node
+    with no forward out-edge, or a loop it ends in) gives that exit's output (``None`` if it was
+    skipped); a graph with several exits gives ``{exit_id: output}`` with every exit, in declaration
+    order (``None`` for those that did not run). A graph that ends in a loop gives the *loop value*:
+    the latest answer fed to the loop's header, whether the loop ended by its condition or by
+    ``max_iterations``. ``outputs`` holds every node's latest output by id; ``warnings`` what the run
+    noticed (a conditional node where no edge fired, a thread a timeout could not stop).
+    """
 
     run_id: str
     pipeline: str
@@ -85,11 +94,23 @@ class RunResult:
     graph: Any = None  # the GraphIR that ran (for drawing)
     allocations: list[dict[str, Any]] = field(default_factory=list)  # token allocations, per context step
     workflow_id: str | None = None  # the checkpoint chain this run writes to (resume/fork/history use it)
+    exits: list[str] = field(default_factory=list)  # the graph's exits (keys of a multi-exit output)
+    warnings: list[str] = field(default_factory=list)
+    interrupts: list[Any] = field(default_factory=list)  # InterruptInfo of each node waiting for input
+
+    @property
+    def interrupt(self) -> Any:
+        """What a run stopped by ``ctx.interrupt`` waits for (node id, payload), else None."""
+        return self.interrupts[0] if self.interrupts else None
 
     @property
     def text(self) -> str:
-        """The final answer as text (what a session stores as the assistant reply)."""
-        return text_of(self.output)
+        """The final answer as text (what a session stores as the assistant reply); with several
+        exits, the texts of those that produced an output, one per line."""
+        out = self.output
+        if len(self.exits) > 1 and isinstance(out, dict) and set(out) == set(self.exits):
+            return "\n".join(text_of(v) for v in out.values() if v is not None)
+        return text_of(out)
 
     @property
     def answer(self) -> str:
@@ -150,6 +171,7 @@ class RunResult:
                 "ran": "✓",
                 "cached": "⚡",
                 "edited": "✎",
+                "interrupted": "⏸",
                 "skipped": "·",
                 "failed": "✗",
                 "cancelled": "⊘",
@@ -169,6 +191,7 @@ class RunResult:
             )
             if r.status in ("ran", "cached", "edited"):
                 lines.append(f"      {_preview(r.output, 110)}")
+        lines.extend(f"  ! {w}" for w in self.warnings)
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -1,9 +1,34 @@
-"""What a ``${name}`` means at run time, in one place.
+"""What a ``${name}`` means at run time: the one table, implemented once.
 
-Lookup order for the root name: a node id (its latest output), a field of an upstream output, a
-pipeline input field, state, a session field, the latest value of that field produced anywhere in
-the run (``previous_X`` reads X the same way), run builtins, environment variables (an UPPER_CASE
-name that is unset reads as null, so ``database_url: ${DATABASE_URL}`` falls back to the default).
+A reference ``${root.field...}`` (or ``${root:-default}``) is looked up by its root, first match wins:
+
+====  ==========================================  ================================================
+ #    the root is…                                it reads
+====  ==========================================  ================================================
+ 0    ``item`` inside a ``for_each`` step         the current item
+ 1    ``env:NAME``                                the environment variable ``NAME`` (unset: null).
+                                                  The loader lists every such read on the spec.
+ 2    an UPPER_CASE name in a connection setting  the same, so the seed's ``redis_url:
+      (``redis_url``, ``database_url``,           "${REDIS_URL}"`` works. Nowhere else does a
+      ``base_url``, ``scheduler_address``)        bare name read the environment.
+ 3    a node id                                   that node's latest output
+ 4    a field of a fired predecessor's output     that field (the last predecessor in declaration
+                                                  order that has it)
+ 5    a field of the pipeline input               that field
+ 6    a state key                                 that value
+ 7    a session field                             that value
+ 8    a field any node output so far has          its most recent value (an index built as the run
+                                                  goes: a lookup never rescans the records)
+ 9    ``previous_X``                              X as in row 8
+10    a run builtin (:data:`BUILTIN_NAMES`)       ``run_id``, ``iteration``, ``input``, …
+11    a session name (:data:`SESSION_NAMES`)      empty (``[]`` for histories, ``""`` otherwise)
+12    in an edge condition, a name no row above   the edge's source node output (the seed's
+      defines and the loader could not place     ``${evaluation.score}`` on the edge leaving
+                                                  ``evaluate``); the loader warns where it applies
+====  ==========================================  ================================================
+
+Nothing found: ``:-default`` if given, else the template fails naming the reference. A name that exists
+(an input field, say) is never rebound to a node: row 12 is the last resort, decided per lookup.
 """
 
 from __future__ import annotations
@@ -13,8 +38,17 @@ from collections.abc import Callable
 from typing import Any
 
 from ..spec.expressions import MISSING, Ref, _field
+from ..spec.templates import ENV_PREFIX, is_env_name
 
-__all__ = ["resolver_for", "BUILTIN_NAMES", "SESSION_NAMES", "is_env_name"]
+__all__ = [
+    "resolver_for",
+    "BUILTIN_NAMES",
+    "SESSION_NAMES",
+    "is_env_name",
+    "FieldIndex",
+    "field_index",
+    "env_value",
+]
 
 BUILTIN_NAMES = frozenset(
     {
@@ -43,46 +77,78 @@ SESSION_NAMES = frozenset(
 )
 
 
-def is_env_name(name: str) -> bool:
-    return name.isupper() or (name[:1].isupper() and "_" in name and name.upper() == name)
+class FieldIndex:
+    """Latest value of every output field, kept up to date by reading only the records added since the
+    last lookup (records are append-only), so row 8 of the table costs O(1) per lookup."""
+
+    __slots__ = ("seen", "latest")
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.latest: dict[str, Any] = {}
+
+    def get(self, records: list[Any], name: str) -> Any:
+        n = len(records)
+        if n != self.seen:
+            latest = self.latest
+            for i in range(self.seen, n):
+                out = records[i].output
+                if isinstance(out, dict):
+                    latest.update(out)
+            self.seen = n
+        return self.latest.get(name, MISSING)
 
 
-def latest_field(run: Any, name: str) -> Any:
-    """The most recent value of ``name`` in any node output so far (records, newest first)."""
-    for rec in reversed(run.records):
-        out = rec.output
-        if isinstance(out, dict) and name in out:
-            return out[name]
-    return MISSING
+def field_index(run: Any) -> FieldIndex:
+    """The run's index (created on first use; a run without ``extras`` gets a throwaway one)."""
+    extras = getattr(run, "extras", None)
+    if extras is None:
+        return FieldIndex()
+    index = extras.get("_field_index")
+    if index is None:
+        index = extras["_field_index"] = FieldIndex()
+    return index
 
 
-def _root(run: Any, node_id: str | None, ctx: Any, name: str) -> Any:
+def env_value(ref: Ref) -> Any:
+    """Rows 1-2: an ``env:NAME`` reference's value (unset and no default: null)."""
+    value = os.environ.get(ref.root[len(ENV_PREFIX) :])
+    if value is None:
+        return MISSING if ref.default is not None else None
+    return value
+
+
+def _root(run: Any, node_id: str | None, ctx: Any, name: str, index: FieldIndex) -> Any:
+    if name == "item":  # row 0: a for_each item's own item comes first (the loader refuses it elsewhere)
+        from .fanout import NO_ITEM, item_of
+
+        value = item_of(run, node_id)
+        if value is not NO_ITEM:
+            return value
     results = run.results
-    alias = run.aliases.get(name) if run.aliases else None
-    if name in results:
+    if name in results:  # row 3
         return results[name]
-    if alias is not None and alias in results:
-        return results[alias]
-    if ctx is not None:
-        upstream = ctx.upstream
-        for out in reversed(list(upstream.values())):
+    if ctx is not None:  # row 4
+        for out in reversed(list(ctx.upstream.values())):
             if isinstance(out, dict) and name in out:
                 return out[name]
     inp = run.input
-    if isinstance(inp, dict) and name in inp:
+    if isinstance(inp, dict) and name in inp:  # row 5
         return inp[name]
-    if name in run.state:
+    if name in run.state:  # row 6
         return run.state[name]
-    if name in run.session:
+    if name in run.session:  # row 7
         return run.session[name]
-    value = latest_field(run, name)
-    if value is not MISSING:
-        return value
-    if name.startswith("previous_"):
-        value = latest_field(run, name[len("previous_") :])
+    records = getattr(run, "records", None)
+    if records is not None:
+        value = index.get(records, name)  # row 8
         if value is not MISSING:
             return value
-    if name in BUILTIN_NAMES:
+        if name.startswith("previous_"):  # row 9
+            value = index.get(records, name[len("previous_") :])
+            if value is not MISSING:
+                return value
+    if name in BUILTIN_NAMES:  # row 10
         return {
             "run_id": run.run_id,
             "workflow_id": run.workflow_id,
@@ -96,20 +162,25 @@ def _root(run: Any, node_id: str | None, ctx: Any, name: str) -> Any:
             "results": results,
             "upstream": ctx.upstream if ctx is not None else {},
         }[name]
-    if name in SESSION_NAMES:
+    if name in SESSION_NAMES:  # row 11
         return [] if name in ("conversation_history", "context_messages") else ""
-    if name in os.environ:
-        return os.environ[name]
-    if is_env_name(name):
-        return None
+    aliases = getattr(run, "aliases", None)
+    if aliases and node_id is not None:  # row 12: only names the loader placed on an edge leaving node_id
+        src = aliases.get((node_id, name))
+        if src is not None and src in results:
+            return results[src]
     return MISSING
 
 
 def resolver_for(run: Any, node_id: str | None, ctx: Any = None) -> Callable[[Ref], Any]:
     """A resolver for templates/conditions evaluated for ``node_id`` (``ctx`` gives its upstream)."""
+    index = field_index(run)
 
     def resolve(ref: Ref) -> Any:
-        value = _root(run, node_id, ctx, ref.root)
+        root = ref.root
+        if root.startswith(ENV_PREFIX):  # rows 1-2
+            return env_value(ref)
+        value = _root(run, node_id, ctx, root, index)
         for f in ref.fields:
             if value is MISSING:
                 break

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from ..engine.events import Event
+from ..engine.events import Event, Observer
 
 __all__ = ["LoggingObserver", "JsonFormatter", "LOGGER_NAME", "FIELDS"]
 
@@ -85,7 +85,7 @@ def _ms(seconds: Any) -> str:
     return f"{float(seconds) * 1000:.1f} ms" if isinstance(seconds, (int, float)) else "?"
 
 
-class LoggingObserver:
+class LoggingObserver(Observer):
     """Turns one run's events into log records (create one per run; ``run`` gives state and ids)."""
 
     def __init__(
@@ -141,103 +141,127 @@ class LoggingObserver:
         extra.update(fields)
         self.logger.log(level, message, extra=extra)
 
-    def __call__(self, ev: Event) -> None:
-        kind = ev.kind
+    # ---------------------------------------------------------------- typed hooks
+    def _tag(self, ev: Event) -> str:
+        return f"{self._pipeline or ev.data.get('pipeline', '')}/{ev.run_id}"
+
+    @staticmethod
+    def _it(ev: Event) -> str:
+        return f" #{ev.iteration}" if ev.iteration > 1 else ""
+
+    def on_run_started(self, ev: Event) -> None:
         d = ev.data
-        run_tag = f"{self._pipeline or d.get('pipeline', '')}/{ev.run_id}"
-        if kind == "run_started":
-            self._pipeline = self._pipeline or d.get("pipeline")
-            self._workflow = self._workflow or d.get("workflow_id")
-            if self.state_changes:
-                self._state = self._digest()
-            if self.workflow_tracing:
-                how = "resumed" if d.get("resumed") else "started"
-                self._log(logging.INFO, ev, f"{run_tag} {how} (workflow {self._workflow})", status="running")
-            return
-        if kind == "run_finished":
-            if self.workflow_tracing:
-                self._log(
-                    logging.INFO,
-                    ev,
-                    f"{run_tag} finished in {_ms(d.get('duration'))} (stopped_by={d.get('stopped_by')})",
-                    duration=d.get("duration"),
-                    status=d.get("stopped_by"),
-                )
-                result = d.get("result")
-                if result is not None and self.level <= logging.DEBUG:
-                    self._log(logging.DEBUG, ev, result.format_trace(), status="trace")
-            return
-        if kind == "run_failed":
+        self._pipeline = self._pipeline or d.get("pipeline")
+        self._workflow = self._workflow or d.get("workflow_id")
+        if self.state_changes:
+            self._state = self._digest()
+        if self.workflow_tracing:
+            how = "resumed" if d.get("resumed") else "started"
             self._log(
-                logging.ERROR,
-                ev,
-                f"{run_tag} failed: {d.get('error')}",
-                status="failed",
-                node=d.get("node_id"),
+                logging.INFO, ev, f"{self._tag(ev)} {how} (workflow {self._workflow})", status="running"
             )
+
+    def on_run_finished(self, ev: Event) -> None:
+        if not self.workflow_tracing:
             return
-        node = ev.node_id
-        tech = d.get("technique")
-        it = f" #{ev.iteration}" if ev.iteration > 1 else ""
-        if kind == "node_retrying":
+        d = ev.data
+        self._log(
+            logging.INFO,
+            ev,
+            f"{self._tag(ev)} finished in {_ms(d.get('duration'))} (stopped_by={d.get('stopped_by')})",
+            duration=d.get("duration"),
+            status=d.get("stopped_by"),
+        )
+        result = d.get("result")
+        if result is not None and self.level <= logging.DEBUG:
+            self._log(logging.DEBUG, ev, result.format_trace(), status="trace")
+
+    def on_run_failed(self, ev: Event) -> None:
+        d = ev.data
+        self._log(
+            logging.ERROR,
+            ev,
+            f"{self._tag(ev)} failed: {d.get('error')}",
+            status="failed",
+            node=d.get("node_id"),
+        )
+
+    def on_node_retrying(self, ev: Event) -> None:
+        d = ev.data
+        self._log(
+            logging.WARNING,
+            ev,
+            f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} attempt {d.get('attempt')} failed, "
+            f"retrying in {d.get('delay', 0):.2f} s: {d.get('error')}",
+            technique=d.get("technique"),
+            attempt=d.get("attempt"),
+            status="retrying",
+        )
+
+    def on_node_failed(self, ev: Event) -> None:
+        d = ev.data
+        level = logging.WARNING if d.get("recovered") else logging.ERROR
+        tail = " (a fallback takes over)" if d.get("recovered") else ""
+        self._log(
+            level,
+            ev,
+            f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} failed after {d.get('attempts')} attempt(s): "
+            f"{d.get('error')}{tail}",
+            technique=d.get("technique"),
+            attempt=d.get("attempts"),
+            status="failed",
+        )
+
+    def on_node_started(self, ev: Event) -> None:
+        if self.steps:
+            d = ev.data
             self._log(
-                logging.WARNING,
+                logging.INFO,
                 ev,
-                f"{run_tag} node {node}{it} attempt {d.get('attempt')} failed, "
-                f"retrying in {d.get('delay', 0):.2f} s: {d.get('error')}",
-                technique=tech,
+                f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} started ({d.get('technique')})",
+                technique=d.get("technique"),
                 attempt=d.get("attempt"),
-                status="retrying",
+                status="running",
             )
-        elif kind == "node_failed":
-            level = logging.WARNING if d.get("recovered") else logging.ERROR
-            tail = " (a fallback takes over)" if d.get("recovered") else ""
+
+    def on_node_finished(self, ev: Event) -> None:
+        if self.steps:
+            d = ev.data
             self._log(
-                level,
+                logging.INFO,
                 ev,
-                f"{run_tag} node {node}{it} failed after {d.get('attempts')} attempt(s): "
-                f"{d.get('error')}{tail}",
-                technique=tech,
+                f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} finished in {_ms(d.get('duration'))}",
+                technique=d.get("technique"),
                 attempt=d.get("attempts"),
-                status="failed",
+                duration=d.get("duration"),
+                status="done",
             )
-        elif self.steps:
-            if kind == "node_started":
-                self._log(
-                    logging.INFO,
-                    ev,
-                    f"{run_tag} node {node}{it} started ({tech})",
-                    technique=tech,
-                    attempt=d.get("attempt"),
-                    status="running",
-                )
-            elif kind == "node_finished":
-                self._log(
-                    logging.INFO,
-                    ev,
-                    f"{run_tag} node {node}{it} finished in {_ms(d.get('duration'))}",
-                    technique=tech,
-                    attempt=d.get("attempts"),
-                    duration=d.get("duration"),
-                    status="done",
-                )
-            elif kind == "node_skipped":
-                self._log(
-                    logging.INFO,
-                    ev,
-                    f"{run_tag} node {node}{it} skipped: {d.get('reason')}",
-                    status="skipped",
-                )
-            elif kind == "node_cached":
-                self._log(
-                    logging.INFO,
-                    ev,
-                    f"{run_tag} node {node}{it} served from cache",
-                    technique=tech,
-                    status="cached",
-                )
-        if self.state_changes and kind in ("node_finished", "node_cached", "node_skipped"):
-            self._state_diff(ev, run_tag)
+        self._after_step(ev)
+
+    def on_node_skipped(self, ev: Event) -> None:
+        if self.steps:
+            self._log(
+                logging.INFO,
+                ev,
+                f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} skipped: {ev.data.get('reason')}",
+                status="skipped",
+            )
+        self._after_step(ev)
+
+    def on_node_cached(self, ev: Event) -> None:
+        if self.steps:
+            self._log(
+                logging.INFO,
+                ev,
+                f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} served from cache",
+                technique=ev.data.get("technique"),
+                status="cached",
+            )
+        self._after_step(ev)
+
+    def _after_step(self, ev: Event) -> None:
+        if self.state_changes:
+            self._state_diff(ev, self._tag(ev))
 
     # ---------------------------------------------------------------- state changes
     def _digest(self) -> dict[str, str]:

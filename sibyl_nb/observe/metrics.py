@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from ..engine.events import Event
+from ..engine.events import Event, Observer
 
 __all__ = ["MetricsCollector", "MetricsObserver", "workflow_metrics", "metrics_of", "start_prometheus_server"]
 
@@ -240,18 +240,21 @@ def workflow_metrics() -> MetricsCollector:
     return _METRICS
 
 
-def start_prometheus_server(port: int, collector: MetricsCollector | None = None) -> None:
-    """Serve ``/metrics`` on ``port`` (once per port per process)."""
+def start_prometheus_server(
+    port: int, collector: MetricsCollector | None = None, *, addr: str = "127.0.0.1"
+) -> None:
+    """Serve ``/metrics`` on ``port`` (once per port per process), on loopback unless ``addr`` says
+    otherwise: a document asking for metrics must not open a port to the network."""
     if port in _SERVERS:
         return
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector or _METRICS)
-    _SERVERS[port] = start_http_server(port, registry=registry)
+    _SERVERS[port] = start_http_server(port, addr=addr, registry=registry)
 
 
-class MetricsObserver:
+class MetricsObserver(Observer):
     """Collects one run's metrics from its events and hands them to a collector when it ends."""
 
     def __init__(
@@ -306,34 +309,43 @@ class MetricsObserver:
             }
         )
 
-    def __call__(self, ev: Event) -> None:
-        kind = ev.kind
+    # ---------------------------------------------------------------- typed hooks
+    def on_node_started(self, ev: Event) -> None:
+        self._started.setdefault((ev.node_id or "", ev.iteration), ev.time)
+
+    def on_node_finished(self, ev: Event) -> None:
+        self._started.pop((ev.node_id or "", ev.iteration), None)
+        self._step(ev, "done", ev.data.get("duration"), ev.data.get("attempts"))
+
+    def on_node_cached(self, ev: Event) -> None:
+        self._step(ev, "cached", 0.0, 0)
+
+    def on_node_skipped(self, ev: Event) -> None:
+        self._step(ev, "skipped", None, 0)
+
+    def on_node_retrying(self, ev: Event) -> None:
+        key = (ev.node_id or "", ev.iteration)
+        self._retries[key] = self._retries.get(key, 0) + 1
+
+    def on_node_failed(self, ev: Event) -> None:
+        t0 = self._started.pop((ev.node_id or "", ev.iteration), None)
+        self._step(ev, "failed", ev.time - t0 if t0 is not None else None, ev.data.get("attempts"))
+
+    def on_run_started(self, ev: Event) -> None:
         d = ev.data
-        if kind == "node_started":
-            self._started.setdefault((ev.node_id or "", ev.iteration), ev.time)
-        elif kind == "node_finished":
-            self._started.pop((ev.node_id or "", ev.iteration), None)
-            self._step(ev, "done", d.get("duration"), d.get("attempts"))
-        elif kind == "node_cached":
-            self._step(ev, "cached", 0.0, 0)
-        elif kind == "node_skipped":
-            self._step(ev, "skipped", None, 0)
-        elif kind == "node_retrying":
-            key = (ev.node_id or "", ev.iteration)
-            self._retries[key] = self._retries.get(key, 0) + 1
-        elif kind == "node_failed":
-            t0 = self._started.pop((ev.node_id or "", ev.iteration), None)
-            self._step(ev, "failed", ev.time - t0 if t0 is not None else None, d.get("attempts"))
-        elif kind == "run_started":
-            self.row = {
-                "run_id": ev.run_id,
-                "workflow_id": d.get("workflow_id"),
-                "pipeline": d.get("pipeline"),
-                "started_at": ev.time,
-                "status": "running",
-            }
-        elif kind in ("run_finished", "run_failed"):
-            self._finish(ev)
+        self.row = {
+            "run_id": ev.run_id,
+            "workflow_id": d.get("workflow_id"),
+            "pipeline": d.get("pipeline"),
+            "started_at": ev.time,
+            "status": "running",
+        }
+
+    def on_run_finished(self, ev: Event) -> None:
+        self._finish(ev)
+
+    def on_run_failed(self, ev: Event) -> None:
+        self._finish(ev)
 
     def _finish(self, ev: Event) -> None:
         failed = ev.kind == "run_failed"

@@ -36,10 +36,12 @@ import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from ..context.extractive import summarize_messages
+from ..context.tokens import get_counter
 from ..text import corpus
 from ..text.classify import classify_text, complexity_of, is_creative_request
 from ..text.critique import rate_answer
-from ..text.extractive import compose, context_or_corpus, more_sentences
+from ..text.extractive import compose, context_or_corpus, more_sentences, rank_sentences
 from ..text.prompts import (
     ClassifySpec,
     RatingSpec,
@@ -48,7 +50,7 @@ from ..text.prompts import (
     parse_score,
     split_question,
 )
-from ..text.query import resolve_followup, topic_of
+from ..text.query import messages_of, resolve_followup, topic_of
 from ..text.ranking import lexical_relevance
 from ..text.support import check_answer
 from ..text.tokenize import sentences, term_set, words
@@ -63,6 +65,12 @@ _CONTEXT_LINE = re.compile(r"^\s*\[(\d+)\]\s*(.+)$")
 _LONG_FORM = re.compile(
     r"\b(?:comprehensive|report|in\s+detail|detailed|analy[sz]e|analysis|summari[sz]e|"
     r"summary|overview|elaborate|thorough)\b",
+    re.I,
+)
+# "Compress the conversation below ...", "Summarise our conversation so far": summarise, never answer.
+_SUMMARISE = re.compile(
+    r"\b(?:summari[sz]e|compress|condense)\b[^\n]{0,80}?\b(?:conversation|chat|discussion|dialogue|"
+    r"transcript|messages|text|below|following|this)\b",
     re.I,
 )
 _IMPROVE_START = re.compile(r"^\s*(?:please\s+)?(?:improve|refine|revise|rewrite)\b", re.I)
@@ -85,8 +93,11 @@ def parse_context_block(system_text: str) -> list[dict[str, Any]]:
 
 
 def _section(text: str, start: str, stops: str) -> str:
-    """Text after the ``start`` label, up to the first ``stops`` label line (both regexes)."""
-    m = re.search(rf"(?:{start})\s*:\s*(.*?)(?=\n\s*(?:{stops})\b|\Z)", text, re.I | re.S)
+    r"""Text after the ``start`` label, up to the first ``stops`` label line (both regexes).
+
+    Only spaces and tabs may sit around the colon: an empty section (``"Previous: \nCritique: ..."``)
+    stays empty instead of swallowing the next label's text."""
+    m = re.search(rf"(?:{start})[ \t]*:[ \t]*(.*?)(?=\n[ \t]*(?:{stops})\b|\Z)", text, re.I | re.S)
     return m.group(1).strip() if m else ""
 
 
@@ -128,7 +139,10 @@ class LocalProvider:
 
         fields: dict[str, Any] = {}
         spec = parse_classify_prompt(instruction or user_text)
-        if spec is not None:
+        summarise = _SUMMARISE.search(f"{system_text}\n{instruction or user_text}")
+        if summarise and spec is None:
+            text = self._summarise(system_text, user_text, history, params.get("max_tokens"))
+        elif spec is not None:
             text, fields = self._classify(spec, instruction or user_text, question, history)
         elif _IMPROVE_START.search(instruction) or _IMPROVE_END.search(instruction):
             text = self._improve(instruction, question, history, context)
@@ -159,6 +173,33 @@ class LocalProvider:
         )
 
     # -- modes ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _summarise(
+        system_text: str, user_text: str, history: Sequence[Mapping[str, Any]], max_tokens: Any
+    ) -> str:
+        """An extractive summary (whole sentences, facts first) of the transcript in the user message,
+        or of the conversation so far when the user asks for one; never an answer from the corpus."""
+        m = re.search(r"\babout\s+(\d+)\s+tokens\b", f"{system_text} {user_text}", re.I)
+        budget = (
+            int(m.group(1)) if m else (max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 200)
+        )
+        transcript = (
+            messages_of(user_text) if re.search(r"^\s*(?:user|assistant)\s*:", user_text, re.I | re.M) else []
+        )
+        if not transcript:
+            body = re.sub(
+                r"^.*?\b(?:summari[sz]e|compress|condense)\b[^:\n]*:?",
+                "",
+                user_text,
+                count=1,
+                flags=re.I | re.S,
+            )
+            if re.search(r"\b(?:conversation|chat|discussion|so far)\b", user_text, re.I) or not body.strip():
+                transcript = [dict(m) for m in history]
+            else:
+                transcript = [{"role": "user", "content": body.strip()}]
+        return summarize_messages(transcript, budget, counter=get_counter())
+
     @staticmethod
     def _classify(
         spec: ClassifySpec, prompt: str, question: str, history: Sequence[Mapping[str, Any]]
@@ -258,6 +299,9 @@ class LocalProvider:
         resolved = resolve_followup(question, history) if history else question
         if is_creative_request(resolved):
             return _creative(resolved, temperature, seed)
+        recalled = self._from_conversation(resolved, history, context)
+        if recalled:
+            return recalled
         n = self.max_sentences or self._length(resolved, instruction)
         ratio = 0.25 if n >= 4 else 0.5  # long-form answers may use weaker supporting sentences
         chosen = (
@@ -272,6 +316,33 @@ class LocalProvider:
         topic = topic_of(resolved) or " ".join(w for w in words(resolved)[:6]) or "that"
         where = "the provided context or the local corpus" if context else "the local corpus"
         return f"I don't have information about {topic} in {where}."
+
+    @staticmethod
+    def _from_conversation(
+        question: str, history: Sequence[Mapping[str, Any]], context: list[dict[str, Any]]
+    ) -> str:
+        """The answer quoted from the conversation when it is there ("My name is Alice." then "What is
+        my name?"): a statement of the user's (or, failing that, of an earlier reply) that matches the
+        question at least as well as any source does. Quoted verbatim, so nothing is invented."""
+        if not history:
+            return ""
+        personal = re.search(r"\b(?:my|me|mine|i|we|our|us)\b", question, re.I) is not None
+        for role, frame in (("user", 'You told me: "{}"'), ("assistant", 'I said earlier: "{}"')):
+            docs = [
+                {"id": f"turn-{i}", "title": "", "text": str(m.get("content") or "")}
+                for i, m in enumerate(history)
+                if m.get("role") == role
+            ]
+            ranked = [c for c in rank_sentences(question, docs) if not c.sentence.rstrip().endswith("?")]
+            if not ranked or ranked[0].relevance < 0.6:
+                continue
+            best = ranked[0]
+            if not personal:
+                sources = rank_sentences(question, context_or_corpus(question, context))
+                if sources and sources[0].relevance >= best.relevance:
+                    continue
+            return frame.format(best.sentence)
+        return ""
 
     # -- helpers ---------------------------------------------------------------------------------------
     @staticmethod

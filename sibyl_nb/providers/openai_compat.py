@@ -13,6 +13,11 @@ Why it looks the way it does:
   server's ``Retry-After``; other 4xx fail at once because repeating them cannot help.
 - The API key comes from ``api_key`` or an environment variable, goes only into the
   ``Authorization`` header of requests to ``base_url``, and never into logs, reprs or errors.
+- ``timeout`` is a deadline for each attempt's whole exchange (connect to last byte), not httpx's
+  per-read timeout: a server trickling one byte a second would otherwise hold a call forever.
+  ``deadline`` (optional) bounds the whole call, retries and waits included. A body over
+  ``max_response_bytes`` is refused; redirects are not followed (a redirect would carry the API key
+  elsewhere) and, like malformed or non-JSON bodies, end in a clear :class:`ProviderError`.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import os
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ except ImportError:  # pragma: no cover - the ``http`` extra is not installed
     httpx = None  # type: ignore[assignment]
 
 from ..errors import ProviderError, SibylError
+from ..spec.schema import PROVIDER_SCHEMA
 from .base import Completion, Message, Provider
 from .http_retry import backoff_delay, is_retryable_status, retry_after_seconds
 from .registry import register_provider_kind
@@ -57,7 +64,24 @@ KIND_DEFAULT_BASE_URLS: dict[str, str | None] = {
 }
 
 # Call parameters that steer this client rather than go into the request body.
-_CLIENT_PARAMS = frozenset({"on_token", "timeout", "extra_body", "stream", "stream_options"})
+_CLIENT_PARAMS = frozenset({"on_token", "timeout", "deadline", "extra_body", "stream", "stream_options"})
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 2**20
+_ERROR_BODY_BYTES = 64 * 1024  # of an error response, enough for the message
+
+
+class _Deadline:
+    """Wall-clock budget of one attempt (and optionally of the whole call)."""
+
+    __slots__ = ("seconds", "at", "call_at")
+
+    def __init__(self, seconds: float, call_at: float | None = None) -> None:
+        now = time.monotonic()
+        self.seconds = seconds
+        self.at = now + seconds if call_at is None else min(now + seconds, call_at)
+        self.call_at = call_at
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
 
 
 class _Retry(Exception):
@@ -134,6 +158,8 @@ class OpenAICompatibleProvider:
         stream_usage: bool = True,
         require_api_key: bool | None = None,
         trust_env: bool | None = None,
+        deadline: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if httpx is None:  # pragma: no cover
             raise SibylError(
@@ -146,8 +172,20 @@ class OpenAICompatibleProvider:
             raise SibylError(f"provider '{name}': base_url must be an http(s) URL, got {base_url!r}")
         if not model:
             raise SibylError(f"provider '{name}': model is required")
-        if max_retries < 0:
-            raise SibylError(f"provider '{name}': max_retries must be >= 0, got {max_retries}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise SibylError(f"provider '{name}': max_retries must be an integer >= 0, got {max_retries!r}")
+        for label, value in (("timeout", timeout), ("deadline", deadline)):
+            if value is None and label == "deadline":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise SibylError(
+                    f"provider '{name}': {label} must be a positive number of seconds, got {value!r}"
+                )
+        if extra_headers is not None and (
+            not isinstance(extra_headers, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra_headers.items())
+        ):
+            raise SibylError(f"provider '{name}': headers must map header names to strings")
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
@@ -158,6 +196,8 @@ class OpenAICompatibleProvider:
         self.max_retries = int(max_retries)
         self.backoff_initial = float(backoff_initial)
         self.backoff_max = float(backoff_max)
+        self.deadline = None if deadline is None else float(deadline)
+        self.max_response_bytes = int(max_response_bytes)
         self.extra_headers = dict(extra_headers or {})
         # Servers that reject ``stream_options`` (old ones) can turn it off; usage is then estimated.
         self.stream_usage = stream_usage
@@ -250,44 +290,108 @@ class OpenAICompatibleProvider:
     def _where(self, attempt: int) -> str:
         return f"POST {self.url} (attempt {attempt}/{self._attempts})"
 
-    async def _send_once(
-        self, body: dict[str, Any], *, stream: bool, attempt: int, timeout: float | None
-    ) -> httpx.Response:
-        """One HTTP attempt: a 2xx response, or :class:`_Retry`, or a final :class:`ProviderError`."""
+    def _attempt_deadline(self, params: dict[str, Any], call_at: float | None) -> _Deadline:
+        return _Deadline(float(params.get("timeout") or self.timeout), call_at)
+
+    def _call_deadline(self, params: dict[str, Any]) -> float | None:
+        seconds = params.get("deadline", self.deadline)
+        return None if seconds is None else time.monotonic() + float(seconds)
+
+    async def _send_once(self, body: dict[str, Any], *, attempt: int, deadline: _Deadline) -> httpx.Response:
+        """One HTTP attempt up to the response headers: a 2xx response (body not yet read), or
+        :class:`_Retry`, or a final :class:`ProviderError`."""
         client = self._client()
         request = client.build_request(
             "POST",
             self.url,
             json=body,
             headers=self._headers(),
-            timeout=httpx.Timeout(timeout or self.timeout),
+            timeout=httpx.Timeout(max(deadline.remaining(), 0.001)),
         )
         try:
-            response = await client.send(request, stream=stream)
-        except httpx.TimeoutException as exc:
-            raise _Retry(f"timed out after {timeout or self.timeout:g}s ({type(exc).__name__})") from exc
+            response = await asyncio.wait_for(client.send(request, stream=True), deadline.remaining())
+        except (httpx.TimeoutException, asyncio.TimeoutError) as exc:
+            raise _Retry(f"timed out after {deadline.seconds:g}s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise _Retry(f"connection failed ({type(exc).__name__}: {exc})") from exc
-        if response.status_code < 400:
+        status = response.status_code
+        if status < 300:
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > self.max_response_bytes:
+                await response.aclose()
+                raise self._too_large(attempt, int(length))
             return response
         try:
-            detail = (await response.aread()).decode("utf-8", "replace").strip()
-        except httpx.HTTPError:
+            raw = b"".join(
+                [c async for c in _body_bytes(response, deadline, _ERROR_BODY_BYTES, truncate=True)]
+            )
+            detail = raw.decode("utf-8", "replace").strip()
+        except (httpx.HTTPError, ProviderError):
             detail = ""
         finally:
             await response.aclose()
+        if 300 <= status < 400:
+            where = response.headers.get("location", "?")
+            raise ProviderError(
+                f"{self._where(attempt)}: the server redirected (HTTP {status}) to {where}; redirects are not "
+                f"followed (they would carry the API key elsewhere): set base_url to the final URL",
+                provider=self.name,
+                status=status,
+            )
         detail = _error_detail(detail)
-        reason = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
-        if is_retryable_status(response.status_code):
-            raise _Retry(reason, response.status_code, retry_after_seconds(response.headers))
+        reason = f"HTTP {status}" + (f": {detail}" if detail else "")
+        if is_retryable_status(status):
+            raise _Retry(reason, status, retry_after_seconds(response.headers))
         raise ProviderError(
             f"{self._where(attempt)} failed: {reason}",
             provider=self.name,
-            status=response.status_code,
+            status=status,
             retryable=False,
         )
 
-    async def _wait_or_raise(self, retry: _Retry, attempt: int) -> None:
+    def _too_large(self, attempt: int, size: int | None = None) -> ProviderError:
+        got = f" ({size:,} bytes)" if size else ""
+        return ProviderError(
+            f"{self._where(attempt)}: response larger than max_response_bytes={self.max_response_bytes:,}{got}",
+            provider=self.name,
+        )
+
+    async def _read_json(self, response: httpx.Response, attempt: int, deadline: _Deadline) -> Any:
+        """The whole body, within the attempt's deadline and the size cap, parsed as JSON."""
+        try:
+            raw = b"".join(
+                [
+                    c
+                    async for c in _body_bytes(
+                        response, deadline, self.max_response_bytes, provider=self, attempt=attempt
+                    )
+                ]
+            )
+        except (httpx.TimeoutException, asyncio.TimeoutError) as exc:
+            raise _Retry(f"timed out after {deadline.seconds:g}s reading the response") from exc
+        except httpx.TransportError as exc:
+            raise _Retry(f"connection failed reading the response ({type(exc).__name__})") from exc
+        finally:
+            await response.aclose()
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            kind = response.headers.get("content-type", "no content-type")
+            raise ProviderError(
+                f"{self._where(attempt)}: response is not JSON ({kind}): "
+                f"{raw[:200].decode('utf-8', 'replace')!r}",
+                provider=self.name,
+            ) from exc
+
+    async def _wait_or_raise(self, retry: _Retry, attempt: int, call_at: float | None = None) -> None:
+        delay = backoff_delay(attempt, self.backoff_initial, self.backoff_max, retry.retry_after)
+        if call_at is not None and time.monotonic() + delay >= call_at:
+            raise ProviderError(
+                f"{self._where(attempt)} failed: {retry.reason}; the call's deadline leaves no time to retry",
+                provider=self.name,
+                status=retry.status,
+                retryable=True,
+            ) from retry.__cause__
         if attempt >= self._attempts:
             raise ProviderError(
                 f"{self._where(attempt)} failed: {retry.reason}; giving up after {self._attempts} attempt(s)",
@@ -295,7 +399,6 @@ class OpenAICompatibleProvider:
                 status=retry.status,
                 retryable=True,
             ) from retry.__cause__
-        delay = backoff_delay(attempt, self.backoff_initial, self.backoff_max, retry.retry_after)
         logger.info(
             "provider '%s': %s failed: %s; retrying in %.2fs",
             self.name,
@@ -314,14 +417,16 @@ class OpenAICompatibleProvider:
         if on_token is not None:
             return await self._complete_streaming(messages, on_token, params)
         body = self._body(messages, params, stream=False)
-        timeout = params.get("timeout")
+        call_at = self._call_deadline(params)
         for attempt in range(1, self._attempts + 1):
+            deadline = self._attempt_deadline(params, call_at)
             try:
-                response = await self._send_once(body, stream=False, attempt=attempt, timeout=timeout)
+                response = await self._send_once(body, attempt=attempt, deadline=deadline)
+                data = await self._read_json(response, attempt, deadline)
             except _Retry as retry:
-                await self._wait_or_raise(retry, attempt)
+                await self._wait_or_raise(retry, attempt, call_at)
                 continue
-            return self._parse_completion(_json_body(response, self, attempt), attempt)
+            return self._parse_completion(data, attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def stream(self, messages: list[Message], **params: Any) -> AsyncIterator[str]:
@@ -362,26 +467,32 @@ class OpenAICompatibleProvider:
         """Parsed SSE chunks. Retries only until the first text delta: after that, a retry would
         repeat text the caller has already shown."""
         body = self._body(messages, params, stream=True)
-        timeout = params.get("timeout")
+        call_at = self._call_deadline(params)
         started = False
         for attempt in range(1, self._attempts + 1):
+            deadline = self._attempt_deadline(params, call_at)
             try:
-                response = await self._send_once(body, stream=True, attempt=attempt, timeout=timeout)
+                response = await self._send_once(body, attempt=attempt, deadline=deadline)
                 try:
                     if response.headers.get("content-type", "").startswith("application/json"):
                         # A server that ignores ``stream: true`` answers in one piece: pass it on.
-                        await response.aread()
-                        yield _as_chunk(self._parse_completion(_json_body(response, self, attempt), attempt))
+                        data = await self._read_json(response, attempt, deadline)
+                        yield _as_chunk(self._parse_completion(data, attempt))
                         return
-                    async for data in _sse_data(response):
+                    raw = _body_bytes(
+                        response, deadline, self.max_response_bytes, provider=self, attempt=attempt
+                    )
+                    async for data in _sse_data(raw):
                         chunk = self._decode_chunk(data, attempt)
                         if chunk is None:
                             return
                         started = started or bool(_delta_text(chunk))
                         yield chunk
                     return
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                except (httpx.TimeoutException, httpx.TransportError, asyncio.TimeoutError) as exc:
                     reason = f"stream interrupted ({type(exc).__name__})"
+                    if isinstance(exc, asyncio.TimeoutError):
+                        reason = f"stream not finished within {deadline.seconds:g}s"
                     if started:
                         raise ProviderError(
                             f"{self._where(attempt)}: {reason} after the first tokens",
@@ -392,7 +503,7 @@ class OpenAICompatibleProvider:
                 finally:
                     await response.aclose()
             except _Retry as retry:
-                await self._wait_or_raise(retry, attempt)
+                await self._wait_or_raise(retry, attempt, call_at)
 
     # -- parsing ----------------------------------------------------------------------------------
 
@@ -414,6 +525,24 @@ class OpenAICompatibleProvider:
                 f"{self._where(attempt)}: server error in stream: {_error_detail(json.dumps(chunk))}",
                 provider=self.name,
             )
+        choices = chunk.get("choices")
+        if choices is not None and not isinstance(choices, list):
+            raise ProviderError(
+                f"{self._where(attempt)}: malformed stream chunk {data[:200]!r}", provider=self.name
+            )
+        if choices:
+            first = choices[0]
+            delta = first.get("delta") if isinstance(first, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if not isinstance(first, dict) or (delta is not None and not isinstance(delta, dict)):
+                raise ProviderError(
+                    f"{self._where(attempt)}: malformed stream chunk {data[:200]!r}", provider=self.name
+                )
+            if content is not None and not isinstance(content, str):
+                raise ProviderError(
+                    f"{self._where(attempt)}: stream delta content is {type(content).__name__}, not text",
+                    provider=self.name,
+                )
         return chunk
 
     def _parse_completion(self, data: Any, attempt: int) -> Completion:
@@ -426,6 +555,17 @@ class OpenAICompatibleProvider:
                 f"{self._where(attempt)}: no choices[0].message in response: {json.dumps(data)[:200]}",
                 provider=self.name,
             ) from exc
+        if isinstance(text, list):  # content parts: [{"type": "text", "text": ...}, ...]
+            if not all(isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in text):
+                raise ProviderError(
+                    f"{self._where(attempt)}: malformed content parts in response", provider=self.name
+                )
+            text = "".join(p.get("text", "") for p in text if p.get("type", "text") == "text")
+        if not isinstance(text, str):
+            raise ProviderError(
+                f"{self._where(attempt)}: choices[0].message.content is {type(text).__name__}, not text",
+                provider=self.name,
+            )
         return Completion(
             text=text,
             fields=_json_fields(text),
@@ -460,32 +600,59 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
+async def _body_bytes(
+    response: httpx.Response,
+    deadline: _Deadline,
+    cap: int,
+    *,
+    truncate: bool = False,
+    provider: OpenAICompatibleProvider | None = None,
+    attempt: int = 1,
+) -> AsyncIterator[bytes]:
+    """The body's chunks, each read within what is left of ``deadline`` (``asyncio.TimeoutError``
+    past it) and at most ``cap`` bytes in all (past it: stop if ``truncate``, else ProviderError)."""
+    seen = 0
+    chunks = response.aiter_bytes().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), deadline.remaining())
+        except StopAsyncIteration:
+            return
+        seen += len(chunk)
+        if seen > cap:
+            if truncate:
+                yield chunk[: len(chunk) - (seen - cap)]
+                return
+            assert provider is not None
+            raise provider._too_large(attempt)
+        yield chunk
+
+
+async def _sse_data(raw: AsyncIterator[bytes]) -> AsyncIterator[str]:
     """The ``data`` payloads of a server-sent event stream (multi-line data joined by newlines)."""
     lines: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if lines:
-                yield "\n".join(lines)
-                lines = []
-            continue
-        if line.startswith(":"):
-            continue  # comment / keep-alive
-        key, _, value = line.partition(":")
+    pending = b""
+    async for chunk in raw:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for rawline in complete:
+            line = rawline.rstrip(b"\r").decode("utf-8", "replace")
+            if not line:
+                if lines:
+                    yield "\n".join(lines)
+                    lines = []
+                continue
+            if line.startswith(":"):
+                continue  # comment / keep-alive
+            key, _, value = line.partition(":")
+            if key == "data":
+                lines.append(value[1:] if value.startswith(" ") else value)
+    if pending.strip():
+        key, _, value = pending.decode("utf-8", "replace").rstrip("\r").partition(":")
         if key == "data":
             lines.append(value[1:] if value.startswith(" ") else value)
     if lines:
         yield "\n".join(lines)
-
-
-def _json_body(response: httpx.Response, provider: OpenAICompatibleProvider, attempt: int) -> Any:
-    try:
-        return response.json()
-    except ValueError as exc:
-        raise ProviderError(
-            f"{provider._where(attempt)}: response is not JSON: {response.text[:200]!r}",
-            provider=provider.name,
-        ) from exc
 
 
 def _as_chunk(completion: Completion) -> dict[str, Any]:
@@ -567,24 +734,10 @@ def _estimated_usage(messages: list[Message], text: str) -> dict[str, int]:
 
 # -- YAML kinds ------------------------------------------------------------------------------------
 
-_CONFIG_KEYS = {
-    "kind",
-    "type",
-    "base_url",
-    "model",
-    "api_key",
-    "api_key_env",
-    "temperature",
-    "timeout",
-    "max_retries",
-    "backoff_initial",
-    "backoff_max",
-    "headers",
-    "extra_headers",
-    "stream_usage",
-    "replay",
-    "replay_dir",
-}
+# One list of keys: the declarative provider schema the loader validates documents with.
+_CONFIG_KEYS = (
+    set(PROVIDER_SCHEMA.subtechniques["openai_compatible"]) if PROVIDER_SCHEMA.subtechniques else set()
+)
 
 
 def provider_from_config(name: str, config: dict[str, Any]) -> Provider:
@@ -611,7 +764,15 @@ def provider_from_config(name: str, config: dict[str, Any]) -> Provider:
     is_openai = kind == "openai"
     optional: dict[str, Any] = {
         k: config[k]
-        for k in ("timeout", "max_retries", "backoff_initial", "backoff_max", "stream_usage")
+        for k in (
+            "timeout",
+            "max_retries",
+            "backoff_initial",
+            "backoff_max",
+            "stream_usage",
+            "deadline",
+            "max_response_bytes",
+        )
         if k in config
     }
     provider: Provider = OpenAICompatibleProvider(

@@ -69,13 +69,13 @@ class SessionManager:
         pol = self.policy
         if not pol.stateful or self.store is None or not session_id:
             return SessionView(session_id)
-        data: SessionData | None = self.store.load(session_id)
+        data = self._load_tail(session_id)
         if data is None:
             return SessionView(session_id)
         view = SessionView(
             session_id,
             new_session=False,
-            stored_messages=len(data.messages),
+            stored_messages=data.message_count,
             summary=data.summary,
             summary_covers=data.summary_covers,
             expires_at=data.expires_at,
@@ -89,13 +89,41 @@ class SessionManager:
         if pol.max_tokens:
             history, more, view.compressed = self._fit_tokens(history, pol.max_tokens)
             left += more
-        view.left_out = len(left)
+        view.left_out = len(left) + (data.message_count - len(data.messages))
         if left and pol.summarization:
             view.summary = summarize_messages(
                 left, pol.summary_length, prior=view.summary, counter=self.counter
             )
         view.history = history
         return view
+
+    PAGE = 64
+
+    def _load_tail(self, session_id: str) -> SessionData | None:
+        """The session with only as many of its newest messages as this turn can show.
+
+        ``max_messages`` / ``window_size`` bound it directly; ``max_tokens`` reads pages from the end
+        (64, 128, ...) until the pages hold more tokens than the budget or the whole log. With
+        ``summarization`` and ``max_tokens`` the left-out messages are summarised, so all are read.
+        """
+        pol = self.policy
+        limit = pol.store_limit
+        if pol.max_tokens and not pol.summarization:
+            page = self.PAGE if limit is None else min(self.PAGE, limit)
+            tok = self.counter.message_tokens
+            while True:
+                data = self.store.load(session_id, last=page)
+                if data is None or len(data.messages) >= data.message_count:
+                    return data
+                used = sum(tok(m) for m in data.messages if isinstance(m, dict))
+                if used > pol.max_tokens or (limit is not None and page >= limit):
+                    return data
+                # the next page sized from what this one held per token, with a margin
+                grow = max(2 * page, int(page * pol.max_tokens / max(used, 1) * 1.25) + 1)
+                page = grow if limit is None else min(grow, limit)
+        if pol.summarization:
+            limit = None
+        return self.store.load(session_id, last=limit)
 
     def _fit_tokens(
         self, history: list[dict[str, Any]], budget: int
@@ -114,7 +142,11 @@ class SessionManager:
                 text, _ = compress_text(
                     str(m.get("content") or ""), self.policy.compression_ratio, self.counter
                 )
-                new = {**{k: v for k, v in m.items() if k != "tokens"}, "content": text, "compressed": True}
+                new = {
+                    **{k: v for k, v in m.items() if k not in ("tokens", "tokens_of")},
+                    "content": text,
+                    "compressed": True,
+                }
                 total += tok(new) - tok(m)
                 history[i] = new
                 compressed += 1

@@ -12,7 +12,14 @@ The rules, per mode (``subtechnique``):
 * ``persistent`` — ``storage: database`` (SQLite under ``sibyl_home`` unless ``database_url``),
   ``table`` (default ``conversations``); no expiry unless ``timeout``.
 * ``sliding_window`` — keeps the last ``window_size`` messages (default 10), stored and shown;
-  ``include_summary: true`` folds older ones into the summary.
+  ``include_summary: true`` folds older ones into the summary, which is sent to the model with the
+  window even when no context step runs.
+
+What a turn reads: ``max_messages`` / ``window_size`` bound the load directly, and ``max_tokens``
+reads pages of the newest messages until they hold the budget, so a turn costs the same at 1,000
+and 100,000 stored messages. (``summarization`` with ``max_tokens`` but no ``max_messages`` still
+reads the whole log, because every left-out message is summarised each turn; set ``max_messages``
+to bound it.)
 """
 
 from __future__ import annotations

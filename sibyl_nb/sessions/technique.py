@@ -2,7 +2,7 @@
 turn after it.
 
 Contract with the engine: the step sets ``ctx.session["session_id"]``,
-``ctx.session["conversation_history"]`` (prior messages, ``{"role", "content", "tokens", "ts"}``)
+``ctx.session["conversation_history"]`` (prior messages, ``{"role", "content", "tokens", "tokens_of", "ts"}``)
 and ``ctx.session["conversation_summary"]`` ("" if none), returns a JSON dict, and registers
 ``ctx.defer(callback)``; after the run succeeds the engine calls ``callback(result)``, which appends
 the user's message and ``result.text`` (the final answer) to the store. A failed run stores nothing.
@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..context.strategies import SUMMARY_PREFIX
 from ..spec.schema import NUMBER, ConfigSchema, Field
 from ..stores.factory import STORAGE_NAMES
 from ..techniques.context import query_of
@@ -22,7 +23,7 @@ from ..techniques.registry import register_technique
 from .manager import SessionManager, SessionView
 from .policy import MODES, STORE_KEYS, policy_from_config
 
-__all__ = ["session_management", "CONFIG_SCHEMA", "reply_text"]
+__all__ = ["session_management", "CONFIG_SCHEMA", "reply_text", "summary_message"]
 
 _STORE_KEYS = ("storage",) + STORE_KEYS
 _IDS = ("session_id", "user_id")
@@ -92,6 +93,11 @@ OUTPUTS = (
 )
 
 
+def summary_message(summary: str) -> dict[str, str]:
+    """The stored summary as the system message a model reads it in (same form as the context step's)."""
+    return {"role": "system", "content": SUMMARY_PREFIX + summary}
+
+
 def reply_text(result: Any) -> str | None:
     """The run's final answer text: ``result.text``, else a text-like field of ``result.output``."""
     text = getattr(result, "text", None)
@@ -135,6 +141,16 @@ async def session_management(ctx: Any) -> dict[str, Any]:
     ctx.session["session_id"] = sid
     ctx.session["conversation_history"] = view.history
     ctx.session["conversation_summary"] = view.summary
+    # where the loaded history starts in the whole conversation (messages folded into the summary and
+    # stored messages not loaded come before it): the summary strategy aligns its blocks to it
+    ctx.session["history_offset"] = view.summary_covers + view.stored_messages - len(view.history)
+    if policy.summarization and view.summary:
+        # ``include_summary`` / ``summarization``: the summary stands in for the messages it replaced,
+        # so it is sent with the history even when no context step runs (a context step rebuilds
+        # ``context_messages`` from the same summary and history).
+        ctx.session["context_messages"] = [summary_message(view.summary)] + [
+            {"role": m.get("role", "user"), "content": m.get("content")} for m in view.history
+        ]
 
     if mgr is not None:
         user_message = ctx.query or query_of(ctx.input)  # captured now: later steps may rewrite ctx.query

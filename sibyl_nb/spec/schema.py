@@ -509,6 +509,7 @@ _HTTP_KEYS = (
     "replay",
     "replay_dir",
     "max_response_bytes",
+    "deadline",
 )
 HTTP_PROVIDER_KINDS = ("openai", "openai_compatible", "vllm", "ollama", "lmstudio", "llamacpp")
 _HEADERS = Field(dict, "extra HTTP headers", values=Field(str, templated=True))
@@ -522,7 +523,12 @@ PROVIDER_SCHEMA = ConfigSchema(
         "api_key": Field(str, "API key (prefer api_key_env)"),
         "api_key_env": Field(str, "environment variable holding the API key"),
         "temperature": Field(NUMBER, "default sampling temperature", minimum=0, maximum=2),
-        "timeout": Field(NUMBER, "deadline of one whole call, seconds", exclusive_minimum=0, maximum=3600),
+        "timeout": Field(
+            NUMBER,
+            "deadline of one attempt (connect to last byte), seconds",
+            exclusive_minimum=0,
+            maximum=3600,
+        ),
         "max_retries": Field(int, "retries after the first attempt", minimum=0, maximum=20),
         "backoff_initial": Field(NUMBER, "seconds before the first retry", minimum=0, maximum=600),
         "backoff_max": Field(NUMBER, "longest delay between retries, seconds", minimum=0, maximum=3600),
@@ -531,6 +537,9 @@ PROVIDER_SCHEMA = ConfigSchema(
         "stream_usage": Field(bool, "ask for token usage in streamed responses"),
         "replay": Field(("auto", "record", "replay", "off", bool), "record/replay responses"),
         "replay_dir": Field(str, "folder of recorded responses", access="store"),
+        "deadline": Field(
+            NUMBER, "deadline of the whole call, retries included, seconds", exclusive_minimum=0, maximum=3600
+        ),
         "max_response_bytes": Field(
             int, "largest response body accepted", minimum=1024, maximum=1_073_741_824, default=16 * 2**20
         ),

@@ -2,19 +2,41 @@
 
 A string that is exactly one reference (``"${conversation_history}"``) renders to the raw value (a
 list stays a list); a reference inside text renders as readable text (:func:`to_text`).
+
+Environment variables are never read by a bare name in text: ``${env:NAME}`` reads one explicitly (the
+loader lists it on the spec), and in a connection setting (:data:`CONNECTION_KEYS`: ``redis_url``,
+``database_url``, ``base_url``, ``scheduler_address``) an UPPER_CASE name is the environment variable,
+as the seed writes ``redis_url: "${REDIS_URL}"``. What every other name means is the table in
+:mod:`sibyl_nb.engine.scope`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ExpressionError, TemplateError
-from .expressions import MISSING, REF_RE, Ref, find_refs
+from .expressions import MISSING, REF_RE, Ref, parse_ref
 from .yaml_lines import format_path
 
-__all__ = ["compile_value", "to_text", "render_runtime", "Renderer"]
+__all__ = [
+    "compile_value",
+    "to_text",
+    "render_runtime",
+    "Renderer",
+    "CONNECTION_KEYS",
+    "ENV_PREFIX",
+    "is_env_name",
+    "env_name",
+]
+
+# Settings that name where a server is: the one place a bare ``${UPPER_CASE}`` reads the environment.
+CONNECTION_KEYS = frozenset({"redis_url", "database_url", "base_url", "scheduler_address"})
+# A Ref whose root starts with this reads the environment variable named by the rest.
+ENV_PREFIX = "env:"
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 Resolver = Callable[[Ref], Any]
 Renderer = Callable[[Resolver], Any]
@@ -54,6 +76,46 @@ def to_text(value: Any) -> str:
     return str(value)
 
 
+def is_env_name(name: str) -> bool:
+    """``REDIS_URL``-style: the names a connection setting reads from the environment."""
+    return bool(_ENV_NAME_RE.match(name)) and name.upper() == name and any(c.isalpha() for c in name)
+
+
+def env_name(ref: Ref) -> str | None:
+    """The environment variable ``ref`` reads, or None when it reads no environment variable."""
+    return ref.root[len(ENV_PREFIX) :] if ref.root.startswith(ENV_PREFIX) else None
+
+
+def find_template_refs(text: str, connection: bool = False) -> list[tuple[int, int, Ref]]:
+    """Every ``${...}`` in ``text`` as (start, end, Ref); ``${env:NAME}`` (and, in a connection setting,
+    ``${UPPER_NAME}``) becomes a Ref rooted at ``env:NAME``. An unclosed ``${`` is an error."""
+    found: list[tuple[int, int, Ref]] = []
+    pos = 0
+    for m in REF_RE.finditer(text):
+        _check_closed(text, pos, m.start())
+        pos = m.end()
+        body = m.group(1)
+        if body.strip().startswith(ENV_PREFIX):
+            name, _, default = body.strip()[len(ENV_PREFIX) :].partition(":-")
+            if not _ENV_NAME_RE.match(name):
+                raise ExpressionError(f"'${{{body}}}': '{name}' is not an environment variable name")
+            ref = Ref(ENV_PREFIX + name, (), default if ":-" in body else None, body.strip())
+        else:
+            ref = parse_ref(body)
+            if connection and not ref.fields and is_env_name(ref.root):
+                ref = Ref(ENV_PREFIX + ref.root, (), ref.default, ref.text)
+        found.append((m.start(), m.end(), ref))
+    _check_closed(text, pos, len(text))
+    return found
+
+
+def _check_closed(text: str, start: int, end: int) -> None:
+    at = text.find("${", start, end)
+    if at >= 0:
+        shown = text[at : at + 30]
+        raise ExpressionError(f"this '${{' is never closed: {shown!r} (write ${{name}} or ${{node.field}})")
+
+
 def _fail(ref: Ref, where: str) -> TemplateError:
     return TemplateError(
         f"{ref} has no value: no node output, upstream field, input field, state or session field "
@@ -76,6 +138,7 @@ def compile_value(
     """Compile ``value`` (str/list/dict, nested). Returns (renderer or None if static, refs with paths).
 
     ``where`` is a YAML path tuple (refs come back with the exact path of their string) or a label.
+    A malformed reference raises :class:`ExpressionError` whose ``yaml_path`` is the string's path.
     """
     refs: list[tuple[Ref, Any]] = []
     path = where if isinstance(where, tuple) else (where,) if where else ()
@@ -89,9 +152,9 @@ def _compile(value: Any, path: tuple[Any, ...], refs: list[tuple[Ref, Any]]) -> 
         if "${" not in value:
             return None
         try:
-            found = find_refs(value)
+            found = find_template_refs(value, connection=bool(path) and path[-1] in CONNECTION_KEYS)
         except ExpressionError as exc:
-            exc.yaml_path = path  # type: ignore[attr-defined]  # the loader adds the line (spec/compile.py)
+            exc.yaml_path = path  # type: ignore[attr-defined]
             raise
         for _, _, ref in found:
             refs.append((ref, path))

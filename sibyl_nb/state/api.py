@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PipelineStateMixin", "settings_extension"]
 
 _SETTING_KEYS = ("checkpointing", "caching", "logging", "metrics", "state")
+_NO_VALUE: Any = object()  # resume() without value= (None is a valid answer)
 
 
 class PipelineStateMixin:
@@ -119,6 +120,8 @@ class PipelineStateMixin:
         checkpoint: Any = None,
         updates: Mapping[str, Any] | None = None,
         fork_id: str | None = None,
+        value: Any = _NO_VALUE,
+        node: str | None = None,
         observers: Iterable[Any] = (),
         hooks: Iterable[Any] = (),
     ) -> RunResult:
@@ -129,7 +132,11 @@ class PipelineStateMixin:
         With ``checkpoint`` (a step number or an entry of :meth:`history`) and/or ``updates`` (node id
         -> edited output; ``"state"`` -> merged into the run state), this *forks*: a new workflow
         (``fork_id``, or a generated id: ``result.workflow_id``) starts from that checkpoint with the
-        edits and runs on; the original workflow is left as it was."""
+        edits and runs on; the original workflow is left as it was.
+
+        With ``value``, answers a run paused by ``ctx.interrupt``: the waiting node (``node``, needed
+        only when several wait) runs again and its ``ctx.interrupt`` call returns ``value``. Without a
+        checkpoint store, a run paused in this process resumes from memory."""
         import asyncio
 
         from ..errors import SibylError
@@ -154,22 +161,36 @@ class PipelineStateMixin:
                 observers=(edits, *observers),
                 hooks=(edits, *hooks),
             )
-        cp = await asyncio.to_thread(store.load, workflow_id) if slow else store.load(workflow_id)
-        if cp is None:
+        paused = getattr(self, "_paused", {}).get(workflow_id)
+        ck = self.settings().get("checkpointing")
+        cp = None
+        if paused is None or (ck is not None and ck.get("enabled", True)):
+            cp = await asyncio.to_thread(store.load, workflow_id) if slow else store.load(workflow_id)
+        if cp is None and paused is None:
             raise SibylError(
                 f"no checkpoint for workflow '{workflow_id}' in {store.url}: was the run started "
                 f"with checkpointing enabled and the same storage settings?"
             )
-        if cp.pipeline and cp.pipeline != self.name:
-            raise SibylError(
-                f"workflow '{workflow_id}' was checkpointed by pipeline '{cp.pipeline}', not '{self.name}'"
-            )
-        # a run that died before its first checkpointed step starts over (with the same ids)
-        restore = cp.restore if cp.steps else None
+        if cp is not None:
+            if cp.pipeline and cp.pipeline != self.name:
+                raise SibylError(
+                    f"workflow '{workflow_id}' was checkpointed by pipeline '{cp.pipeline}', not '{self.name}'"
+                )
+            # a run that died before its first checkpointed step starts over (with the same ids)
+            restore, inputs, run_id = (cp.restore if cp.steps else None), cp.input, cp.run_id or None
+        else:
+            assert paused is not None
+            restore, inputs, run_id = paused, paused.get("input"), paused.get("run_id")
+        if value is not _NO_VALUE:
+            from ..engine.interrupt import answers_for
+
+            if restore is None:
+                raise SibylError(f"resume(value=...): workflow '{workflow_id}' is not waiting for input")
+            restore = {**restore, "answers": answers_for(restore.get("records", []), node, value)}
         return await self.execute(
-            cp.input,
+            inputs,
             workflow_id=workflow_id,
-            run_id=cp.run_id or None,  # type: ignore[attr-defined]
+            run_id=run_id,  # type: ignore[attr-defined]
             restore=restore,
             observers=observers,
             hooks=hooks,

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..engine.events import Event
+from ..engine.events import Event, Observer
 from ..engine.scope import resolver_for
 from ..errors import SibylError
 from ..spec.expressions import MISSING
@@ -76,8 +76,8 @@ def clear_cache(
     return n
 
 
-class StepCache:
-    """One run's cache: ``before_node`` is the scheduler hook, calling the instance observes events."""
+class StepCache(Observer):
+    """One run's cache: ``before_node`` is the scheduler hook; ``on_node_finished`` writes behind."""
 
     def __init__(
         self, store: Store, run: Any, *, ttl: float | None = None, template: str | None = None
@@ -117,7 +117,13 @@ class StepCache:
 
         head = self._render(resolve) if self._render is not None else self.template
         run = self.run
-        fp = fingerprint(node.technique, ctx.config, run.input, ctx.upstream, run.session, run.state)
+        config = ctx.config
+        from ..engine.fanout import NO_ITEM, item_of
+
+        item = item_of(run, node.id)
+        if item is not NO_ITEM:  # a for_each item: its item is part of what its output depends on
+            config = {"config": config, "for_each_item": item}
+        fp = fingerprint(node.technique, config, run.input, ctx.upstream, run.session, run.state)
         return f"{head}#{fp[:32]}"
 
     def before_node(self, node: Any, ctx: Any) -> Any:
@@ -137,8 +143,8 @@ class StepCache:
         return MISSING
 
     # ---------------------------------------------------------------- write-behind (observer)
-    def __call__(self, ev: Event) -> None:
-        if ev.kind != "node_finished" or ev.data.get("fallback_for"):
+    def on_node_finished(self, ev: Event) -> None:
+        if ev.data.get("fallback_for"):
             return
         key = self._pending.pop((ev.node_id, ev.iteration), None)  # type: ignore[arg-type]
         if key is None:

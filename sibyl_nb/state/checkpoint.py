@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
-from ..engine.events import Event
+from ..engine.events import Event, Observer
 from ..errors import SibylError, StoreError
 from ..stores.base import Store
 from .fastkv import KVWriter
@@ -252,9 +252,11 @@ def fold(deltas: list[dict[str, Any]]) -> dict[str, Any]:
     allocations: list[dict[str, Any]] = []
     sched: dict[str, Any] = {
         "pending": {},
+        "need": {},
         "fired": {},
         "runs": {},
         "acts": {},
+        "last": {},
         "frontier": [],
         "stopped_by": "completed",
     }
@@ -275,8 +277,10 @@ def fold(deltas: list[dict[str, Any]]) -> dict[str, Any]:
         allocations.extend(d.get("allocations") or ())
         s = d.get("sched")
         if s:
-            for key in ("pending", "fired", "runs", "acts"):
+            for key in ("pending", "need", "fired", "runs", "acts", "last"):
                 sched[key].update(s.get(key) or {})
+            if "loops" in s:
+                sched["loops"] = s["loops"]
             sched["frontier"] = s.get("frontier") or []
             sched["stopped_by"] = s.get("stopped_by", "completed")
     return {
@@ -292,7 +296,7 @@ def fold(deltas: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class CheckpointObserver:
+class CheckpointObserver(Observer):
     """Subscribes to one run's events; writes a delta every ``frequency`` completed steps.
 
     It writes from inside the event callback (synchronously): a step counts as checkpointed before
@@ -320,39 +324,55 @@ class CheckpointObserver:
         self._writer = KVWriter(store.store)
         self._prefix = store.delta_prefix(self.workflow_id, self.gen)
 
-    # ---------------------------------------------------------------- events
-    def __call__(self, ev: Event) -> None:
+    # ---------------------------------------------------------------- typed hooks
+    def _guarded(self, write: Any, ev: Event) -> None:
+        """A store failure turns checkpointing off for this run; it never breaks the run."""
         if self._disabled:
             return
-        kind = ev.kind
         try:
-            if kind == "node_finished" or kind == "node_cached":
-                if ev.node_id not in self.graph.nodes or ev.data.get("fallback_for"):
-                    return  # a fallback finishing is not its node finishing; subgraph nodes ride along
-                self._since += 1
-                if self._since >= self.frequency:
-                    self._write()
-            elif kind == "run_started":
-                self._start(ev)
-            elif kind == "run_finished":
-                if len(self.run.records) > self._n_records or self._since:
-                    self._write()
-                self._writer.close()
-                self.store.mark(self.workflow_id, status="finished", updated_at=time.time(), error=None)
-                if self.keep is not None:
-                    self.store.prune(keep=self.keep, pipeline=self.run.pipeline.name)
-            elif kind == "run_failed":
-                self._writer.close()
-                # the last delta still has the failed node in its frontier: a resume retries it
-                self.store.mark(
-                    self.workflow_id, status="failed", updated_at=time.time(), error=ev.data.get("error")
-                )
+            write(ev)
         except SibylError as exc:
             self._disabled = True
             self._writer.close()
             log.warning(
                 "checkpointing of workflow %r is off for the rest of this run: %s", self.workflow_id, exc
             )
+
+    def on_node_finished(self, ev: Event) -> None:
+        self._guarded(self._step_done, ev)
+
+    def on_node_cached(self, ev: Event) -> None:
+        self._guarded(self._step_done, ev)
+
+    def on_run_started(self, ev: Event) -> None:
+        self._guarded(self._start, ev)
+
+    def on_run_finished(self, ev: Event) -> None:
+        self._guarded(self._finished, ev)
+
+    def on_run_failed(self, ev: Event) -> None:
+        self._guarded(self._failed, ev)
+
+    def _step_done(self, ev: Event) -> None:
+        if ev.node_id not in self.graph.nodes or ev.data.get("fallback_for"):
+            return  # a fallback finishing is not its node finishing; subgraph nodes ride along
+        self._since += 1
+        if self._since >= self.frequency:
+            self._write()
+
+    def _finished(self, ev: Event) -> None:
+        if len(self.run.records) > self._n_records or self._since:
+            self._write()
+        self._writer.close()
+        status = "interrupted" if ev.data.get("stopped_by") == "interrupted" else "finished"
+        self.store.mark(self.workflow_id, status=status, updated_at=time.time(), error=None)
+        if self.keep is not None:
+            self.store.prune(keep=self.keep, pipeline=self.run.pipeline.name)
+
+    def _failed(self, ev: Event) -> None:
+        self._writer.close()
+        # the last delta still has the failed node in its frontier: a resume retries it
+        self.store.mark(self.workflow_id, status="failed", updated_at=time.time(), error=ev.data.get("error"))
 
     def _start(self, ev: Event) -> None:
         run = self.run

@@ -10,7 +10,6 @@ test, another project folder) opens a new store instead of reusing one that poin
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -65,29 +64,27 @@ def open_kind_store(kind: str, config: Mapping[str, Any] | None = None) -> Store
 
 
 def render_env(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Render ``${ENV_VAR}`` references in a static settings mapping (an unset variable is None).
+    """Render environment references in a static settings mapping (an unset variable is None).
 
     Settings are read outside any run (``pipe.load_state``, the CLI), so only environment variables
-    can be resolved here; the seed writes ``redis_url: "${REDIS_URL}"``.
+    can be resolved here, and only where the env policy allows one (:mod:`sibyl_nb.spec.templates`):
+    ``${env:NAME}``, or ``${NAME}`` in a connection setting such as the seed's ``redis_url: "${REDIS_URL}"``.
     """
-    from ..engine.scope import is_env_name
     from ..errors import TemplateError
-    from ..spec.expressions import MISSING
-    from ..spec.templates import compile_value
+    from ..spec.templates import compile_value, env_name
 
     render, refs = compile_value(dict(config))
     if render is None:
         return dict(config)
     for ref, _ in refs:
-        if not is_env_name(ref.root):
-            raise TemplateError(f"setting {ref} can only name an environment variable here")
+        if env_name(ref) is None:
+            raise TemplateError(
+                f"setting {ref} can only read an environment variable here: write ${{env:NAME}} "
+                f"(or ${{NAME}} in redis_url / database_url / base_url)"
+            )
+    from ..engine.scope import env_value
 
-    def resolve(ref: Any) -> Any:
-        if ref.root in os.environ and not ref.fields:
-            return os.environ[ref.root]
-        return MISSING if ref.default is not None else None  # ${X:-default} falls back to its default
-
-    return render(resolve)
+    return render(env_value)
 
 
 def pipeline_settings(pipeline: Any) -> dict[str, Any]:

@@ -19,11 +19,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from ..errors import StoreError
 
-__all__ = ["Message", "SessionData", "Store", "mask_url", "to_json", "check_messages"]
+__all__ = [
+    "Message",
+    "SessionData",
+    "Store",
+    "mask_url",
+    "scrub",
+    "check_url",
+    "to_json",
+    "check_messages",
+]
 
 Message = dict[str, Any]
 
@@ -34,7 +43,8 @@ class SessionData:
 
     ``summary_covers`` counts the earlier messages the summary stands for (they were trimmed from
     the log on purpose); times are Unix seconds; ``expires_at`` is None for a session that never
-    expires.
+    expires. ``total`` is how many messages the log holds: ``load(last=n)`` returns only the newest
+    ``n`` of them in ``messages`` (None: ``messages`` is the whole log).
     """
 
     session_id: str
@@ -46,6 +56,12 @@ class SessionData:
     created_at: float = 0.0
     updated_at: float = 0.0
     expires_at: float | None = None
+    total: int | None = None
+
+    @property
+    def message_count(self) -> int:
+        """Messages in the stored log (``messages`` may hold only the newest of them)."""
+        return len(self.messages) if self.total is None else self.total
 
     def copy(self) -> SessionData:
         return replace(self, messages=list(self.messages), metadata=dict(self.metadata))
@@ -101,21 +117,76 @@ def check_messages(messages: Sequence[Mapping[str, Any]] | Mapping[str, Any]) ->
     return out
 
 
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Where the password sits in ``scheme://user:password@host...`` (None if there is none).
+
+    Parsed by hand rather than with ``urlsplit``: a password may hold ``@ / # ? [`` that make a
+    URL parser split it elsewhere (and leak the rest) or raise.
+    """
+    start = url.find("://")
+    if start < 0:
+        return None
+    start += 3
+    at = url.rfind("@", start)  # host names never hold "@", so the last one ends the credentials
+    if at < 0:
+        return None
+    colon = url.find(":", start, at)
+    if colon < 0:
+        return None
+    return colon + 1, at
+
+
 def mask_url(url: str | None) -> str:
-    """The URL with any password replaced by ``***``: safe to put in an error message or a log."""
+    """The URL with any password replaced by ``***``: safe to put in an error message, a log or a repr."""
     if not url:
         return ""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    url = str(url)
+    span = _password_span(url)
+    if span is None or span[0] == span[1]:
         return url
-    if parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        user = parts.username or ""
-        parts = parts._replace(netloc=f"{user}:***@{host}")
-        return urlunsplit(parts)
+    return url[: span[0]] + "***" + url[span[1] :]
+
+
+def scrub(text: str, url: str | None) -> str:
+    """``text`` (a driver's error message) with the URL's password masked wherever it appears."""
+    if not url:
+        return text
+    span = _password_span(str(url))
+    if span is None or span[0] == span[1]:
+        return text
+    from urllib.parse import quote, unquote
+
+    secret = str(url)[span[0] : span[1]]
+    for form in {secret, unquote(secret), quote(unquote(secret), safe="")}:
+        if form:
+            text = text.replace(form, "***")
+    return text
+
+
+def check_url(url: str, schemes: Sequence[str], what: str) -> str:
+    """A clear :class:`StoreError` for a URL no driver could use (the password masked in it)."""
+    shown = mask_url(url)
+    scheme, sep, rest = str(url).partition("://")
+    if not sep or not scheme:
+        raise StoreError(f"{what} {shown!r} is not a URL: expected {schemes[0]}://host:port/...")
+    base = scheme.split("+", 1)[0].lower()
+    if base not in schemes:
+        raise StoreError(f"{what} {shown!r}: unknown scheme {scheme!r} (use {', '.join(schemes)})")
+    if base == "sqlite":
+        return url
+    span = _password_span(url)
+    # The password replaced by a placeholder, so only the rest is parsed (it may hold anything).
+    probe = url if span is None else url[: span[0]] + "x" + url[span[1] :]
+    try:
+        parts = urlsplit(probe)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise StoreError(f"{what} {shown!r} is malformed ({scrub(str(exc), url)})") from None
+    db = parts.path.strip("/")
+    if base in ("redis", "rediss") and db and not db.isdigit():
+        raise StoreError(f"{what} {shown!r} is malformed (the path must be a database number, got {db!r})")
+    if not parts.hostname and not parts.path.strip("/") and base != "redis":
+        raise StoreError(f"{what} {shown!r} names no host")
     return url
 
 
@@ -135,8 +206,12 @@ class Store(ABC):
 
     # ---------------------------------------------------------------- message log: primitives
     @abstractmethod
-    def load(self, session_id: str, *, touch: bool = True) -> SessionData | None:
-        """The session, or None if it does not exist or has expired (an expired one is removed)."""
+    def load(self, session_id: str, *, touch: bool = True, last: int | None = None) -> SessionData | None:
+        """The session, or None if it does not exist or has expired (an expired one is removed).
+
+        ``last=n`` reads only the newest ``n`` messages (``SessionData.total`` still counts them all):
+        a turn reads what its context needs, at the same cost whatever the history's length.
+        """
 
     @abstractmethod
     def append(

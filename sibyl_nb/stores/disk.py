@@ -13,6 +13,8 @@ and processes atomic.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,11 +25,19 @@ from diskcache.core import MODE_PICKLE, UNKNOWN
 
 from ..errors import StoreError
 from ..paths import sibyl_home
-from .base import SessionData, Store, check_messages, to_json
+from .base import Message, SessionData, Store, check_messages, to_json
 
 __all__ = ["DiskStore", "JSONOnlyDisk"]
 
 _MISSING = object()
+log = logging.getLogger(__name__)
+# The only file names diskcache itself writes (``Disk.filename``): two hex levels, then 28 hex + .val.
+_OWN_FILE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}\.val")
+
+
+def _own_file(filename: Any) -> bool:
+    """True for a value file diskcache could have written here; False for ``/etc/passwd``, ``../x``."""
+    return isinstance(filename, str) and _OWN_FILE.fullmatch(filename) is not None
 
 
 class JSONOnlyDisk(diskcache.Disk):
@@ -48,11 +58,25 @@ class JSONOnlyDisk(diskcache.Disk):
             raise StoreError("file-like values are not supported by the JSON diskcache store")
         return super().store(to_json(value), False, key=key)
 
+    def remove(self, file_path: str) -> None:
+        # A tampered row's filename must not make a delete remove a file elsewhere on the machine.
+        if not _own_file(file_path):
+            log.warning(
+                "diskcache store: not removing %r, which is not one of the cache's own files", file_path
+            )
+            return
+        super().remove(file_path)
+
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode == MODE_PICKLE:
             raise StoreError(
                 "refusing to unpickle a diskcache value (CVE-2025-69872); "
                 "this cache was written by another program"
+            )
+        if filename is not None and not _own_file(filename):
+            raise StoreError(
+                f"refusing a diskcache row that points at the file {filename!r} (outside the cache's own "
+                "value files); this cache was written by another program"
             )
         data = super().fetch(mode, filename, value, read)
         if isinstance(data, bytes):
@@ -113,15 +137,18 @@ class DiskStore(Store):
             cache.delete(_mkey(sid, seq))
         cache.delete(_hkey(sid))
 
-    def _read(self, sid: str, head: dict[str, Any]) -> SessionData:
+    def _read(self, sid: str, head: dict[str, Any], last: int | None = None) -> SessionData:
         get = self._cache.get
-        msgs = [get(_mkey(sid, seq)) for seq in range(head["start"], head["end"])]
-        return SessionData.from_dict(
+        lo = head["start"] if last is None else max(head["start"], head["end"] - max(0, int(last)))
+        msgs = [get(_mkey(sid, seq)) for seq in range(lo, head["end"])]
+        data = SessionData.from_dict(
             {**head, "session_id": sid, "messages": [m for m in msgs if m is not None]}
         )
+        data.total = head["end"] - head["start"]
+        return data
 
     # ---------------------------------------------------------------- message log
-    def load(self, session_id: str, *, touch: bool = True) -> SessionData | None:
+    def load(self, session_id: str, *, touch: bool = True, last: int | None = None) -> SessionData | None:
         with self._cache.transact(retry=True):
             now = time.time()
             head = self._header(session_id, now)
@@ -130,7 +157,7 @@ class DiskStore(Store):
             if touch and self.ttl is not None:
                 head["expires_at"] = now + self.ttl
                 self._cache.set(_hkey(session_id), head)
-            return self._read(session_id, head)
+            return self._read(session_id, head, last)
 
     def append(
         self,
@@ -192,6 +219,36 @@ class DiskStore(Store):
             d.update(start=start, end=start + len(msgs))
             cache.set(_hkey(session_id), d)
             return new
+
+    def trim(
+        self, session_id: str, keep_last: int, *, fold: Callable[[str, list[Message]], str] | None = None
+    ) -> list[Message]:
+        """Drop all but the last ``keep_last`` messages: touches only the dropped rows and the header."""
+        cache = self._cache
+        with cache.transact(retry=True):
+            now = time.time()
+            head = self._header(session_id, now)
+            if head is None:
+                return []
+            cut = head["end"] - head["start"] - max(0, int(keep_last))
+            if cut <= 0:
+                return []
+            dropped = []
+            for seq in range(head["start"], head["start"] + cut):
+                m = cache.get(_mkey(session_id, seq))
+                if m is not None:
+                    dropped.append(m)
+                cache.delete(_mkey(session_id, seq))
+            head["start"] += cut
+            if fold is not None:
+                head["summary"] = fold(head.get("summary") or "", list(dropped))
+                head["summary_covers"] = int(head.get("summary_covers") or 0) + cut
+            head["updated_at"] = now
+            exp = self._expiry(now, None)
+            if exp is not None:
+                head["expires_at"] = exp
+            cache.set(_hkey(session_id), head)
+            return dropped
 
     def delete(self, session_id: str) -> bool:
         with self._cache.transact(retry=True):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .base import SessionData, Store, check_messages, to_json
+from .base import Message, SessionData, Store, check_messages, to_json
 
 __all__ = ["MemoryStore"]
 
@@ -42,13 +42,18 @@ class MemoryStore(Store):
         return entry
 
     @staticmethod
-    def _to_data(session_id: str, head: dict[str, Any], raw: list[str]) -> SessionData:
-        return SessionData.from_dict(
-            {**head, "session_id": session_id, "messages": [json.loads(m) for m in raw]}
+    def _to_data(
+        session_id: str, head: dict[str, Any], raw: list[str], last: int | None = None
+    ) -> SessionData:
+        shown = raw if last is None else raw[max(0, len(raw) - max(0, int(last))) :]
+        data = SessionData.from_dict(
+            {**head, "session_id": session_id, "messages": [json.loads(m) for m in shown]}
         )
+        data.total = len(raw)
+        return data
 
     # ---------------------------------------------------------------- message log
-    def load(self, session_id: str, *, touch: bool = True) -> SessionData | None:
+    def load(self, session_id: str, *, touch: bool = True, last: int | None = None) -> SessionData | None:
         with self._lock:
             now = time.time()
             entry = self._live(session_id, now)
@@ -57,7 +62,7 @@ class MemoryStore(Store):
             head, raw = entry
             if touch and self.ttl is not None:
                 head["expires_at"] = now + self.ttl
-            return self._to_data(session_id, head, raw)
+            return self._to_data(session_id, head, raw, last)
 
     def append(
         self,
@@ -110,6 +115,30 @@ class MemoryStore(Store):
             d.pop("session_id")
             self._sessions[session_id] = (json.loads(to_json(d)), raw)
             return new
+
+    def trim(
+        self, session_id: str, keep_last: int, *, fold: Callable[[str, list[Message]], str] | None = None
+    ) -> list[Message]:
+        """Drop all but the last ``keep_last`` messages, decoding only the dropped ones."""
+        with self._lock:
+            now = time.time()
+            entry = self._live(session_id, now)
+            if entry is None:
+                return []
+            head, raw = entry
+            cut = len(raw) - max(0, int(keep_last))
+            if cut <= 0:
+                return []
+            dropped = [json.loads(m) for m in raw[:cut]]
+            if fold is not None:
+                head["summary"] = fold(head.get("summary") or "", list(dropped))
+                head["summary_covers"] = int(head.get("summary_covers") or 0) + cut
+            del raw[:cut]
+            head["updated_at"] = now
+            exp = self._expiry(now, None)
+            if exp is not None:
+                head["expires_at"] = exp
+            return dropped
 
     def delete(self, session_id: str) -> bool:
         with self._lock:

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import StoreError
-from .base import SessionData, Store, check_messages, mask_url, to_json
+from ..errors import StoreError, StoreUnavailableError
+from .base import SessionData, Store, check_messages, check_url, mask_url, scrub, to_json
 
 __all__ = ["RedisStore", "DEFAULT_REDIS_URL"]
 
@@ -45,7 +45,8 @@ end
 return n
 """
 
-# KEYS: list, meta.  ARGV: now, ttl_ms ("" = no refresh).  Returns {meta flat list, messages}.
+# KEYS: list, meta.  ARGV: now, ttl_ms ("" = no refresh), last ("" = all).
+# Returns {meta flat list, the newest `last` messages, the list's length}.
 _LOAD = """
 local meta = redis.call('HGETALL', KEYS[2])
 if #meta == 0 then return false end
@@ -55,7 +56,11 @@ if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[2], 'expires_at', tostring(tonumber(ARGV[1]) + tonumber(ARGV[2]) / 1000))
   meta = redis.call('HGETALL', KEYS[2])
 end
-return {meta, redis.call('LRANGE', KEYS[1], 0, -1)}
+local n = redis.call('LLEN', KEYS[1])
+local from = 0
+if ARGV[3] ~= '' then from = math.max(0, n - tonumber(ARGV[3])) end
+if ARGV[3] == '0' then return {meta, {}, n} end
+return {meta, redis.call('LRANGE', KEYS[1], from, -1), n}
 """
 
 # KEYS: list, meta.  ARGV: now, ttl_ms ("none" = never expire; <= 0 = expire now).
@@ -101,8 +106,10 @@ class RedisStore(Store):
         except ImportError as exc:  # pragma: no cover - redis is a declared extra
             raise StoreError("storage: redis needs the redis package: pip install 'sibyl_nb[redis]'") from exc
         self._redis_mod = redis
-        url = redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+        url = str(redis_url or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL).strip()
         self.url = mask_url(url)
+        if client is None:
+            check_url(url, ("redis", "rediss", "unix"), "redis_url")
         self.key_prefix = "session:" if key_prefix is None else key_prefix
         self.kv_prefix = "sibyl:kv:" if kv_prefix is None else kv_prefix
         try:
@@ -110,16 +117,20 @@ class RedisStore(Store):
                 url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
             )
             self._r.ping()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ValueError) as exc:
+        except ValueError as exc:  # a URL redis-py cannot use (bad db number, query option...)
+            raise StoreError(f"redis_url {self.url!r} is malformed ({scrub(str(exc), url)})") from None
+        except redis.exceptions.AuthenticationError as exc:  # before ConnectionError: it is one
             raise StoreError(
-                f"redis store at {self.url} is unreachable ({exc}). Start Redis there, set REDIS_URL or "
-                "redis_url: to a running server, or use storage: diskcache (the embedded default)"
-            ) from exc
-        except redis.exceptions.AuthenticationError as exc:
-            raise StoreError(
-                f"redis store at {self.url} refused the credentials ({exc}); "
+                f"redis store at {self.url} refused the credentials ({scrub(str(exc), url)}); "
                 "put the password in redis_url (redis://:password@host:6379/0)"
-            ) from exc
+            ) from None
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            # ``from None``: the driver's own exception may quote the URL, password included.
+            raise StoreUnavailableError(
+                f"redis store at {self.url} is unreachable ({scrub(str(exc), url)}). Start Redis there, "
+                "set REDIS_URL or redis_url: to a running server, or use storage: diskcache (the embedded "
+                "default)"
+            ) from None
         self._append = self._r.register_script(_APPEND)
         self._load = self._r.register_script(_LOAD)
         self._expire = self._r.register_script(_EXPIRE)
@@ -137,7 +148,7 @@ class RedisStore(Store):
         try:
             return fn(*args, **kwargs)
         except (self._redis_mod.exceptions.ConnectionError, self._redis_mod.exceptions.TimeoutError) as exc:
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"redis store at {self.url}: connection lost ({exc}); is the server up?"
             ) from exc
 
@@ -157,15 +168,57 @@ class RedisStore(Store):
         )
 
     # ---------------------------------------------------------------- message log
-    def load(self, session_id: str, *, touch: bool = True) -> SessionData | None:
+    def load(self, session_id: str, *, touch: bool = True, last: int | None = None) -> SessionData | None:
         lk, mk = self._keys(session_id)
         ttl = self._ttl_ms(None) if touch else ""
-        out = self._call(self._load, keys=[lk, mk], args=[repr(time.time()), ttl])
+        want = "" if last is None else str(max(0, int(last)))
+        out = self._call(self._load, keys=[lk, mk], args=[repr(time.time()), ttl, want])
         if not out:
             return None
-        flat, raw = out
+        flat, raw, n = out
         meta = dict(zip(flat[::2], flat[1::2], strict=True))
-        return self._to_data(session_id, meta, raw)
+        data = self._to_data(session_id, meta, raw)
+        data.total = int(n)
+        return data
+
+    def trim(
+        self, session_id: str, keep_last: int, *, fold: Callable[[str, list[Any]], str] | None = None
+    ) -> list[Any]:
+        """Drop all but the last ``keep_last`` messages: reads only the dropped ones (WATCH/MULTI)."""
+        return self._call(self._trim_loop, session_id, max(0, int(keep_last)), fold)
+
+    def _trim_loop(
+        self, session_id: str, keep: int, fold: Callable[[str, list[Any]], str] | None
+    ) -> list[Any]:
+        lk, mk = self._keys(session_id)
+        watch_error = self._redis_mod.exceptions.WatchError
+        while True:
+            with self._r.pipeline() as pipe:
+                try:
+                    pipe.watch(lk, mk)
+                    if not pipe.exists(mk):
+                        return []
+                    cut = int(pipe.llen(lk)) - keep
+                    if cut <= 0:
+                        return []
+                    dropped = [json.loads(x) for x in pipe.lrange(lk, 0, cut - 1)]
+                    fields = {"updated_at": repr(time.time())}
+                    if fold is not None:
+                        old = pipe.hmget(mk, "summary", "summary_covers")
+                        fields["summary"] = fold(_s(old[0] or ""), list(dropped))
+                        fields["summary_covers"] = str(int(_s(old[1] or "0")) + cut)
+                    pipe.multi()
+                    pipe.ltrim(lk, cut, -1)
+                    pipe.hset(mk, mapping=fields)
+                    ttl = self._ttl_ms(None)
+                    if ttl:
+                        pipe.pexpire(lk, int(ttl))
+                        pipe.pexpire(mk, int(ttl))
+                        pipe.hset(mk, "expires_at", repr(time.time() + int(ttl) / 1000))
+                    pipe.execute()
+                    return dropped
+                except watch_error:
+                    continue
 
     def append(
         self,

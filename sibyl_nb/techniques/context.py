@@ -36,11 +36,22 @@ class StepContext:
 
     Attributes: ``config`` (the node's config, templates rendered), ``input`` (pipeline input),
     ``node_id``, ``technique``, ``iteration`` (1-based, grows on back edges), ``attempt`` (1-based,
-    grows on retries). Properties: ``upstream`` (outputs of fired predecessors by id), ``results``
+    grows on retries), ``cancelled``. Properties: ``upstream`` (outputs of fired predecessors by id), ``results``
     (every output so far by id), ``state`` and ``session`` (run-wide dicts), ``query``.
     """
 
-    __slots__ = ("node_id", "technique", "config", "input", "iteration", "attempt", "_run", "_preds")
+    __slots__ = (
+        "node_id",
+        "technique",
+        "config",
+        "input",
+        "iteration",
+        "attempt",
+        "_run",
+        "_preds",
+        "_cancel",
+        "_asked",
+    )
 
     def __init__(
         self,
@@ -60,6 +71,15 @@ class StepContext:
         self._preds = preds
         self.iteration = iteration
         self.attempt = attempt
+        self._cancel: Any = None  # a threading.Event the scheduler sets on timeout / cancellation
+        self._asked: tuple[int, int] | None = None  # (attempt, calls to interrupt() in it)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the step timed out or the run cancelled it. Sync code in a worker thread cannot
+        be killed: a long-running technique polls this and returns early."""
+        cancel = self._cancel
+        return cancel is not None and cancel.is_set()
 
     # -- data ---------------------------------------------------------------------------------
     @property
@@ -70,6 +90,14 @@ class StepContext:
             return preds()
         results = self._run.results
         return {p: results[p] for p in preds if p in results}
+
+    @property
+    def item(self) -> Any:
+        """This activation's item when the node has ``for_each`` (``${item}`` in its config), else None."""
+        from ..engine.fanout import NO_ITEM, item_of
+
+        value = item_of(self._run, self.node_id)
+        return None if value is NO_ITEM else value
 
     @property
     def results(self) -> dict[str, Any]:
@@ -113,6 +141,14 @@ class StepContext:
     def defer(self, fn: Callable[[Any], Any]) -> None:
         """Call ``fn(result)`` (sync or async) after the run succeeds: a session stores the reply this way."""
         self._run.deferred.append(fn)
+
+    def interrupt(self, payload: Any = None) -> Any:
+        """Pause the run here and ask for input (``payload``: JSON, shown to whoever answers). The run
+        returns ``stopped_by="interrupted"``; ``pipe.resume(workflow_id, value=v)`` runs this node again
+        and this same call returns ``v`` (the k-th call the k-th answer). Sync and async techniques."""
+        from ..engine.interrupt import ask
+
+        return ask(self, payload)
 
     def token_sink(self) -> Callable[[str], None] | None:
         """Where a generation sends its text deltas, or None when nobody streams this run (then the

@@ -37,6 +37,9 @@ class TechniqueInfo:
     subtechniques: tuple[str, ...] | None = None
     config_schema: ConfigSchema = field(default_factory=lambda: as_schema(None))
     outputs: tuple[str, ...] | None = None
+    # The exact output fields for one config (``ai_generation.generation``'s label field is named by
+    # its prompt); the loader checks ``${node.field}`` against it. None: ``outputs`` is the answer.
+    outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None
     doc: str = ""
     # Engine-level techniques (graph, orchestration) compile into the graph instead of being called.
     compiles: bool = False
@@ -61,6 +64,7 @@ def register_technique(
     subtechniques: Iterable[str] | None = None,
     config_schema: ConfigSchema | dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
+    outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None,
     compiles: bool = False,
 ) -> TechniqueInfo:
     """Register ``fn`` under ``name`` (``shop.technique``); re-registering replaces (notebook cells re-run)."""
@@ -78,6 +82,7 @@ def register_technique(
         subtechniques=tuple(subtechniques) if subtechniques is not None else None,
         config_schema=as_schema(config_schema),
         outputs=tuple(outputs) if outputs is not None else None,
+        outputs_for=outputs_for,
         doc=(inspect.getdoc(fn) or "").split("\n\n")[0],
         compiles=compiles,
     )
@@ -92,6 +97,7 @@ def technique(
     subtechniques: Iterable[str] | None = None,
     config_schema: ConfigSchema | dict[str, Any] | None = None,
     outputs: Iterable[str] | None = None,
+    outputs_for: Callable[[dict[str, Any]], Iterable[str]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: ``@sibyl_nb.technique("my_shop.shout")`` registers a function taking ``ctx``."""
 
@@ -103,6 +109,7 @@ def technique(
             subtechniques=subtechniques,
             config_schema=config_schema,
             outputs=outputs,
+            outputs_for=outputs_for,
         )
         return fn
 

@@ -3,8 +3,9 @@
 The local provider's whole "model". Each sentence of each source document is scored by the
 idf-weighted share of the question's terms it contains, plus small bonuses for the shape of a good
 answer (a definition for "what is X", a year for "when", a name for "who"), a title match, an early
-position and the document's rank. Answers are 1-3 of the best sentences; ``temperature`` lets a
-seeded generator pick among near-ties, so the same input always gives the same output.
+position and the document's rank. Answers are 1-3 of the best sentences, quoted as they are (never
+rewritten), the later ones on the question's topic; ``temperature`` lets a seeded generator pick
+among near-ties, so the same input always gives the same output.
 """
 
 from __future__ import annotations
@@ -60,19 +61,16 @@ def _answer_shape_bonus(question: str, sentence: str, topic: str) -> float:
     return bonus
 
 
-def _fix_pronoun(sentence: str, doc: Mapping[str, Any], position: int) -> str:
-    """ "It was created by..." out of context: name the subject from the document's first sentence."""
-    if position == 0 or not _LEADING_PRONOUN.match(sentence):
-        return sentence
-    first = sentences(str(doc.get("text", "")))[:1]
-    subject = topic_of(first[0]) if first else ""
-    if not subject or len(subject.split()) > 4:
-        subject = str(doc.get("title", "")).split(" - ")[0].split(" (")[0]
-    if not subject:
-        return sentence
-    word = _LEADING_PRONOUN.match(sentence).group(1)  # type: ignore[union-attr]
-    repl = subject + ("'s" if word in ("Its", "Their") else "")
-    return repl + sentence[len(word) :]
+def _subject(doc: Mapping[str, Any]) -> str:
+    """A document's subject as its title names it ("Go", "Python (programming language)" -> "Python")."""
+    title = str(doc.get("title", "")).split(" - ")[0].split(" (")[0].strip()
+    return title if title and len(title.split()) <= 4 else ""
+
+
+def _leans_on_subject(sentence: str, position: int) -> bool:
+    """ "It was released in 2009": past its document's first sentence, a sentence opening on a
+    pronoun is about the document's subject, which it does not name."""
+    return position > 0 and _LEADING_PRONOUN.match(sentence) is not None
 
 
 def rank_sentences(
@@ -93,9 +91,14 @@ def rank_sentences(
     for rank, doc in enumerate(docs):
         title_terms = term_set(str(doc.get("title", "")))
         title_bonus = 0.1 * len(title_terms & qset) / len(qset)
+        subject = _subject(doc)
         for pos, sent in enumerate(sentences(str(doc.get("text", "")))):
-            sent = _fix_pronoun(sent, doc, pos)
             sterms = term_set(sent)
+            if subject and _leans_on_subject(sent, pos):
+                # scored as being about the subject, and quoted with it as a label ("Go: It was
+                # released in 2009 ..."), never rewritten into a sentence no source says
+                sterms = sterms | term_set(subject)
+                sent = f"{subject}: {sent}"
             matched = frozenset(qset & sterms)
             if not matched:
                 continue
@@ -155,10 +158,15 @@ def compose(
         ]
         first = ties[random.Random(seed).randrange(len(ties))]
     chosen = [first]
+    # Further sentences must be about the question's topic ("What is Python used for?": a sentence
+    # on Okapi BM25 that shares "used" is off-topic), when the question names one the first shares.
+    topic_terms = term_set(topic_of(question)) & first.matched
     for cand in ranked:
         if len(chosen) >= max_sentences:
             break
         if cand is first or cand.score < min_ratio * first.score or cand.relevance < MIN_RELEVANCE:
+            continue
+        if topic_terms and not (topic_terms & cand.matched) and cand.doc is not first.doc:
             continue
         if _distinct(cand, [c.sentence for c in chosen]):
             chosen.append(cand)

@@ -22,6 +22,7 @@ __all__ = [
     "decompose_query",
     "messages_of",
     "user_turns",
+    "entities",
 ]
 
 THESAURUS: dict[str, tuple[str, ...]] = {
@@ -246,10 +247,11 @@ def _noun_phrase(phrase: str) -> str:
         if low == "of" and out and i + 1 < len(toks):
             out.append(tok)
             continue
+        named = tok[0].isupper() and low not in STOPWORDS  # "Who designed Go?": Go is a name, not a verb
         if (
-            low in _VERBISH
+            (low in _VERBISH and not named)
             or (low in STOPWORDS and low not in _CONNECTORS)
-            or (low.endswith("ed") and len(low) > 4 and out)
+            or (low.endswith("ed") and len(low) > 4 and out and not named)
         ):
             break
         out.append(tok.rstrip("."))
@@ -283,7 +285,7 @@ def _proper_run(toks: Sequence[str]) -> str:
             tok[0].isupper()
             and low not in STOPWORDS
             and low not in _QWORDS
-            and low not in _VERBISH
+            and (low not in _VERBISH or i > 0)  # past the first word a capital marks a name ("Go")
             and low not in _ROLE_WORDS
         )
         connector = bool(run) and low in _CONNECTORS and i + 1 < len(toks) and toks[i + 1][0].isupper()
@@ -333,10 +335,51 @@ def _possessive(topic: str) -> str:
     return topic + ("'" if topic.endswith("s") else "'s")
 
 
-def _substitute(question: str, topic: str) -> str:
+_PERSON_PRONOUNS = frozenset({"he", "she", "him", "his", "her"})
+# "there" as a place ("the weather there"), not the existential "there is" / "is there a ...".
+_PLACE_RE = re.compile(
+    r"(?<!\bis\s)(?<!\bare\s)(?<!\bwas\s)(?<!\bwere\s)\bthere\b(?!\s+(?:is|are|was|were|be|been|will|'s)\b)",
+    re.I,
+)
+_PLACE_BEFORE = frozenset({"in", "at", "to", "from", "near", "visit", "visiting", "visited"})
+
+
+def entities(history: Any) -> list[tuple[str, str]]:
+    """Named entities of the conversation, newest message first (in order of mention within one):
+    (name, kind), kind ``person`` (two or more capitalised words, "Guido van Rossum"), ``place`` (a
+    name after in/at/to/from) or ``thing``. Both the user's and the assistant's turns count: "he"
+    may be someone the assistant named."""
+    found: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for m in reversed(messages_of(history)):
+        for chunk in re.split(r"[,;:()]|\s+and\s+|(?<=[.!?])\s+", m["content"]):
+            toks = re.findall(r"[A-Za-z0-9][\w+#'-]*", chunk)
+            i = 0
+            while i < len(toks):
+                run = _proper_run(toks[i:]) if toks[i][0].isupper() else ""
+                n = len(run.split())
+                if run and toks[i : i + n] == run.split() and (i > 0 or toks[i].lower() not in _VERBISH):
+                    before = toks[i - 1].lower() if i > 0 else ""
+                    kind = "place" if before in _PLACE_BEFORE else ("person" if n >= 2 else "thing")
+                    key = run.lower()
+                    if key in _ROLE_WORDS:
+                        pass
+                    elif key not in seen:
+                        seen[key] = len(found)
+                        found.append((run, kind))
+                    elif kind != "thing" and found[seen[key]][1] == "thing":
+                        found[seen[key]] = (found[seen[key]][0], kind)  # "to Tokyo" says it is a place
+                    i += n
+                else:
+                    i += 1
+    return found
+
+
+def _substitute(question: str, topic: str, person: str = "", place: str = "") -> str:
     def pron(m: re.Match[str]) -> str:
         low = m.group(1).lower()
-        return _possessive(topic) if low in ("its", "their", "theirs", "his") else topic
+        who = person if (person and low in _PERSON_PRONOUNS) else topic
+        return _possessive(who) if low in ("its", "their", "theirs", "his") else who
 
     def demo(m: re.Match[str]) -> str:
         if m.group(2) is not None:
@@ -348,6 +391,18 @@ def _substitute(question: str, topic: str) -> str:
 
     out = _DEMONSTRATIVE_RE.sub(demo, question)
     out = _PRONOUN_RE.sub(pron, out)
+    if place:
+
+        def there(m: re.Match[str]) -> str:
+            before = out[: m.start()].lower()
+            if re.search(r"\b(?:in|at|to|from|near)\s*$", before):
+                return place
+            moving = re.search(
+                r"\b(?:get|go|going|travel|fly|flying|drive|walk|move|come|take)\b[^.?!]*$", before
+            )
+            return f"to {place}" if moving else f"in {place}"
+
+        out = _PLACE_RE.sub(there, out)
     return out
 
 
@@ -357,7 +412,7 @@ def _capitalise(text: str) -> str:
 
 def _needs_context(question: str) -> bool:
     clean = _clean(question)
-    if _PRONOUN_RE.search(clean) or _ELLIPSIS_RE.match(question):
+    if _PRONOUN_RE.search(clean) or _ELLIPSIS_RE.match(question) or _PLACE_RE.search(clean):
         return True
     m = _DEMONSTRATIVE_RE.search(clean + "?")
     if m and (m.group(2) is None or m.group(2).lower() in _GENERIC_HEADS):
@@ -367,15 +422,20 @@ def _needs_context(question: str) -> bool:
 
 
 def resolve_followup(question: str, history: Any) -> str:
-    """Rewrite a follow-up so it stands alone, using the topic of the previous user turns.
+    """Rewrite a follow-up so it stands alone, using the conversation so far.
 
-    Pronouns (it/they/its/this language...) become the topic; ellipsis ("What about Java?") reuses
-    the previous question with the new topic; "Tell me more" gains "about <topic>". A question that
-    already stands alone is returned unchanged (apart from expanded contractions when rewritten).
+    it/they/its/this language... become the topic of the previous user turns; he/she/him/his/her
+    the newest person either side named ("Guido van Rossum" from the assistant's reply), "there" the
+    newest place; ellipsis ("What about Java?") reuses the previous question with the new topic;
+    "Tell me more" gains "about <topic>". A question that already stands alone is returned unchanged
+    (apart from expanded contractions when rewritten).
     """
     previous = user_turns(history, question)
     if not previous or not _needs_context(question):
         return question
+    named = entities(history)
+    person = next((n for n, kind in named if kind == "person"), "")
+    place = next((n for n, kind in named if kind == "place"), "")
     # Resolve earlier turns first, so a chain of follow-ups keeps the original topic.
     resolved_prev: list[str] = []
     for turn in previous:
@@ -387,7 +447,10 @@ def resolve_followup(question: str, history: Any) -> str:
             source = turn
             break
     if not topic:
+        topic = next((n for n, kind in named if kind == "thing"), "")
+    if not topic and not person and not place:
         return question
+    topic = topic or person or place
     punct = "?" if question.strip().endswith("?") or not question.strip() else question.strip()[-1]
     m = _ELLIPSIS_RE.match(question)
     if m:
@@ -403,7 +466,9 @@ def resolve_followup(question: str, history: Any) -> str:
     toks = set(words(clean))
     if toks and toks <= _MORE_WORDS and not _PRONOUN_RE.search(clean):
         return f"{_capitalise(clean)} about {topic}{punct if punct in '?.!' else '.'}"
-    out = _substitute(clean, topic)
+    if person and person.lower() == topic.lower():
+        person = ""
+    out = _substitute(clean, topic, person, place)
     return _capitalise(out) + (punct if punct in "?.!" else "")
 
 

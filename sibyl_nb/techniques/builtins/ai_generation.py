@@ -184,6 +184,8 @@ def output_fields(config: Mapping[str, Any]) -> tuple[str, ...]:
         "scale",
         "critique",
     ),
+    # a templated prompt is only known at run time: its fields are too
+    outputs_for=lambda config: None if "${" in str(config.get("prompt") or "") else output_fields(config),
 )
 async def generation(ctx: Any) -> dict[str, Any]:
     """Ask a provider; returns ``text`` plus fields parsed from it (see :func:`parse_fields`)."""

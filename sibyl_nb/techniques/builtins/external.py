@@ -7,6 +7,7 @@ it for live web results. Register a real backend with :func:`register_web_search
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Union
@@ -134,12 +135,13 @@ async def web_search(ctx: Any) -> dict[str, Any]:
             technique="external.web_search",
         ) from None
     queries = [str(ctx.config["query"])] if ctx.config.get("query") else upstream_queries(ctx)
-    runs = []
-    for q in queries:
-        out = backend(q, max_results, dict(ctx.config))
-        if inspect.isawaitable(out):
-            out = await out
-        runs.append([_normalise(h, name, i + 1) for i, h in enumerate(out or [])])
+    config = dict(ctx.config)
+    if inspect.iscoroutinefunction(backend):
+        hits = await asyncio.gather(*(backend(q, max_results, config) for q in queries))
+    else:  # a sync backend (the offline corpus, an HTTP client) runs in a thread: the loop stays free
+        hits = await asyncio.to_thread(lambda: [backend(q, max_results, config) for q in queries])
+        hits = [await h if inspect.isawaitable(h) else h for h in hits]
+    runs = [[_normalise(h, name, i + 1) for i, h in enumerate(out or [])] for out in hits]
     runs = [r for r in runs if r]
     if len(runs) > 1:
         results = reciprocal_rank_fusion(runs)[:max_results]

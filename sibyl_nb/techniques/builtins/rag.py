@@ -1,6 +1,8 @@
 """``rag.*``: offline reference implementations of the retrieval techniques the seed's examples call.
 
-All fast local CPU work (``blocking=False``: they run inline). Each reads its inputs from upstream
+Fast local CPU work (``blocking=False``: they run inline), except the searches: ``rag.search`` and
+``rag.retrieval`` may build a collection's BM25 / vector index first (60-260 ms), so they search in a
+worker thread and never hold up the event loop (a sibling branch keeps running meanwhile). Each reads its inputs from upstream
 outputs when there are any (``queries`` from a query_processing step, ``documents`` from searches)
 and otherwise falls back to ``ctx.query`` and the sample corpus, so it also works as a first step.
 """
@@ -168,14 +170,15 @@ def query_processing(ctx: Any) -> dict[str, Any]:
     ),
     outputs=("documents", "count", "query", "queries", "collection", "subtechnique"),
 )
-def search(ctx: Any) -> dict[str, Any]:
+async def search(ctx: Any) -> dict[str, Any]:
     """Search one collection: keyword, BM25, vector (hashing embeddings) or hybrid (BM25 + vector, RRF).
 
     Uses every upstream ``queries`` list (fused by RRF) when a query-processing step ran, else
     ``ctx.query``.
     """
     mode = str(ctx.config.get("subtechnique") or "hybrid")
-    return {**_search_output(ctx, "rag.search", mode), "subtechnique": mode}
+    out = await asyncio.to_thread(_search_output, ctx, "rag.search", mode)
+    return {**out, "subtechnique": mode}
 
 
 # -- rag.retrieval -------------------------------------------------------------------------------------
@@ -193,13 +196,15 @@ def search(ctx: Any) -> dict[str, Any]:
     ),
     outputs=("documents", "count", "query", "queries", "collection"),
 )
-def retrieval(ctx: Any) -> dict[str, Any]:
+async def retrieval(ctx: Any) -> dict[str, Any]:
     """Retrieve up to ``top_k`` (default 10) relevant documents (hybrid by default).
 
     Only documents that share a term with the query count, so ``count`` says how much the corpus
     knows: conditions like ``${retrieve.count} < 3`` can branch to query expansion.
     """
-    return _search_output(ctx, "rag.retrieval", str(ctx.config.get("mode") or "hybrid"))
+    return await asyncio.to_thread(
+        _search_output, ctx, "rag.retrieval", str(ctx.config.get("mode") or "hybrid")
+    )
 
 
 def _search_output(ctx: Any, technique_name: str, mode: str) -> dict[str, Any]:

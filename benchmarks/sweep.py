@@ -1,0 +1,212 @@
+"""Sweep throughput, sibyl_nb's ``sb.asweep`` vs LangGraph's ``abatch`` on the same graph; prints ratios.
+
+    python -m benchmarks.sweep [--quick]        (or: python -m benchmarks --only sweep)
+
+1. CPU-bound: 1,000 runs of the seed's research workflow (expand -> two searches -> combine ->
+   analyze -> synthesize -> validate) on the embedded defaults (local provider, bundled corpus).
+2. I/O-bound: 200 runs of a 5-step pipeline whose every step calls an OpenAI-compatible server on
+   127.0.0.1 answering after 50 ms (``tests/openai_stub_server.py``); also against the ideal
+   (total calls x 50 ms) / concurrency.
+
+"The same graph": the LangGraph graph has the same nodes and edges and each node calls the same
+sibyl_nb technique function with the same rendered config, so both sides do identical work and the
+difference is orchestration. The sweep runs with ``store=False`` (nothing cached: every run really
+runs; the inputs are all distinct anyway). Goals (issue 14): >= 5x LangGraph's runs/s; the I/O case
+within 1.2x of the ideal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import operator
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import sibyl_nb as sb
+from sibyl_nb.engine.scope import resolver_for
+from sibyl_nb.pipeline import RunState
+from sibyl_nb.techniques.context import StepContext
+from sibyl_nb.techniques.registry import get_technique
+
+__all__ = ["run", "main"]
+
+SEED = Path(sb.__file__).parent / "data" / "examples" / "seed_pipelines.yaml"
+QUESTIONS = (
+    "What is Python used for?",
+    "Who created Python?",
+    "How does retrieval augmented generation work?",
+    "What is a vector database?",
+    "How do transformers handle long context?",
+    "What are the benefits of caching LLM calls?",
+    "Explain reciprocal rank fusion.",
+    "What is BM25?",
+)
+IO_DOC = """
+providers:
+  stub: {kind: openai, base_url: "%s", model: stub-model, api_key: "not-a-secret"}
+pipelines:
+  five_calls:
+    steps:
+%s
+"""
+
+
+def _inputs(n: int) -> list[dict[str, Any]]:
+    return [{"query": f"{QUESTIONS[i % len(QUESTIONS)]} (case {i})"} for i in range(n)]
+
+
+# ---------------------------------------------------------------------- the peer: same graph in LangGraph
+def langgraph_of(pipe: sb.Pipeline) -> Any:
+    """A LangGraph StateGraph with ``pipe``'s nodes and edges; each node calls the same technique."""
+    from langgraph.graph import END, START, StateGraph
+
+    class S(TypedDict, total=False):
+        input: dict[str, Any]
+        results: Annotated[dict[str, Any], operator.or_]
+
+    graph = pipe.spec.graph
+    preds: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for e in graph.edges:
+        preds[e.dst].append(e.src)
+    g = StateGraph(S)
+
+    def make(node: Any) -> Any:
+        info = get_technique(node.technique)
+        before = tuple(preds[node.id])
+
+        async def call(state: S) -> dict[str, Any]:
+            run = RunState(pipe, state["input"])
+            run.results.update(state.get("results") or {})
+            ctx = StepContext(run, node.id, node.technique, node.config, before, 1)
+            if node.render is not None:
+                ctx.config = node.render(resolver_for(run, node.id, ctx))
+            out = info.fn(ctx)
+            if inspect.isawaitable(out):
+                out = await out
+            return {"results": {node.id: out}}
+
+        return call
+
+    for node in graph.nodes.values():
+        g.add_node(node.id, make(node))
+    for node in graph.entries:
+        g.add_edge(START, node.id)
+    for node in graph.nodes.values():
+        srcs = preds[node.id]
+        if len(srcs) > 1:
+            g.add_edge(srcs, node.id)  # a join: waits for all its sources, like ours
+        elif srcs:
+            g.add_edge(srcs[0], node.id)
+    for sink in graph.sinks():
+        g.add_edge(sink, END)
+    return g.compile()
+
+
+# ---------------------------------------------------------------------- measurements
+async def _sibyl(pipe: sb.Pipeline, inputs: list[Any], concurrency: int) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    df = await sb.asweep(pipe, inputs, store=False, progress=False, live=False, max_concurrent=concurrency)
+    return time.perf_counter() - t0, df
+
+
+async def _langgraph(graph: Any, inputs: list[Any], concurrency: int) -> tuple[float, list[Any]]:
+    t0 = time.perf_counter()
+    out = await graph.abatch([{"input": x, "results": {}} for x in inputs], {"max_concurrency": concurrency})
+    return time.perf_counter() - t0, out
+
+
+async def research(n: int, concurrency: int) -> dict[str, Any]:
+    pipe = sb.Pipeline.from_yaml(SEED, name="research_workflow")
+    inputs = _inputs(n)
+    await _sibyl(pipe, inputs[:20], concurrency)  # warm-up: corpus index, tokenizer
+    s, df = await _sibyl(pipe, inputs, concurrency)
+    assert (df.status == "ok").all(), df[df.status != "ok"].error.head().tolist()
+    graph = langgraph_of(pipe)
+    await _langgraph(graph, inputs[:20], concurrency)
+    lg, out = await _langgraph(graph, inputs, concurrency)
+    same = all(o["results"]["validate"] == r for o, r in zip(out, _validate_outputs(df), strict=True))
+    return {"runs": n, "concurrency": concurrency, "sibyl_s": s, "langgraph_s": lg, "same_outputs": same}
+
+
+def _validate_outputs(df: Any) -> list[Any]:
+    from sibyl_nb.experiments.runner import _MEMORY
+
+    sweep = _MEMORY[df.attrs["sibyl_sweep"]["name"]]
+    return [sweep.store.cells[c.key]["outputs"]["validate"] for c in sweep.cells]
+
+
+async def io_bound(n: int, steps: int, delay: float, concurrency: int) -> dict[str, Any]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from openai_stub_server import JSONReply, StubServer, chat_body
+
+    with StubServer(default=JSONReply(chat_body("The stub answers."), delay=delay)) as server:
+        body = "\n".join(
+            f"      - id: step{i}\n        use: ai_generation.generation\n        config: {{provider: stub}}"
+            for i in range(steps)
+        )
+        pipe = sb.Pipeline.from_yaml(IO_DOC % (server.url, body), name="five_calls")
+        inputs = _inputs(n)
+        await _sibyl(pipe, inputs[:concurrency], concurrency)  # warm-up: connections
+        before = len(server.requests)
+        s, df = await _sibyl(pipe, inputs, concurrency)
+        calls = len(server.requests) - before
+        assert (df.status == "ok").all(), df[df.status != "ok"].error.head().tolist()
+        graph = langgraph_of(pipe)
+        await _langgraph(graph, inputs[:concurrency], concurrency)
+        lg, _ = await _langgraph(graph, inputs, concurrency)
+    ideal = calls * delay / concurrency
+    return {"runs": n, "steps": steps, "calls": calls, "concurrency": concurrency, "sibyl_s": s, "langgraph_s": lg,
+            "ideal_s": ideal}  # fmt: skip
+
+
+def _rows(r1: dict[str, Any], r2: dict[str, Any]) -> list[dict[str, Any]]:
+    def per_run(seconds: float, runs: int) -> float:
+        return seconds / runs * 1000.0
+
+    rows = []
+    speed = r1["langgraph_s"] / r1["sibyl_s"]
+    rows.append({
+        "benchmark": f"sweep: research workflow, {r1['runs']:,} runs (per run)",
+        "unit": "ms", "sibyl_nb": per_run(r1["sibyl_s"], r1["runs"]),
+        "peer": "LangGraph abatch", "peer_value": per_run(r1["langgraph_s"], r1["runs"]),
+        "ratio": r1["sibyl_s"] / r1["langgraph_s"], "goal": ">= 5x LangGraph runs/s (ratio <= 0.2)",
+        "notes": f"{r1['runs'] / r1['sibyl_s']:,.0f} vs {r1['runs'] / r1['langgraph_s']:,.0f} runs/s = {speed:.2f}x; "
+                 f"max_concurrency {r1['concurrency']}; same outputs: {r1['same_outputs']}",
+    })  # fmt: skip
+    speed2 = r2["langgraph_s"] / r2["sibyl_s"]
+    rows.append({
+        "benchmark": f"sweep: {r2['steps']}-step pipeline x {r2['runs']} runs, 50 ms server (per run)",
+        "unit": "ms", "sibyl_nb": per_run(r2["sibyl_s"], r2["runs"]),
+        "peer": "LangGraph abatch", "peer_value": per_run(r2["langgraph_s"], r2["runs"]),
+        "ratio": r2["sibyl_s"] / r2["langgraph_s"], "goal": ">= 5x LangGraph runs/s (ratio <= 0.2)",
+        "notes": f"{r2['runs'] / r2['sibyl_s']:,.1f} vs {r2['runs'] / r2['langgraph_s']:,.1f} runs/s = {speed2:.2f}x; "
+                 f"both bound by the server: {r2['calls']} calls",
+    })  # fmt: skip
+    rows.append({
+        "benchmark": f"sweep: {r2['steps']}-step pipeline x {r2['runs']} runs, 50 ms server (wall)",
+        "unit": "s", "sibyl_nb": r2["sibyl_s"], "peer": "ideal: calls x 50 ms / concurrency",
+        "peer_value": r2["ideal_s"], "ratio": r2["sibyl_s"] / r2["ideal_s"], "goal": "<= 1.2 x ideal",
+        "notes": f"{r2['calls']} calls x 50 ms / {r2['concurrency']} concurrent runs",
+    })  # fmt: skip
+    return rows
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """The suite entry point for ``python -m benchmarks``."""
+    r1 = asyncio.run(research(200 if quick else 1000, 16))
+    r2 = asyncio.run(io_bound(60 if quick else 200, 5, 0.05, 20 if quick else 50))
+    return _rows(r1, r2)
+
+
+def main() -> None:
+    rows = run("--quick" in sys.argv)
+    for r in rows:
+        print(f"{r['benchmark']}: sibyl_nb {r['sibyl_nb']:.3f} {r['unit']}, {r['peer']} {r['peer_value']:.3f} "
+              f"{r['unit']}, ratio {r['ratio']:.3f} (goal {r['goal']}); {r['notes']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

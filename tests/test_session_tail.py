@@ -1,0 +1,56 @@
+"""A turn reads only what its context can use: the session step loads the newest messages (pages
+sized from the token budget), not the whole history, on every store; the summary strategy's blocks
+keep the conversation's own numbering when the history is such a tail."""
+
+from __future__ import annotations
+
+import pytest
+from test_stores import cleanup, open_backend
+
+from sibyl_nb.context.strategies import summary_context
+from sibyl_nb.sessions.manager import SessionManager
+from sibyl_nb.sessions.policy import policy_from_config
+
+
+def msg(i: int) -> dict:
+    return {"role": "user" if i % 2 == 0 else "assistant", "content": f"message number {i} " + "word " * 40}
+
+
+class Reads:
+    """Wraps a store and records how many messages each load returned."""
+
+    def __init__(self, store):
+        self.store = store
+        self.loaded: list[int] = []
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def load(self, sid, **kw):
+        data = self.store.load(sid, **kw)
+        self.loaded.append(len(data.messages) if data else 0)
+        return data
+
+
+@pytest.mark.parametrize("backend", ["memory", "diskcache", "sqlite", "redis", "postgres"])
+def test_a_turn_loads_only_the_newest_messages_its_budget_can_use(backend, unique, request):
+    store = open_backend(backend, unique, request)
+    try:
+        store.append("s", [msg(i) for i in range(3000)])
+        spy = Reads(store)
+        mgr = SessionManager(policy_from_config({"subtechnique": "memory", "max_tokens": 2000}), spy)
+        view = mgr.load("s")
+        assert view.stored_messages == 3000 and view.history[-1]["content"].startswith("message number 2999 ")
+        assert sum(m["tokens"] for m in view.history) <= 2000 < sum(m["tokens"] for m in view.history) + 50
+        assert sum(spy.loaded) <= 200 and len(spy.loaded) <= 2  # not 3,000
+        assert view.left_out == 3000 - len(view.history)
+    finally:
+        cleanup(store)
+
+
+def test_summary_blocks_keep_the_conversations_numbering_on_a_tail():
+    tail = [msg(i) for i in range(15, 25)]  # messages 16..25 of the whole conversation
+    r = summary_context(tail, max_tokens=100_000, summary_frequency=10, offset=15)
+    assert r.summary.startswith("Messages 16-20: ")  # the part of block 11-20 that was loaded
+    assert r.kept == {"full": 5, "compressed": 0, "summarized": 5}
+    assert [m["content"] for m in r.messages[1:]] == [m["content"] for m in tail[5:]]
