@@ -118,6 +118,7 @@ def lab(tmp_path_factory):
     _write(
         work / "yaml.ipynb",
         "%%sibyl_pipeline --dry-run\nsteps:\n  - name: answer\n    use: rag.retrieval\n    config: {top_k: 3}\n",
+        "steps = 1\nname = 'answer'",
     )
     settings = tmp / "settings"
     for plugin, values in {
@@ -128,9 +129,14 @@ def lab(tmp_path_factory):
         target = settings / f"{plugin}.jupyterlab-settings"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(values))
+    # the prebuilt extension as pip installs it (an editable install skips data files): share/jupyter
+    jpath = tmp / "jupyter_path"
+    (jpath / "labextensions").mkdir(parents=True)
+    (jpath / "labextensions" / "sibyl-nb-yaml").symlink_to(ROOT / "sibyl_nb" / "labextension")
     port = _free_port()
     env = {
         **os.environ,
+        "JUPYTER_PATH": str(jpath),
         "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
         "JUPYTER_CONFIG_DIR": str(tmp / "config"),
         "JUPYTER_DATA_DIR": str(tmp / "data"),
@@ -498,3 +504,74 @@ def test_dark_theme_keeps_every_text_readable(lab, browser):
     except Exception:
         _fail_shot(page, "browser_dark_failure.png")
         raise
+
+
+TOKEN_COLOR = """([cell, word]) => {
+  const editor = document.querySelectorAll('.jp-Notebook .jp-CodeCell .cm-content')[cell];
+  const walker = document.createTreeWalker(editor, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode())
+    if (n.textContent.trim() === word || n.textContent.startsWith(word + ':') || n.textContent.startsWith(word + ' '))
+      return getComputedStyle(n.parentElement).color;
+  return null;
+}"""
+
+
+def test_sibyl_pipeline_cells_get_the_yaml_editor_mode(lab, browser):
+    """The prebuilt extension gives %%sibyl_pipeline cells the text/x-yaml mode, and takes it back."""
+    page = _open(browser, lab, "yaml.ipynb", kernel=False)
+    try:
+        mimes = page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.content.widgets.map(c => c.model.mimeType)"
+        )
+        assert mimes[0] == "text/x-yaml" and mimes[1] != "text/x-yaml", mimes
+        # typing %%sibyl_pipeline into a Python cell switches it to YAML, removing it switches back
+        page.evaluate(
+            "() => { const m = window.jupyterapp.shell.currentWidget.content.widgets[1].model;"
+            " m.sharedModel.setSource('%%sibyl_pipeline\\nsteps: []'); }"
+        )
+        page.wait_for_function(
+            "() => window.jupyterapp.shell.currentWidget.content.widgets[1].model.mimeType === 'text/x-yaml'",
+            timeout=10_000,
+        )
+        page.evaluate(
+            "() => { const m = window.jupyterapp.shell.currentWidget.content.widgets[1].model;"
+            " m.sharedModel.setSource('x = 1'); }"
+        )
+        page.wait_for_function(
+            "() => window.jupyterapp.shell.currentWidget.content.widgets[1].model.mimeType !== 'text/x-yaml'",
+            timeout=10_000,
+        )
+        _shot(page, page.locator(".jp-Notebook .jp-CodeCell").first, "browser_yaml_highlighting.png")
+    except Exception:
+        _fail_shot(page, "browser_yaml_failure.png")
+        raise
+
+
+def test_the_prebuilt_lab_extension_is_in_the_wheel(tmp_path):
+    """pip installs it where JupyterLab looks (share/jupyter/labextensions): no Node.js, no lab build."""
+    import zipfile
+
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("sibyl_nb-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    prefix = next(n for n in names if n.endswith("share/jupyter/labextensions/sibyl-nb-yaml/package.json"))
+    meta = json.loads(zipfile.ZipFile(wheel).read(prefix))
+    load = prefix.rsplit("/", 1)[0] + "/" + meta["jupyterlab"]["_build"]["load"]
+    assert load in names
