@@ -506,16 +506,6 @@ def test_dark_theme_keeps_every_text_readable(lab, browser):
         raise
 
 
-TOKEN_COLOR = """([cell, word]) => {
-  const editor = document.querySelectorAll('.jp-Notebook .jp-CodeCell .cm-content')[cell];
-  const walker = document.createTreeWalker(editor, NodeFilter.SHOW_TEXT);
-  for (let n = walker.nextNode(); n; n = walker.nextNode())
-    if (n.textContent.trim() === word || n.textContent.startsWith(word + ':') || n.textContent.startsWith(word + ' '))
-      return getComputedStyle(n.parentElement).color;
-  return null;
-}"""
-
-
 def test_sibyl_pipeline_cells_get_the_yaml_editor_mode(lab, browser):
     """The prebuilt extension gives %%sibyl_pipeline cells the text/x-yaml mode, and takes it back."""
     page = _open(browser, lab, "yaml.ipynb", kernel=False)
