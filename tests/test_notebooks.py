@@ -45,7 +45,7 @@ def test_the_demo_notebooks():
         "05_complete_workflows",
         "06_reproducibility",
     ]
-    assert "07_magic_tour" in names
+    assert "07_magic_tour" in names and "08_human_in_the_loop" in names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
