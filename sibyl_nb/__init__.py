@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "Pipeline",
@@ -49,6 +49,12 @@ __all__ = [
     "ProviderError",
     "StoreError",
     "TrustError",
+    "CheckpointNotFoundError",
+    "ConfigError",
+    "ExecutorError",
+    "StoreUnavailableError",
+    "SweepNotFoundError",
+    "TechniqueError",
     "load_ipython_extension",
     "unload_ipython_extension",
     "__version__",
@@ -85,12 +91,18 @@ _LAZY = {
 
 from ._lazy import lazy_exports  # noqa: E402  (tiny modules, no heavy imports)
 from .errors import (  # noqa: E402
+    CheckpointNotFoundError,
+    ConfigError,
+    ExecutorError,
     ExpressionError,
     NodeExecutionError,
     ProviderError,
     SibylError,
     SpecError,
     StoreError,
+    StoreUnavailableError,
+    SweepNotFoundError,
+    TechniqueError,
     TemplateError,
     TrustError,
     UnknownTechniqueError,

@@ -79,7 +79,7 @@ LINE_H, PAD_X, PAD_Y = 15.0, 10.0, 6.0
 H_GAP, V_GAP, LABEL_GAP = 26.0, 40.0, 40.0
 LABEL_LINE = 13.0
 MIN_W = 84.0
-ID_WRAP, SUB_WRAP, EDGE_LABEL_MAX = 24, 30, 36
+ID_WRAP, SUB_WRAP, EDGE_LABEL_MAX = 24, 40, 36
 MARGIN = 16.0
 LEGEND_H = 24.0
 _REF = re.compile(r"\$\{([^}]*)\}")
@@ -642,6 +642,10 @@ def to_svg(
         f'aria-label="{esc(title or _title or "pipeline graph")}" style="font-family:{font};">',
         "<defs>",
     ]
+    background = (
+        f'<rect class="sibyl-graph-bg" x="0" y="0" width="{geo.width:.0f}" height="{geo.height:.0f}" '
+        f'style="fill:{_css("--jp-layout-color0", "#ffffff")};"/>'
+    )
     for kind in EDGE_COLORS:
         out.append(
             f'<marker id="sibyl-arrow-{kind}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
@@ -649,6 +653,7 @@ def to_svg(
             f'style="fill:{_edge_color(kind)};"/></marker>'
         )
     out.append("</defs>")
+    out.append(background)
     # legend: the status vocabulary, then the edge kinds that appear
     x = MARGIN
     ly = MARGIN + 8

@@ -14,6 +14,7 @@ Each class also subclasses the built-in exception a user would already catch for
     ├── TrustError (PermissionError)            a document asked for code, a server or a file it was not allowed
     ├── TemplateError (LookupError)             a ``${...}`` reference had no value at run time
     ├── CheckpointNotFoundError (LookupError)   no checkpoint to resume for that workflow
+    ├── SweepNotFoundError (LookupError)        no stored sweep (or sweep manifest) of that name
     ├── NodeExecutionError (RuntimeError)       a node failed after retries and fallbacks; the run stopped
     ├── TechniqueError (RuntimeError)           a technique refused its input at run time
     ├── ExecutorError (RuntimeError)            the executor (Dask) is missing or unreachable
@@ -41,11 +42,18 @@ __all__ = [
     "TrustError",
     "ConfigError",
     "CheckpointNotFoundError",
+    "SweepNotFoundError",
     "TechniqueError",
     "ExecutorError",
     "StoreUnavailableError",
     "format_location",
 ]
+
+
+def short_repr(value: Any, width: int = 80) -> str:
+    """``repr(value)`` cut to ``width`` characters, for showing a value inside an error message."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def format_location(path: str | None, line: int | None, source: str | None = None) -> str:
@@ -198,3 +206,7 @@ class TechniqueError(SibylError, RuntimeError):
 
 class ExecutorError(SibylError, RuntimeError):
     """The executor cannot run the graph: Dask is not installed, or its scheduler is unreachable."""
+
+
+class SweepNotFoundError(SibylError, LookupError):
+    """``sb.load_sweep`` / ``df.sibyl`` found no stored sweep (or manifest) under that name."""

@@ -97,7 +97,7 @@ class RunState:
         return self._rng
 
     def render(self, text: Any, ctx: Any) -> Any:
-        from .spec.templates import render_runtime
+        from .engine.scope import render_runtime
 
         return render_runtime(text, self, ctx)
 

@@ -34,7 +34,7 @@ class StandaloneRun:
         self.events: list[tuple[str, str, int, dict[str, Any]]] = []
 
     def render(self, text: Any, ctx: StepContext) -> Any:
-        from .spec.templates import render_runtime
+        from .engine.scope import render_runtime
 
         return render_runtime(text, self, ctx)
 

@@ -37,8 +37,8 @@ class Recording(LiveRun):
         self.frames: list[str] = []
         self.stop_after = stop_after
 
-    def _publish(self) -> None:
-        super()._publish()
+    def _publish(self, **kwargs) -> None:
+        super()._publish(**kwargs)
         self.frames.append(self.html)
 
     def _tick(self) -> None:

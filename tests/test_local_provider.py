@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
+from sibyl_nb.context.tokens import count_tokens, token_encoding_name
 from sibyl_nb.providers.local import LocalProvider, parse_context_block
 from sibyl_nb.providers.registry import get_provider, make_provider
 from sibyl_nb.text import corpus
 from sibyl_nb.text.prompts import parse_score
-from sibyl_nb.text.tokens import count_tokens, token_encoding_name
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,8 @@ runners count as a pass) and says what is wrong in one line, with the cell's own
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -237,7 +239,8 @@ def test_result_displays_as_static_html(ip):
 
     html = result_bundle(ip.user_ns["res"])["text/html"]
     assert "sibyl-graph" in html and "sibyl-tokens" in html and "sibyl-steps" in html and "HELLO!" in html
-    assert "<script" not in html and "<img" not in html
+    assert "<script" not in html
+    assert re.findall(r'<img[^>]* src="([a-z]+):', html) == ["data"]  # the graph's copy, inline
 
 
 def test_no_cache_flag(ip):

@@ -35,7 +35,7 @@ def _doc(i: str, text: str = "", title: str = "") -> dict:
         ("rag.query_processing", {"expansion", "decomposition", "rewriting"}),
         ("rag.search", {"keyword", "bm25", "semantic", "vector", "hybrid"}),
         ("rag.ranking", {"reciprocal_rank_fusion", "score", "weighted"}),
-        ("rag.reranking", {"cross_encoder", "llm", "mmr"}),
+        ("rag.reranking", {"lexical", "llm", "mmr"}),
     ],
 )
 def test_registered_with_subtechniques(name, subs):
@@ -339,7 +339,7 @@ def _candidates():
     ]
 
 
-def test_cross_encoder_rerank_puts_the_answering_document_first():
+def test_lexical_rerank_puts_the_answering_document_first():
     out = call_technique(
         "rag.reranking",
         {"top_k": 2},

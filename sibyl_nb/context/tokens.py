@@ -21,12 +21,15 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
     "TokenCounter",
     "get_counter",
     "count_tokens",
+    "count_message_tokens",
+    "token_encoding_name",
     "message_tokens",
     "messages_tokens",
     "TOKENS_PER_MESSAGE",
@@ -238,8 +241,31 @@ def get_counter(model: str | None = None, *, encoding: str | None = None) -> Tok
 
 
 def count_tokens(text: str, model: str | None = None) -> int:
-    """Tokens in ``text`` for ``model``."""
+    """Tokens in ``text`` for ``model`` (the default model's counts are cached: the same system
+    prompt is counted once)."""
+    if model is None:
+        return _count_default(text)
     return get_counter(model).count(text)
+
+
+@lru_cache(maxsize=8192)
+def _count_default(text: str) -> int:
+    return get_counter().count(text)
+
+
+def count_message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
+    """Prompt tokens of chat messages with the OpenAI framing (3 per message + role, 3 to prime),
+    as provider usage records count them."""
+    counter = get_counter()
+    return REPLY_PRIMING + sum(
+        counter.overhead(str(m.get("role") or "")) + _count_default(content_text(m.get("content")))
+        for m in messages
+    )
+
+
+def token_encoding_name() -> str:
+    """The encoding really used (``cl100k_base`` offline), or ``chars/4`` without tiktoken data."""
+    return get_counter().encoding
 
 
 def message_tokens(msg: Mapping[str, Any], model: str | None = None) -> int:

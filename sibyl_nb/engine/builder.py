@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import ConfigError
 
 __all__ = ["Graph"]
 
@@ -26,11 +26,11 @@ class Graph:
         self, node_id: str, technique: str, config: dict[str, Any] | None = None, **options: Any
     ) -> Graph:
         if not isinstance(node_id, str) or not node_id:
-            raise SibylError(f"Graph.add_node: node id must be a non-empty string, got {node_id!r}")
+            raise ConfigError(f"Graph.add_node: node id must be a non-empty string, got {node_id!r}")
         if node_id == "start":
-            raise SibylError("Graph.add_node: 'start' is the implicit entry and cannot be added")
+            raise ConfigError("Graph.add_node: 'start' is the implicit entry and cannot be added")
         if node_id in self.nodes:
-            raise SibylError(f"Graph.add_node: duplicate node id '{node_id}'")
+            raise ConfigError(f"Graph.add_node: duplicate node id '{node_id}'")
         self.nodes[node_id] = {"technique": technique, "config": dict(config or {}), **options}
         return self
 

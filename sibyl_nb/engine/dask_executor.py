@@ -40,7 +40,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SibylError, UnknownTechniqueError
+from ..errors import ExecutorError, SibylError, UnknownTechniqueError
 from ..techniques.context import StepContext
 from ..techniques.registry import TechniqueInfo, get_technique
 
@@ -134,7 +134,7 @@ class WorkerRun:
         return [_Record(out) for out in self.results.values()]
 
     def render(self, text: Any, ctx: StepContext) -> Any:
-        from ..spec.templates import render_runtime
+        from .scope import render_runtime
 
         return render_runtime(text, self, ctx)
 
@@ -246,7 +246,7 @@ def _load_technique(call: RemoteCall) -> Any:
     try:
         return get_technique(call.technique).fn
     except UnknownTechniqueError:
-        raise SibylError(
+        raise ExecutorError(
             f"technique '{call.technique}' is not available on Dask worker {_worker_name()}"
             f"{': ' + problem if problem else ''}; define it in an importable module "
             f"installed on the workers, or register it there",
@@ -360,7 +360,7 @@ def run_remote(call: RemoteCall) -> RemoteOutcome:
         except Exception as exc:
             if outcome.ok:
                 outcome.ok = False
-                outcome.value = SibylError(
+                outcome.value = ExecutorError(
                     f"a ctx.defer callback cannot be sent back from the Dask worker "
                     f"({type(exc).__name__}: {exc}); capture plain data in it, not live connections",
                     node_id=call.node_id,
@@ -399,7 +399,7 @@ class DaskExecutor:
         **submit_options: Any,
     ) -> None:
         if client is not None and scheduler_address is not None:
-            raise SibylError("DaskExecutor: pass client= or scheduler_address=, not both")
+            raise ExecutorError("DaskExecutor: pass client= or scheduler_address=, not both")
         self._client = client
         self._given = client is not None
         self.scheduler_address = scheduler_address
@@ -423,7 +423,7 @@ class DaskExecutor:
                 if self._client.status not in ("closing", "closed"):
                     return self._client
                 if self._given:  # never swap the user's cluster for another one behind their back
-                    raise SibylError(
+                    raise ExecutorError(
                         "the distributed.Client given to DaskExecutor is closed; "
                         "pass an open one (pipe.executor = DaskExecutor(client=...))"
                     )
@@ -431,7 +431,7 @@ class DaskExecutor:
             try:
                 from distributed import Client, default_client
             except ImportError:  # pragma: no cover - the factory checks first
-                raise SibylError("the Dask executor needs dask: pip install sibyl_nb[dask]") from None
+                raise ExecutorError("the Dask executor needs dask: pip install sibyl_nb[dask]") from None
             if self.scheduler_address is None:
                 try:
                     self._client = default_client()  # type: ignore[no-untyped-call]  # distributed is unannotated
@@ -444,7 +444,7 @@ class DaskExecutor:
                 )
             except Exception as exc:
                 where = f"at {self.scheduler_address}" if self.scheduler_address else "(local cluster)"
-                raise SibylError(
+                raise ExecutorError(
                     f"cannot connect to the Dask scheduler {where}: {type(exc).__name__}: {exc}"
                 ) from None
             self._owns_client = True

@@ -47,7 +47,7 @@ def _builder_from(node: Node, run: Any) -> Callable[..., Any]:
         try:
             return _BUILDERS[builder]
         except KeyError:
-            raise SibylError(
+            raise TechniqueError(
                 f"no graph builder registered as '{builder}' (use @sibyl_nb.graph_builder)",
                 node_id=node.id,
                 path=node.path,

@@ -33,7 +33,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import SibylError, SpecError, TrustError
+from ..errors import ExecutorError, SibylError, SpecError, TrustError
 from .executors import LocalExecutor
 
 __all__ = [
@@ -166,7 +166,7 @@ def make_executor(value: Any) -> Any:
     """An executor for an ``executor:`` value (see the module docstring); ``None`` -> the local one."""
     problem = _problem(value)
     if problem is not None:
-        raise SibylError(problem)
+        raise ExecutorError(problem)
     if value is None or value == "local":
         return LocalExecutor()
     if hasattr(value, "call"):
@@ -208,7 +208,7 @@ def resolve_executor(explicit: Any, pipeline: Any) -> Any:
 def _shared_dask(options: dict[str, Any]) -> Any:
     """One executor (so one client connection) per distinct configuration, shared by pipelines."""
     if importlib.util.find_spec("distributed") is None or importlib.util.find_spec("dask") is None:
-        raise SibylError(DASK_MISSING)
+        raise ExecutorError(DASK_MISSING)
     address = options.get("scheduler_address")
     if isinstance(address, str):
         address = _ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), address).strip() or None

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import TechniqueError, TemplateError
+from ..errors import TechniqueError, TemplateError, short_repr
 from .ir import GraphIR, Node, RetryPolicy
 from .scope import resolver_for
 
@@ -62,7 +62,7 @@ def _items(node: Node, ctx: Any, run: Any) -> list[Any]:
         where = f" at {node.path}" + (f" (line {node.line})" if node.line else "")
         raise TemplateError(
             f"for_each of node '{node.id}'{where}: {plan.text} gave {type(value).__name__} "
-            f"{_short(value)}, not a list"
+            f"{short_repr(value)}, not a list"
         )
     return value
 
@@ -111,7 +111,7 @@ async def run_for_each(scheduler: Any, node: Node, ctx: Any) -> list[Any]:
     error = sub.failure_error()
     if error is not None:
         index = ids.index(error.node_id) if error.node_id in ids else -1
-        what = f" (item {_short(items[index])})" if index >= 0 else ""
+        what = f" (item {short_repr(items[index])})" if index >= 0 else ""
         raise TechniqueError(
             f"for_each item '{error.node_id}'{what} failed after {error.attempts} attempt(s): {error.message}",
             node_id=node.id,
@@ -132,8 +132,3 @@ async def run_for_each(scheduler: Any, node: Node, ctx: Any) -> list[Any]:
         scheduler.stopped_by = sub.stopped_by
     results = run.results
     return [results.get(nid) for nid in ids]
-
-
-def _short(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import ConfigError
 
 __all__ = ["Interrupt", "InterruptInfo", "INTERRUPTED", "answers_for", "interrupt_of", "paused_snapshot"]
 
@@ -68,7 +68,7 @@ def ask(ctx: Any, payload: Any) -> Any:
     run = ctx._run
     extras = getattr(run, "extras", None)
     if extras is None:
-        raise SibylError(
+        raise ConfigError(
             "ctx.interrupt needs a pipeline run (a stand-alone technique call has nobody to ask)"
         )
     answers = extras.get("answers", {}).get((ctx.node_id, ctx.iteration), [])
@@ -103,11 +103,13 @@ def answers_for(records: list[Any], node_id: str | None, value: Any) -> dict[tup
     (or for the only waiting node). Raises when the workflow waits for nothing or the node is ambiguous."""
     waiting = interrupt_of(records)
     if not waiting:
-        raise SibylError("resume(value=...): this workflow is not waiting for input (it was not interrupted)")
+        raise ConfigError(
+            "resume(value=...): this workflow is not waiting for input (it was not interrupted)"
+        )
     if node_id is None:
         if len(waiting) > 1:
             names = ", ".join(w.node_id for w in waiting)
-            raise SibylError(f"resume(value=...): several nodes wait for input ({names}): pass node=")
+            raise ConfigError(f"resume(value=...): several nodes wait for input ({names}): pass node=")
         node_id = waiting[0].node_id
     out: dict[tuple[str, int], list[Any]] = {}
     for w in waiting:
@@ -117,7 +119,7 @@ def answers_for(records: list[Any], node_id: str | None, value: Any) -> dict[tup
         out[(w.node_id, w.iteration)] = answers
     if not any(w.node_id == node_id for w in waiting):
         names = ", ".join(w.node_id for w in waiting)
-        raise SibylError(f"resume(value=...): node '{node_id}' is not waiting for input (waiting: {names})")
+        raise ConfigError(f"resume(value=...): node '{node_id}' is not waiting for input (waiting: {names})")
     return out
 
 

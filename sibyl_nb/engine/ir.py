@@ -338,16 +338,3 @@ class GraphIR:
         result = (frozenset(seen), inner)
         self._regions[target] = result
         return result
-
-    def to_networkx(self) -> Any:
-        """A ``networkx.DiGraph`` (imported lazily) with technique/condition/back attributes, for drawing."""
-        import networkx as nx
-
-        g = nx.DiGraph()
-        for n in self.nodes.values():
-            g.add_node(n.id, technique=n.technique, group=n.group, kind=n.kind)
-        for e in self.edges:
-            g.add_edge(
-                e.src, e.dst, condition=e.condition.text if e.condition else None, back=e.back, when=e.when
-            )
-        return g

@@ -48,7 +48,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NodeExecutionError, SibylError, TechniqueError, TemplateError
+from ..errors import NodeExecutionError, SibylError, TechniqueError, TemplateError, short_repr
 from ..spec.expressions import MISSING
 from ..techniques.context import StepContext
 from ..techniques.registry import TechniqueInfo, get_technique
@@ -878,7 +878,7 @@ class Scheduler:
                 if resolve(ref) is MISSING and ref.default is None:
                     raise TemplateError(
                         f"condition '{e.condition.text}': {ref} has no value "
-                        f"(output of '{who}' is {_short(self.run.results.get(who))})"
+                        f"(output of '{who}' is {short_repr(self.run.results.get(who))})"
                     )
             return e.condition.evaluate(resolve)
         except SibylError as exc:
@@ -1223,8 +1223,3 @@ def _describe(exc: BaseException | None) -> str:
         return f"{type(exc).__name__}: {exc.message}"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _short(value: Any, width: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"

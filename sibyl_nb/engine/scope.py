@@ -33,12 +33,13 @@ Nothing found: ``:-default`` if given, else the template fails naming the refere
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any
 
 from ..spec.expressions import MISSING, Ref, _field
-from ..spec.templates import ENV_PREFIX, is_env_name
+from ..spec.templates import ENV_PREFIX, compile_value, is_env_name
 
 __all__ = [
     "resolver_for",
@@ -188,3 +189,15 @@ def resolver_for(run: Any, node_id: str | None, ctx: Any = None) -> Callable[[Re
         return value
 
     return resolve
+
+
+def render_runtime(text: Any, run: Any, ctx: Any) -> Any:
+    """Render templates in ``text`` now, in the scope of ``ctx`` (used by ``ctx.render``)."""
+    if not isinstance(text, (str, list, dict)) or "${" not in (
+        text if isinstance(text, str) else json.dumps(text, default=str)
+    ):
+        return text
+    fn, _ = compile_value(text, f"node {getattr(ctx, 'node_id', '?')}")
+    if fn is None:
+        return text
+    return fn(resolver_for(run, ctx.node_id, ctx))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import TechniqueError
 from .events import Event
 from .scope import resolver_for
 
@@ -102,7 +102,7 @@ class _InnerRun:
         return aliases
 
     def render(self, text: Any, ctx: Any) -> Any:
-        from ..spec.templates import render_runtime
+        from .scope import render_runtime
 
         return render_runtime(text, self, ctx)
 
@@ -130,7 +130,7 @@ async def run_subgraph(scheduler: Any, node: Any, ctx: Any) -> Any:
         _copy_out(run, inner, prefix)
     error = sub.failure_error()
     if error is not None:
-        raise SibylError(
+        raise TechniqueError(
             f"subgraph pipeline '{plan.pipeline}': node '{prefix}{error.node_id}' "
             f"({error.technique}, attempt {error.attempts}) failed: {error.message}",
             node_id=node.id,
@@ -139,7 +139,7 @@ async def run_subgraph(scheduler: Any, node: Any, ctx: Any) -> Any:
             line=node.line,
         ) from error.cause
     if sub.stopped_by == "interrupted":
-        raise SibylError(
+        raise TechniqueError(
             f"subgraph pipeline '{plan.pipeline}': ctx.interrupt inside a subgraph "
             f"({', '.join(prefix + n.id for n, _ in sub._paused)}) is not supported: put the question in "
             f"the outer pipeline",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import SibylError
+from ..errors import ConfigError, SibylError, SweepNotFoundError
 
 __all__ = ["SibylAccessor", "result_of_row", "label_of", "RUN_COLUMNS"]
 
@@ -35,20 +35,20 @@ def _sweep_of(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
     """(manifest, store) of the sweep a frame or row came from."""
     info = attrs.get("sibyl_sweep")
     if not info:
-        raise SibylError("this frame does not come from sb.sweep / sb.load_sweep (no sweep attached)")
+        raise ConfigError("this frame does not come from sb.sweep / sb.load_sweep (no sweep attached)")
     if info.get("path") is None:
         from .runner import _MEMORY
 
         run = _MEMORY.get(info["name"])
         if run is None:
-            raise SibylError(f"sweep '{info['name']}' kept nothing (store=False) and is gone")
+            raise SweepNotFoundError(f"sweep '{info['name']}' kept nothing (store=False) and is gone")
         return run.manifest, run.store
     from .store import SweepStore
 
     store = SweepStore(info["path"])
     store.load()
     if store.manifest is None:
-        raise SibylError(f"no sweep manifest at {info['path']}")
+        raise SweepNotFoundError(f"no sweep manifest at {info['path']}")
     return store.manifest, store
 
 
@@ -60,7 +60,7 @@ def result_of_row(row: pd.Series, attrs: Mapping[str, Any] | None = None) -> Any
     run_id = row.get("run_id")
     record = next((r for r in store.cells.values() if r.get("run_id") == run_id), None)
     if record is None:
-        raise SibylError(f"run {run_id!r} is not in sweep '{manifest['name']}'")
+        raise ConfigError(f"run {run_id!r} is not in sweep '{manifest['name']}'")
     result = result_from_record(
         record, pipeline=manifest["pipeline"], input=manifest["inputs"][int(row["input_id"])]
     )
@@ -138,20 +138,20 @@ class SibylAccessor:
         import matplotlib.pyplot as plt
 
         if kind not in ("bar", "line", "box"):
-            raise SibylError(f"plot kind must be bar, line or box, got {kind!r}")
+            raise ConfigError(f"plot kind must be bar, line or box, got {kind!r}")
         df = self._df
         metrics = [metric] if isinstance(metric, str) else list(metric or self.metrics())
         if not metrics:
-            raise SibylError("nothing to plot: the frame has no metric column")
+            raise ConfigError("nothing to plot: the frame has no metric column")
         params = self.params
         by = by or (params[0] if params else "input")
         if hue is None and len(params) > 1:
             hue = next(p for p in params if p != by)
         for col in [*metrics, by, *([hue] if hue else [])]:
             if col not in df.columns:
-                raise SibylError(f"plot: no column {col!r} (columns: {', '.join(map(str, df.columns))})")
+                raise ConfigError(f"plot: no column {col!r} (columns: {', '.join(map(str, df.columns))})")
         if ax is not None and len(metrics) > 1:
-            raise SibylError("plot: pass ax= for one metric only")
+            raise ConfigError("plot: pass ax= for one metric only")
         if ax is None:
             fig, grid = plt.subplots(
                 1, len(metrics), figsize=figsize or (4.8 * len(metrics), 3.6), squeeze=False

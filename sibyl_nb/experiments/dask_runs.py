@@ -122,9 +122,9 @@ class DaskSweep:
 
         executor = make_executor(choice)
         if not hasattr(executor, "client"):
-            from ..errors import SibylError
+            from ..errors import ExecutorError
 
-            raise SibylError(
+            raise ExecutorError(
                 f"sweep executor {choice!r} is not a Dask executor (use 'dask' or a distributed.Client)"
             )
         return cls(executor)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import SibylError
+from ..errors import ConfigError
 from .grid import canonical
 
 __all__ = ["diff_runs", "RunDiff", "run_view"]
@@ -38,11 +38,11 @@ def run_view(run: Any) -> dict[str, Any]:
 
         run = result_of_row(run)
     if not isinstance(run, RunResult):
-        raise SibylError(f"diff_runs: expected a RunResult or a sweep row, got {type(run).__name__}")
+        raise ConfigError(f"diff_runs: expected a RunResult or a sweep row, got {type(run).__name__}")
     table = getattr(run, "_sibyl_nodes", None)
     if table is None:
         if run.graph is None:
-            raise SibylError("diff_runs: this RunResult carries no graph (node configs are unknown)")
+            raise ConfigError("diff_runs: this RunResult carries no graph (node configs are unknown)")
         from .grid import graph_node_table
 
         table = graph_node_table(run.graph)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import SweepNotFoundError
 from .frame import Cell, build_frame, cell_key, env_key
 from .store import SweepStore, sweep_dir
 
@@ -37,12 +37,12 @@ def load(name: str, directory: str | os.PathLike[str] | None = None) -> Any:
     path = sweep_dir(name, directory)
     store = SweepStore(path) if path.exists() else None
     if store is None or not store.manifest_file.exists():
-        raise SibylError(f"no stored sweep '{name}' at {path}")
+        raise SweepNotFoundError(f"no stored sweep '{name}' at {path}")
     store.load()
     manifest = store.manifest
     assert manifest is not None
     if manifest.get("format") != "sibyl_nb.sweep/1":
-        raise SibylError(
+        raise SweepNotFoundError(
             f"{store.manifest_file}: not a sibyl_nb sweep manifest (format {manifest.get('format')!r})"
         )
     metrics = [StoredMetric(m["name"], m["key"]) for m in manifest["metrics"]]

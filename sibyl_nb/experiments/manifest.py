@@ -83,7 +83,7 @@ def provider_table(pipeline: Any) -> dict[str, dict[str, Any]]:
 
 def technique_table(pipeline: Any) -> dict[str, str]:
     """Technique name -> fingerprint: built-ins by package version, anything else by its code."""
-    from .. import __version__
+    from .._version import __version__
     from ..techniques.registry import get_technique
     from .metrics import _code_key
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import ConfigError
 
 __all__ = [
     "Metric",
@@ -100,7 +100,7 @@ def as_metric(item: Any) -> Metric:
         return item
     if callable(item):
         return Metric(item)
-    raise SibylError(f"a metric must be a function (output, input, record) -> value, got {item!r}")
+    raise ConfigError(f"a metric must be a function (output, input, record) -> value, got {item!r}")
 
 
 class _Builtin(Metric):
@@ -125,7 +125,7 @@ def _expected(input: Any, expected: Any, field: str) -> Any:
         return expected
     if isinstance(input, Mapping) and field in input:
         return input[field]
-    raise SibylError(
+    raise ConfigError(
         f"metric needs the expected value: pass expected=... or give each input a '{field}' field"
     )
 
@@ -207,7 +207,7 @@ class fact_recall(_Builtin):  # noqa: N801
         p = self.params
         facts = _expected(input, p["facts"], p["input_field"])
         if isinstance(facts, str) or not isinstance(facts, Sequence):
-            raise SibylError(f"fact_recall: the facts must be a list of strings, got {facts!r}")
+            raise ConfigError(f"fact_recall: the facts must be a list of strings, got {facts!r}")
         if not facts:
             return 1.0
         got = f" {_norm(_text(_field(output, p['field'], record)))} "

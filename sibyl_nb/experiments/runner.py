@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import ConfigError
 from .cell import result_from_record, run_cell
 from .frame import METRIC_ERROR, Cell, build_frame, cell_key, env_key
 from .grid import Setting, expand_grid
@@ -45,17 +45,17 @@ def _as_pipeline(pipeline: Any, name: str | None) -> Any:
         return Pipeline.from_yaml(pipeline, name=name)
     if isinstance(pipeline, (dict, list)):
         return Pipeline.from_dict(pipeline, name=name)
-    raise SibylError(
+    raise ConfigError(
         f"sweep(): pipeline must be a Pipeline, YAML text/path or a dict, got {type(pipeline).__name__}"
     )
 
 
 def _as_inputs(inputs: Any) -> list[Any]:
     if isinstance(inputs, (str, bytes, Mapping)) or not isinstance(inputs, Iterable):
-        raise SibylError("sweep(): inputs must be a list of inputs (dicts, or strings taken as the query)")
+        raise ConfigError("sweep(): inputs must be a list of inputs (dicts, or strings taken as the query)")
     out = [{"query": x} if isinstance(x, str) else x for x in inputs]
     if not out:
-        raise SibylError("sweep(): inputs is empty")
+        raise ConfigError("sweep(): inputs is empty")
     return out
 
 
@@ -64,7 +64,7 @@ def _check_metrics(metrics: Sequence[Any]) -> list[Metric]:
     names = [m.name for m in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise SibylError(f"sweep(): two metrics are called {', '.join(dupes)}: give one a name=")
+        raise ConfigError(f"sweep(): two metrics are called {', '.join(dupes)}: give one a name=")
     return out
 
 
@@ -103,9 +103,9 @@ class SweepRun:
         self.pipeline = _as_pipeline(pipeline, None)
         self.inputs = _as_inputs(inputs)
         if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-            raise SibylError(f"sweep(): repeats must be a positive integer, got {repeats!r}")
+            raise ConfigError(f"sweep(): repeats must be a positive integer, got {repeats!r}")
         if not isinstance(seed, int) or isinstance(seed, bool):
-            raise SibylError(f"sweep(): seed must be an integer, got {seed!r}")
+            raise ConfigError(f"sweep(): seed must be an integer, got {seed!r}")
         self.grid = dict(grid or {})
         self.settings: list[Setting] = expand_grid(self.pipeline, self.grid)
         self.metrics = _check_metrics(metrics)
@@ -263,7 +263,7 @@ class SweepRun:
         on_row: Callable[[dict[str, Any]], Any] | None = None,
     ) -> Any:
         if not isinstance(max_concurrent, int) or isinstance(max_concurrent, bool) or max_concurrent < 1:
-            raise SibylError(f"sweep(): max_concurrent must be a positive integer, got {max_concurrent!r}")
+            raise ConfigError(f"sweep(): max_concurrent must be a positive integer, got {max_concurrent!r}")
         self.store.write_manifest(self.manifest)
         todo = self.todo()
         done_before = len(self.cells) - len(todo)
@@ -399,7 +399,9 @@ def _metric_value(value: Any) -> Any:
         return float(value)
     if isinstance(value, Mapping):
         return {str(k): _metric_value(v) for k, v in value.items()}
-    raise SibylError(f"a metric returned {type(value).__name__} {value!r}: return a number, a bool or a dict")
+    raise ConfigError(
+        f"a metric returned {type(value).__name__} {value!r}: return a number, a bool or a dict"
+    )
 
 
 def _progress(total: int, initial: int, name: str) -> Any:

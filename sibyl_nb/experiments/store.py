@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import ConfigError
 
 __all__ = ["SweepStore", "MemorySweepStore", "sweep_dir", "check_name"]
 
@@ -27,7 +27,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise SibylError(
+        raise ConfigError(
             f"sweep name {name!r}: use letters, digits, '_', '-' and '.' (it names a folder under $SIBYL_HOME/sweeps)"
         )
     return name

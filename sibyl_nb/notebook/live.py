@@ -308,7 +308,7 @@ class LiveRun:
         self._last_paint = 0.0
 
     # ------------------------------------------------------------------ painting
-    def render(self) -> str:
+    def render(self, *, final: bool = False) -> str:
         snap = self.view.snapshot()
         self._painted_version = snap["version"]
         return run_html(
@@ -322,10 +322,11 @@ class LiveRun:
             rows=snap["rows"],
             show=self.show,
             preview_width=self.preview_width,
+            fallback=final,
         )
 
-    def _publish(self) -> None:
-        self.html = self.render()
+    def _publish(self, *, final: bool = False) -> None:
+        self.html = self.render(final=final)
         self.paints += 1
         self._last_paint = time.perf_counter()
         if not self.display or not self.show:
@@ -373,7 +374,7 @@ class LiveRun:
                 self.view.load_result(result)
             else:
                 self.view.state = "interrupted"
-            self._publish()
+            self._publish(final=True)
             error = RunInterrupted(
                 f"interrupted: {self.view.done}/{self.view.total} nodes finished"
                 + ("; the partial result is kept" if result is not None else "")
@@ -388,10 +389,10 @@ class LiveRun:
                 self.view.state = "failed"
                 one_line = getattr(exc, "one_line", None)
                 self.view.error = one_line() if callable(one_line) else f"{type(exc).__name__}: {exc}"
-            self._publish()
+            self._publish(final=True)
             raise
         self.view.load_result(result)
-        self._publish()
+        self._publish(final=True)
         return result
 
 

@@ -165,8 +165,8 @@ class SibylMagic(Magics):
         """
         args = self._parse(line)
         if args.help:
-            print(self.sibyl_pipeline.__doc__.split("\n")[0])
-            print(self.sibyl_pipeline.parser.format_help())
+            doc = self.sibyl_pipeline.__doc__ or ""
+            print("\n".join(line for line in doc.splitlines() if line.strip() != "::").strip())
             return None
         name = args.pipeline or args.name
         if args.pipeline and args.name and args.pipeline != args.name:

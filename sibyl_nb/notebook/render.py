@@ -12,6 +12,7 @@ The CSS classes (``sibyl-run``, ``sibyl-graph``, ``sibyl-node``, ``sibyl-tokens`
 
 from __future__ import annotations
 
+import base64
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -127,14 +128,36 @@ def summary_line(
 
 
 # ---------------------------------------------------------------------- pieces
+# Shown only where the inline SVG is missing: a sanitizer (an untrusted notebook in JupyterLab)
+# removes <svg> and <style> but keeps <img> with a data: URI. Where HTML is trusted, this rule
+# hides the image that follows the inline SVG; it can never hide an image that has no SVG before it.
+_FALLBACK_RULE = "<style>.sibyl-graph svg.sibyl-graph-svg ~ img.sibyl-graph-fallback{display:none}</style>"
+
+
 def graph_html(
-    graph: Any, statuses: Mapping[str, str] | None = None, *, title: str = "", geometry: Layout | None = None
+    graph: Any,
+    statuses: Mapping[str, str] | None = None,
+    *,
+    title: str = "",
+    geometry: Layout | None = None,
+    fallback: bool = True,
 ) -> str:
-    """The graph as inline SVG in a scrollable box (a wide or tall graph keeps its readable size)."""
+    """The graph as inline SVG in a scrollable box (a wide or tall graph keeps its readable size).
+
+    ``fallback``: also carry the same SVG as an ``<img>`` for front ends that sanitize inline SVG
+    away (the saved output; the live repaints leave it out to stay small).
+    """
     if graph is None or not len(graph.nodes):
         return ""
     svg = to_svg(graph, statuses or {}, title=title, geometry=geometry)
-    return f'<div class="sibyl-graph" style="max-width:100%;max-height:720px;overflow:auto;margin:4px 0;">{svg}</div>'
+    img = ""
+    if fallback:
+        data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+        img = (
+            f'{_FALLBACK_RULE}<img class="sibyl-graph-fallback" alt="{html.escape(title or "pipeline graph")}" '
+            f'src="data:image/svg+xml;base64,{data}"/>'
+        )
+    return f'<div class="sibyl-graph" style="max-width:100%;max-height:720px;overflow:auto;margin:4px 0;">{svg}{img}</div>'
 
 
 def _fmt(n: int) -> str:
@@ -302,6 +325,7 @@ def run_html(
     rows: Sequence[Mapping[str, Any]] | None = None,
     show: Sequence[str] = SHOW_ALL,
     preview_width: int = 120,
+    fallback: bool = True,
 ) -> str:
     """The whole run view: header, then the requested parts in graph/tokens/steps order."""
     parts = [
@@ -309,7 +333,7 @@ def run_html(
         header_html(title, summary, state),
     ]
     if "graph" in show:
-        parts.append(graph_html(graph, statuses, title=title, geometry=geometry))
+        parts.append(graph_html(graph, statuses, title=title, geometry=geometry, fallback=fallback))
     if "tokens" in show:
         parts.append(tokens_html(allocations))
     if "steps" in show:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,7 +33,3 @@ class Provider(Protocol):
     name: str
 
     async def complete(self, messages: list[Message], **params: Any) -> Completion: ...
-
-
-class StreamingProvider(Provider, Protocol):  # pragma: no cover - typing only
-    def stream(self, messages: list[Message], **params: Any) -> AsyncIterator[str]: ...

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ..context.extractive import summarize_messages
-from ..context.tokens import get_counter
+from ..context.tokens import count_message_tokens, count_tokens, get_counter
 from ..text import corpus
 from ..text.classify import classify_text, complexity_of, is_creative_request
 from ..text.critique import rate_answer
@@ -54,7 +54,6 @@ from ..text.query import messages_of, resolve_followup, topic_of
 from ..text.ranking import lexical_relevance
 from ..text.support import check_answer
 from ..text.tokenize import sentences, term_set, words
-from ..text.tokens import count_message_tokens, count_tokens
 from .base import Completion, Message
 
 __all__ = ["LocalProvider", "parse_context_block", "MODEL_NAME"]

@@ -42,7 +42,7 @@ try:
 except ImportError:  # pragma: no cover - the ``http`` extra is not installed
     httpx = None  # type: ignore[assignment]
 
-from ..errors import ProviderError, SibylError
+from ..errors import ConfigError, ProviderError
 from ..spec.schema import PROVIDER_SCHEMA
 from .base import Completion, Message, Provider
 from .http_retry import backoff_delay, is_retryable_status, retry_after_seconds
@@ -162,30 +162,30 @@ class OpenAICompatibleProvider:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if httpx is None:  # pragma: no cover
-            raise SibylError(
+            raise ConfigError(
                 f"provider '{name}': the OpenAI-compatible provider needs httpx: pip install 'sibyl_nb[http]'"
             )
         if not base_url:
-            raise SibylError(f"provider '{name}': base_url is required (e.g. http://127.0.0.1:8000/v1)")
+            raise ConfigError(f"provider '{name}': base_url is required (e.g. http://127.0.0.1:8000/v1)")
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise SibylError(f"provider '{name}': base_url must be an http(s) URL, got {base_url!r}")
+            raise ConfigError(f"provider '{name}': base_url must be an http(s) URL, got {base_url!r}")
         if not model:
-            raise SibylError(f"provider '{name}': model is required")
+            raise ConfigError(f"provider '{name}': model is required")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise SibylError(f"provider '{name}': max_retries must be an integer >= 0, got {max_retries!r}")
+            raise ConfigError(f"provider '{name}': max_retries must be an integer >= 0, got {max_retries!r}")
         for label, value in (("timeout", timeout), ("deadline", deadline)):
             if value is None and label == "deadline":
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-                raise SibylError(
+                raise ConfigError(
                     f"provider '{name}': {label} must be a positive number of seconds, got {value!r}"
                 )
         if extra_headers is not None and (
             not isinstance(extra_headers, dict)
             or not all(isinstance(k, str) and isinstance(v, str) for k, v in extra_headers.items())
         ):
-            raise SibylError(f"provider '{name}': headers must map header names to strings")
+            raise ConfigError(f"provider '{name}': headers must map header names to strings")
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.url = f"{self.base_url}/chat/completions"
@@ -714,7 +714,7 @@ def _json_fields(text: str) -> dict[str, Any]:
 def estimate_tokens(text: str) -> int:
     """Tokens in ``text``: the shared counter (real cl100k counts offline), else ~4 chars a token."""
     try:
-        from ..text.tokens import count_tokens
+        from ..context.tokens import count_tokens
     except ImportError:  # pragma: no cover - the text package is optional to this module
         return (len(text) + 3) // 4
     return count_tokens(text)
@@ -754,13 +754,13 @@ def provider_from_config(name: str, config: dict[str, Any]) -> Provider:
             f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, _CONFIG_KEYS, 1)) else k
             for k in unknown
         ]
-        raise SibylError(
+        raise ConfigError(
             f"provider '{name}' (kind {kind}): unknown key(s) {', '.join(hints)}; "
             f"known: {', '.join(sorted(_CONFIG_KEYS - {'type'}))}"
         )
     base_url = config.get("base_url") or KIND_DEFAULT_BASE_URLS.get(kind)
     if not base_url:
-        raise SibylError(f"provider '{name}' (kind {kind}): base_url is required")
+        raise ConfigError(f"provider '{name}' (kind {kind}): base_url is required")
     is_openai = kind == "openai"
     optional: dict[str, Any] = {
         k: config[k]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import ConfigError
 from .base import Provider
 
 __all__ = [
@@ -38,7 +38,7 @@ def _default(name: str) -> Provider | None:
 def register_provider(name: str, provider: Provider) -> Provider:
     """Make ``provider`` available as ``provider: name`` in any step config."""
     if not hasattr(provider, "complete"):
-        raise SibylError(f"provider '{name}' has no async complete(messages, **params) method")
+        raise ConfigError(f"provider '{name}' has no async complete(messages, **params) method")
     _PROVIDERS[name] = provider
     return provider
 
@@ -68,7 +68,7 @@ def make_provider(name: str, config: dict[str, Any]) -> Provider:
     try:
         factory = _KINDS[kind]
     except KeyError:
-        raise SibylError(
+        raise ConfigError(
             f"provider '{name}': unknown kind '{kind}' (known: local, {', '.join(sorted(_KINDS)) or '-'})"
         ) from None
     return factory(name, config)
@@ -76,10 +76,7 @@ def make_provider(name: str, config: dict[str, Any]) -> Provider:
 
 def _load_known_kind(kind: str) -> None:
     if kind in ("openai", "openai_compatible", "vllm", "ollama", "lmstudio", "llamacpp"):
-        try:
-            from . import openai_compat  # noqa: F401  (registers its kinds)
-        except ImportError:  # pragma: no cover - module written by a later issue
-            pass
+        from . import openai_compat  # noqa: F401  (registers its kinds)
 
 
 def get_provider(name: str, run: Any = None) -> Provider:
@@ -91,7 +88,7 @@ def get_provider(name: str, run: Any = None) -> Provider:
     provider = _PROVIDERS.get(name) or _default(name)
     if provider is None:
         known = sorted(set(_PROVIDERS) | {"local", "primary", "fallback"})
-        raise SibylError(f"unknown provider '{name}' (known: {', '.join(known)})")
+        raise ConfigError(f"unknown provider '{name}' (known: {', '.join(known)})")
     return provider
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import diskcache
 
-from ..errors import ProviderError, SibylError, StoreError
+from ..errors import ConfigError, ProviderError, StoreError
 from ..paths import sibyl_home
 from .base import Completion, Message, Provider
 from .streaming import TokenCallback, complete_with_tokens, emit_token, stream_via_complete
@@ -74,7 +74,7 @@ def open_replay_store(directory: str | os.PathLike[str] | None = None) -> diskca
 
 def _check_mode(mode: str) -> str:
     if mode not in _MODES:
-        raise SibylError(f"replay mode must be one of {', '.join(_MODES)}, got {mode!r}")
+        raise ConfigError(f"replay mode must be one of {', '.join(_MODES)}, got {mode!r}")
     return mode
 
 

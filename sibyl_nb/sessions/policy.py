@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import ConfigError
 
 __all__ = ["SessionPolicy", "policy_from_config", "MODES", "STORE_KEYS"]
 
@@ -75,9 +75,9 @@ def _pos_int(cfg: Mapping[str, Any], key: str, default: int | None) -> int | Non
     try:
         n = int(value)
     except (TypeError, ValueError):
-        raise SibylError(f"session config '{key}' must be a whole number, got {value!r}") from None
+        raise ConfigError(f"session config '{key}' must be a whole number, got {value!r}") from None
     if n <= 0:
-        raise SibylError(f"session config '{key}' must be positive, got {n}")
+        raise ConfigError(f"session config '{key}' must be positive, got {n}")
     return n
 
 
@@ -92,12 +92,12 @@ def policy_from_config(cfg: Mapping[str, Any]) -> SessionPolicy:
     """A :class:`SessionPolicy` from a session step's (rendered) config."""
     mode = str(cfg.get("subtechnique") or "memory")
     if mode not in MODES:
-        raise SibylError(f"unknown session mode {mode!r}: choose {', '.join(MODES)}")
+        raise ConfigError(f"unknown session mode {mode!r}: choose {', '.join(MODES)}")
     storage = cfg.get("storage") or _DEFAULT_STORAGE[mode]
     timeout = cfg.get("timeout")
     timeout = None if timeout in (None, "", 0) else float(timeout)
     if timeout is not None and timeout < 0:
-        raise SibylError(f"session config 'timeout' must be positive seconds, got {timeout}")
+        raise ConfigError(f"session config 'timeout' must be positive seconds, got {timeout}")
     store_config = {k: cfg[k] for k in STORE_KEYS if cfg.get(k) not in (None, "")}
     pol = SessionPolicy(
         mode=mode,
@@ -113,7 +113,7 @@ def policy_from_config(cfg: Mapping[str, Any]) -> SessionPolicy:
         pol.summarization = _flag(cfg, "summarization", False)
         ratio = float(cfg.get("compression_ratio", 0.5))
         if not 0 < ratio <= 1:
-            raise SibylError(f"session config 'compression_ratio' must be in (0, 1], got {ratio}")
+            raise ConfigError(f"session config 'compression_ratio' must be in (0, 1], got {ratio}")
         pol.compression_ratio = ratio
         pol.keep_recent = _pos_int(cfg, "keep_recent", 4) or 4
     if mode == "persistent":

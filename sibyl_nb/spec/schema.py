@@ -565,10 +565,16 @@ PROVIDER_SCHEMA = ConfigSchema(
 )
 
 
-def validate_providers(providers: Mapping[str, Any], lines: LineMap, *, trusted: bool = True) -> None:
-    """Each ``providers:`` entry against its kind's keys; a kind registered from Python is its own."""
-    from ..providers.registry import registered_provider_kinds
-
+def validate_providers(
+    providers: Mapping[str, Any],
+    lines: LineMap,
+    *,
+    trusted: bool = True,
+    registered_kinds: Iterable[str] = (),
+) -> None:
+    """Each ``providers:`` entry against its kind's keys; a kind registered from Python
+    (``registered_kinds``, passed in by the compiler) checks its own config."""
+    registered = tuple(registered_kinds)
     for name, conf in providers.items():
         path: Path = ("providers", name)
         expect_mapping(conf, path, lines, f"provider '{name}'")
@@ -580,8 +586,8 @@ def validate_providers(providers: Mapping[str, Any], lines: LineMap, *, trusted:
             validate_config(
                 {**conf, "kind": kind}, PROVIDER_SCHEMA, path, lines, f"provider '{name}'", trusted=trusted
             )
-        elif kind not in registered_provider_kinds():
-            known = ("local",) + HTTP_PROVIDER_KINDS + tuple(registered_provider_kinds())
+        elif kind not in registered:
+            known = ("local",) + HTTP_PROVIDER_KINDS + registered
             raise lines.error(
                 kpath,
                 f"provider '{name}': unknown kind '{kind}'{did_you_mean(kind, known)} (known: {', '.join(known)})",

@@ -24,7 +24,6 @@ from .yaml_lines import format_path
 __all__ = [
     "compile_value",
     "to_text",
-    "render_runtime",
     "Renderer",
     "CONNECTION_KEYS",
     "ENV_PREFIX",
@@ -188,21 +187,3 @@ def _compile(value: Any, path: tuple[Any, ...], refs: list[tuple[Ref, Any]]) -> 
             return None
         return lambda r: [fn(r) if fn is not None else v for fn, v in elems]
     return None
-
-
-def render_runtime(text: Any, run: Any, ctx: Any) -> Any:
-    """Render templates in ``text`` now, in the scope of ``ctx`` (used by ``ctx.render``)."""
-    if not isinstance(text, (str, list, dict)) or "${" not in (
-        text if isinstance(text, str) else json.dumps(text, default=str)
-    ):
-        return text
-    fn, _ = compile_value(text, f"node {getattr(ctx, 'node_id', '?')}")
-    if fn is None:
-        return text
-    from ..engine.scope import resolver_for
-
-    return fn(resolver_for(run, ctx.node_id, ctx))
-
-
-def has_template(value: Any) -> bool:
-    return isinstance(value, str) and bool(REF_RE.search(value))

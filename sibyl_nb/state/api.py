@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..errors import CheckpointNotFoundError, ConfigError
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.events import Event
     from ..engine.result import RunResult
@@ -57,9 +59,9 @@ class PipelineStateMixin:
         {"backend": "redis"})``. ``False``/``None`` switches a section off. Returns the pipeline."""
         unknown = sorted(set(settings) - set(_SETTING_KEYS))
         if unknown:
-            from ..errors import SibylError
+            from ..errors import ConfigError
 
-            raise SibylError(
+            raise ConfigError(
                 f"configure(): unknown setting(s) {', '.join(unknown)} (known: {', '.join(_SETTING_KEYS)})"
             )
         current = dict(getattr(self, "_sibyl_settings", None) or {})
@@ -157,8 +159,6 @@ class PipelineStateMixin:
         checkpoint store, a run paused in this process resumes from memory."""
         import asyncio
 
-        from ..errors import SibylError
-
         store = self.checkpoint_store()
         slow = store.store.backend in ("redis", "sql")
         if checkpoint is not None or updates:
@@ -185,13 +185,13 @@ class PipelineStateMixin:
         if paused is None or (ck is not None and ck.get("enabled", True)):
             cp = await asyncio.to_thread(store.load, workflow_id) if slow else store.load(workflow_id)
         if cp is None and paused is None:
-            raise SibylError(
+            raise CheckpointNotFoundError(
                 f"no checkpoint for workflow '{workflow_id}' in {store.url}: was the run started "
                 f"with checkpointing enabled and the same storage settings?"
             )
         if cp is not None:
             if cp.pipeline and cp.pipeline != self.name:
-                raise SibylError(
+                raise CheckpointNotFoundError(
                     f"workflow '{workflow_id}' was checkpointed by pipeline '{cp.pipeline}', not '{self.name}'"
                 )
             # a run that died before its first checkpointed step starts over (with the same ids)
@@ -203,7 +203,7 @@ class PipelineStateMixin:
             from ..engine.interrupt import answers_for
 
             if restore is None:
-                raise SibylError(f"resume(value=...): workflow '{workflow_id}' is not waiting for input")
+                raise ConfigError(f"resume(value=...): workflow '{workflow_id}' is not waiting for input")
             restore = {**restore, "answers": answers_for(restore.get("records", []), node, value)}
         return await self.execute(
             inputs,
@@ -216,7 +216,7 @@ class PipelineStateMixin:
 
     def resume_sync(self, workflow_id: str, **kwargs: Any) -> RunResult:
         """Synchronous :meth:`resume` (also inside a running loop, e.g. a notebook cell)."""
-        from ..pipeline import run_sync
+        from ..engine.sync import run_sync
 
         return run_sync(self.resume(workflow_id, **kwargs))
 
@@ -234,16 +234,14 @@ class PipelineStateMixin:
             rows = history(store, workflow_id)
         meta = store.meta(workflow_id) or {}
         if meta.get("pipeline") and meta["pipeline"] != self.name:
-            from ..errors import SibylError
-
-            raise SibylError(
+            raise CheckpointNotFoundError(
                 f"workflow '{workflow_id}' was checkpointed by pipeline '{meta['pipeline']}', not '{self.name}'"
             )
         return rows
 
     def history_sync(self, workflow_id: str) -> list[CheckpointInfo]:
         """Synchronous :meth:`history`."""
-        from ..pipeline import run_sync
+        from ..engine.sync import run_sync
 
         return run_sync(self.history(workflow_id))
 

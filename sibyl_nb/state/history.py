@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SibylError
+from ..errors import CheckpointNotFoundError, ConfigError
 from .checkpoint import CheckpointStore, fold
 
 __all__ = ["CheckpointInfo", "Fork", "history", "plan_fork", "STATE_KEY"]
@@ -59,7 +59,7 @@ class CheckpointInfo:
 def _chain(store: CheckpointStore, workflow_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     meta = store.meta(workflow_id)
     if meta is None:
-        raise SibylError(
+        raise CheckpointNotFoundError(
             f"no checkpoint for workflow '{workflow_id}' in {store.url}: was the run started with "
             f"checkpointing enabled and the same storage settings?"
         )
@@ -97,7 +97,7 @@ def history(store: CheckpointStore, workflow_id: str) -> list[CheckpointInfo]:
 def _step_of(checkpoint: Any, n: int, workflow_id: str) -> int:
     if isinstance(checkpoint, CheckpointInfo):
         if checkpoint.workflow_id != workflow_id:
-            raise SibylError(
+            raise CheckpointNotFoundError(
                 f"checkpoint {checkpoint.step} belongs to workflow '{checkpoint.workflow_id}', "
                 f"not '{workflow_id}'"
             )
@@ -105,11 +105,13 @@ def _step_of(checkpoint: Any, n: int, workflow_id: str) -> int:
     elif isinstance(checkpoint, int) and not isinstance(checkpoint, bool):
         step = checkpoint + n if checkpoint < 0 else checkpoint
     else:
-        raise SibylError(
+        raise ConfigError(
             f"checkpoint must be a step number or an entry of history(), got {type(checkpoint).__name__}"
         )
     if not 0 <= step < n:
-        raise SibylError(f"workflow '{workflow_id}' has checkpoints 0..{n - 1}, not {checkpoint}")
+        raise CheckpointNotFoundError(
+            f"workflow '{workflow_id}' has checkpoints 0..{n - 1}, not {checkpoint}"
+        )
     return step
 
 
@@ -148,7 +150,7 @@ def plan_fork(
     nodes = graph.nodes
     state_patch = updates.pop(STATE_KEY, None) if STATE_KEY not in nodes else None
     if state_patch is not None and not isinstance(state_patch, Mapping):
-        raise SibylError(f"updates['{STATE_KEY}'] must be a mapping, got {type(state_patch).__name__}")
+        raise ConfigError(f"updates['{STATE_KEY}'] must be a mapping, got {type(state_patch).__name__}")
     at_step = fold(copy.deepcopy(deltas[: step + 1]))
     frontier = {nid for nid, _ in at_step["scheduler"]["frontier"]}
     finished = {r["node_id"] for r in at_step["records"] if r.get("status") in _DONE}
@@ -160,7 +162,7 @@ def plan_fork(
         if key not in nodes:
             from ..spec.schema import did_you_mean
 
-            raise SibylError(
+            raise ConfigError(
                 f"updates: '{key}' is not a node of this pipeline{did_you_mean(key, list(nodes))} "
                 f"(keys are node ids, or '{STATE_KEY}' for run state)"
             )
@@ -180,20 +182,20 @@ def plan_fork(
                     if touched
                     else "its out-edges' conditions were already decided on its output"
                 )
-                raise SibylError(
+                raise ConfigError(
                     f"{where}: cannot edit '{key}': {why}; fork from checkpoint {wrote} (written when "
                     f"'{key}' finished) so the edit flows downstream"
                 )
             bases[key] = step
             plain[key] = value
         else:
-            raise SibylError(
+            raise ConfigError(
                 f"{where}: node '{key}' has neither run nor is about to run there, so there is no output "
                 f"to edit (history() shows each checkpoint's node and frontier)"
             )
     if len(set(bases.values())) > 1:
         detail = ", ".join(f"'{k}' at {v}" for k, v in bases.items())
-        raise SibylError(
+        raise ConfigError(
             f"fork of '{workflow_id}': the edits need different starting checkpoints ({detail}); "
             f"fork once per edit"
         )
@@ -201,12 +203,12 @@ def plan_fork(
         base = next(iter(bases.values()))
     new_id = fork_id or f"{workflow_id}~{step}-{uuid.uuid4().hex[:6]}"
     if not isinstance(new_id, str) or not new_id:
-        raise SibylError(f"fork_id must be a non-empty string, got {new_id!r}")
+        raise ConfigError(f"fork_id must be a non-empty string, got {new_id!r}")
     if store.meta(new_id) is not None:
-        raise SibylError(f"workflow '{new_id}' already exists in {store.url}: pick another fork_id")
+        raise ConfigError(f"workflow '{new_id}' already exists in {store.url}: pick another fork_id")
     if base < 0:  # the edited node was the first to finish: the fork starts from the input
         if state_patch:
-            raise SibylError(
+            raise ConfigError(
                 f"fork of '{workflow_id}' at checkpoint {step}: state cannot be edited before the first step"
             )
         return Fork(new_id, workflow_id, step, None, overrides)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SibylError, UnknownTechniqueError
+from ..errors import ConfigError, UnknownTechniqueError
 from ..spec.schema import ConfigSchema, as_schema
 
 __all__ = [
@@ -114,7 +114,7 @@ def register_technique(
 ) -> TechniqueInfo:
     """Register ``fn`` under ``name`` (``shop.technique``); re-registering replaces (notebook cells re-run)."""
     if not isinstance(name, str) or not name:
-        raise SibylError(f"technique name must be a non-empty string, got {name!r}")
+        raise ConfigError(f"technique name must be a non-empty string, got {name!r}")
     # an instance with ``async def __call__`` is async too
     call = type(fn).__call__ if not inspect.isfunction(fn) and not inspect.ismethod(fn) else None
     is_async = inspect.iscoroutinefunction(fn) or (call is not None and inspect.iscoroutinefunction(call))

@@ -84,6 +84,3 @@ class HashingEmbedder:
         import numpy as np
 
         return np.round(embed_many(texts, self.dim), decimals).tolist()
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return embed(text, self.dim)

@@ -21,7 +21,6 @@ __all__ = [
     "parse_rating_prompt",
     "match_choice",
     "parse_score",
-    "is_improve_prompt",
     "split_question",
     "snake_case",
 ]
@@ -175,16 +174,6 @@ def parse_score(text: str, low: float = 0.0, high: float = 10.0) -> float | None
         return None
     value = min(high, max(low, value))
     return int(value) if float(value).is_integer() else round(value, 2)
-
-
-_IMPROVE_RE = re.compile(
-    r"\b(?:improve|improved|refine|refined|revise|revised|rewrite\s+(?:this|the)\s+answer)\b", re.I
-)
-
-
-def is_improve_prompt(prompt: str) -> bool:
-    """ "Improve this answer: ...", "Previous: ... Critique: ... Improved:"."""
-    return bool(prompt) and bool(_IMPROVE_RE.search(prompt))
 
 
 def split_question(prompt: str) -> tuple[str, str]:

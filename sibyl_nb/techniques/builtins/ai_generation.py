@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...errors import SibylError
+from ...errors import TechniqueError
 from ...providers.base import Completion
 from ...providers.streaming import complete_with_tokens
 from ...spec.schema import ConfigSchema, Field
@@ -368,7 +368,7 @@ def validation(ctx: Any) -> dict[str, Any]:
                 ]
         score, issues, checks = _consistency(answer, docs, candidates)
     else:
-        raise SibylError(
+        raise TechniqueError(
             f"unknown subtechnique '{sub}' (known: fact_check, quality, consistency)",
             node_id=ctx.node_id,
             technique="ai_generation.validation",
@@ -411,7 +411,7 @@ async def consensus(ctx: Any) -> dict[str, Any]:
     most similar, on average, to the others (self-consistency: the majority view wins)."""
     n = int(ctx.config.get("num_candidates") or 3)
     if n < 1:
-        raise SibylError(
+        raise TechniqueError(
             f"num_candidates must be >= 1, got {n}", node_id=ctx.node_id, technique="ai_generation.consensus"
         )
     temps = ctx.config.get("temperatures")

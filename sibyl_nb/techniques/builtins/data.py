@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ...errors import SibylError, TrustError
+from ...errors import TechniqueError, TrustError
 from ...spec.schema import ConfigSchema, Field
 from ...spec.trust import check_path, document_roots
 from ...text import corpus
@@ -103,7 +103,7 @@ def load_documents(ctx: Any) -> dict[str, Any]:
         if source in ("filesystem_markdown", "markdown"):
             path = Path(str(raw_path)) if raw_path else corpus.DOCS_DIR
             if not path.exists():
-                raise SibylError(
+                raise TechniqueError(
                     f"path '{path}' does not exist", node_id=ctx.node_id, technique="data.load_documents"
                 )
             docs = load_markdown(path, str(ctx.config.get("pattern") or "**/*.md"), allowed=allowed)
@@ -111,7 +111,7 @@ def load_documents(ctx: Any) -> dict[str, Any]:
         elif source == "corpus":
             name = str(ctx.config.get("collection") or "documents")
             if not corpus.has_collection(name):
-                raise SibylError(
+                raise TechniqueError(
                     f"unknown collection '{name}' (known: {', '.join(corpus.list_collections())})",
                     node_id=ctx.node_id,
                     technique="data.load_documents",
@@ -119,12 +119,12 @@ def load_documents(ctx: Any) -> dict[str, Any]:
             docs, where = corpus.get_documents(name), f"corpus:{name}"
         elif source == "json":
             if not raw_path:
-                raise SibylError(
+                raise TechniqueError(
                     "source 'json' needs a 'path'", node_id=ctx.node_id, technique="data.load_documents"
                 )
             docs, where = load_json_documents(str(raw_path)), str(raw_path)
         else:
-            raise SibylError(
+            raise TechniqueError(
                 f"unknown source '{source}' (known: {', '.join(_SOURCES)})",
                 node_id=ctx.node_id,
                 technique="data.load_documents",
@@ -132,7 +132,7 @@ def load_documents(ctx: Any) -> dict[str, Any]:
     except TrustError:  # a PermissionError, but the refusal must stay what it is
         raise
     except (OSError, ValueError) as exc:
-        raise SibylError(
+        raise TechniqueError(
             f"could not load {source} documents from {raw_path!r}: {exc}",
             node_id=ctx.node_id,
             technique="data.load_documents",
@@ -184,7 +184,7 @@ def store_vectors(ctx: Any) -> dict[str, Any]:
         if isinstance(output, Mapping) and isinstance(output.get("embeddings"), list):
             items = output.get("chunks") or output.get("documents") or []
             if len(items) != len(output["embeddings"]):
-                raise SibylError(
+                raise TechniqueError(
                     f"{len(items)} chunks but {len(output['embeddings'])} embeddings upstream",
                     node_id=ctx.node_id,
                     technique="data.store_vectors",
@@ -197,7 +197,7 @@ def store_vectors(ctx: Any) -> dict[str, Any]:
         vectors = HashingEmbedder(dim).embed([f"{c.get('title', '')}. {c.get('text', '')}" for c in chunks])
     dims = {len(v) for v in vectors}
     if len(dims) > 1:
-        raise SibylError(
+        raise TechniqueError(
             f"embeddings of different sizes {sorted(dims)} cannot share a collection",
             node_id=ctx.node_id,
             technique="data.store_vectors",

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Union
 
-from ...errors import SibylError
+from ...errors import ConfigError, TechniqueError
 from ...spec.schema import ConfigSchema, Field
 from ...text import corpus
 from ...text.gather import upstream_queries
@@ -56,7 +56,7 @@ def register_web_search_backend(name: str, fn: Backend, *, default: bool = False
     """Add a backend ``fn(query, max_results, config) -> [{"title", "url", "text"|"snippet"}, ...]``
     (sync or async). ``default=True`` makes steps without ``backend:`` use it."""
     if not callable(fn):
-        raise SibylError(f"web search backend '{name}' must be callable")
+        raise ConfigError(f"web search backend '{name}' must be callable")
     _BACKENDS[name] = fn
     if default:
         _DEFAULT[0] = name
@@ -64,7 +64,7 @@ def register_web_search_backend(name: str, fn: Backend, *, default: bool = False
 
 def unregister_web_search_backend(name: str) -> None:
     if name == "offline":
-        raise SibylError("the offline web search backend cannot be removed")
+        raise ConfigError("the offline web search backend cannot be removed")
     _BACKENDS.pop(name, None)
     if _DEFAULT[0] == name:
         _DEFAULT[0] = "offline"
@@ -72,7 +72,7 @@ def unregister_web_search_backend(name: str) -> None:
 
 def set_default_web_search_backend(name: str) -> None:
     if name not in _BACKENDS:
-        raise SibylError(f"unknown web search backend '{name}' (known: {', '.join(sorted(_BACKENDS))})")
+        raise ConfigError(f"unknown web search backend '{name}' (known: {', '.join(sorted(_BACKENDS))})")
     _DEFAULT[0] = name
 
 
@@ -121,7 +121,7 @@ async def web_search(ctx: Any) -> dict[str, Any]:
     name = str(ctx.config.get("backend") or _DEFAULT[0])
     backend = _BACKENDS.get(name)
     if backend is None:
-        raise SibylError(
+        raise TechniqueError(
             f"unknown web search backend '{name}' (known: {', '.join(web_search_backends())})",
             node_id=ctx.node_id,
             technique="external.web_search",
@@ -129,7 +129,7 @@ async def web_search(ctx: Any) -> dict[str, Any]:
     try:
         max_results = max(1, int(ctx.config.get("max_results") or 5))
     except (TypeError, ValueError):
-        raise SibylError(
+        raise TechniqueError(
             f"config 'max_results' must be an integer, got {ctx.config.get('max_results')!r}",
             node_id=ctx.node_id,
             technique="external.web_search",

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...errors import SibylError
+from ...errors import TechniqueError
 from ...spec.schema import ConfigSchema, Field, Rule
 from ...text import corpus
 from ...text.embedding import DEFAULT_DIM, EMBEDDER_NAME, HashingEmbedder
@@ -52,7 +52,7 @@ def _int(ctx: Any, key: str, default: int, minimum: int = 1) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise SibylError(
+        raise TechniqueError(
             f"config '{key}' must be an integer, got {value!r}",
             node_id=ctx.node_id,
             technique=ctx.technique or None,
@@ -60,13 +60,13 @@ def _int(ctx: Any, key: str, default: int, minimum: int = 1) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise SibylError(
+        raise TechniqueError(
             f"config '{key}' must be an integer, got {value!r}",
             node_id=ctx.node_id,
             technique=ctx.technique or None,
         ) from None
     if number < minimum:
-        raise SibylError(
+        raise TechniqueError(
             f"config '{key}' must be >= {minimum}, got {number}",
             node_id=ctx.node_id,
             technique=ctx.technique or None,
@@ -77,7 +77,7 @@ def _int(ctx: Any, key: str, default: int, minimum: int = 1) -> int:
 def _check_collection(ctx: Any, name: str, technique_name: str) -> None:
     if not corpus.has_collection(name):
         known = ", ".join(corpus.list_collections())
-        raise SibylError(
+        raise TechniqueError(
             f"unknown collection '{name}' (known collections: {known}; add one with "
             "sibyl_nb.text.corpus.add_documents or a data.store_vectors step)",
             node_id=ctx.node_id,
@@ -151,7 +151,7 @@ def query_processing(ctx: Any) -> dict[str, Any]:
             history_messages=len(history),
         )
     else:  # the loader rejects unknown subtechniques; this guards direct calls
-        raise SibylError(
+        raise TechniqueError(
             f"unknown subtechnique '{sub}' (known: expansion, decomposition, rewriting)",
             node_id=ctx.node_id,
             technique="rag.query_processing",
@@ -296,7 +296,7 @@ _RERANK_SYSTEM = "You rate how relevant a document is to a question. Reply with 
 @technique(
     "rag.reranking",
     blocking=False,
-    subtechniques=("cross_encoder", "llm", "mmr"),
+    subtechniques=("lexical", "llm", "mmr"),
     config_schema=ConfigSchema(
         {
             "top_k": _TOP_K,
@@ -305,11 +305,11 @@ _RERANK_SYSTEM = "You rate how relevant a document is to a question. Reply with 
             "temperature": Field(_NUMBER, "sampling temperature of the ratings", minimum=0, maximum=2),
         },
         subtechniques={
-            "cross_encoder": ("top_k",),
+            "lexical": ("top_k",),
             "llm": ("top_k", "provider", "temperature"),
             "mmr": ("top_k", "lambda"),
         },
-        default_subtechnique="cross_encoder",
+        default_subtechnique="lexical",
         description="reorder upstream documents by relevance",
     ),
     outputs=("documents", "count", "subtechnique", "query"),
@@ -317,10 +317,10 @@ _RERANK_SYSTEM = "You rate how relevant a document is to a question. Reply with 
 async def reranking(ctx: Any) -> dict[str, Any]:
     """Reorder upstream documents by relevance and keep ``top_k`` (default 5).
 
-    ``cross_encoder`` (default): a local lexical scorer (idf-weighted term overlap, proximity, title);
+    ``lexical`` (default): a local lexical scorer, not a neural cross-encoder (idf-weighted term overlap, proximity, title);
     ``llm``: the provider rates each document 0-10; ``mmr``: relevance balanced with diversity.
     """
-    sub = str(ctx.config.get("subtechnique") or "cross_encoder")
+    sub = str(ctx.config.get("subtechnique") or "lexical")
     top_k = _int(ctx, "top_k", 5)
     query = ctx.query
     docs = upstream_documents(ctx)
@@ -478,7 +478,7 @@ def chunking(ctx: Any) -> dict[str, Any]:
     size = _int(ctx, "chunk_size", 200)
     overlap = _int(ctx, "chunk_overlap", 20, minimum=0)
     if overlap >= size:
-        raise SibylError(
+        raise TechniqueError(
             f"chunk_overlap ({overlap}) must be smaller than chunk_size ({size})",
             node_id=ctx.node_id,
             technique="rag.chunking",
@@ -512,7 +512,7 @@ def embedding(ctx: Any) -> dict[str, Any]:
     signed feature hashing into ``dim`` dims, L2-normalised): deterministic and model-free."""
     model = str(ctx.config.get("model") or "hashing")
     if model not in ("hashing", EMBEDDER_NAME, "local"):
-        raise SibylError(
+        raise TechniqueError(
             f"unknown embedding model '{model}' (built in: hashing)",
             node_id=ctx.node_id,
             technique="rag.embedding",
