@@ -50,7 +50,8 @@ def expected_stamp(book: Any) -> dict[str, str]:
     return {"source_sha256": source_hash(book), "version": _version()}
 
 
-def stamp_of(book: Any) -> dict[str, str] | None:
+def stamp_of(book: Any) -> dict[str, object] | None:
+    """The stamp as saved (a hand-edited notebook may lack a key or hold a non-string)."""
     stamp = book.get("metadata", {}).get(STAMP_KEY)
     return {k: stamp.get(k) for k in ("source_sha256", "version")} if isinstance(stamp, dict) else None
 
