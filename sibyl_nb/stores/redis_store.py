@@ -85,6 +85,11 @@ def _s(v: Any) -> str:
     return v.decode("utf-8") if isinstance(v, bytes) else str(v)
 
 
+# The `# type: ignore ... # watched: runs at once` lines: after `pipe.watch(...)` a redis pipeline runs
+# each command immediately and returns its reply, but types-redis types every pipeline call as queued
+# (returning the pipeline), so the checker is wrong there.
+
+
 class RedisStore(Store):
     """Sessions and KV in Redis; TTL refreshed on use; connection checked when opened."""
 
@@ -198,10 +203,10 @@ class RedisStore(Store):
                     pipe.watch(lk, mk)
                     if not pipe.exists(mk):
                         return []
-                    cut = int(pipe.llen(lk)) - keep  # type: ignore[arg-type]  # a watched pipeline runs commands at once; the stubs type every result as queued
+                    cut = int(pipe.llen(lk)) - keep  # type: ignore[arg-type]  # watched: runs at once
                     if cut <= 0:
                         return []
-                    dropped = [json.loads(x) for x in pipe.lrange(lk, 0, cut - 1)]  # type: ignore[union-attr]  # a watched pipeline runs commands at once; the stubs type every result as queued
+                    dropped = [json.loads(x) for x in pipe.lrange(lk, 0, cut - 1)]  # type: ignore[union-attr]  # watched: runs at once
                     fields: dict[str | bytes, str] = {"updated_at": repr(time.time())}
                     if fold is not None:
                         old = pipe.hmget(mk, "summary", "summary_covers")
@@ -250,7 +255,7 @@ class RedisStore(Store):
                 try:
                     pipe.watch(lk, mk)
                     meta = pipe.hgetall(mk)
-                    cur = self._to_data(session_id, meta, pipe.lrange(lk, 0, -1)) if meta else None  # type: ignore[arg-type]  # a watched pipeline runs commands at once; the stubs type every result as queued
+                    cur = self._to_data(session_id, meta, pipe.lrange(lk, 0, -1)) if meta else None  # type: ignore[arg-type]  # watched: runs at once
                     new = fn(cur)
                     pipe.multi()
                     pipe.delete(lk, mk)
@@ -317,7 +322,7 @@ class RedisStore(Store):
                 try:
                     pipe.watch(k)
                     raw = pipe.get(k)
-                    cur = json.loads(to_json(default)) if raw is None else json.loads(raw)  # type: ignore[arg-type]  # a watched pipeline runs commands at once; the stubs type every result as queued
+                    cur = json.loads(to_json(default)) if raw is None else json.loads(raw)  # type: ignore[arg-type]  # watched: runs at once
                     new = fn(cur)
                     pipe.multi()
                     if ttl is not None:
