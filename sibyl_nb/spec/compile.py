@@ -507,6 +507,9 @@ class _Compiler:
                 return self.graph_step(config, path + ("config",), step, index)
             return self.orchestration_step(config, path + ("config",), step, index)
         if "max_iterations" in step:
+            mpath = path + ("max_iterations",)
+            check_type(step["max_iterations"], int, mpath, self.lines, "max_iterations")
+            validate_value(step["max_iterations"], MAX_ITERATIONS, mpath, self.lines, "max_iterations")
             raise self.err(
                 path + ("max_iterations",),
                 "max_iterations applies to a node inside a cyclic graph (a pipeline's steps never loop); "
