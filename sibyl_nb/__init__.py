@@ -23,6 +23,7 @@ __all__ = [
     "register_provider",
     "get_provider",
     "load_document",
+    "json_schema",
     "compare_context_strategies",
     "plot_context_comparison",
     "draw_graph",
@@ -56,6 +57,7 @@ __all__ = [
 _LAZY = {
     "Pipeline": ("sibyl_nb.pipeline", "Pipeline"),
     "load_document": ("sibyl_nb.pipeline", "load_document"),
+    "json_schema": ("sibyl_nb.spec.json_schema", "json_schema"),
     "RunResult": ("sibyl_nb.engine.result", "RunResult"),
     "StepRecord": ("sibyl_nb.engine.result", "StepRecord"),
     "StepContext": ("sibyl_nb.techniques.context", "StepContext"),

@@ -2,7 +2,7 @@
 
     sibyl workflow visualize --pipeline research_workflow --output workflow.png [--file pipelines.yaml]
     sibyl run --pipeline NAME [--file F] [--input JSON | --query TEXT] [--workflow-id ID] [--trace]
-    sibyl validate FILE...
+    sibyl validate FILE_OR_FOLDER...      sibyl schema [--markdown] > sibyl.schema.json
     sibyl resume WORKFLOW_ID --pipeline NAME [--file F]
     sibyl demo
     sibyl checkpoints list|prune ...      sibyl cache clear ...
@@ -143,20 +143,37 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Every problem of every document (files, and *.yaml / *.yml under folders) as path:line:col: message."""
     from .errors import SibylError
     from .pipeline import load_document
+    from .spec.problems import file_problems
 
+    files: list[Path] = []
     status = 0
-    for file in args.files:
-        path = Path(file)
-        if not path.is_file():
-            print(f"{file}: no such file", file=sys.stderr)
+    for given in args.files:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            if not found:
+                print(f"{given}: no .yaml or .yml files in this folder", file=sys.stderr)
+                status = 1
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            print(f"{given}:1:1: no such file or folder", file=sys.stderr)
             status = 1
+    for path in files:
+        problems = file_problems(path, trusted=args.trust_code)
+        if problems:
+            status = 1
+            for problem in problems:
+                print(problem, file=sys.stderr)
             continue
         try:
             doc = load_document(path, trust_code=args.trust_code)
-        except SibylError as exc:
-            print(str(exc), file=sys.stderr)
+        except SibylError as exc:  # the collector found nothing, the loader must agree
+            print(f"{path}:{exc.line or 1}:1: {exc}", file=sys.stderr)
             status = 1
             continue
         parts = []
@@ -176,10 +193,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if v
         ]
         tail = f"; settings: {', '.join(extras)}" if extras else ""
-        print(f"ok: {file}: {n} pipeline{'s' if n != 1 else ''}: {', '.join(parts)}{tail}")
+        print(f"ok: {path}: {n} pipeline{'s' if n != 1 else ''}: {', '.join(parts)}{tail}")
         for w in warnings:
             print(w)
     return status
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """The document format: JSON Schema (draft 2020-12) or, with --markdown, the reference."""
+    if args.markdown:
+        from .spec.reference import reference_markdown
+
+        sys.stdout.write(reference_markdown())
+    else:
+        from .spec.json_schema import json_schema
+
+        sys.stdout.write(json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -298,10 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the output as JSON")
     run.set_defaults(func=cmd_run)
 
-    val = sub.add_parser("validate", help="check documents; exit 1 with path and line on an error")
-    val.add_argument("files", nargs="+", metavar="FILE")
+    val = sub.add_parser(
+        "validate",
+        help="check documents and folders; every problem as path:line:col: message on stderr, exit 1 if any",
+    )
+    val.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER")
     val.add_argument("--trust-code", action="store_true")
     val.set_defaults(func=cmd_validate)
+
+    sch = sub.add_parser("schema", help="print the document's JSON Schema (or --markdown: the reference)")
+    sch.add_argument("--markdown", action="store_true", help="print docs/reference.md instead")
+    sch.set_defaults(func=cmd_schema)
 
     res = sub.add_parser("resume", help="continue a checkpointed run that died")
     res.add_argument("workflow_id")

@@ -93,7 +93,7 @@ def test_validate_a_bad_file_exits_non_zero_with_path_and_line(in_tmp, capsys):
     assert "did you mean 'ai_generation.generation'" in err
     (in_tmp / "syntax.yaml").write_text("pipelines:\n  p:\n    steps: [\n")
     assert main(["validate", "syntax.yaml"]) == 1
-    assert "syntax.yaml:3: this `[` is never closed" in capsys.readouterr().err  # the line of the `[`
+    assert "syntax.yaml:3:1: this `[` is never closed" in capsys.readouterr().err  # the line of the `[`
     assert main(["validate", "missing.yaml"]) == 1
 
 

@@ -68,6 +68,7 @@ CONFIG_SCHEMA = ConfigSchema(
             items=_LEVEL,
             values=_LEVEL_COUNTS,
             max_items=3,
+            unique_key="name",
         ),
         "include_summary": Field(bool, "prepend the stored conversation summary"),
         "summary_method": Field(_METHODS, "extractive (model-free) or abstractive (asks the provider)"),

@@ -341,7 +341,11 @@ class Scheduler:
         try:
             ok = node.guard.evaluate(resolver_for(self.run, node.id, ctx))
         except SibylError as exc:
-            raise TemplateError(f"condition of node '{node.id}' at {node.path}: {exc.message}") from None
+            raise TemplateError(
+                f"condition of node '{node.id}': {exc.message}",
+                path=node.guard.path or node.path,
+                line=node.guard.line or node.line,
+            ) from None
         return None if ok else f"condition false: {node.guard.text}"
 
     # ------------------------------------------------------------------ 3. run

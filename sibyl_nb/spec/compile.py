@@ -314,6 +314,7 @@ class _Compiler:
             cond = compile_condition(text)
         except ExpressionError as exc:
             raise self.err(path, exc.message, ExpressionError) from None
+        cond.path, cond.line = format_path(path), self.lines.line(path)
         for ref in cond.refs:
             self.refs.append((ref, path, node_id, edge_src))
         return cond

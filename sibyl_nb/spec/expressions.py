@@ -139,6 +139,8 @@ class Condition:
     text: str
     refs: tuple[Ref, ...]
     _fn: _Fn
+    path: str | None = None  # where the loader found it, so a run-time failure can say so
+    line: int | None = None
 
     def evaluate(self, resolve: Resolver) -> bool:
         return bool(self.value(resolve))

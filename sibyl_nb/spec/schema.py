@@ -160,6 +160,7 @@ class Field:
     items: Any = None
     values: Any = None
     max_items: int | None = None
+    unique_key: str | None = None  # list of mappings: no two items share this key's value
     templated: bool = True
     # "path" (a file or folder read), "root" (a folder paths are read from), "store" (where sibyl_nb
     # writes its own files) or "url" (a connection): in an untrusted document these must stay inside
@@ -283,6 +284,18 @@ def validate_value(
         if spec.items is not None:
             for i, item in enumerate(value):
                 _validate_nested(item, spec.items, path + (i,), lines, f"{what}[{i}]", trusted)
+        if spec.unique_key is not None:
+            seen: dict[Any, int] = {}
+            for i, item in enumerate(value):
+                key = item.get(spec.unique_key) if isinstance(item, dict) else None
+                if key is None:
+                    continue
+                if key in seen:
+                    raise lines.error(
+                        path + (i, spec.unique_key),
+                        f"{what}[{i}]: {spec.unique_key} {key!r} repeats {what}[{seen[key]}]",
+                    )
+                seen[key] = i
     if isinstance(value, dict) and spec.values is not None:
         if isinstance(spec.values, ConfigSchema):
             _validate_nested(value, spec.values, path, lines, what, trusted)

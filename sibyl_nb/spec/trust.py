@@ -33,6 +33,7 @@ __all__ = [
 
 PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
 _HINT = "pass trust_code=True if you trust this document"
+_SERVER_PARAMS = frozenset({"host", "hostaddr", "service", "server", "unix_socket_path", "dsn"})
 
 
 def document_roots(source: str | None, root: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -117,6 +118,15 @@ def check_url(url: str, *, trusted: bool, what: str = "url", source: str | None 
         return
     if host is None and parts.scheme in ("unix", "redis+unix"):
         return
+    # libpq and some drivers take the server from the query too (?host=..., ?service=...)
+    from urllib.parse import parse_qsl
+
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key.lower() in _SERVER_PARAMS and not (key.lower() == "host" and is_loopback_host(value)):
+            raise TrustError(
+                f"{what} '{_masked(url)}' names its server in the query ({key}=...): an untrusted document "
+                f"may only connect to localhost; {_HINT}"
+            )
     if not is_loopback_host(host):
         raise TrustError(
             f"{what} '{_masked(url)}' points at host '{host}', not this machine: an untrusted document "

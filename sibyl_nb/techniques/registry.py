@@ -73,6 +73,9 @@ def register_technique(
     # an instance with ``async def __call__`` is async too
     call = type(fn).__call__ if not inspect.isfunction(fn) and not inspect.ismethod(fn) else None
     is_async = inspect.iscoroutinefunction(fn) or (call is not None and inspect.iscoroutinefunction(call))
+    schema = as_schema(config_schema)
+    if subtechniques is None and schema.subtechniques is not None:
+        subtechniques = tuple(schema.subtechniques)  # a schema's modes are the names the loader accepts
     info = TechniqueInfo(
         name=name,
         fn=fn,
@@ -80,7 +83,7 @@ def register_technique(
         # Unknown sync user code may block (HTTP, sleep): default to "blocking" so siblings overlap.
         blocking=(not is_async) if blocking is None else bool(blocking),
         subtechniques=tuple(subtechniques) if subtechniques is not None else None,
-        config_schema=as_schema(config_schema),
+        config_schema=schema,
         outputs=tuple(outputs) if outputs is not None else None,
         outputs_for=outputs_for,
         doc=(inspect.getdoc(fn) or "").split("\n\n")[0],

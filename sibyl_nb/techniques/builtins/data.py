@@ -129,6 +129,8 @@ def load_documents(ctx: Any) -> dict[str, Any]:
                 node_id=ctx.node_id,
                 technique="data.load_documents",
             )
+    except TrustError:  # a PermissionError, but the refusal must stay what it is
+        raise
     except (OSError, ValueError) as exc:
         raise SibylError(
             f"could not load {source} documents from {raw_path!r}: {exc}",
