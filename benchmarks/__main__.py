@@ -1,9 +1,10 @@
 """``python -m benchmarks [--quick] [--only engine,dask] [--output PATH]``: every suite, one table.
 
 Each suite runs in a fresh interpreter (``--suite NAME --json PATH`` is that child's entry point), so
-one suite's registered techniques, threads or clusters never colour another's timings. Rows from
-the suites are normalised into one table (suite, benchmark, unit, sibyl_nb, peer, peer value,
-ratio, goal, notes) and written with the machine and package versions to ``benchmarks/RESULTS.md``.
+one suite's registered techniques, threads or clusters never colour another's timings. Rows from the
+suites are normalised into one table — sibyl_nb's value, then each peer's value with the ratio
+sibyl_nb / peer, the ratio to the fastest peer, the goal and whether it is met — and written with the
+machine and package versions to ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import SUITES
+from . import HERE, discover
 
 __all__ = [
     "main",
@@ -37,8 +39,20 @@ __all__ = [
     "PACKAGES",
 ]
 
-PACKAGES = ("sibyl_nb", "langgraph", "langchain-core", "dask", "distributed")
-STANDARD = ("suite", "benchmark", "unit", "sibyl_nb", "peer", "peer_value", "ratio", "goal", "notes")
+PACKAGES = (
+    "sibyl_nb",
+    "pyyaml",
+    "sf-hamilton",
+    "burr",
+    "pydantic-graph",
+    "llama-index-workflows",
+    "langgraph",
+    "langchain-core",
+    "dask",
+    "distributed",
+)
+PEER_ORDER = ("Hamilton", "Burr", "pydantic-graph", "LlamaIndex Workflows", "LangGraph")
+STANDARD = ("suite", "benchmark", "unit", "sibyl_nb", "peer", "peer_value", "ratio", "goal", "notes", "peers")
 PEER_NAMES = {
     "langgraph": "LangGraph",
     "langchain": "LangChain",
@@ -46,7 +60,6 @@ PEER_NAMES = {
     "llamaindex": "LlamaIndex",
     "llama_index": "LlamaIndex",
 }
-HERE = Path(__file__).resolve().parent
 SUITE_TIMEOUT = 1800
 
 
@@ -192,32 +205,67 @@ def expand(suite: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def normalise(suite: str, row: dict[str, Any]) -> dict[str, Any]:
-    """One suite's row in the common columns. A peer given as its own column (``"langgraph": 1.2``)
-    becomes peer/peer_value; columns the runner does not know are kept, in ``notes``."""
+    """One suite's row in the common columns: ``peers`` (name -> value), the ratio to the fastest
+    peer, and whether the goal is met. A single ``peer``/``peer_value`` (or a peer given as its own
+    numeric column, ``"langgraph": 1.2``) becomes a one-entry ``peers``; unknown columns go to notes."""
     out: dict[str, Any] = {
         "suite": suite,
         "benchmark": row.get("benchmark") or row.get("name") or "?",
         "unit": row.get("unit", ""),
         "sibyl_nb": row.get("sibyl_nb"),
-        "peer": row.get("peer"),
-        "peer_value": row.get("peer_value"),
-        "ratio": row.get("ratio"),
         "goal": row.get("goal") or "",
     }
+    peers: dict[str, Any] = dict(row.get("peers") or {})
     extras = {k: v for k, v in row.items() if k not in STANDARD and k != "name"}
-    if out["peer"] is None:
+    peer = row.get("peer")
+    value = row.get("peer_value")
+    if peer is None and not peers:
         for key in list(extras):
             if extras[key] is None or _number(extras[key]):
-                out["peer"], out["peer_value"] = key, extras.pop(key)
+                peer, value = key, extras.pop(key)
                 break
-    if out["peer"]:
-        out["peer"] = PEER_NAMES.get(str(out["peer"]), out["peer"])
-    if out["ratio"] is None and _number(out["sibyl_nb"]) and _number(out["peer_value"]) and out["peer_value"]:
-        out["ratio"] = out["sibyl_nb"] / out["peer_value"]
+    if peer:
+        peers[PEER_NAMES.get(str(peer), str(peer))] = value
+    out["peers"] = peers
+    ours = out["sibyl_nb"]
+    out["ratios"] = {k: (ours / v if _number(ours) and _number(v) and v else None) for k, v in peers.items()}
+    if row.get("ratio") is not None and len(peers) == 1:
+        out["ratios"] = {k: row["ratio"] for k in peers}
+    known = [(v, k) for k, v in peers.items() if _number(v) and v > 0 and _is_peer(k)]
+    fastest = min(known) if known else None
+    out["fastest"] = fastest[1] if fastest else None
+    out["vs_fastest"] = ours / fastest[0] if fastest and _number(ours) else None
+    out["met"] = goal_met(out)
     notes = [str(row["notes"])] if row.get("notes") else []
     notes += [f"{k}={v}" for k, v in extras.items() if k != "notes"]
     out["notes"] = "; ".join(notes)
     return out
+
+
+def _is_peer(name: str) -> bool:
+    """A competing engine (not a baseline such as "same run, no widget" or "local executor")."""
+    return name in PEER_ORDER or name in PEER_NAMES.values()
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+_ABSOLUTE = re.compile(r"<=\s*([\d.]+)\s*(us|ms|s)\b")
+_RELATIVE = re.compile(r"<=\s*([\d.]+)\s*x\s+fastest peer")
+
+
+def goal_met(row: dict[str, Any]) -> bool | None:
+    """Check the goal's first clause: ``<= 15 us`` (against the row's own unit) or ``<= 0.5 x fastest
+    peer``; ``None`` when the goal says something else or a number is missing."""
+    goal, ours = row.get("goal") or "", row.get("sibyl_nb")
+    if not _number(ours):
+        return None
+    first = goal.split(";")[0]
+    m = _RELATIVE.search(first)
+    if m:
+        return None if row.get("vs_fastest") is None else row["vs_fastest"] <= float(m.group(1))
+    m = _ABSOLUTE.search(first)
+    if m and row.get("unit") in _UNITS:
+        return ours * _UNITS[row["unit"]] <= float(m.group(1)) * _UNITS[m.group(2)]
+    return None
 
 
 # ---------------------------------------------------------------------- reporting
@@ -238,35 +286,55 @@ def _fmt(value: Any) -> str:
     return f"{value:.3g}"
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
+def peer_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Every peer that appears: the engines first, in their usual order, then the baselines."""
+    seen: list[str] = []
+    for r in rows:
+        seen += [k for k in r["peers"] if k not in seen]
+    return [p for p in PEER_ORDER if p in seen] + [p for p in seen if p not in PEER_ORDER]
+
+
+def _peer_cell(row: dict[str, Any], peer: str) -> str:
+    if peer not in row["peers"]:
+        return ""
+    value, ratio = row["peers"][peer], row["ratios"].get(peer)
+    if value is None:
+        return "n/a"
+    return f"{_fmt(value)} ({_fmt(ratio)}x)" if ratio is not None else _fmt(value)
+
+
+def _cells(row: dict[str, Any], peers: list[str]) -> list[str]:
+    vs = f"{_fmt(row['vs_fastest'])}x {row['fastest']}" if row["vs_fastest"] is not None else "-"
+    met = {True: "yes", False: "NO", None: ""}[row["met"]]
     return [
         row["suite"],
         row["benchmark"],
         row["unit"],
         _fmt(row["sibyl_nb"]),
-        str(row["peer"] or "-"),
-        _fmt(row["peer_value"]),
-        _fmt(row["ratio"]),
+        *[_peer_cell(row, p) for p in peers],
+        vs,
         row["goal"],
+        met,
     ]
 
 
-HEAD = ["suite", "benchmark", "unit", "sibyl_nb", "peer", "peer value", "ratio", "goal"]
+def _head(peers: list[str]) -> list[str]:
+    return ["suite", "benchmark", "unit", "sibyl_nb", *peers, "vs fastest peer", "goal", "met"]
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A plain-text table for the terminal (notes are in RESULTS.md)."""
-    table = [HEAD] + [_cells(r) for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(HEAD))]
-    numeric = {3, 5, 6}
+    peers = peer_columns(rows)
+    head = _head(peers)
+    table = [head] + [_cells(r, peers) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    numeric = range(3, 5 + len(peers))
     lines = []
     for n, r in enumerate(table):
-        lines.append(
-            "  ".join(
-                c.rjust(w) if i in numeric else c.ljust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
+        cells = [
+            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
@@ -285,8 +353,16 @@ def machine_info() -> dict[str, str]:
         ram = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB"
     except (ValueError, OSError, AttributeError):
         ram = "unknown"
+    try:
+        load = (
+            ", ".join(f"{x:.1f}" for x in os.getloadavg())
+            + " (1, 5, 15 min; above the CPU count, timings inflate)"
+        )
+    except OSError:
+        load = "unknown"
     return {
         "CPU": f"{cpu} ({os.cpu_count()} logical CPUs)",
+        "Load average when written": load,
         "RAM": ram,
         "Python": f"{platform.python_version()} ({platform.python_implementation()})",
         "Platform": platform.platform(),
@@ -300,6 +376,12 @@ def package_versions() -> dict[str, str]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
+    try:
+        import yaml
+
+        out["pyyaml"] += " (libyaml: yes)" if getattr(yaml, "__with_libyaml__", False) else " (libyaml: NO)"
+    except ImportError:
+        pass
     return out
 
 
@@ -327,7 +409,9 @@ def markdown_report(
         "# Benchmark results",
         "",
         f"Generated by `python -m benchmarks{' --quick' if quick else ''}` on {when}. Regenerate; "
-        "do not edit by hand. ratio = sibyl_nb / peer: below 1 means sibyl_nb is faster.",
+        "do not edit by hand. Each peer cell is the peer's value (sibyl_nb / peer): below 1x means "
+        "sibyl_nb is faster. n/a: the peer has no idiomatic form of that workload (see notes). "
+        "met: the goal's first clause, checked.",
         "",
         "## Machine",
         "",
@@ -337,14 +421,11 @@ def markdown_report(
     lines += [f"| {k} | {_md(v)} |" for k, v in machine_info().items()]
     lines += ["", "## Versions", "", "| package | version |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in package_versions().items()]
-    lines += [
-        "",
-        "## Results",
-        "",
-        "| " + " | ".join(HEAD + ["notes"]) + " |",
-        "|" + "|".join(["---", "---", "---", "--:", "---", "--:", "--:", "---", "---"]) + "|",
-    ]
-    lines += ["| " + " | ".join(_md(c) for c in _cells(r) + [r["notes"]]) + " |" for r in rows]
+    peers = peer_columns(rows)
+    head = _head(peers) + ["notes"]
+    align = ["---", "---", "---", "--:", *["--:"] * len(peers), "--:", "---", "---", "---"]
+    lines += ["", "## Results", "", "| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(_md(c) for c in _cells(r, peers) + [r["notes"]]) + " |" for r in rows]
     lines += ["", "## Suites", ""]
     lines += [
         f"- **{name}**: {status}" + (f" ({seconds:.1f} s)" if seconds else "")
@@ -359,8 +440,9 @@ def markdown_report(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (CI smoke run)")
+    suites = discover()
     parser.add_argument(
-        "--only", default="", help="comma-separated suites: " + ", ".join(n for n, _ in SUITES)
+        "--only", default="", help="comma-separated suites: " + ", ".join(n for n, _ in suites)
     )
     parser.add_argument("--output", default=str(HERE / "RESULTS.md"), help="where to write the report")
     parser.add_argument("--suite", help=argparse.SUPPRESS)  # child mode: run one module
@@ -370,13 +452,13 @@ def main(argv: list[str] | None = None) -> int:
         _child(args.suite, args.json, args.quick)
         return 0
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = wanted - {n for n, _ in SUITES}
+    unknown = wanted - {n for n, _ in suites}
     if unknown:
         parser.error(f"unknown suite(s): {', '.join(sorted(unknown))}")
     rows: list[dict[str, Any]] = []
     statuses: list[tuple[str, str, float]] = []
     raw: dict[str, list[dict[str, Any]]] = {}
-    for name, module in SUITES:
+    for name, module in suites:
         if wanted and name not in wanted:
             continue
         print(f"[{name}] running...", file=sys.stderr, flush=True)

@@ -1,24 +1,29 @@
-"""Engine overhead, sibyl_nb vs LangGraph, same workloads in one process; prints ratios.
+"""Engine overhead, sibyl_nb against every peer in :mod:`benchmarks.peers`, same workloads, one process.
 
-    python benchmarks/engine.py [--quick]
+    python -m benchmarks --only engine [--quick]
 
-Workloads: a chain of no-op nodes (1000 and 3000: per-node overhead and whether it stays flat), a
-1-node pipeline (fixed cost per run), fan-out 100 x asyncio.sleep(0.05) -> join (wall time), a
-50-iteration cycle, a 1000-way dynamic fan-out, and ``import sibyl_nb`` in a fresh interpreter.
-Goals (issue 2): per-node <= 0.1 x LangGraph and flat to 3000 nodes; fixed cost <= 0.1 ms; fan-out
-wall <= 55 ms; import <= 0.2 s.
+Workloads: a chain of no-op steps (1000 and 3000: per-step cost, and whether it stays flat), a 1-step
+run (sync ``pipe.run`` and async ``await pipe.execute``), fan-out 100 x ``asyncio.sleep(0.05)`` ->
+join (wall), a 50-iteration cycle, a 1000-way dynamic fan-out, compiling a fan-out graph of 4k and
+40k nodes, ``Pipeline.from_yaml`` of a 1000-node chain, and a cold start (import + build + first
+1-step run, in a fresh interpreter). Goals from issue 16 are in each row's ``goal``.
+
+CPU-bound rows report the best of several repeats (the least disturbed by other processes on a
+shared machine); wall-clock rows (sleeps) the median.
 """
 
 import asyncio
-import operator
+import json
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import sibyl_nb as sb
+from benchmarks.peers import CAVEATS, MISSING, Peer, available
 from sibyl_nb.engine.builder import Graph
 
 __all__ = ["run", "main"]
@@ -109,192 +114,246 @@ def sibyl_dynamic() -> sb.Pipeline:
     )
 
 
-# ---------------------------------------------------------------------- LangGraph workloads
-def lg_available() -> bool:
-    try:
-        import langgraph  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def sibyl_chain_yaml(n: int) -> str:
+    return "steps:\n" + "".join(f"  - use: bench.noop\n    id: n{i}\n" for i in range(n))
 
 
-def lg_chain(n: int) -> Any:
-    from langgraph.graph import END, START, StateGraph
-
-    class S(TypedDict, total=False):
-        x: int
-
-    g = StateGraph(S)
-    for i in range(n):
-        g.add_node(f"n{i}", lambda s: {})
-    g.add_edge(START, "n0")
-    for i in range(n - 1):
-        g.add_edge(f"n{i}", f"n{i + 1}")
-    g.add_edge(f"n{n - 1}", END)
-    return g.compile()
-
-
-def lg_fanout(width: int) -> Any:
-    from langgraph.graph import END, START, StateGraph
-
-    class S(TypedDict, total=False):
-        done: Annotated[list[int], operator.add]
-
-    async def sleeper(s: S) -> dict[str, Any]:
-        await asyncio.sleep(0.05)
-        return {"done": [1]}
-
-    g = StateGraph(S)
-    g.add_node("src", lambda s: {})
-    g.add_node("join", lambda s: {})
-    g.add_edge(START, "src")
+def sibyl_fanout_compile(width: int) -> float:
+    """Seconds to compile source -> ``width`` workers -> join from a dict (the dict built beforehand)."""
+    nodes = [{"id": "src", "technique": "bench.noop"}, {"id": "join", "technique": "bench.noop"}]
+    edges = []
     for i in range(width):
-        g.add_node(f"w{i}", sleeper)
-        g.add_edge("src", f"w{i}")
-        g.add_edge(f"w{i}", "join")
-    g.add_edge("join", END)
-    return g.compile()
-
-
-def lg_cycle(iterations: int) -> Any:
-    from langgraph.graph import END, START, StateGraph
-
-    class S(TypedDict, total=False):
-        n: int
-
-    g = StateGraph(S)
-    g.add_node("a", lambda s: {"n": s.get("n", 0) + 1})
-    g.add_node("b", lambda s: {})
-    g.add_edge(START, "a")
-    g.add_conditional_edges("a", lambda s: "b" if s["n"] < iterations else END)
-    g.add_edge("b", "a")
-    return g.compile()
-
-
-def lg_dynamic() -> Any:
-    from langgraph.graph import END, START, StateGraph
-    from langgraph.types import Send
-
-    class S(TypedDict, total=False):
-        width: int
-        done: Annotated[list[int], operator.add]
-
-    g = StateGraph(S)
-    g.add_node("w", lambda s: {"done": [1]})
-    g.add_conditional_edges(START, lambda s: [Send("w", {}) for _ in range(s["width"])])
-    g.add_edge("w", END)
-    return g.compile()
+        nodes.append({"id": f"w{i}", "technique": "bench.noop"})
+        edges += [{"from": "src", "to": f"w{i}"}, {"from": f"w{i}", "to": "join"}]
+    doc = {
+        "steps": [
+            {
+                "use": "workflow_orchestration.graph",
+                "config": {"subtechnique": "dag", "graph_definition": {"nodes": nodes, "edges": edges}},
+            }
+        ]
+    }
+    t0 = time.perf_counter()
+    sb.Pipeline.from_dict(doc)
+    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------- timing
-async def _time(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
-    await fn()  # warm-up
+def best(fn: Callable[[], Any], repeat: int, number: int = 1) -> float:
+    """Best mean seconds per call over ``repeat`` batches of ``number`` calls (after one warm-up)."""
+    fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        await fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number)
+    return min(times)
 
 
-def _import_time() -> float:
-    code = "import time; t=time.perf_counter(); import sibyl_nb; print(time.perf_counter()-t)"
-    samples = [float(subprocess.check_output([sys.executable, "-c", code]).decode()) for _ in range(5)]
-    return statistics.median(samples)
+async def abest(fn: Callable[[], Any], repeat: int, number: int = 1, median: bool = False) -> float:
+    """:func:`best` for an async callable, on the running loop; ``median`` for wall-clock workloads."""
+    await fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            await fn()
+        times.append((time.perf_counter() - t0) / number)
+    return statistics.median(times) if median else min(times)
 
 
-async def _measure(quick: bool) -> list[dict[str, Any]]:
-    _register()
-    have_lg = lg_available()
-    rows: list[dict[str, Any]] = []
-    rep = 3 if quick else 7
-    recursion = {"recursion_limit": 100_000}
+def _peer_values(
+    peers: list[Peer], workload: str, measure: Callable[[Peer], float | None]
+) -> tuple[dict[str, float | None], list[str]]:
+    values: dict[str, float | None] = {}
+    notes: list[str] = []
+    for p in peers:
+        why = MISSING.get((p.name, workload))
+        if why:
+            values[p.name] = None
+            notes.append(f"{p.name}: {why}")
+            continue
+        if (p.name, workload) in CAVEATS:
+            notes.append(CAVEATS[(p.name, workload)])
+        try:
+            values[p.name] = measure(p)
+        except Exception as exc:  # a peer's failure is reported in the table, not fatal
+            values[p.name] = None
+            notes.append(f"{p.name} failed: {type(exc).__name__}: {str(exc)[:80]}")
+    return values, notes
 
-    for n in (1000, 3000):
-        pipe = sibyl_chain(n)
-        s = await _time(lambda p=pipe: p.execute({}), rep)
-        lg = None
-        if have_lg and (n == 1000 or not quick):
-            graph = lg_chain(n)
-            lg = await _time(lambda g=graph: g.ainvoke({}, recursion), max(2, rep // 2))
-        rows.append(
-            _row(
-                f"chain {n} no-op nodes (per node)",
-                s / n,
-                lg / n if lg else None,
-                "us",
-                goal="<= 0.1 x LangGraph, flat",
-            )
+
+# ---------------------------------------------------------------------- cold start (fresh interpreter)
+_COLD_SIBYL = """
+import time
+t0 = time.perf_counter()
+import sibyl_nb as sb
+@sb.technique("cold.noop", blocking=False)
+def noop(ctx):
+    return {}
+sb.Pipeline.from_dict({"steps": [{"use": "cold.noop"}]}).run({})
+print(time.perf_counter() - t0)
+"""
+_COLD_PEER = """
+import time, asyncio, inspect
+t0 = time.perf_counter()
+from benchmarks.peers import {cls}
+run = {cls}().one_step()
+out = run()
+if inspect.isawaitable(out):
+    asyncio.run(out)
+print(time.perf_counter() - t0)
+"""
+
+
+def cold_start(code: str, repeat: int) -> float:
+    """Best seconds from the first import to the end of the first 1-step run, in fresh interpreters."""
+    root = Path(__file__).resolve().parent.parent
+    samples = []
+    for _ in range(repeat + 1):  # the first one also warms the disk cache and writes bytecode
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300, check=True
         )
-
-    one = sibyl_chain(1)
-    s = await _time(lambda: one.execute({}), rep * 200)
-    lg = None
-    if have_lg:
-        g1 = lg_chain(1)
-        lg = await _time(lambda: g1.ainvoke({}), rep * 50)
-    rows.append(_row("1-node pipeline (fixed cost)", s, lg, "ms", goal="<= 0.1 ms"))
-
-    fan = sibyl_fanout(100)
-    s = await _time(lambda: fan.execute({}), rep)
-    lg = None
-    if have_lg:
-        gf = lg_fanout(100)
-        lg = await _time(lambda: gf.ainvoke({}), rep)
-    rows.append(_row("fan-out 100 x sleep(50ms) -> join (wall)", s, lg, "ms", goal="<= 55 ms"))
-
-    cyc = sibyl_cycle(50)
-    s = await _time(lambda: cyc.execute({}), rep * 5)
-    lg = None
-    if have_lg:
-        gc = lg_cycle(50)
-        lg = await _time(lambda: gc.ainvoke({}, recursion), rep * 5)
-    rows.append(_row("50-iteration cycle (wall)", s, lg, "ms"))
-
-    dyn = sibyl_dynamic()
-    s = await _time(lambda: dyn.execute({"width": 1000}), rep)
-    lg = None
-    if have_lg:
-        gd = lg_dynamic()
-        lg = await _time(lambda: gd.ainvoke({"width": 1000}, recursion), rep)
-    rows.append(_row("dynamic fan-out 1000 (wall)", s, lg, "ms"))
-
-    rows.append(_row("import sibyl_nb", _import_time(), None, "s", goal="<= 0.2 s"))
-    return rows
+        samples.append(float(out.stdout.strip().splitlines()[-1]))
+    return min(samples[1:])
 
 
-def _row(name: str, ours: float, peer: float | None, unit: str, goal: str = "") -> dict[str, Any]:
+# ---------------------------------------------------------------------- the suite
+def _row(
+    name: str,
+    unit: str,
+    ours: float | None,
+    peers: dict[str, float | None],
+    goal: str = "",
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
     scale = {"us": 1e6, "ms": 1e3, "s": 1.0}[unit]
     return {
         "benchmark": name,
         "unit": unit,
-        "sibyl_nb": ours * scale,
-        "langgraph": peer * scale if peer is not None else None,
-        "ratio": (ours / peer) if peer else None,
+        "sibyl_nb": ours * scale if ours is not None else None,
+        "peers": {k: (v * scale if v is not None else None) for k, v in peers.items()},
         "goal": goal,
+        "notes": "; ".join(notes or []),
     }
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    """Run every workload; returns rows (benchmark, unit, sibyl_nb, langgraph, ratio, goal)."""
-    return asyncio.run(_measure(quick))
+def _measure(quick: bool) -> list[dict[str, Any]]:
+    """Sync workloads run with no event loop running (as in a script); async ones each in asyncio.run."""
+    _register()
+    peers = available()
+    rows: list[dict[str, Any]] = []
+    rep = 3 if quick else 7
 
-
-def format_rows(rows: list[dict[str, Any]]) -> str:
-    out = [f"{'benchmark':<44} {'sibyl_nb':>12} {'LangGraph':>12} {'ratio':>8}  goal"]
-    for r in rows:
-        lg = f"{r['langgraph']:.3f}" if r["langgraph"] is not None else "-"
-        ratio = f"{r['ratio']:.3f}" if r["ratio"] is not None else "-"
-        out.append(
-            f"{r['benchmark']:<44} {r['sibyl_nb']:>9.3f} {r['unit']:<2} {lg:>9} {r['unit']:<2} "
-            f"{ratio:>8}  {r['goal']}"
+    # chains: per step, sync runs (each peer's idiomatic sync call; LlamaIndex: asyncio.run)
+    per_step: dict[int, float] = {}
+    for n in (1000, 3000):
+        pipe = sibyl_chain(n)
+        ours = best(lambda p=pipe: p.run({}), rep) / n
+        per_step[n] = ours
+        if n == 1000 or not quick:
+            values, notes = _peer_values(
+                peers, "chain", lambda p, n=n: best(p.chain(n), max(2, rep // 2)) / n
+            )
+        else:
+            values, notes = {p.name: None for p in peers}, ["peers at 3000 steps: full run only"]
+        if n == 3000:
+            notes.append(f"flat: 3000-step / 1000-step per-step cost = {per_step[3000] / per_step[1000]:.2f}")
+        rows.append(
+            _row(f"chain {n} no-op steps, per step", "us", ours, values, "<= 0.5 x fastest peer", notes)
         )
-    return "\n".join(out)
+
+    # 1-step runs: the fixed cost of one run
+    one = sibyl_chain(1)
+    ours = best(lambda: one.run({}), rep, 2000 if not quick else 500)
+    values, notes = _peer_values(peers, "one_step", lambda p: best(p.one_step(), rep, 200))
+    rows.append(_row("1-step run, sync (pipe.run)", "us", ours, values, "<= 15 us", notes))
+    ours = asyncio.run(abest(lambda: one.execute({}), rep, 2000 if not quick else 500))
+
+    def peer_async(p: Peer) -> float | None:
+        fn = p.one_step_async()
+        return None if fn is None else asyncio.run(abest(fn, rep, 200))
+
+    values, notes = _peer_values(peers, "one_step_async", peer_async)
+    notes.append("n/a: no async API")
+    rows.append(_row("1-step run, async (await execute)", "us", ours, values, "", notes))
+
+    # fan-out 100 x 50 ms -> join: wall time
+    fan = sibyl_fanout(100)
+    ours = asyncio.run(abest(lambda: fan.execute({}), rep, median=True))
+
+    def peer_fanout(p: Peer) -> float | None:
+        fn = p.fanout(100)
+        return None if fn is None else asyncio.run(abest(fn, rep, median=True))
+
+    values, notes = _peer_values(peers, "fanout", peer_fanout)
+    rows.append(_row("fan-out 100 x sleep(50 ms) -> join (wall)", "ms", ours, values, "<= 55 ms", notes))
+
+    # 50-iteration cycle
+    cyc = sibyl_cycle(50)
+    ours = best(lambda: cyc.run({}), rep * 3)
+    values, notes = _peer_values(peers, "cycle", lambda p: best(p.cycle(50), rep * 3))
+    rows.append(_row("50-iteration cycle (wall)", "ms", ours, values, "<= 0.2 x fastest peer", notes))
+
+    # dynamic fan-out: LangGraph's Send is the peer with one
+    dyn = sibyl_dynamic()
+    ours = asyncio.run(abest(lambda: dyn.execute({"width": 1000}), rep))
+    values = {}
+    for p in peers:
+        maker = getattr(p, "dynamic", None)
+        values[p.name] = asyncio.run(abest(maker(1000), rep)) if maker else None
+    rows.append(
+        _row("dynamic fan-out 1000 (wall)", "ms", ours, values, "", ["others: no run-time fan-out API"])
+    )
+
+    # compile: linear in the graph's size
+    small, big = 4000, 40_000
+    t_small = min(sibyl_fanout_compile(small) for _ in range(2 if quick else 3))
+    t_big = min(sibyl_fanout_compile(big) for _ in range(1 if quick else 2))
+    ratio = (t_big / big) / (t_small / small)
+    rows.append(
+        _row(
+            f"compile fan-out graph, {big // 1000}k nodes",
+            "s",
+            t_big,
+            {},
+            "<= 1 s; per node <= 1.5 x that at 4k",
+            [
+                f"{small // 1000}k nodes: {t_small:.3f} s; per node {big // 1000}k / {small // 1000}k = {ratio:.2f}"
+            ],
+        )
+    )
+
+    # YAML: from_yaml of a 1000-node chain, against each peer's build of the same chain
+    text = sibyl_chain_yaml(1000)
+    ours = best(lambda: sb.Pipeline.from_yaml(text), rep)
+    as_dict = best(lambda: sibyl_chain(1000), rep)
+    values, notes = _peer_values(
+        peers, "build", lambda p: best(lambda: p.build_chain(1000), max(2, rep // 2))
+    )
+    notes.insert(0, f"sibyl_nb from_dict {as_dict * 1e3:.1f} ms; peers: building the same chain")
+    rows.append(
+        _row("load 1000-step chain (from_yaml vs peers' build)", "ms", ours, values, "<= 40 ms", notes)
+    )
+
+    # cold start
+    reps = 2 if quick else 4
+    ours = cold_start(_COLD_SIBYL, reps)
+    values, notes = _peer_values(
+        peers, "cold", lambda p: cold_start(_COLD_PEER.format(cls=type(p).__name__), reps)
+    )
+    rows.append(_row("cold start: import + build + first 1-step run", "ms", ours, values, "<= 100 ms", notes))
+    return rows
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Every workload; rows of (benchmark, unit, sibyl_nb, peers: {name: value}, goal, notes)."""
+    return _measure(quick)
 
 
 def main() -> None:
-    quick = "--quick" in sys.argv
-    print(format_rows(run(quick)))
+    print(json.dumps(run("--quick" in sys.argv), indent=1))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
     python -m benchmarks.sweep [--quick]        (or: python -m benchmarks --only sweep)
 
 1. CPU-bound: 1,000 runs of the seed's research workflow (expand -> two searches -> combine ->
-   analyze -> synthesize -> validate) on the embedded defaults (local provider, bundled corpus).
+   analyze -> synthesize -> validate) on the embedded defaults (local provider, bundled corpus), in
+   two shapes: 1,000 distinct questions (no work to share: orchestration alone), and 50 questions x
+   20 settings of the synthesis step (a sweep's real shape: the nodes upstream of the grid are
+   computed once per question and read from the step cache by the other 19 settings).
 2. I/O-bound: 200 runs of a 5-step pipeline whose every step calls an OpenAI-compatible server on
    127.0.0.1 answering after 50 ms (``tests/openai_stub_server.py``); also against the ideal
    (total calls x 50 ms) / concurrency.
@@ -52,6 +55,9 @@ pipelines:
     steps:
 %s
 """
+
+
+ROUNDS = 3  # each side is measured this many times, interleaved; the best time counts
 
 
 def _inputs(n: int) -> list[dict[str, Any]]:
@@ -122,11 +128,14 @@ async def research(n: int, concurrency: int) -> dict[str, Any]:
     pipe = sb.Pipeline.from_yaml(SEED, name="research_workflow")
     inputs = _inputs(n)
     await _sibyl(pipe, inputs[:20], concurrency)  # warm-up: corpus index, tokenizer
-    s, df = await _sibyl(pipe, inputs, concurrency)
-    assert (df.status == "ok").all(), df[df.status != "ok"].error.head().tolist()
     graph = langgraph_of(pipe)
     await _langgraph(graph, inputs[:20], concurrency)
-    lg, out = await _langgraph(graph, inputs, concurrency)
+    s = lg = float("inf")
+    for _ in range(ROUNDS):  # interleaved, best of ROUNDS: the machine is shared and noisy
+        si, df = await _sibyl(pipe, inputs, concurrency)
+        li, out = await _langgraph(graph, inputs, concurrency)
+        s, lg = min(s, si), min(lg, li)
+    assert (df.status == "ok").all(), df[df.status != "ok"].error.head().tolist()
     same = all(o["results"]["validate"] == r for o, r in zip(out, _validate_outputs(df), strict=True))
     return {"runs": n, "concurrency": concurrency, "sibyl_s": s, "langgraph_s": lg, "same_outputs": same}
 
@@ -138,31 +147,124 @@ def _validate_outputs(df: Any) -> list[Any]:
     return [sweep.store.cells[c.key]["outputs"]["validate"] for c in sweep.cells]
 
 
-async def io_bound(n: int, steps: int, delay: float, concurrency: int) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from openai_stub_server import JSONReply, StubServer, chat_body
+GRID = {
+    "synthesize.config.temperature": [round(0.1 * i, 1) for i in range(10)],
+    "synthesize.config.max_tokens": [120, 400],
+}
 
-    with StubServer(default=JSONReply(chat_body("The stub answers."), delay=delay)) as server:
+
+async def research_grid(n_inputs: int, concurrency: int) -> dict[str, Any]:
+    """``n_inputs`` questions x the 20 settings of ``GRID`` (what a sweep is for). The sweep computes
+    the nodes no grid key changes once per question; LangGraph runs every node of every run."""
+    from sibyl_nb.experiments.grid import expand_grid
+    from sibyl_nb.experiments.runner import _MEMORY
+
+    pipe = sb.Pipeline.from_yaml(SEED, name="research_workflow")
+    inputs = _inputs(n_inputs)
+    t0 = time.perf_counter()
+    df = await sb.asweep(
+        pipe, inputs, GRID, store=False, progress=False, live=False, max_concurrent=concurrency
+    )
+    s = time.perf_counter() - t0
+    assert (df.status == "ok").all(), df[df.status != "ok"].error.head().tolist()
+    sweep = _MEMORY[df.attrs["sibyl_sweep"]["name"]]
+    ours = {
+        (c.input_id, c.setting.index): sweep.store.cells[c.key]["outputs"]["validate"] for c in sweep.cells
+    }
+    settings = expand_grid(pipe, GRID)
+    graphs = [langgraph_of(st.pipeline) for st in settings]
+    await _langgraph(graphs[0], inputs[:10], concurrency)
+    t0 = time.perf_counter()
+    outs = [(await _langgraph(g, inputs, concurrency))[1] for g in graphs]  # one abatch per setting
+    lg = time.perf_counter() - t0
+    same = all(
+        o["results"]["validate"] == ours[i, st.index]
+        for st, out in zip(settings, outs, strict=True)
+        for i, o in enumerate(out)
+    )
+    return {"runs": len(df), "inputs": n_inputs, "settings": len(settings), "concurrency": concurrency,
+            "sibyl_s": s, "langgraph_s": lg, "same_outputs": same}  # fmt: skip
+
+
+_SERVER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from openai_stub_server import JSONReply, StubServer, chat_body
+with StubServer(default=JSONReply(chat_body("The stub answers."), delay=float(sys.argv[2]))) as server:
+    print(server.port, flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin
+    print(len(server.requests), flush=True)
+"""
+
+
+class ServerProcess:
+    """The loopback stub server in its own process, as a real server would be: its request handling
+    does not compete with the sweep for this interpreter's GIL."""
+
+    def __init__(self, delay: float) -> None:
+        import subprocess
+
+        tests = str(Path(__file__).resolve().parent.parent / "tests")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER, tests, str(delay)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}/v1"
+
+    def stop(self) -> int:
+        """Stop the server; returns how many requests it answered."""
+        out, _ = self.proc.communicate("", timeout=30)
+        return int(out.strip() or 0)
+
+
+async def io_bound(n: int, steps: int, delay: float, concurrency: int) -> dict[str, Any]:
+    server = ServerProcess(delay)
+    try:
         body = "\n".join(
             f"      - id: step{i}\n        use: ai_generation.generation\n        config: {{provider: stub}}"
             for i in range(steps)
         )
-        pipe = sb.Pipeline.from_yaml(IO_DOC % (server.url, body), name="five_calls")
+        # our own loopback server: trusted, so the document's provider may point at it
+        pipe = sb.Pipeline.from_yaml(IO_DOC % (server.url, body), name="five_calls", trust_code=True)
         inputs = _inputs(n)
         await _sibyl(pipe, inputs[:concurrency], concurrency)  # warm-up: connections
-        before = len(server.requests)
-        s, df = await _sibyl(pipe, inputs, concurrency)
-        calls = len(server.requests) - before
-        assert (df.status == "ok").all(), df[df.status != "ok"].error.head().tolist()
         graph = langgraph_of(pipe)
         await _langgraph(graph, inputs[:concurrency], concurrency)
-        lg, _ = await _langgraph(graph, inputs, concurrency)
+        s = lg = raw = float("inf")
+        for _ in range(ROUNDS):
+            si, df = await _sibyl(pipe, inputs, concurrency)
+            assert (df.status == "ok").all(), df[df.status != "ok"].error.head().tolist()
+            s = min(s, si)
+            lg = min(lg, (await _langgraph(graph, inputs, concurrency))[0])
+            raw = min(raw, await _raw_calls(pipe, n * steps, concurrency))
+    finally:
+        answered = server.stop()
+    calls = n * steps
+    # every run made its calls on each side, every round (plus the warm-ups)
+    assert answered == ROUNDS * 3 * calls + 2 * concurrency * steps, answered
     ideal = calls * delay / concurrency
     return {"runs": n, "steps": steps, "calls": calls, "concurrency": concurrency, "sibyl_s": s, "langgraph_s": lg,
-            "ideal_s": ideal}  # fmt: skip
+            "ideal_s": ideal, "raw_s": raw}  # fmt: skip
 
 
-def _rows(r1: dict[str, Any], r2: dict[str, Any]) -> list[dict[str, Any]]:
+async def _raw_calls(pipe: sb.Pipeline, calls: int, concurrency: int) -> float:
+    """The same number of calls straight to the provider, ``concurrency`` at a time (no pipeline): what
+    this machine, this HTTP client and this server can do at best."""
+    provider = pipe._providers()["stub"]
+    per_run = calls // concurrency
+    messages = [{"role": "user", "content": "What is Python used for?"}]
+
+    async def lane() -> None:
+        for _ in range(per_run):
+            await provider.complete(messages)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return time.perf_counter() - t0
+
+
+def _rows(r1: dict[str, Any], r2: dict[str, Any], r3: dict[str, Any]) -> list[dict[str, Any]]:
     def per_run(seconds: float, runs: int) -> float:
         return seconds / runs * 1000.0
 
@@ -175,6 +277,16 @@ def _rows(r1: dict[str, Any], r2: dict[str, Any]) -> list[dict[str, Any]]:
         "ratio": r1["sibyl_s"] / r1["langgraph_s"], "goal": ">= 5x LangGraph runs/s (ratio <= 0.2)",
         "notes": f"{r1['runs'] / r1['sibyl_s']:,.0f} vs {r1['runs'] / r1['langgraph_s']:,.0f} runs/s = {speed:.2f}x; "
                  f"max_concurrency {r1['concurrency']}; same outputs: {r1['same_outputs']}",
+    })  # fmt: skip
+    speed3 = r3["langgraph_s"] / r3["sibyl_s"]
+    rows.append({
+        "benchmark": f"sweep: research workflow, {r3['inputs']} questions x {r3['settings']} settings (per run)",
+        "unit": "ms", "sibyl_nb": per_run(r3["sibyl_s"], r3["runs"]),
+        "peer": "LangGraph abatch", "peer_value": per_run(r3["langgraph_s"], r3["runs"]),
+        "ratio": r3["sibyl_s"] / r3["langgraph_s"], "goal": ">= 5x LangGraph runs/s (ratio <= 0.2)",
+        "notes": f"{r3['runs'] / r3['sibyl_s']:,.0f} vs {r3['runs'] / r3['langgraph_s']:,.0f} runs/s = {speed3:.2f}x; "
+                 f"the sweep runs the 5 nodes upstream of synthesize once per question (step cache); "
+                 f"same outputs: {r3['same_outputs']}",
     })  # fmt: skip
     speed2 = r2["langgraph_s"] / r2["sibyl_s"]
     rows.append({
@@ -191,14 +303,23 @@ def _rows(r1: dict[str, Any], r2: dict[str, Any]) -> list[dict[str, Any]]:
         "peer_value": r2["ideal_s"], "ratio": r2["sibyl_s"] / r2["ideal_s"], "goal": "<= 1.2 x ideal",
         "notes": f"{r2['calls']} calls x 50 ms / {r2['concurrency']} concurrent runs",
     })  # fmt: skip
+    rows.append({
+        "benchmark": f"sweep: {r2['steps']}-step pipeline x {r2['runs']} runs, 50 ms server (wall)",
+        "unit": "s", "sibyl_nb": r2["sibyl_s"], "peer": "the same calls made directly on the provider",
+        "peer_value": r2["raw_s"], "ratio": r2["sibyl_s"] / r2["raw_s"], "goal": "",
+        "notes": "what the HTTP client and server reach on this machine, with no pipeline at all",
+    })  # fmt: skip
     return rows
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """The suite entry point for ``python -m benchmarks``."""
+    global ROUNDS
+    ROUNDS = 2 if quick else 3
     r1 = asyncio.run(research(200 if quick else 1000, 16))
+    r3 = asyncio.run(research_grid(10 if quick else 50, 16))
     r2 = asyncio.run(io_bound(60 if quick else 200, 5, 0.05, 20 if quick else 50))
-    return _rows(r1, r2)
+    return _rows(r1, r2, r3)
 
 
 def main() -> None:

@@ -55,35 +55,36 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Pipeline": ("sibyl_nb.pipeline", "Pipeline"),
-    "load_document": ("sibyl_nb.pipeline", "load_document"),
-    "json_schema": ("sibyl_nb.spec.json_schema", "json_schema"),
-    "RunResult": ("sibyl_nb.engine.result", "RunResult"),
-    "StepRecord": ("sibyl_nb.engine.result", "StepRecord"),
-    "StepContext": ("sibyl_nb.techniques.context", "StepContext"),
-    "Graph": ("sibyl_nb.engine.builder", "Graph"),
-    "Event": ("sibyl_nb.engine.events", "Event"),
-    "technique": ("sibyl_nb.techniques.registry", "technique"),
-    "register_technique": ("sibyl_nb.techniques.registry", "register_technique"),
-    "graph_builder": ("sibyl_nb.engine.dynamic", "graph_builder"),
-    "register_provider": ("sibyl_nb.providers.registry", "register_provider"),
-    "get_provider": ("sibyl_nb.providers.registry", "get_provider"),
-    "compare_context_strategies": ("sibyl_nb.context", "compare_context_strategies"),
-    "plot_context_comparison": ("sibyl_nb.notebook.context_plot", "plot_context_comparison"),
-    "draw_graph": ("sibyl_nb.draw", "draw_graph"),
-    "OpenAICompatibleProvider": ("sibyl_nb.providers.openai_compat", "OpenAICompatibleProvider"),
-    "FallbackProvider": ("sibyl_nb.providers.fallback", "FallbackProvider"),
-    "ReplayProvider": ("sibyl_nb.providers.replay", "ReplayProvider"),
-    "enable_replay": ("sibyl_nb.providers.replay", "enable_replay"),
-    "DaskExecutor": ("sibyl_nb.engine.dask_executor", "DaskExecutor"),
-    "sweep": ("sibyl_nb.experiments.runner", "sweep"),
-    "asweep": ("sibyl_nb.experiments.runner", "asweep"),
-    "load_sweep": ("sibyl_nb.experiments.runner", "load_sweep"),
-    "diff_runs": ("sibyl_nb.experiments.diff", "diff_runs"),
-    "metrics": ("sibyl_nb.experiments", "metrics"),
+    "Pipeline": ".pipeline",
+    "load_document": ".pipeline",
+    "json_schema": ".spec.json_schema",
+    "RunResult": ".engine.result",
+    "StepRecord": ".engine.result",
+    "StepContext": ".techniques.context",
+    "Graph": ".engine.builder",
+    "Event": ".engine.events",
+    "technique": ".techniques.registry",
+    "register_technique": ".techniques.registry",
+    "graph_builder": ".engine.dynamic",
+    "register_provider": ".providers.registry",
+    "get_provider": ".providers.registry",
+    "compare_context_strategies": ".context",
+    "plot_context_comparison": ".notebook.context_plot",
+    "draw_graph": ".draw",
+    "OpenAICompatibleProvider": ".providers.openai_compat",
+    "FallbackProvider": ".providers.fallback",
+    "ReplayProvider": ".providers.replay",
+    "enable_replay": ".providers.replay",
+    "DaskExecutor": ".engine.dask_executor",
+    "sweep": ".experiments.runner",
+    "asweep": ".experiments.runner",
+    "load_sweep": ".experiments.runner",
+    "diff_runs": ".experiments.diff",
+    "metrics": ".experiments",
 }
 
-from .errors import (  # noqa: E402  (tiny module, no heavy imports)
+from ._lazy import lazy_exports  # noqa: E402  (tiny modules, no heavy imports)
+from .errors import (  # noqa: E402
     ExpressionError,
     NodeExecutionError,
     ProviderError,
@@ -98,20 +99,7 @@ from .errors import (  # noqa: E402  (tiny module, no heavy imports)
     YAMLSyntaxError,
 )
 
-
-def __getattr__(name: str) -> Any:
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'sibyl_nb' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(target[0]), target[1])
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
 
 
 def load_ipython_extension(ipython: Any) -> None:

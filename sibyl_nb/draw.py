@@ -42,7 +42,7 @@ __all__ = [
 
 # Status -> (fill, text colour). Record statuses (ran, cached, skipped, failed, cancelled) as the
 # engine writes them, plus pending (not started) and running (its code is executing now).
-STATUSES = ("pending", "running", "ran", "cached", "skipped", "failed", "cancelled")
+STATUSES = ("pending", "running", "ran", "cached", "skipped", "failed", "cancelled", "interrupted", "edited")
 STATUS_COLORS: dict[str, str] = {
     "pending": "#eeeeee",
     "running": "#f9a825",
@@ -51,6 +51,8 @@ STATUS_COLORS: dict[str, str] = {
     "skipped": "#fafafa",
     "failed": "#c62828",
     "cancelled": "#6d6d6d",
+    "interrupted": "#8e24aa",  # waiting for a person's answer (ctx.interrupt)
+    "edited": "#00838f",  # output set by a time-travel fork
 }
 _STATUS_TEXT = {
     "pending": "#212121",
@@ -60,6 +62,8 @@ _STATUS_TEXT = {
     "skipped": "#616161",
     "failed": "#ffffff",
     "cancelled": "#ffffff",
+    "interrupted": "#ffffff",
+    "edited": "#ffffff",
 }
 # CSS variables for the statuses whose colours must follow the theme (the others read on both).
 _STATUS_FILL_VAR = {"pending": "--jp-layout-color2", "skipped": "--jp-layout-color1"}

@@ -6,7 +6,6 @@ import inspect
 import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path as FsPath
 from typing import Any
@@ -46,7 +45,7 @@ class RunState:
         "bus",
         "t0",
         "started_at",
-        "rng",
+        "_rng",
         "retries",
         "passthrough",
         "last_completed",
@@ -67,7 +66,7 @@ class RunState:
         workflow_id: str | None = None,
         bus: EventBus | None = None,
     ) -> None:
-        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.run_id = run_id or os.urandom(6).hex()  # 12 hex digits, as uuid4().hex[:12] (no uuid import)
         self.workflow_id = workflow_id or self.run_id
         self.input = {} if input is None else input
         self.results: dict[str, Any] = {}
@@ -79,7 +78,7 @@ class RunState:
         self.bus = bus if bus is not None else EventBus()  # an empty bus is falsy: keep the caller's
         self.t0 = time.perf_counter()
         self.started_at = time.time()
-        self.rng = random.Random(self.run_id)
+        self._rng: random.Random | None = None
         self.retries = 0
         self.passthrough: dict[str, tuple[str, ...]] = {}
         self.last_completed: str | None = None
@@ -89,6 +88,13 @@ class RunState:
         self.scheduler: Scheduler | None = None
         self.allocations: list[dict[str, Any]] = []
         self.extras: dict[str, Any] = {}
+
+    @property
+    def rng(self) -> random.Random:
+        """Seeded by the run id (retry jitter reproducible per run); made on first use, most runs never ask."""
+        if self._rng is None:
+            self._rng = random.Random(self.run_id)
+        return self._rng
 
     def render(self, text: Any, ctx: Any) -> Any:
         from .spec.templates import render_runtime

@@ -233,13 +233,18 @@ def _proc(tmp_path, doc_text: str, mode: str, wf: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+@pytest.mark.parametrize("storage", ["sqlite", "postgres", "diskcache", "redis"])
 def test_an_interrupt_resumed_in_a_fresh_process(storage, tmp_path, unique, request):
     if storage == "sqlite":
-        url = f"sqlite:///{tmp_path / 'cp.db'}"
+        cfg = f'{{enabled: true, storage: database, database_url: "sqlite:///{tmp_path / "cp.db"}"}}'
+    elif storage == "postgres":
+        cfg = (
+            f'{{enabled: true, storage: database, database_url: "{request.getfixturevalue("postgres_url")}"}}'
+        )
+    elif storage == "redis":
+        cfg = f'{{enabled: true, storage: redis, redis_url: "{request.getfixturevalue("redis_url")}"}}'
     else:
-        url = request.getfixturevalue("postgres_url")
-    cfg = f'{{enabled: true, storage: database, database_url: "{url}"}}'
+        cfg = f'{{enabled: true, storage: diskcache, path: "{tmp_path / "cp"}"}}'
     text = PROC_DOC.format(checkpointing=cfg)
     wf = f"proc-{unique}"
     first = _proc(tmp_path, text, "start", wf)
@@ -250,3 +255,27 @@ def test_an_interrupt_resumed_in_a_fresh_process(storage, tmp_path, unique, requ
     assert second["stopped_by"] == "completed"
     assert second["output"]["answer"] == "blue"
     assert second["ran"] == ["ask", "echo"]  # the records the resumed run holds: ask (now answered), echo
+
+
+def test_an_interrupt_inside_a_for_each_item_or_a_subgraph_is_refused_naming_it():
+    d = """
+pipelines:
+  inner:
+    steps:
+      - {name: ask, use: hi.approve_sync}
+  outer:
+    inputs: [xs]
+    steps:
+      - {name: each, use: hi.approve_sync, for_each: "${xs}"}
+  nested:
+    steps:
+      - {name: sub, use: pipeline.inner}
+"""
+    from sibyl_nb.errors import NodeExecutionError
+
+    with pytest.raises(
+        NodeExecutionError, match=r"ctx.interrupt inside a for_each item \(each\[0\], each\[1\]\)"
+    ):
+        sb.Pipeline.from_yaml(d, name="outer").run({"xs": [1, 2]})
+    with pytest.raises(NodeExecutionError, match=r"ctx.interrupt inside a subgraph \(sub/ask\)"):
+        sb.Pipeline.from_yaml(d, name="nested").run({})

@@ -34,7 +34,7 @@ def _kernel_name() -> str:
     return KERNEL
 
 
-def test_there_are_six_demo_notebooks():
+def test_the_demo_notebooks_are_these():
     names = [p.stem for p in NOTEBOOKS]
     assert names == [
         "01_quickstart",
@@ -43,6 +43,7 @@ def test_there_are_six_demo_notebooks():
         "04_graphs_and_orchestration",
         "05_complete_workflows",
         "06_reproducibility",
+        "08_human_in_the_loop",
     ]
 
 

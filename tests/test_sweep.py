@@ -176,6 +176,15 @@ def test_manifest_round_trips_and_load_sweep_rebuilds_the_frame(home):
     assert [m["name"] for m in manifest["metrics"]] == ["length", "contains[SAY]"]
     loaded = sb.load_sweep("chain_test")
     pd.testing.assert_frame_equal(df, loaded)
+    # every run's record carries its own manifest: the entries of the sweep's that made its key
+    lines = (home / "sweeps" / "chain_test" / "cells.jsonl").read_text().splitlines()
+    records = {json.loads(x)["record"]["run_id"]: json.loads(x)["record"] for x in lines}
+    last = records[df.run_id.iloc[11]]["manifest"]
+    assert last == {
+        "sweep": "chain_test", "setting": 3, "setting_hash": manifest["settings"][3]["hash"],
+        "params": {"repeat.config.times": 2, "shout.config.mark": "?"}, "environment": last["environment"],
+        "input_id": 2, "repeat": 0, "seed": 0, "run_id": df.run_id.iloc[11],
+    }  # fmt: skip
 
 
 class CountingProvider:
@@ -356,3 +365,66 @@ def test_settings_share_the_nodes_no_grid_key_changes_even_when_runs_overlap(hom
     leaders = df.index[::4]  # the first setting of each input computed 'prefix'; the others read it
     assert list(df.cache_hits[leaders]) == [0, 0, 0]
     assert (df.cache_hits.drop(index=leaders) >= 1).all()
+
+
+class CountingAnswerer:
+    name = "counting_answerer"
+    model = "count-2"
+
+    def __init__(self):
+        self.calls = 0
+
+    async def complete(self, messages, **params):
+        self.calls += 1
+        return Completion(text="forty-two", usage={"prompt_tokens": 5, "completion_tokens": 1})
+
+
+ASK = """
+pipelines:
+  ask:
+    steps:
+      - id: ask
+        use: ai_generation.generation
+        cache: false
+        config: {provider: counting_answerer}
+      - id: shout
+        use: sweeptest.shout
+        config: {mark: "!"}
+"""
+
+
+def test_a_step_that_runs_again_replays_its_provider_calls(home):
+    provider = CountingAnswerer()
+    sb.register_provider("counting_answerer", provider)
+    pipe = sb.Pipeline.from_yaml(ASK)
+    first = sb.sweep(pipe, INPUTS, {"shout.config.mark": ["!"]}, progress=False, name="asked")
+    assert provider.calls == 3 and list(first.output) == ["FORTY-TWO!"] * 3
+    df = sb.sweep(pipe, INPUTS, {"shout.config.mark": ["!", "?"]}, progress=False, name="asked")
+    # the new cells ran 'ask' again (cache: false) but its model call was answered from the recording
+    assert provider.calls == 3
+    assert list(df.output) == ["FORTY-TWO!", "FORTY-TWO?"] * 3
+    assert df.attrs["sibyl_sweep"]["ran"] == 3
+    assert sb.get_provider("counting_answerer") is provider  # the user's registry is untouched
+    assert pipe.run({"query": "x"}).outputs["ask"]["text"] == "forty-two" and provider.calls == 4
+
+
+def test_repeats_are_independent_samples_of_a_provider(home):
+    class Dice:
+        name = "dice"
+        model = "dice-1"
+
+        def __init__(self):
+            self.calls = 0
+
+        async def complete(self, messages, **params):
+            self.calls += 1
+            return Completion(text=f"roll {self.calls}")
+
+    dice = Dice()
+    sb.register_provider("dice_answerer", dice)
+    pipe = sb.Pipeline.from_yaml(ASK.replace("counting_answerer", "dice_answerer"))
+    df = sb.sweep(pipe, INPUTS[:1], repeats=3, progress=False, name="dice", max_concurrent=1)
+    assert list(df.repeat) == [0, 1, 2]
+    assert list(df.output) == ["ROLL 1!", "ROLL 2!", "ROLL 3!"]  # no repeat replays another's answer
+    again = sb.sweep(pipe, INPUTS[:1], repeats=3, progress=False, name="dice", max_concurrent=1)
+    assert dice.calls == 3 and list(again.output) == list(df.output)

@@ -146,3 +146,39 @@ def test_run_sync_returns_the_value_of_a_plain_coroutine():
         return "done"
 
     assert run_sync(f()) == "done"
+
+
+def test_a_technique_may_run_another_pipeline_synchronously():
+    inner = chain("add")
+
+    @sb.technique("sync_bridge.nested", blocking=False)
+    def nested(ctx):
+        return {"inner": inner.run({"x": 9}).output["value"]}
+
+    @sb.technique("sync_bridge.nested_async")
+    async def nested_async(ctx):
+        await asyncio.sleep(0)
+        return {"inner": chain("add", "sleep", seconds=0.001).run({"x": 1}).outputs["add"]["value"]}
+
+    try:
+        assert chain("nested").run().output == {"inner": 10}
+        assert chain("nested_async").run().output == {"inner": 2}
+    finally:
+        sb.techniques.registry.unregister_technique("sync_bridge.nested")
+        sb.techniques.registry.unregister_technique("sync_bridge.nested_async")
+
+
+def test_a_technique_may_run_another_pipeline_inside_a_notebook_cell():
+    inner = chain("add", "sleep", seconds=0.001)
+
+    @sb.technique("sync_bridge.nested_cell", blocking=False)
+    def nested(ctx):
+        return {"inner": inner.run({"x": 4}).outputs["add"]["value"]}
+
+    async def cell():
+        return chain("nested_cell").run().output
+
+    try:
+        assert asyncio.run(cell()) == {"inner": 5}
+    finally:
+        sb.techniques.registry.unregister_technique("sync_bridge.nested_cell")

@@ -119,6 +119,15 @@ async def run_for_each(scheduler: Any, node: Node, ctx: Any) -> list[Any]:
             path=node.path or None,
             line=node.line,
         ) from error.cause
+    if sub.stopped_by == "interrupted":
+        raise TechniqueError(
+            f"ctx.interrupt inside a for_each item ({', '.join(n.id for n, _ in sub._paused)}) is not "
+            f"supported: ask before or after the for_each node",
+            node_id=node.id,
+            technique=node.technique,
+            path=node.path or None,
+            line=node.line,
+        )
     if sub.stopped_by != "completed" and scheduler.stopped_by == "completed":
         scheduler.stopped_by = sub.stopped_by
     results = run.results

@@ -239,6 +239,7 @@ class Scheduler:
         ready = self._ready
         limit = self.graph.max_concurrent
         limits = self.graph.limits
+        local = self._local
         while True:
             while ready and self._failure is None:
                 node, preds = ready.popleft()
@@ -252,7 +253,15 @@ class Scheduler:
                 act = self._activate(node, preds)
                 outcome = self._prepare(act)
                 alone = not ready and self._inflight == 0
-                if outcome is None and self._inline_ok(act, alone):
+                info = act.info
+                if (  # sync, cheap (or nothing to overlap with), no timeout, local: call it right here
+                    outcome is None
+                    and info is not None
+                    and local
+                    and not info.is_async
+                    and node.timeout is None
+                    and (not info.blocking or alone)
+                ):
                     outcome = self._run_inline(act)
                 if outcome is not None:
                     self._settle(act, outcome)
@@ -349,22 +358,14 @@ class Scheduler:
         return None if ok else f"condition false: {node.guard.text}"
 
     # ------------------------------------------------------------------ 3. run
-    def _inline_ok(self, act: Activation, alone: bool) -> bool:
-        """Sync, cheap (or nothing to overlap with), no timeout, local: call it right here."""
-        info = act.info
-        return (
-            info is not None
-            and self._local
-            and not info.is_async
-            and act.node.timeout is None
-            and (not info.blocking or alone)
-        )
-
     def _run_inline(self, act: Activation) -> Outcome | None:
         """The first attempt, inline. None when it needs the async path (it raised or returned an
         awaitable): :meth:`_run` picks up from ``first_error`` / ``awaiting``."""
         assert act.info is not None
-        self._begin(act, 1, _perf())
+        if self._emit:
+            self._begin(act, 1, _perf())
+        else:
+            act.started = _perf()
         try:
             out = act.info.fn(act.ctx)
         except Interrupt as pause:
@@ -765,6 +766,13 @@ class Scheduler:
         """Resolve out-edges of ``node`` (and, iteratively, of nodes dead-path-skipped by it); a
         loop's exit edges wait for the loop to end (:meth:`_end_loop`)."""
         nodes = self.graph.nodes
+        if node.plain_out and outcome != "skipped":  # fast path: unconditional forward edges only
+            i = node.index
+            self._last[i] = outcome
+            self._out_fired[i] = True
+            for e in node.out_edges:
+                self._arrive(nodes[e.dst], node.id, None)
+            return
         work: list[tuple[Node, str, int]] = [(node, outcome, it)]
         while work:
             src, oc, sit = work.pop()
@@ -772,7 +780,7 @@ class Scheduler:
             edges = src.out_edges
             if not edges:
                 continue
-            if src.plain_out and oc != "skipped":  # fast path: unconditional forward edges only
+            if src.plain_out and oc != "skipped":
                 self._out_fired[src.index] = True
                 for e in edges:
                     self._arrive(nodes[e.dst], src.id, work)
@@ -803,8 +811,9 @@ class Scheduler:
             if conditional and not fired_any and oc == RAN and src.loop < 0:
                 self._warn_no_branch(src, sit, edges)
 
-    def _arrive(self, dst: Node, fired_from: str | None, work: list[tuple[Node, str, int]]) -> None:
-        """One resolved in-edge of ``dst``: ready when all are resolved and one fired, else skipped."""
+    def _arrive(self, dst: Node, fired_from: str | None, work: list[tuple[Node, str, int]] | None) -> None:
+        """One resolved in-edge of ``dst``: ready when all are resolved and one fired, else skipped
+        (appended to ``work``, which may be None only when ``fired_from`` is given)."""
         i = dst.index
         self._pending[i] -= 1
         if fired_from is not None:
@@ -822,6 +831,7 @@ class Scheduler:
             self._deferred_events.append(
                 self._make_event(EventKind.NODE_SKIPPED, dst, dit, reason="no incoming edge fired")
             )
+        assert work is not None
         work.append((dst, "skipped", dit))
 
     def _warn_no_branch(self, src: Node, it: int, edges: list[Edge]) -> None:

@@ -136,6 +136,16 @@ async def run_subgraph(scheduler: Any, node: Any, ctx: Any) -> Any:
             path=node.path or None,
             line=node.line,
         ) from error.cause
+    if sub.stopped_by == "interrupted":
+        raise SibylError(
+            f"subgraph pipeline '{plan.pipeline}': ctx.interrupt inside a subgraph "
+            f"({', '.join(prefix + n.id for n, _ in sub._paused)}) is not supported: put the question in "
+            f"the outer pipeline",
+            node_id=node.id,
+            technique=node.technique,
+            path=node.path or None,
+            line=node.line,
+        )
     if sub.stopped_by != "completed" and scheduler.stopped_by == "completed":
         scheduler.stopped_by = sub.stopped_by
     return output

@@ -169,8 +169,11 @@ def run_sync(coro: Coroutine[Any, Any, Any], *, loop: str = "thread") -> Any:
         nest_asyncio.apply(running)
         return running.run_until_complete(coro)
     side = _thread_loop("side")
+    if running is side:  # a technique in a side-loop run runs a pipeline itself: a loop of its own
+        side = asyncio.new_event_loop()
     task = _first_step(side, coro)
     if _finished(side, task):
         return task.result()
-    _local.side = None  # the helper thread owns (and closes) this loop now
+    if getattr(_local, "side", None) is side:
+        _local.side = None  # the helper thread owns (and closes) this loop now
     return _finish_in_thread(side, task)

@@ -8,24 +8,16 @@ notebook table), ``dask_runs`` (runs across a cluster). pandas is imported only 
 
 from __future__ import annotations
 
-from typing import Any
+from .._lazy import lazy_exports
 
 __all__ = ["sweep", "asweep", "load_sweep", "diff_runs", "metrics"]
 
 _LAZY = {
-    "sweep": ("sibyl_nb.experiments.runner", "sweep"),
-    "asweep": ("sibyl_nb.experiments.runner", "asweep"),
-    "load_sweep": ("sibyl_nb.experiments.runner", "load_sweep"),
-    "diff_runs": ("sibyl_nb.experiments.diff", "diff_runs"),
+    "sweep": ".runner",
+    "asweep": ".runner",
+    "load_sweep": ".runner",
+    "diff_runs": ".diff",
+    "metrics": ".metrics",
 }
 
-
-def __getattr__(name: str) -> Any:
-    import importlib
-
-    if name == "metrics":
-        return importlib.import_module("sibyl_nb.experiments.metrics")
-    target = _LAZY.get(name)
-    if target is None:
-        raise AttributeError(f"module 'sibyl_nb.experiments' has no attribute {name!r}")
-    return getattr(importlib.import_module(target[0]), target[1])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

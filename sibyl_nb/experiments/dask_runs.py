@@ -173,6 +173,7 @@ class DaskSweep:
                         )
                 except Exception as exc:  # the task itself failed (a lost worker after retries...)
                     record = failed_record(cell.key, task.run_id, exc)
+                record["manifest"] = sweep.run_manifest(cell)
                 values = await sweep._score(cell, record)
                 sweep.store.put_cell(record, values)
                 finished(record)

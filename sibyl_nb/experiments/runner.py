@@ -144,6 +144,51 @@ class SweepRun:
         )
         self.ran = 0
         self.reused = 0
+        self._replays: list[Any] = []
+        self._providers_by_repeat: dict[int, dict[str, Any]] = {}
+        self._pipes: dict[tuple[int, int], Any] = {}
+        self._record_provider_calls()
+
+    def _record_provider_calls(self) -> None:
+        """Runs get providers wrapped in :class:`~sibyl_nb.providers.replay.ReplayProvider` (``auto``,
+        recorded in the sweep's folder, one recording per repeat so repeats stay independent samples):
+        a cell that runs again — a step that is never cached (``cache: false``, sessions, context) or
+        one whose upstream changed but whose prompt did not — gets the same answer without calling the
+        model. The user's pipeline object and provider registry are untouched: runs use copies."""
+        if self.store.path is None:
+            return
+        from ..providers.registry import get_provider
+        from ..providers.replay import ReplayProvider
+
+        own = self.pipeline._providers()
+        for repeat in range(self.repeats):
+            wrapped = dict(own)
+            for name, entry in self.providers.items():
+                if "error" in entry:
+                    continue
+                provider = own.get(name) or get_provider(name)
+                if isinstance(provider, ReplayProvider):  # the user's own replay setting wins
+                    continue
+                wrapped[name] = ReplayProvider(
+                    provider, "auto", self.store.path / "replay" / f"r{repeat}", name=name
+                )
+                self._replays.append(wrapped[name])
+            self._providers_by_repeat[repeat] = wrapped
+
+    def pipeline_for(self, cell: Cell) -> Any:
+        """The pipeline a cell runs: its setting's, with this repeat's recorded providers."""
+        wrapped = self._providers_by_repeat.get(cell.repeat)
+        pipe = cell.setting.pipeline
+        if wrapped is None:
+            return pipe
+        key = (cell.setting.index, cell.repeat)
+        copy_ = self._pipes.get(key)
+        if copy_ is None:
+            import copy
+
+            copy_ = self._pipes[key] = copy.copy(pipe)
+            copy_._provider_cache = wrapped
+        return copy_
 
     def todo(self) -> list[Cell]:
         cells = self.store.cells
@@ -180,7 +225,7 @@ class SweepRun:
 
     async def _one(self, cell: Cell, cache_store: Any, executor: Any) -> dict[str, Any]:
         record = await run_cell(
-            cell.setting.pipeline,
+            self.pipeline_for(cell),
             cell.input,
             key=cell.key,
             run_id=cell.key[:12],
@@ -189,9 +234,24 @@ class SweepRun:
             keep_outputs=self.keep_outputs,
             executor=executor,
         )
+        record["manifest"] = self.run_manifest(cell)
         values = await self._score(cell, record)
         self.store.put_cell(record, values)
         return record
+
+    def run_manifest(self, cell: Cell) -> dict[str, Any]:
+        """What this one run ran with, stored in its record: the sweep manifest's entries that made its key."""
+        return {
+            "sweep": self.name,
+            "setting": cell.setting.index,
+            "setting_hash": cell.setting.hash,
+            "params": cell.setting.params,
+            "environment": self._env,  # providers and technique code (in the sweep manifest)
+            "input_id": cell.input_id,
+            "repeat": cell.repeat,
+            "seed": self.seed,
+            "run_id": cell.key[:12],  # also the seed of the run's own random generator (retry jitter)
+        }
 
     async def execute(
         self,
@@ -226,12 +286,17 @@ class SweepRun:
             if dask is not None:
                 await dask.run(self, todo, max_concurrent, lambda rec: self._finished(rec, bar, view, on_row))
             else:
-                cache_store = self.store.step_cache()
+                # a stored sweep caches every step (a later change re-runs only what it affects); one that
+                # keeps nothing caches only when its settings share nodes (else it would only cost time)
+                keep = self.store.path is not None or bool(self.shared_nodes())
+                cache_store = self.store.step_cache() if keep else None
                 await self._local(todo, max_concurrent, cache_store, executor, bar, view, on_row)
         finally:
             if bar is not None:
                 bar.close()
             self.store.close()
+            for replay in self._replays:
+                replay.close()
         frame = self.frame()
         if view is not None:
             view.finish(frame)

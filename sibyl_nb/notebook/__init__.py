@@ -6,8 +6,7 @@ with it) only when first used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
 __all__ = [
     "SibylMagic",
@@ -24,28 +23,18 @@ __all__ = [
 ]
 
 _LAZY = {
-    "SibylMagic": "magics",
-    "pipelines": "magics",
-    "get_pipeline": "magics",
-    "load_ipython_extension": "magics",
-    "unload_ipython_extension": "magics",
-    "LiveRun": "live",
-    "RunView": "live",
-    "RunInterrupted": "live",
-    "run_live": "live",
-    "result_html": "render",
-    "pipeline_html": "render",
+    "SibylMagic": ".magics",
+    "pipelines": ".magics",
+    "get_pipeline": ".magics",
+    "load_ipython_extension": ".magics",
+    "unload_ipython_extension": ".magics",
+    "LiveRun": ".live",
+    "RunView": ".live",
+    "RunInterrupted": ".live",
+    "run_live": ".live",
+    "result_html": ".render",
+    "pipeline_html": ".render",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'sibyl_nb.notebook' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

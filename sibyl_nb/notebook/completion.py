@@ -3,7 +3,8 @@
 Why a context matcher: JupyterLab, VS Code, classic Notebook and the terminal all ask the kernel,
 which hands IPython the whole cell and the cursor. So one matcher serves them all: after ``use:`` /
 ``technique:`` it offers registered technique names, after ``subtechnique:`` the subtechniques of the
-technique named nearest above, and on the magic line the pipelines defined so far and the flags.
+technique named nearest above, inside its ``config:`` the keys its schema allows for that
+subtechnique, and on the magic line the pipelines defined so far and the flags.
 """
 
 from __future__ import annotations
@@ -64,6 +65,42 @@ def complete(full_text: str, line: int, column: int, shell: Any = None) -> list[
                 subs = techniques[named.group(1)].subtechniques or ()
                 return sorted(s for s in subs if s.startswith(prefix))
         return []
+    return _complete_config_key(lines, line, here)
+
+
+_KEY_PREFIX = re.compile(r"^(\s+)(\w*)$")
+_CONFIG = re.compile(r"^(\s*)config\s*:\s*$")
+_SUB_NAMED = re.compile(r"^\s*subtechnique\s*:\s*[\"']?(\w+)")
+
+
+def _complete_config_key(lines: list[str], line: int, here: str) -> list[str] | None:
+    """Inside a step's ``config:``, the keys its technique's schema (the loader's own) allows for the
+    subtechnique chosen so far: the same :class:`~sibyl_nb.spec.schema.ConfigSchema` the loader and
+    ``sibyl schema`` use."""
+    m = _KEY_PREFIX.match(here)
+    if not m:
+        return None
+    indent, prefix = len(m.group(1)), m.group(2)
+    from ..techniques.registry import registered_techniques
+
+    techniques = registered_techniques()
+    sub = None
+    inside = False
+    for above in reversed(lines[:line]):
+        chosen = _SUB_NAMED.match(above)
+        if chosen:  # (``subtechnique:`` also ends in ``technique:``)
+            sub = sub if inside else chosen.group(1)
+            continue
+        named = _NAMED.search(above)
+        if named:
+            info = techniques.get(named.group(1))
+            if info is None or not inside:
+                return None
+            keys = info.config_schema.keys_for(sub)
+            return sorted(k for k in keys if k.startswith(prefix))
+        conf = _CONFIG.match(above)
+        if conf and len(conf.group(1)) < indent:
+            inside = True
     return None
 
 

@@ -50,6 +50,8 @@ class RunView:
     another thread take :meth:`snapshot`, which copies under a lock.
     """
 
+    wants_tokens = True  # generation nodes stream to the view (their text grows while they run)
+
     def __init__(self, graph: Any = None, pipeline: str = "") -> None:
         self.graph = graph
         self.pipeline = pipeline
@@ -103,6 +105,15 @@ class RunView:
                 row = self._row(nid, ev, data)
                 row.update(status="skipped", error=data.get("reason"), duration=0.0, attempts=0)
                 self._final(nid, "skipped")
+            elif kind == "token":
+                row = self._row(nid, ev, data)
+                text = row.get("streamed", "") + str(data.get("delta", ""))
+                row["streamed"] = text
+                row["output"] = {"text": text}
+            elif kind == "interrupted":
+                row = self._row(nid, ev, data)
+                row.update(status="interrupted", output=data.get("payload"), duration=0.0)
+                self.statuses[nid] = "interrupted"
             elif kind == "node_retrying":
                 row = self._row(nid, ev, data)
                 row.update(status="running", error=data.get("error"), attempts=data.get("attempt", 1))

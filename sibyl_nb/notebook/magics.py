@@ -382,6 +382,12 @@ class SibylMagic(Magics):
                 self._store(pipeline, partial, output)
             raise
         self._store(pipeline, result, output)
+        if getattr(result, "interrupt", None) is not None and show:
+            from .interrupt_form import show_interrupt_form
+
+            show_interrupt_form(
+                run_pipeline, result, live, on_result=lambda r: self._store(pipeline, r, output)
+            )
         return result
 
     def _store(self, pipeline: Any, result: Any, output: str | None) -> None:

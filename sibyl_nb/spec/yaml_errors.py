@@ -9,10 +9,12 @@ closed``. Anything not recognised keeps the parser's own words, cleaned up, with
 from __future__ import annotations
 
 import unicodedata
-
-import yaml
+from typing import TYPE_CHECKING
 
 from ..errors import SpecError, YAMLEncodingError, YAMLLimitError, YAMLSyntaxError
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["syntax_error", "bad_character", "bad_bytes"]
 

@@ -7,8 +7,9 @@ Backends import their client library only when opened.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from .base import Message, SessionData, Store, mask_url
 from .factory import STORAGE_NAMES, canonical_storage, close_shared_stores, open_store, shared_store
 from .memory import MemoryStore
@@ -37,9 +38,4 @@ __all__ = [
 _LAZY = {"DiskStore": ".disk", "RedisStore": ".redis_store", "SQLStore": ".sql"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

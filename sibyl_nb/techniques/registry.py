@@ -7,6 +7,7 @@ to a thread when it has siblings to overlap with; a non-blocking one always runs
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -46,14 +47,58 @@ class TechniqueInfo:
 
 
 _REGISTRY: dict[str, TechniqueInfo] = {}
-_BUILTINS_LOADED = False
+
+_BUILTINS = "sibyl_nb.techniques.builtins."
+# Where each built-in technique is registered. A module is imported on the first lookup of one of its
+# names, so a pipeline of user techniques (or one RAG step) loads none (or one) of the others: loading
+# them all cost ~57 ms of a 184 ms cold start. tests/test_registry_lazy.py checks this table against
+# what the modules register.
+BUILTIN_MODULES: dict[str, str] = {
+    "ai_generation.consensus": _BUILTINS + "ai_generation",
+    "ai_generation.generation": _BUILTINS + "ai_generation",
+    "ai_generation.validation": _BUILTINS + "ai_generation",
+    "data.load_documents": _BUILTINS + "data",
+    "data.store_vectors": _BUILTINS + "data",
+    "external.web_search": _BUILTINS + "external",
+    "rag.chunking": _BUILTINS + "rag",
+    "rag.embedding": _BUILTINS + "rag",
+    "rag.query_processing": _BUILTINS + "rag",
+    "rag.ranking": _BUILTINS + "rag",
+    "rag.reranking": _BUILTINS + "rag",
+    "rag.retrieval": _BUILTINS + "rag",
+    "rag.search": _BUILTINS + "rag",
+    "workflow_orchestration.context_management": "sibyl_nb.context.technique",
+    "workflow_orchestration.graph": _BUILTINS + "workflow",
+    "workflow_orchestration.human_input": _BUILTINS + "workflow",
+    "workflow_orchestration.orchestration": _BUILTINS + "workflow",
+    "workflow_orchestration.passthrough": _BUILTINS + "workflow",
+    "workflow_orchestration.session_management": "sibyl_nb.sessions.technique",
+    "workflow_orchestration.state_management": "sibyl_nb.state.technique",
+}
+_LOADED: set[str] = set()  # built-in modules imported so far
 
 
-def _ensure_builtins() -> None:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        from . import builtins  # noqa: F401  (registers on import)
+def _load_builtin(module: str) -> None:
+    """Import one built-in module; a user's registration of one of its names (made first) stays."""
+    if module in _LOADED:
+        return
+    _LOADED.add(module)
+    mine = {n: _REGISTRY[n] for n, m in BUILTIN_MODULES.items() if m == module and n in _REGISTRY}
+    importlib.import_module(module)
+    _REGISTRY.update(mine)
+
+
+def _load_all_builtins() -> None:
+    for module in dict.fromkeys(BUILTIN_MODULES.values()):
+        _load_builtin(module)
+
+
+def _lookup(name: str) -> TechniqueInfo | None:
+    info = _REGISTRY.get(name)
+    if info is None and name in BUILTIN_MODULES:
+        _load_builtin(BUILTIN_MODULES[name])
+        info = _REGISTRY.get(name)
+    return info
 
 
 def register_technique(
@@ -120,27 +165,29 @@ def technique(
 
 
 def unregister_technique(name: str) -> None:
+    if name in BUILTIN_MODULES:  # load it first, or a later lookup would bring it back
+        _load_builtin(BUILTIN_MODULES[name])
     _REGISTRY.pop(name, None)
 
 
 def has_technique(name: str) -> bool:
-    _ensure_builtins()
-    return name in _REGISTRY
+    return name in _REGISTRY or name in BUILTIN_MODULES
 
 
 def get_technique(name: str) -> TechniqueInfo:
     """Look a technique up; an unknown name raises with a "did you mean" suggestion."""
-    _ensure_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        import difflib
+    info = _lookup(name)
+    if info is not None:
+        return info
+    import difflib
 
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1, cutoff=0.6)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise UnknownTechniqueError(f"unknown technique '{name}'{hint}", technique=name) from None
+    known = sorted(set(_REGISTRY) | set(BUILTIN_MODULES))
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise UnknownTechniqueError(f"unknown technique '{name}'{hint}", technique=name)
 
 
 def registered_techniques() -> dict[str, TechniqueInfo]:
-    _ensure_builtins()
+    """Every technique, built-ins included (this one imports them all)."""
+    _load_all_builtins()
     return dict(_REGISTRY)

@@ -38,9 +38,12 @@ def document_lists(outputs: Mapping[str, Any]) -> list[tuple[str, list[dict[str,
     """``(node_id, documents)`` for every output that carries a document list, in order."""
     out = []
     for node_id, output in outputs.items():
-        docs = _docs_of(output)
-        if docs is not None:
-            out.append((str(node_id), docs))
+        # a for_each node's output is the list of its items' outputs: each item counts on its own
+        parts = enumerate(output) if isinstance(output, list) else ((None, output),)
+        for i, part in parts:
+            docs = _docs_of(part)
+            if docs is not None:
+                out.append((str(node_id) if i is None else f"{node_id}[{i}]", docs))
     return out
 
 
