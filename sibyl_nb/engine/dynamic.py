@@ -75,6 +75,8 @@ def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
             path=node.path,
             line=node.line,
         )
+    from ..spec.compile import built_node_options  # the same checks as a YAML node's settings
+
     g = GraphIR(max_concurrent=outer.max_concurrent)
     uses_start = any(e["from"] == "start" for e in built.edges)
     if uses_start:
@@ -94,6 +96,8 @@ def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
                 f"built node '{nid}': {exc.message}", node_id=node.id, path=node.path, line=node.line
             ) from None
         render, _ = compile_value(spec["config"], (node.id, nid, "config"))
+        options = {k: v for k, v in spec.items() if k not in ("technique", "config")}
+        settings = built_node_options(options, (node.id, nid), f"build_graph of {node.id}") if options else {}
         g.add_node(
             Node(
                 nid,
@@ -101,9 +105,10 @@ def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
                 spec["config"],
                 render=render,
                 group=node.id,
-                max_iterations=node.max_iterations,
+                max_iterations=settings.pop("max_iterations", node.max_iterations),
                 path=f"{node.path} -> {nid}",
                 line=node.line,
+                **settings,
             )
         )
     for e in built.edges:
