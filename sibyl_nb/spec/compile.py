@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.dynamic import set_node_option_checker
 from ..engine.ir import CycleFound, Edge, GraphIR, Node, RetryPolicy
 from ..engine.scope import BUILTIN_NAMES, SESSION_NAMES
 from ..errors import ExpressionError, SpecError, TrustError, UnknownTechniqueError
@@ -1526,3 +1527,6 @@ def _looks_like_typo(name: str, known: str) -> bool:
     """A slip of the keyboard, not a different word: ``clasify``/``classify`` yes,
     ``needs_expensive_step``/``expensive_step`` no."""
     return _edit_distance(name, known) <= max(1, min(len(name), len(known)) // 4)
+
+
+set_node_option_checker(built_node_options)
