@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import nbformat
 import pytest
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, jupyterlab  # noqa: F401  (the fixture)
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, lab  # noqa: F401  (the fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -23,15 +23,16 @@ pipelines:
 
 
 @pytest.fixture
-def gate_notebook(jupyterlab, tmp_path):  # noqa: F811
+def gate_notebook(lab):  # noqa: F811
+    base, work = lab
     book = nbformat.v4.new_notebook()
     book.cells = [
         nbformat.v4.new_code_cell("%load_ext sibyl_nb"),
         nbformat.v4.new_code_cell(GATE),
     ]
     book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(book, tmp_path / "work" / "gate.ipynb")
-    return jupyterlab
+    nbformat.write(book, work / "gate.ipynb")
+    return base
 
 
 def test_the_interrupt_form_is_answered_in_the_browser_and_the_run_continues_in_place(gate_notebook):

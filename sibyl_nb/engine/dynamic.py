@@ -75,6 +75,24 @@ def _builder_from(node: Node, run: Any) -> Callable[..., Any]:
     return built
 
 
+# How ``add_node(..., retry=..., timeout=...)`` options are checked: exactly as the same keys on a YAML
+# node. The document compiler (a layer above the engine) registers its checker when it is imported,
+# which is always before any document can hold a dynamic graph.
+NodeOptionChecker = Callable[[dict[str, Any], tuple[str, ...], str], dict[str, Any]]
+_OPTION_CHECKER: list[NodeOptionChecker] = []
+
+
+def set_node_option_checker(checker: NodeOptionChecker) -> None:
+    """Called by :mod:`sibyl_nb.spec.compile`: the one place node settings are validated."""
+    _OPTION_CHECKER[:] = [checker]
+
+
+def _node_option_checker() -> NodeOptionChecker:
+    # a dynamic node only exists in a compiled document, so the compiler has registered its checker
+    assert _OPTION_CHECKER, "sibyl_nb.spec.compile registers the node option checker on import"
+    return _OPTION_CHECKER[0]
+
+
 def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
     """Validate what a builder returned and turn it into IR (errors name the dynamic node)."""
     if not isinstance(built, Graph):
@@ -84,6 +102,8 @@ def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
             path=node.path,
             line=node.line,
         )
+    built_node_options = _node_option_checker()
+
     g = GraphIR(max_concurrent=outer.max_concurrent)
     uses_start = any(e["from"] == "start" for e in built.edges)
     if uses_start:
@@ -103,6 +123,8 @@ def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
                 f"built node '{nid}': {exc.message}", node_id=node.id, path=node.path, line=node.line
             ) from None
         render, _ = compile_value(spec["config"], (node.id, nid, "config"))
+        options = {k: v for k, v in spec.items() if k not in ("technique", "config")}
+        settings = built_node_options(options, (node.id, nid), f"build_graph of {node.id}") if options else {}
         g.add_node(
             Node(
                 nid,
@@ -110,9 +132,10 @@ def compile_built_graph(built: Any, node: Node, outer: GraphIR) -> GraphIR:
                 spec["config"],
                 render=render,
                 group=node.id,
-                max_iterations=node.max_iterations,
+                max_iterations=settings.pop("max_iterations", node.max_iterations),
                 path=f"{node.path} -> {nid}",
                 line=node.line,
+                **settings,
             )
         )
     for e in built.edges:

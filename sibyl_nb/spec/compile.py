@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.dynamic import set_node_option_checker
 from ..engine.ir import CycleFound, Edge, GraphIR, Node, RetryPolicy
 from ..engine.scope import BUILTIN_NAMES, SESSION_NAMES
 from ..errors import ExpressionError, SibylError, SpecError, TrustError, UnknownTechniqueError
@@ -127,6 +128,25 @@ ORCH_STEP_KEYS = (
     "description",
     *FOR_EACH_KEYS,
 )
+# Node settings a graph/orchestration step cannot take as a whole (refuse_compound_settings says where).
+COMPOUND_REFUSED = (
+    "retry",
+    "on_error",
+    "condition",
+    "timeout",
+    "cache",
+    "max_iterations",
+    "max_concurrent",
+    "for_each",
+)
+# What the steps hung under an orchestration step may say: each is a node run in a fixed place, so
+# only the settings that node honours (a fallback runs in place of its owner, with no guard, cache or
+# nested fallbacks; an on_condition_true step runs right after its guarded step).
+FALLBACK_KEYS = ("name", "id", "technique", "use", "config", "retry", "timeout", "description")
+THEN_KEYS = FALLBACK_KEYS + ("on_error", "condition", "cache")
+COMBINE_KEYS = FALLBACK_KEYS + ("depends_on", "on_error", "condition", "cache")
+GRAPH_DEFINITION_KEYS = ("nodes", "edges")
+DYNAMIC_ONLY = ("graph_builder", "builder_code", "builder")
 GRAPH_MODES = ("dag", "cyclic", "conditional", "dynamic")
 # Settings rendered per step at run time (any name of the scope table), not once at load.
 RUN_TEMPLATES = frozenset({"cache_key_template"})
@@ -392,7 +412,7 @@ class _Compiler:
         for i, item in enumerate(items):
             ipath = path + (i,)
             expect_mapping(item, ipath, self.lines, "an on_error step")
-            check_keys(item, ORCH_STEP_KEYS, ipath, self.lines, "an on_error step")
+            check_keys(item, FALLBACK_KEYS, ipath, self.lines, "an on_error step")
             technique = item.get("technique") or item.get("use")
             if technique is None:
                 raise self.err(ipath, "an on_error step needs 'technique'")
@@ -485,12 +505,21 @@ class _Compiler:
             raise self.err(path, "a step needs 'use: shop.technique'")
         config = step.get("config") or {}
         expect_mapping(config, path + ("config",), self.lines, "config")
-        if technique == GRAPH_TECHNIQUE:
+        if technique in (GRAPH_TECHNIQUE, ORCHESTRATION_TECHNIQUE):
             self.technique_info(technique, tpath)
-            return self.graph_step(config, path + ("config",), step, index)
-        if technique == ORCHESTRATION_TECHNIQUE:
-            self.technique_info(technique, tpath)
+            self.refuse_compound_settings(step, path, technique)
+            if technique == GRAPH_TECHNIQUE:
+                return self.graph_step(config, path + ("config",), step, index)
             return self.orchestration_step(config, path + ("config",), step, index)
+        if "max_iterations" in step:
+            mpath = path + ("max_iterations",)
+            check_type(step["max_iterations"], int, mpath, self.lines, "max_iterations")
+            validate_value(step["max_iterations"], MAX_ITERATIONS, mpath, self.lines, "max_iterations")
+            raise self.err(
+                path + ("max_iterations",),
+                "max_iterations applies to a node inside a cyclic graph (a pipeline's steps never loop); "
+                "set it in workflow_orchestration.graph's config or on one of its nodes",
+            )
         explicit = step.get("id") or step.get("name")
         base = explicit or str(technique).rsplit(".", 1)[-1]
         nid = self.new_id(
@@ -513,6 +542,25 @@ class _Compiler:
         apply_for_each(self, self.graph.nodes[nid], step, path)
         return _Unit([nid], [nid])
 
+    def refuse_compound_settings(self, step: dict[str, Any], path: Path, technique: str) -> None:
+        """A graph or orchestration step is many nodes: a node setting on the step as a whole would be
+        ambiguous (retry each node, or the whole graph?), so it is refused, pointing where it goes."""
+        inner = "graph_definition.nodes[i]" if technique == GRAPH_TECHNIQUE else "steps[i]"
+        defaults = {"retry", "timeout", "max_concurrent"} if technique == ORCHESTRATION_TECHNIQUE else set()
+        defaults |= {"max_iterations", "max_concurrent"} if technique == GRAPH_TECHNIQUE else set()
+        for key in COMPOUND_REFUSED:
+            if key not in step:
+                continue
+            hint = f"set it on the nodes that need it (config.{inner}.{key})"
+            if key in defaults:
+                hint = f"put it under config: (config.{key} applies to every node of this step)"
+            if key == "for_each":
+                hint = f"put for_each on a node inside (config.{inner}.for_each)"
+            raise self.err(
+                path + (key,),
+                f"'{key}' on a {technique} step is not applied to anything: {hint}",
+            )
+
     # -- workflow_orchestration.graph -----------------------------------------------------------
     def graph_step(self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int) -> _Unit:
         with _gc_paused():  # a 40k-node graph is ~10^6 new objects: no cyclic-GC passes over them meanwhile
@@ -529,6 +577,18 @@ class _Compiler:
         limit_key = self.limit(config, path, group)
         if config.get("executor") is not None:
             self.executor_choice(config["executor"], path + ("executor",))
+        only = DYNAMIC_ONLY if mode != "dynamic" else ("graph_definition",)
+        for key in only:
+            if key in config:
+                raise self.err(
+                    path + (key,),
+                    f"'{key}' has no effect in a {mode} graph"
+                    + (
+                        " (it builds the graph of subtechnique: dynamic)"
+                        if mode != "dynamic"
+                        else ": a dynamic graph is whatever build_graph returns"
+                    ),
+                )
         if mode == "dynamic":
             return self.dynamic_step(config, path, step, group, max_it)
         gdef = config.get("graph_definition")
@@ -536,7 +596,7 @@ class _Compiler:
             raise self.err(path, f"a {mode} graph needs 'graph_definition' with nodes and edges")
         gpath = path + ("graph_definition",)
         expect_mapping(gdef, gpath, self.lines, "graph_definition")
-        check_keys(gdef, ("nodes", "edges", "entry", "exit", "output"), gpath, self.lines, "graph_definition")
+        check_keys(gdef, GRAPH_DEFINITION_KEYS, gpath, self.lines, "graph_definition")
         nodes = expect_list(gdef.get("nodes"), gpath + ("nodes",), self.lines, "graph_definition.nodes")
         if not nodes:
             raise self.err(gpath + ("nodes",), "graph_definition.nodes is empty")
@@ -614,6 +674,14 @@ class _Compiler:
                 f"a {mode} graph cannot have cycles: {' -> '.join(cyc.cycle)} "
                 f"(use subtechnique: cyclic for feedback loops)",
             ) from None
+        heads = {e.dst for e in sub.back_edges}
+        for i, nd in enumerate(nodes):
+            if "max_iterations" in nd and nd["id"] not in heads:
+                raise self.err(
+                    gpath + ("nodes", i, "max_iterations"),
+                    f"max_iterations on node '{nd['id']}' caps nothing: a loop counts the runs of the node "
+                    f"its back edge re-enters ({', '.join(sorted(heads)) or 'this graph has no loop'})",
+                )
         if mode == "cyclic" and not sub.back_edges:
             self.warnings.append(f"{format_path(path)}: cyclic graph has no cycle")
         entries = [n.id for n in sub.entries]
@@ -714,6 +782,12 @@ class _Compiler:
         self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int
     ) -> _Unit:
         check_keys(config, ORCH_CONFIG_KEYS, path, self.lines, "workflow_orchestration.orchestration config")
+        if "max_iterations" in config:
+            raise self.err(
+                path + ("max_iterations",),
+                "an orchestration never loops, so max_iterations would limit nothing: "
+                "loops are workflow_orchestration.graph with subtechnique: cyclic",
+            )
         mode = config.get("subtechnique", "sequential")
         check_type(mode, list(ORCH_MODES), path + ("subtechnique",), self.lines, "orchestration subtechnique")
         lazy = config.get("lazy", False)
@@ -739,9 +813,21 @@ class _Compiler:
                 raise self.err(spath, "an orchestration step needs 'name'")
             nid = self.new_id(name, spath + ("name" if "name" in st else "id",), explicit=True)
             technique, tpath = self.step_technique(st, spath, nid)
-            guard = None if st.get("always") else st.get("condition")
             if st.get("always") is not None:
                 check_type(st["always"], bool, spath + ("always",), self.lines, "always")
+                if "condition" in st:
+                    raise self.err(
+                        spath + ("always",),
+                        f"step '{nid}' says both 'always: {str(st['always']).lower()}' and 'condition': "
+                        f"keep one (always: true runs it unconditionally; a condition decides)",
+                    )
+            if "output" in st:
+                raise self.err(
+                    spath + ("output",),
+                    f"'output' on step '{nid}' is not a setting: a step's output is its technique's return "
+                    f"value, read by later steps as ${{{nid}}} / ${{{nid}.field}}",
+                )
+            guard = st.get("condition")
             node = self.make_node(
                 nid,
                 technique,
@@ -773,7 +859,7 @@ class _Compiler:
                 ):
                     subpath = spath + ("on_condition_true", j)
                     expect_mapping(sub, subpath, self.lines, "an on_condition_true step")
-                    check_keys(sub, ORCH_STEP_KEYS, subpath, self.lines, "an on_condition_true step")
+                    check_keys(sub, THEN_KEYS, subpath, self.lines, "an on_condition_true step")
                     sid = self.new_id(
                         sub.get("name") or sub.get("id") or f"{nid}_then",
                         subpath,
@@ -789,7 +875,8 @@ class _Compiler:
                         retry=sub.get("retry", default_retry),
                         on_error=sub.get("on_error"),
                         guard=sub.get("condition"),
-                        timeout=sub.get("timeout"),
+                        timeout=sub.get("timeout", config.get("timeout")),
+                        cache=sub.get("cache"),
                         info_path=stpath,
                     )
                     subnode.limit_key = limit_key
@@ -810,7 +897,7 @@ class _Compiler:
         if combine is not None:
             cpath = path + ("combine_step",)
             expect_mapping(combine, cpath, self.lines, "combine_step")
-            check_keys(combine, ORCH_STEP_KEYS, cpath, self.lines, "combine_step")
+            check_keys(combine, COMBINE_KEYS, cpath, self.lines, "combine_step")
             cname = combine.get("name") or "combine"
             combine_id = self.new_id(cname, cpath + ("name",) if "name" in combine else cpath, explicit=True)
             ctech, ctpath = self.step_technique(combine, cpath, combine_id)
@@ -822,7 +909,9 @@ class _Compiler:
                 group=group,
                 retry=combine.get("retry", default_retry),
                 on_error=combine.get("on_error"),
-                timeout=combine.get("timeout"),
+                guard=combine.get("condition"),
+                timeout=combine.get("timeout", config.get("timeout")),
+                cache=combine.get("cache"),
                 info_path=ctpath,
             )
             cnode.limit_key = None  # the join is not one of the parallel workers
@@ -1110,6 +1199,41 @@ class _Compiler:
                     f"pass trust_code=True to allow it",
                     TrustError,
                 )
+
+
+BUILT_NODE_OPTIONS = ("retry", "timeout", "cache", "condition", "max_iterations")
+
+
+def built_node_options(options: dict[str, Any], path: Path, source: str) -> dict[str, Any]:
+    """``Graph.add_node(id, technique, config, retry=..., timeout=..., cache=..., condition=...,
+    max_iterations=...)`` checked exactly as the same keys on a YAML node; returns :class:`Node` fields.
+    Anything else is refused (a built graph has no YAML line: errors name the builder and the node)."""
+    unknown = [k for k in options if k not in BUILT_NODE_OPTIONS]
+    if unknown:
+        raise SpecError(
+            f"add_node option '{unknown[0]}' is not a node setting{did_you_mean(unknown[0], BUILT_NODE_OPTIONS)} "
+            f"(known: {', '.join(BUILT_NODE_OPTIONS)})",
+            path=format_path(path),
+            source=source,
+        )
+    comp = _Compiler(str(path[0]) if path else "built", LineMap(source=source), trusted=False)
+    out: dict[str, Any] = {}
+    if options.get("retry") is not None:
+        out["retry"] = comp.retry(options["retry"], path + ("retry",))
+    if options.get("timeout") is not None:
+        validate_value(options["timeout"], STEP_TIMEOUT, path + ("timeout",), comp.lines, "timeout")
+        out["timeout"] = float(options["timeout"])
+    if options.get("cache") is not None:
+        check_type(options["cache"], bool, path + ("cache",), comp.lines, "cache")
+        out["cache"] = options["cache"]
+    if options.get("condition") is not None:
+        out["guard"] = comp.condition(options["condition"], path + ("condition",), None)
+    if options.get("max_iterations") is not None:
+        mi = options["max_iterations"]
+        check_type(mi, int, path + ("max_iterations",), comp.lines, "max_iterations")
+        validate_value(mi, MAX_ITERATIONS, path + ("max_iterations",), comp.lines, "max_iterations")
+        out["max_iterations"] = mi
+    return out
 
 
 def _reaches(preds: dict[str, set[str]], src: str, dst: str) -> bool:
@@ -1403,3 +1527,6 @@ def _looks_like_typo(name: str, known: str) -> bool:
     """A slip of the keyboard, not a different word: ``clasify``/``classify`` yes,
     ``needs_expensive_step``/``expensive_step`` no."""
     return _edit_distance(name, known) <= max(1, min(len(name), len(known)) // 4)
+
+
+set_node_option_checker(built_node_options)
