@@ -63,7 +63,7 @@ __all__ = [
 _LAZY = {
     "Pipeline": ".pipeline",
     "load_document": ".pipeline",
-    "json_schema": ".spec.json_schema",
+    "json_schema": ".document.json_schema",
     "RunResult": ".engine.result",
     "StepRecord": ".engine.result",
     "StepContext": ".techniques.context",

@@ -144,9 +144,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Every problem of every document (files, and *.yaml / *.yml under folders) as path:line:col: message."""
+    from .document.problems import file_problems
     from .errors import SibylError
     from .pipeline import load_document
-    from .spec.problems import file_problems
 
     files: list[Path] = []
     status = 0
@@ -202,11 +202,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     """The document format: JSON Schema (draft 2020-12) or, with --markdown, the reference."""
     if args.markdown:
-        from .spec.reference import reference_markdown
+        from .document.reference import reference_markdown
 
         sys.stdout.write(reference_markdown())
     else:
-        from .spec.json_schema import json_schema
+        from .document.json_schema import json_schema
 
         sys.stdout.write(json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n")
     return 0

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path as FsPath
 from typing import Any
 
+from .document.compile import Document, PipelineSpec, compile_document
+from .document.yaml_lines import LineMap, load_yaml_with_lines, read_yaml_file
 from .engine.events import Event, EventBus, EventKind
 from .engine.executor_factory import check_executor_spec, resolve_executor
 from .engine.interrupt import InterruptInfo, interrupt_of, paused_snapshot
@@ -18,8 +20,6 @@ from .engine.scheduler import Scheduler
 from .engine.stream import StreamingMixin, wants_tokens
 from .engine.sync import run_sync
 from .errors import SibylError, SpecError, TemplateError
-from .spec.compile import Document, PipelineSpec, compile_document
-from .spec.yaml_lines import LineMap, load_yaml_with_lines, read_yaml_file
 from .state.api import PipelineStateMixin, settings_extension
 
 __all__ = ["Pipeline", "RunState", "load_document", "RUN_EXTENSIONS"]
@@ -168,7 +168,7 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
                 spec = document.pipelines["pipeline"]
                 spec.name = name
                 return cls(spec, document, trusted=trusted)
-            from .spec.schema import did_you_mean
+            from .document.schema import did_you_mean
 
             raise SpecError(
                 f"no pipeline named '{name}'{did_you_mean(name, names)} (defined: {', '.join(names)})",

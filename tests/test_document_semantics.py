@@ -329,9 +329,9 @@ def test_unclosed_reference_is_a_load_error():
 
 def test_latest_field_lookup_does_not_rescan_records():
     """The run indexes field values once: a lookup costs the same after 2,000 records as after 2."""
+    from sibyl_nb.document.expressions import parse_ref
     from sibyl_nb.engine.result import StepRecord
     from sibyl_nb.engine.scope import resolver_for
-    from sibyl_nb.spec.expressions import parse_ref
 
     class Run:
         input: dict = {}

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sibyl_nb.document.expressions import MAX_SIZE, compile_condition
 from sibyl_nb.errors import ExpressionError
-from sibyl_nb.spec.expressions import MAX_SIZE, compile_condition
 
 SCOPE = {
     "evaluation": {"score": 0.75, "label": "good", "items": [1, 2, 3]},
@@ -25,7 +25,7 @@ SCOPE = {
 
 
 def resolve(ref):
-    from sibyl_nb.spec.expressions import MISSING, _field
+    from sibyl_nb.document.expressions import MISSING, _field
 
     value = SCOPE.get(ref.root, MISSING)
     for f in ref.fields:
@@ -195,6 +195,6 @@ def test_generated_expressions_end_in_a_value_or_an_expression_error(text):
     kind, value = outcome(text)
     assert time.perf_counter() - t0 < 2.0  # generous: the machine is shared; caps make it ~ms
     if kind == "value":
-        from sibyl_nb.spec.expressions import _weight
+        from sibyl_nb.document.expressions import _weight
 
         assert _weight(value) <= MAX_SIZE + 1

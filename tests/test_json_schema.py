@@ -17,11 +17,11 @@ from test_spec_errors import CASES
 
 import sibyl_nb as sb
 from sibyl_nb.cli import main
-from sibyl_nb.spec import compile as compile_mod
-from sibyl_nb.spec.json_schema import NOT_EXPRESSED, STRUCTURE, builtin_techniques, json_schema
-from sibyl_nb.spec.reference import reference_markdown
-from sibyl_nb.spec.schema import ConfigSchema, Field
-from sibyl_nb.spec.yaml_lines import load_yaml_with_lines
+from sibyl_nb.document import compile as compile_mod
+from sibyl_nb.document.json_schema import NOT_EXPRESSED, STRUCTURE, builtin_techniques, json_schema
+from sibyl_nb.document.reference import reference_markdown
+from sibyl_nb.document.schema import ConfigSchema, Field
+from sibyl_nb.document.yaml_lines import load_yaml_with_lines
 from sibyl_nb.techniques.registry import register_technique, unregister_technique
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def test_committed_schema_is_current():
 def test_committed_reference_is_current():
     assert (ROOT / "docs" / "reference.md").read_text(encoding="utf-8") == reference_markdown(
         builtin_techniques()
-    ), "docs/reference.md is stale: run `python -m sibyl_nb.spec.reference > docs/reference.md`"
+    ), "docs/reference.md is stale: run `python -m sibyl_nb.document.reference > docs/reference.md`"
 
 
 def test_structure_table_has_exactly_the_loaders_keys():
@@ -221,7 +221,7 @@ def test_schema_and_loader_agree_on_the_corpus(validator, name, text):
     else:
         assert schema_refuses == loader_refuses, (
             f"the loader {'refuses' if loader_refuses else 'accepts'} {name} and sibyl.schema.json does not "
-            "agree: teach sibyl_nb/spec/json_schema.py the rule (then `sibyl schema > sibyl.schema.json`), or, "
+            "agree: teach sibyl_nb/document/json_schema.py the rule (then `sibyl schema > sibyl.schema.json`), or, "
             "when JSON Schema cannot express it, add the case to LOADER_ONLY with the reason"
         )
 
@@ -404,7 +404,7 @@ def test_a_removed_list_item_keeps_its_siblings_paths_and_lines(tmp_path, capsys
 @pytest.mark.parametrize("name,text", CORPUS, ids=[n for n, _ in CORPUS])
 def test_collected_problems_start_with_the_loaders_error(name, text):
     """Over the whole corpus: no problems exactly when the document loads, else the first is the loader's."""
-    from sibyl_nb.spec.problems import document_problems
+    from sibyl_nb.document.problems import document_problems
 
     trusted = "# trust: true" in text
     problems = document_problems(text, "<yaml>", trusted=trusted)

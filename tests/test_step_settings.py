@@ -13,7 +13,7 @@ import time
 import pytest
 
 import sibyl_nb as sb
-from sibyl_nb.spec import compile as spec_compile
+from sibyl_nb.document import compile as spec_compile
 
 CALLS: dict[str, int] = {}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import sibyl_nb as sb
-from sibyl_nb.spec.schema import ConfigSchema, Field, Rule
+from sibyl_nb.document.schema import ConfigSchema, Field, Rule
 from sibyl_nb.techniques.registry import register_technique, unregister_technique
 from sibyl_nb.testing import call_technique
 

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
+from sibyl_nb.document.schema import ConfigSchema
 from sibyl_nb.errors import SibylError
 from sibyl_nb.providers.base import Completion
-from sibyl_nb.spec.schema import ConfigSchema
 from sibyl_nb.techniques.registry import get_technique
 from sibyl_nb.testing import StandaloneRun, call_technique, make_context
 from sibyl_nb.text import corpus

@@ -15,8 +15,8 @@ import textwrap
 import pytest
 
 import sibyl_nb as sb
-from sibyl_nb.spec.yaml_lines import load_yaml_with_lines
-from sibyl_nb.spec.yaml_load import MAX_DEPTH
+from sibyl_nb.document.yaml_lines import load_yaml_with_lines
+from sibyl_nb.document.yaml_load import MAX_DEPTH
 
 MEMORY_LIMIT = 1 << 30  # 1 GiB of address space for the child (the bombs reached 4 GB)
 TIME_LIMIT = 60  # seconds; a refusal takes milliseconds, the limit only catches a hang

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..spec.schema import NUMBER, ConfigSchema, Field, Rule
+from ..document.schema import NUMBER, ConfigSchema, Field, Rule
 from ..techniques.registry import register_technique
 from .strategies import STRATEGIES, build_context
 from .tokens import content_text, get_counter

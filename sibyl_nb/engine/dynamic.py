@@ -15,9 +15,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from ..document.expressions import compile_condition
+from ..document.templates import compile_value
 from ..errors import SibylError, SpecError, TechniqueError, TrustError
-from ..spec.expressions import compile_condition
-from ..spec.templates import compile_value
 from ..techniques.registry import get_technique
 from .builder import Graph
 from .ir import CycleFound, Edge, GraphIR, Node
@@ -83,13 +83,13 @@ _OPTION_CHECKER: list[NodeOptionChecker] = []
 
 
 def set_node_option_checker(checker: NodeOptionChecker) -> None:
-    """Called by :mod:`sibyl_nb.spec.compile`: the one place node settings are validated."""
+    """Called by :mod:`sibyl_nb.document.compile`: the one place node settings are validated."""
     _OPTION_CHECKER[:] = [checker]
 
 
 def _node_option_checker() -> NodeOptionChecker:
     # a dynamic node only exists in a compiled document, so the compiler has registered its checker
-    assert _OPTION_CHECKER, "sibyl_nb.spec.compile registers the node option checker on import"
+    assert _OPTION_CHECKER, "sibyl_nb.document.compile registers the node option checker on import"
     return _OPTION_CHECKER[0]
 
 

@@ -72,7 +72,7 @@ def _problem(value: Any) -> str | None:
     if isinstance(value, str):
         if value in EXECUTOR_KINDS or value.startswith(ADDRESS_SCHEMES) or _ENV_REF.fullmatch(value):
             return None
-        from ..spec.schema import did_you_mean
+        from ..document.schema import did_you_mean
 
         return (
             f"executor {value!r} is not one of: {', '.join(EXECUTOR_KINDS)} "
@@ -81,7 +81,7 @@ def _problem(value: Any) -> str | None:
     if isinstance(value, Mapping):
         unknown = [k for k in value if k not in EXECUTOR_KEYS]
         if unknown:
-            from ..spec.schema import did_you_mean
+            from ..document.schema import did_you_mean
 
             return (
                 f"unknown key '{unknown[0]}' in executor{did_you_mean(str(unknown[0]), EXECUTOR_KEYS)} "

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..spec.expressions import Condition
+from ..document.expressions import Condition
 
 __all__ = ["RetryPolicy", "Node", "Edge", "GraphIR", "CycleFound", "Loop"]
 

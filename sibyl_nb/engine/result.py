@@ -61,7 +61,7 @@ class StepRecord:
 
 def text_of(value: Any) -> str:
     """The human answer inside an output: ``answer``, else ``text``, else the value as text."""
-    from ..spec.templates import to_text
+    from ..document.templates import to_text
 
     return to_text(value)
 

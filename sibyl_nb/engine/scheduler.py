@@ -48,8 +48,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..document.expressions import MISSING
 from ..errors import NodeExecutionError, SibylError, TechniqueError, TemplateError, short_repr
-from ..spec.expressions import MISSING
 from ..techniques.context import StepContext
 from ..techniques.registry import TechniqueInfo, get_technique
 from .events import Event, EventKind

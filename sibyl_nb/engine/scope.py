@@ -38,8 +38,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..spec.expressions import MISSING, Ref, _field
-from ..spec.templates import ENV_PREFIX, compile_value, is_env_name
+from ..document.expressions import MISSING, Ref, _field
+from ..document.templates import ENV_PREFIX, compile_value, is_env_name
 
 __all__ = [
     "resolver_for",

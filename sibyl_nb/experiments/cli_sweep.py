@@ -43,8 +43,8 @@ def parse_metric(text: str) -> Any:
 
 
 def _read_grid(path: str) -> dict[str, Any]:
+    from ..document.yaml_lines import load_yaml_with_lines
     from ..errors import SpecError
-    from ..spec.yaml_lines import load_yaml_with_lines
 
     p = Path(path)
     if not p.is_file():

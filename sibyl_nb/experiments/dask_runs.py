@@ -66,8 +66,8 @@ def run_cell_task(task: CellTask) -> dict[str, Any]:
     """Worker side: register shipped techniques, compile the document, run the cell locally."""
     import pickle
 
+    from ..document.compile import compile_document
     from ..pipeline import Pipeline
-    from ..spec.compile import compile_document
     from ..techniques.registry import register_technique
     from .cell import run_cell
 

@@ -60,7 +60,7 @@ def _node_ids(pipeline: Any) -> list[str]:
 
 def parse_key(pipeline: Any, text: Any) -> GridKey:
     """Check one grid key against the pipeline; errors name the key and what was expected."""
-    from ..spec.schema import did_you_mean
+    from ..document.schema import did_you_mean
     from ..techniques.registry import get_technique
 
     if not isinstance(text, str) or not text:
@@ -88,7 +88,7 @@ def parse_key(pipeline: Any, text: Any) -> GridKey:
     node = nodes[node_id]
     info = get_technique(node.technique)
     top = path[0]
-    from ..spec.schema import as_schema
+    from ..document.schema import as_schema
 
     # any key of the technique's schema (whether the setting's subtechnique reads it is checked when
     # the variant compiles, at the key's line), or one the node already sets
@@ -184,8 +184,8 @@ def graph_node_table(graph: Any) -> dict[str, dict[str, Any]]:
 
 def variant(pipeline: Any, keys: list[tuple[GridKey, Any]]) -> Any:
     """``pipeline`` re-compiled from its document with each grid value written in place."""
+    from ..document.compile import compile_document
     from ..pipeline import Pipeline
-    from ..spec.compile import compile_document
 
     doc = pipeline.document
     if doc.data is None or doc.lines is None:

@@ -75,7 +75,7 @@ _SUB_NAMED = re.compile(r"^\s*subtechnique\s*:\s*[\"']?(\w+)")
 
 def _complete_config_key(lines: list[str], line: int, here: str) -> list[str] | None:
     """Inside a step's ``config:``, the keys its technique's schema (the loader's own) allows for the
-    subtechnique chosen so far: the same :class:`~sibyl_nb.spec.schema.ConfigSchema` the loader and
+    subtechnique chosen so far: the same :class:`~sibyl_nb.document.schema.ConfigSchema` the loader and
     ``sibyl schema`` use."""
     m = _KEY_PREFIX.match(here)
     if not m:

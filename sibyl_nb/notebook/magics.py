@@ -274,7 +274,7 @@ class SibylMagic(Magics):
                 )
                 return None
         if name not in defined:
-            from ..spec.schema import did_you_mean
+            from ..document.schema import did_you_mean
 
             raise SibylMagicError(
                 f"the document defines no pipeline '{name}'{did_you_mean(name, list(defined))} "
@@ -305,7 +305,7 @@ class SibylMagic(Magics):
         value = (self.shell.user_ns if self.shell is not None else {}).get(name)
         if isinstance(value, Pipeline):
             return value
-        from ..spec.schema import did_you_mean
+        from ..document.schema import did_you_mean
 
         known = sorted(self.pipelines)
         raise SibylMagicError(
@@ -609,7 +609,7 @@ def get_pipeline(name: str, ipython: Any = None) -> Any:
     known = pipelines(ipython)
     if name in known:
         return known[name]
-    from ..spec.schema import did_you_mean
+    from ..document.schema import did_you_mean
 
     raise SibylMagicError(
         f"no pipeline named '{name}'{did_you_mean(name, sorted(known))} "

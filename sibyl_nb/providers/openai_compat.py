@@ -42,8 +42,8 @@ try:
 except ImportError:  # pragma: no cover - the ``http`` extra is not installed
     httpx = None  # type: ignore[assignment]
 
+from ..document.schema import PROVIDER_SCHEMA
 from ..errors import ConfigError, ProviderError
-from ..spec.schema import PROVIDER_SCHEMA
 from .base import Completion, Message, Provider
 from .http_retry import backoff_delay, is_retryable_status, retry_after_seconds
 from .registry import register_provider_kind

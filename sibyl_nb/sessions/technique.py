@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..context.strategies import SUMMARY_PREFIX
-from ..spec.schema import NUMBER, ConfigSchema, Field
+from ..document.schema import NUMBER, ConfigSchema, Field
 from ..stores.factory import STORAGE_NAMES
 from ..techniques.context import query_of
 from ..techniques.registry import register_technique

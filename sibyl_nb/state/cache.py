@@ -24,11 +24,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..document.expressions import MISSING
+from ..document.templates import compile_value
 from ..engine.events import Event, Observer
 from ..engine.scope import resolver_for
 from ..errors import SibylError
-from ..spec.expressions import MISSING
-from ..spec.templates import compile_value
 from ..stores.base import Store
 from .settings import open_kind_store
 

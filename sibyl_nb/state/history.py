@@ -160,7 +160,7 @@ def plan_fork(
     bases: dict[str, int] = {}
     for key, value in updates.items():
         if key not in nodes:
-            from ..spec.schema import did_you_mean
+            from ..document.schema import did_you_mean
 
             raise ConfigError(
                 f"updates: '{key}' is not a node of this pipeline{did_you_mean(key, list(nodes))} "
@@ -292,7 +292,7 @@ class ForkOverrides:
         self.run: Any = None
 
     def before_node(self, node: Any, ctx: Any) -> Any:
-        from ..spec.expressions import MISSING
+        from ..document.expressions import MISSING
 
         if node.id in self.pending:
             self.run = ctx._run

@@ -67,11 +67,11 @@ def render_env(config: Mapping[str, Any]) -> dict[str, Any]:
     """Render environment references in a static settings mapping (an unset variable is None).
 
     Settings are read outside any run (``pipe.load_state``, the CLI), so only environment variables
-    can be resolved here, and only where the env policy allows one (:mod:`sibyl_nb.spec.templates`):
+    can be resolved here, and only where the env policy allows one (:mod:`sibyl_nb.document.templates`):
     ``${env:NAME}``, or ``${NAME}`` in a connection setting such as the seed's ``redis_url: "${REDIS_URL}"``.
     """
+    from ..document.templates import compile_value, env_name
     from ..errors import TemplateError
-    from ..spec.templates import compile_value, env_name
 
     render, refs = compile_value(dict(config))
     if render is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..spec.schema import NUMBER, ConfigSchema, Field
+from ..document.schema import NUMBER, ConfigSchema, Field
 from ..stores.factory import STORAGE_NAMES
 from ..techniques.context import StepContext
 from ..techniques.registry import register_technique

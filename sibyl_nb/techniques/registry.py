@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..document.schema import ConfigSchema, as_schema
 from ..errors import ConfigError, UnknownTechniqueError
-from ..spec.schema import ConfigSchema, as_schema
 
 __all__ = [
     "TechniqueInfo",

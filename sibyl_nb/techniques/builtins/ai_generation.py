@@ -12,10 +12,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ...document.schema import ConfigSchema, Field
 from ...errors import TechniqueError
 from ...providers.base import Completion
 from ...providers.streaming import complete_with_tokens
-from ...spec.schema import ConfigSchema, Field
 from ...text.critique import is_refusal, rate_answer
 from ...text.gather import upstream_answer, upstream_documents
 from ...text.prompts import match_choice, parse_classify_prompt, parse_rating_prompt, parse_score

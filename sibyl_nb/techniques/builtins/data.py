@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ...document.schema import ConfigSchema, Field
+from ...document.trust import check_path, document_roots
 from ...errors import TechniqueError, TrustError
-from ...spec.schema import ConfigSchema, Field
-from ...spec.trust import check_path, document_roots
 from ...text import corpus
 from ...text.embedding import HashingEmbedder
 from ...text.gather import upstream_documents

@@ -12,8 +12,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Union
 
+from ...document.schema import ConfigSchema, Field
 from ...errors import ConfigError, TechniqueError
-from ...spec.schema import ConfigSchema, Field
 from ...text import corpus
 from ...text.gather import upstream_queries
 from ...text.ranking import reciprocal_rank_fusion

@@ -13,8 +13,8 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ...document.schema import ConfigSchema, Field, Rule
 from ...errors import TechniqueError
-from ...spec.schema import ConfigSchema, Field, Rule
 from ...text import corpus
 from ...text.embedding import DEFAULT_DIM, EMBEDDER_NAME, HashingEmbedder
 from ...text.gather import document_lists, upstream_documents, upstream_queries

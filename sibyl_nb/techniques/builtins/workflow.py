@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...spec.schema import ConfigSchema, Field
+from ...document.schema import ConfigSchema, Field
 from ...techniques.context import StepContext
 from ..registry import register_technique
 

@@ -1180,7 +1180,7 @@ class _Compiler:
         )
 
     def check_env_policy(self) -> None:
-        """Where an environment variable may be read (the policy in :mod:`sibyl_nb.spec.templates`)."""
+        """Where an environment variable may be read (the policy in :mod:`sibyl_nb.document.templates`)."""
         for ref, path, _owner, _src in self.refs:
             var = env_name(ref)
             if var is None:

@@ -164,7 +164,7 @@ class Field:
     templated: bool = True
     # "path" (a file or folder read), "root" (a folder paths are read from), "store" (where sibyl_nb
     # writes its own files) or "url" (a connection): in an untrusted document these must stay inside
-    # the document's roots / out of /proc, /sys, /dev / on this machine (spec/trust.py)
+    # the document's roots / out of /proc, /sys, /dev / on this machine (document/trust.py)
     access: str | None = None
 
     @property

@@ -1,6 +1,6 @@
 """``docs/reference.md``: every technique, subtechnique and key, generated from the loader's schemas.
 
-Regenerate with ``python -m sibyl_nb.spec.reference > docs/reference.md`` (or ``sibyl schema --markdown``);
+Regenerate with ``python -m sibyl_nb.document.reference > docs/reference.md`` (or ``sibyl schema --markdown``);
 ``tests/test_json_schema.py`` fails when the committed file differs from this output.
 """
 
@@ -124,7 +124,7 @@ def reference_markdown(techniques: Mapping[str, Any] | None = None) -> str:
         "# sibyl_nb document reference",
         "",
         "Generated from the schemas the loader validates with; do not edit by hand. Regenerate with",
-        "`python -m sibyl_nb.spec.reference > docs/reference.md`. The JSON Schema for editors is",
+        "`python -m sibyl_nb.document.reference > docs/reference.md`. The JSON Schema for editors is",
         "`sibyl.schema.json` (`sibyl schema`).",
         "",
         "## Document structure",

@@ -1,9 +1,9 @@
 """The document format as JSON Schema (draft 2020-12), generated from the objects the loader validates with.
 
 Technique configs, retry, ``shops.infrastructure.config``, ``observability`` and ``providers`` come from
-their :class:`~sibyl_nb.spec.schema.ConfigSchema` (types, ranges, enums, defaults, descriptions, which keys
+their :class:`~sibyl_nb.document.schema.ConfigSchema` (types, ranges, enums, defaults, descriptions, which keys
 each subtechnique uses). The document's structure (pipeline, step, graph and orchestration keys) comes from
-the key lists ``spec/compile.py`` checks with; only the one-line description and JSON type of each
+the key lists ``document/compile.py`` checks with; only the one-line description and JSON type of each
 structural key live here, and a test fails when a key list and this table disagree.
 
 Nothing is written by hand beside the loader: ``sibyl schema`` prints this, ``sibyl.schema.json`` in the
@@ -187,7 +187,7 @@ def config_json(schema: ConfigSchema, subtechniques: tuple[str, ...] | None = No
 
 
 # ---------------------------------------------------------------------------------------------------
-# The document's structure: the key lists of spec/compile.py, each key's JSON type and description here.
+# The document's structure: the key lists of document/compile.py, each key's JSON type and description here.
 
 _STR = {"type": "string"}
 _STR_OR_LIST = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
