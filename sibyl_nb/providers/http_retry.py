@@ -1,4 +1,5 @@
-"""Retry policy for HTTP model calls: which failures to retry and how long to wait.
+"""Retry policy for HTTP model calls: which failures to retry and how long to wait. tenacity runs
+the attempts (``OpenAICompatibleProvider._retrying``); this module only decides.
 
 Kept apart from the HTTP client so the policy is testable without a server and reusable by any
 provider that talks HTTP.

@@ -9,8 +9,9 @@ Why it looks the way it does:
   (and TLS sessions) alive. Measured on loopback: 0.7 ms per call with the loop's client vs 18 ms
   with a fresh ``AsyncClient`` per call, ~17 ms of which is loading the CA bundle; that TLS context
   is built once per process and shared, so a new loop's client costs ~0.4 ms to build, not 17.
-- Retries (429, 408, 5xx, timeouts, connection errors) use exponential backoff honouring the
-  server's ``Retry-After``; other 4xx fail at once because repeating them cannot help.
+- Retries (429, 408, 5xx, timeouts, connection errors) are tenacity's, with exponential backoff
+  honouring the server's ``Retry-After`` (``http_retry.py`` holds the policy); other 4xx fail at
+  once because repeating them cannot help. A stream is retried only until its first text delta.
 - The API key comes from ``api_key`` or an environment variable, goes only into the
   ``Authorization`` header of requests to ``base_url``, and never into logs, reprs or errors.
 - ``timeout`` is a deadline for each attempt's whole exchange (connect to last byte), not httpx's
@@ -23,6 +24,7 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import ipaddress
 import json
@@ -39,6 +41,7 @@ from urllib.parse import urlsplit
 
 try:
     import httpx
+    import tenacity
 except ImportError:  # pragma: no cover - the ``http`` extra is not installed
     httpx = None  # type: ignore[assignment]
 
@@ -104,6 +107,36 @@ class _StreamState:
     finish_reason: str = "stop"
 
 
+@dataclass
+class _OpenStream:
+    """A stream whose opening succeeded: the chunks read so far (up to the first text delta) and
+    the rest still to read (``None`` when the answer has ended)."""
+
+    response: httpx.Response
+    attempt: int
+    deadline: _Deadline
+    head: list[dict[str, Any]]
+    rest: AsyncGenerator[str, None] | None
+
+    async def close(self) -> None:
+        if self.rest is not None:
+            await self.rest.aclose()
+        await self.response.aclose()
+
+
+def _failure(state: tenacity.RetryCallState) -> _Retry:
+    """The :class:`_Retry` an attempt ended in (tenacity only retries those)."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    assert isinstance(exc, _Retry), exc
+    return exc
+
+
+def _interrupted(exc: BaseException, deadline: _Deadline) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"stream not finished within {deadline.seconds:g}s"
+    return f"stream interrupted ({type(exc).__name__})"
+
+
 async def _close_on_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
     try:
         yield
@@ -163,7 +196,8 @@ class OpenAICompatibleProvider:
     ) -> None:
         if httpx is None:  # pragma: no cover
             raise ConfigError(
-                f"provider '{name}': the OpenAI-compatible provider needs httpx: pip install 'sibyl_nb[http]'"
+                f"provider '{name}': the OpenAI-compatible provider needs httpx and tenacity: "
+                "pip install 'sibyl_nb[http]'"
             )
         if not base_url:
             raise ConfigError(f"provider '{name}': base_url is required (e.g. http://127.0.0.1:8000/v1)")
@@ -383,30 +417,58 @@ class OpenAICompatibleProvider:
                 provider=self.name,
             ) from exc
 
-    async def _wait_or_raise(self, retry: _Retry, attempt: int, call_at: float | None = None) -> None:
-        delay = backoff_delay(attempt, self.backoff_initial, self.backoff_max, retry.retry_after)
-        if call_at is not None and time.monotonic() + delay >= call_at:
+    # -- tenacity runs the attempts -----------------------------------------------------------------
+
+    def _retrying(self, call_at: float | None) -> tenacity.AsyncRetrying:
+        """The attempts of one call: a :class:`_Retry` is tried again after :meth:`_wait` unless
+        the attempts are used up or the wait would pass the call's deadline; any other error ends
+        the call at once. Used as ``async for attempt in ...: with attempt:`` around work that
+        yields nothing: an attempt catches whatever is raised inside it, so a ``yield`` inside one
+        would put the caller's own code (and a closing generator's ``GeneratorExit``) in it too."""
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            return state.attempt_number >= self._attempts or self._no_time_left(state, call_at)
+
+        def give_up(state: tenacity.RetryCallState) -> None:
+            retry = _failure(state)
+            why = (
+                "the call's deadline leaves no time to retry"
+                if self._no_time_left(state, call_at)
+                else f"giving up after {self._attempts} attempt(s)"
+            )
             raise ProviderError(
-                f"{self._where(attempt)} failed: {retry.reason}; the call's deadline leaves no time to retry",
+                f"{self._where(state.attempt_number)} failed: {retry.reason}; {why}",
                 provider=self.name,
                 status=retry.status,
                 retryable=True,
             ) from retry.__cause__
-        if attempt >= self._attempts:
-            raise ProviderError(
-                f"{self._where(attempt)} failed: {retry.reason}; giving up after {self._attempts} attempt(s)",
-                provider=self.name,
-                status=retry.status,
-                retryable=True,
-            ) from retry.__cause__
+
+        return tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(_Retry),
+            wait=self._wait,
+            stop=stop,
+            before_sleep=self._log_retry,
+            retry_error_callback=give_up,
+        )
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """The server's ``Retry-After`` when it sent one (capped), else jittered exponential backoff."""
+        return backoff_delay(
+            state.attempt_number, self.backoff_initial, self.backoff_max, _failure(state).retry_after
+        )
+
+    @staticmethod
+    def _no_time_left(state: tenacity.RetryCallState, call_at: float | None) -> bool:
+        return call_at is not None and time.monotonic() + state.upcoming_sleep >= call_at
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
         logger.info(
             "provider '%s': %s failed: %s; retrying in %.2fs",
             self.name,
-            self._where(attempt),
-            retry.reason,
-            delay,
+            self._where(state.attempt_number),
+            _failure(state).reason,
+            state.upcoming_sleep,
         )
-        await asyncio.sleep(delay)
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -418,24 +480,23 @@ class OpenAICompatibleProvider:
             return await self._complete_streaming(messages, on_token, params)
         body = self._body(messages, params, stream=False)
         call_at = self._call_deadline(params)
-        for attempt in range(1, self._attempts + 1):
-            deadline = self._attempt_deadline(params, call_at)
-            try:
-                response = await self._send_once(body, attempt=attempt, deadline=deadline)
-                data = await self._read_json(response, attempt, deadline)
-            except _Retry as retry:
-                await self._wait_or_raise(retry, attempt, call_at)
-                continue
-            return self._parse_completion(data, attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+        async for attempt in self._retrying(call_at):
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                deadline = self._attempt_deadline(params, call_at)
+                response = await self._send_once(body, attempt=number, deadline=deadline)
+                data = await self._read_json(response, number, deadline)
+                return self._parse_completion(data, number)
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     async def stream(self, messages: list[Message], **params: Any) -> AsyncIterator[str]:
         """Yield text deltas as the server sends them."""
         params.pop("on_token", None)
-        async for chunk in self._chunks(messages, params):
-            delta = _delta_text(chunk)
-            if delta:
-                yield delta
+        async with contextlib.aclosing(self._chunks(messages, params)) as chunks:  # closed with this one
+            async for chunk in chunks:
+                delta = _delta_text(chunk)
+                if delta:
+                    yield delta
 
     async def _complete_streaming(
         self, messages: list[Message], on_token: TokenCallback, params: dict[str, Any]
@@ -463,47 +524,68 @@ class OpenAICompatibleProvider:
             finish_reason=state.finish_reason,
         )
 
-    async def _chunks(self, messages: list[Message], params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Parsed SSE chunks. Retries only until the first text delta: after that, a retry would
-        repeat text the caller has already shown."""
+    async def _chunks(
+        self, messages: list[Message], params: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """Parsed SSE chunks. Only the opening is retried (:meth:`_open_stream`: the request, its
+        status and the chunks up to the first text delta, none of them yielded yet). A stream that
+        fails after that is not: a retry would repeat text the caller has already shown, so it
+        ends in a retryable :class:`ProviderError` for a fallback or the node's ``retry:``."""
         body = self._body(messages, params, stream=True)
-        call_at = self._call_deadline(params)
-        started = False
-        for attempt in range(1, self._attempts + 1):
-            deadline = self._attempt_deadline(params, call_at)
-            try:
-                response = await self._send_once(body, attempt=attempt, deadline=deadline)
-                try:
-                    if response.headers.get("content-type", "").startswith("application/json"):
-                        # A server that ignores ``stream: true`` answers in one piece: pass it on.
-                        data = await self._read_json(response, attempt, deadline)
-                        yield _as_chunk(self._parse_completion(data, attempt))
-                        return
-                    raw = _body_bytes(
-                        response, deadline, self.max_response_bytes, provider=self, attempt=attempt
-                    )
-                    async for data in _sse_data(raw):
-                        chunk = self._decode_chunk(data, attempt)
-                        if chunk is None:
-                            return
-                        started = started or bool(_delta_text(chunk))
-                        yield chunk
+        opened = await self._open_stream(body, params)
+        try:
+            for first in opened.head:
+                yield first
+            if opened.rest is None:
+                return
+            async for data in opened.rest:
+                chunk = self._decode_chunk(data, opened.attempt)
+                if chunk is None:
                     return
+                yield chunk
+        except (httpx.TimeoutException, httpx.TransportError, asyncio.TimeoutError) as exc:
+            raise ProviderError(
+                f"{self._where(opened.attempt)}: {_interrupted(exc, opened.deadline)} after the first tokens",
+                provider=self.name,
+                retryable=True,
+            ) from exc
+        finally:
+            await opened.close()
+
+    async def _open_stream(self, body: dict[str, Any], params: dict[str, Any]) -> _OpenStream:
+        """Send a streaming request, retried (by :meth:`_retrying`) until its first text delta."""
+        call_at = self._call_deadline(params)
+        async for attempt in self._retrying(call_at):
+            with attempt:
+                number = attempt.retry_state.attempt_number
+                deadline = self._attempt_deadline(params, call_at)
+                response = await self._send_once(body, attempt=number, deadline=deadline)
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    # A server that ignores ``stream: true`` answers in one piece: pass it on.
+                    data = await self._read_json(response, number, deadline)
+                    head = [_as_chunk(self._parse_completion(data, number))]
+                    return _OpenStream(response, number, deadline, head, None)
+                rest = _sse_data(
+                    _body_bytes(response, deadline, self.max_response_bytes, provider=self, attempt=number)
+                )
+                opened = _OpenStream(response, number, deadline, [], rest)
+                try:
+                    while not opened.head or not _delta_text(opened.head[-1]):
+                        chunk = self._decode_chunk(await rest.__anext__(), number)
+                        if chunk is None:
+                            opened.rest = None  # [DONE] before any text: the answer is empty
+                            break
+                        opened.head.append(chunk)
+                except StopAsyncIteration:
+                    opened.rest = None
                 except (httpx.TimeoutException, httpx.TransportError, asyncio.TimeoutError) as exc:
-                    reason = f"stream interrupted ({type(exc).__name__})"
-                    if isinstance(exc, asyncio.TimeoutError):
-                        reason = f"stream not finished within {deadline.seconds:g}s"
-                    if started:
-                        raise ProviderError(
-                            f"{self._where(attempt)}: {reason} after the first tokens",
-                            provider=self.name,
-                            retryable=True,
-                        ) from exc
-                    raise _Retry(reason) from exc
-                finally:
-                    await response.aclose()
-            except _Retry as retry:
-                await self._wait_or_raise(retry, attempt, call_at)
+                    await opened.close()
+                    raise _Retry(_interrupted(exc, deadline)) from exc
+                except BaseException:
+                    await opened.close()
+                    raise
+                return opened
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     # -- parsing ----------------------------------------------------------------------------------
 
@@ -628,7 +710,7 @@ async def _body_bytes(
         yield chunk
 
 
-async def _sse_data(raw: AsyncIterator[bytes]) -> AsyncIterator[str]:
+async def _sse_data(raw: AsyncIterator[bytes]) -> AsyncGenerator[str, None]:
     """The ``data`` payloads of a server-sent event stream (multi-line data joined by newlines)."""
     lines: list[str] = []
     pending = b""
