@@ -53,6 +53,10 @@ def nap(ctx):
 """
 
 
+# a YAML key, a quoted string, a boolean and a comment: the key and `true` are plain names in Python
+YAML_BODY = "# the answer step\nsteps:\n  - name: answer\n    use: 'rag.retrieval'\n    enabled: true\n"
+
+
 def _need_chromium() -> None:
     if CHROMIUM.exists():
         return
@@ -115,11 +119,7 @@ def lab(tmp_path_factory):
         "print('STOPPED_BY=', res.stopped_by, ','.join(res.ran()))",
     )
     _write(work / "wide.ipynb", _wide_graph_cell())
-    _write(
-        work / "yaml.ipynb",
-        "%%sibyl_pipeline --dry-run\nsteps:\n  - name: answer\n    use: rag.retrieval\n    config: {top_k: 3}\n",
-        "steps = 1\nname = 'answer'",
-    )
+    _write(work / "yaml.ipynb", "%%sibyl_pipeline --dry-run\n" + YAML_BODY, YAML_BODY)
     settings = tmp / "settings"
     for plugin, values in {
         # render every cell (no windowing), so offscreen outputs are laid out and measurable
@@ -506,32 +506,82 @@ def test_dark_theme_keeps_every_text_readable(lab, browser):
         raise
 
 
-def test_sibyl_pipeline_cells_get_the_yaml_editor_mode(lab, browser):
-    """The prebuilt extension gives %%sibyl_pipeline cells the text/x-yaml mode, and takes it back."""
+_TOKENS = """i => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[i].node;
+  const out = [];
+  for (const span of cell.querySelectorAll('.cm-content .cm-line span')) {
+    if (!span.children.length) out.push([span.textContent.trim(), getComputedStyle(span).color]);
+  }
+  return out;
+}"""
+_THEME_COLOURS = """() => Object.fromEntries(['atom', 'keyword', 'string', 'comment'].map(k => {
+  const probe = document.createElement('span');
+  probe.style.color = `var(--jp-mirror-editor-${k}-color)`;
+  document.body.appendChild(probe);
+  const colour = getComputedStyle(probe).color;
+  probe.remove();
+  return [k, colour];
+}))"""
+
+
+def _tokens(page, index: int, *, until: str | None = None) -> dict[str, str]:
+    """{token text: computed colour} of cell ``index``'s highlighted spans (waits for ``until``)."""
+    if until is not None:
+        page.wait_for_function(
+            f"i => ({_TOKENS})(i).some(([text]) => text === {json.dumps(until)})", arg=index, timeout=15_000
+        )
+    return {text: colour for text, colour in page.evaluate(_TOKENS, index) if text}
+
+
+def _set_source(page, index: int, source: str) -> None:
+    page.evaluate(
+        "([i, s]) => window.jupyterapp.shell.currentWidget.content.widgets[i].model.sharedModel.setSource(s)",
+        [index, source],
+    )
+
+
+def test_sibyl_pipeline_cells_are_coloured_as_yaml_and_others_as_python(lab, browser):
+    """The prebuilt extension colours a %%sibyl_pipeline cell's body with YAML tokens (keys, booleans),
+    the same text in a plain cell with Python's (where `steps` and `true` are plain names), and follows
+    edits: adding the magic line turns a cell YAML, removing it turns it back."""
     page = _open(browser, lab, "yaml.ipynb", kernel=False)
     try:
+        theme = page.evaluate(_THEME_COLOURS)
+        assert len(set(theme.values())) == 4, theme  # four distinct colours to tell the tokens apart
         mimes = page.evaluate(
             "() => window.jupyterapp.shell.currentWidget.content.widgets.map(c => c.model.mimeType)"
         )
         assert mimes[0] == "text/x-yaml" and mimes[1] != "text/x-yaml", mimes
-        # typing %%sibyl_pipeline into a Python cell switches it to YAML, removing it switches back
-        page.evaluate(
-            "() => { const m = window.jupyterapp.shell.currentWidget.content.widgets[1].model;"
-            " m.sharedModel.setSource('%%sibyl_pipeline\\nsteps: []'); }"
-        )
+        yaml = _tokens(page, 0, until="# the answer step")
+        assert {k: yaml.get(k) for k in ("steps", "name", "use", "enabled")} == dict.fromkeys(
+            ("steps", "name", "use", "enabled"), theme["atom"]
+        ), yaml
+        assert yaml.get("true") == theme["keyword"], yaml
+        assert yaml.get("'rag.retrieval'") == theme["string"], yaml
+        assert yaml.get("# the answer step") == theme["comment"], yaml
+        python = _tokens(page, 1, until="# the answer step")
+        # Python: the comment and the string are coloured, the YAML keys and `true` are plain names
+        assert python.get("# the answer step") == theme["comment"], python
+        assert python.get("'rag.retrieval'") == theme["string"], python
+        assert not {"steps", "name", "use", "enabled", "true"} & set(python), python
+        _shot(page, page.locator(".jp-Notebook"), "browser_yaml_highlighting.png")
+
+        # typing %%sibyl_pipeline into the Python cell colours it as YAML; removing it, as Python again
+        _set_source(page, 1, "%%sibyl_pipeline\n" + YAML_BODY)
+        switched = _tokens(page, 1, until="steps")
+        assert switched.get("steps") == theme["atom"] and switched.get("true") == theme["keyword"], switched
         page.wait_for_function(
             "() => window.jupyterapp.shell.currentWidget.content.widgets[1].model.mimeType === 'text/x-yaml'",
             timeout=10_000,
         )
-        page.evaluate(
-            "() => { const m = window.jupyterapp.shell.currentWidget.content.widgets[1].model;"
-            " m.sharedModel.setSource('x = 1'); }"
-        )
+        _set_source(page, 1, YAML_BODY)
+        page.wait_for_function(f"() => !({_TOKENS})(1).some(([text]) => text === 'steps')", timeout=15_000)
+        back = _tokens(page, 1, until="# the answer step")
+        assert not {"steps", "true"} & set(back) and back.get("'rag.retrieval'") == theme["string"], back
         page.wait_for_function(
             "() => window.jupyterapp.shell.currentWidget.content.widgets[1].model.mimeType !== 'text/x-yaml'",
             timeout=10_000,
         )
-        _shot(page, page.locator(".jp-Notebook .jp-CodeCell").first, "browser_yaml_highlighting.png")
     except Exception:
         _fail_shot(page, "browser_yaml_failure.png")
         raise
