@@ -54,3 +54,49 @@ def test_summary_blocks_keep_the_conversations_numbering_on_a_tail():
     assert r.summary.startswith("Messages 16-20: ")  # the part of block 11-20 that was loaded
     assert r.kept == {"full": 5, "compressed": 0, "summarized": 5}
     assert [m["content"] for m in r.messages[1:]] == [m["content"] for m in tail[5:]]
+
+
+class Calls(Reads):
+    """Also records each load's ``last`` (how many messages it asked for)."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.asked: list[int | None] = []
+
+    def load(self, sid, **kw):
+        self.asked.append(kw.get("last"))
+        return super().load(sid, **kw)
+
+
+def same(i: int) -> dict:
+    """A message of the same length whatever ``i`` (so what fits does not depend on the numbering)."""
+    return {"role": "user" if i % 2 == 0 else "assistant", "content": "a message " + "word " * 40}
+
+
+def _turns(backend, unique, request, stored, turns=3):
+    """Messages read by each of ``turns`` turns over a session of ``stored`` messages."""
+    store = open_backend(backend, f"{unique}{stored}", request)
+    try:
+        for lo in range(0, stored, 1000):
+            store.append("s", [same(i) for i in range(lo, min(stored, lo + 1000))])
+        pol = policy_from_config({"subtechnique": "memory", "max_tokens": 8000})
+        per_turn = []
+        for t in range(turns):
+            spy = Calls(store)
+            mgr = SessionManager(pol, spy)  # a manager per turn, as the session step makes one
+            view = mgr.load("s")
+            mgr.record_turn("s", f"question {t}", f"answer {t}")
+            per_turn.append((len(spy.loaded), sum(spy.loaded), len(view.history)))
+        return per_turn
+    finally:
+        cleanup(store)
+
+
+@pytest.mark.parametrize("backend", ["memory", "diskcache", "sqlite", "redis", "postgres"])
+def test_after_the_first_turn_each_turn_is_one_load_of_what_fits_plus_a_margin(backend, unique, request):
+    small = _turns(backend, unique, request, 1_000)
+    large = _turns(backend, unique, request, 10_000)
+    assert small[1:] == large[1:]  # the same loads, the same messages read, whatever the history's length
+    for loads, read, shown in small[1:]:
+        assert loads == 1  # the page is sized from what the previous turn needed
+        assert shown < read <= shown + 1 + max(8, (shown + 1) // 8)  # one past the budget, plus a margin

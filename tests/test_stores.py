@@ -268,6 +268,23 @@ def test_sessions_and_kv_do_not_collide(store):
     assert len(store.load("kv:x").messages) == 1
 
 
+def test_a_session_id_that_extends_another_reads_only_its_own_messages(store):
+    # on diskcache the message keys of "a:00000000001" sort between those of "a"'s messages 19 and 20
+    store.append("a", [msg(i) for i in range(30)])
+    store.append("a:00000000001", [msg(100 + i) for i in range(3)])
+    assert [m["content"] for m in store.load("a").messages] == [f"message {i}" for i in range(30)]
+    assert [m["content"] for m in store.load("a", last=12).messages] == [
+        f"message {i}" for i in range(18, 30)
+    ]
+    assert [m["content"] for m in store.load("a:00000000001").messages] == [
+        "message 100",
+        "message 101",
+        "message 102",
+    ]
+    assert [m["content"] for m in store.trim("a", 2)] == [f"message {i}" for i in range(28)]
+    assert len(store.load("a:00000000001").messages) == 3
+
+
 # ------------------------------------------------------------------------------------ backend specifics
 def test_factory_names_and_defaults(tmp_path):
     assert canonical_storage(None) == "diskcache"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,18 @@ from .policy import SessionPolicy
 __all__ = ["SessionManager", "SessionView", "make_message"]
 
 log = logging.getLogger(__name__)
+
+# (store url, session id) -> messages the last turn needed to fill its token budget (one past it).
+# Only a hint for the next read's size: a wrong one costs one more read, never a wrong history.
+_NEED: OrderedDict[tuple[str, str], int] = OrderedDict()
+_NEED_MAX = 4096
+
+
+def _remember(key: tuple[str, str], need: int) -> None:
+    _NEED[key] = need
+    _NEED.move_to_end(key)
+    while len(_NEED) > _NEED_MAX:
+        _NEED.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -103,22 +116,36 @@ class SessionManager:
     def _load_tail(self, session_id: str) -> SessionData | None:
         """The session with only as many of its newest messages as this turn can show.
 
-        ``max_messages`` / ``window_size`` bound it directly; ``max_tokens`` reads pages from the end
-        (64, 128, ...) until the pages hold more tokens than the budget or the whole log. With
-        ``summarization`` and ``max_tokens`` the left-out messages are summarised, so all are read.
+        ``max_messages`` / ``window_size`` bound it directly. ``max_tokens`` reads the newest page
+        sized from what the previous turn of this session needed (:data:`_NEED`; 64 the first time),
+        and only when that page holds fewer tokens than the budget a larger one, so a turn is one
+        read of about what fits, whatever the history's length. With ``summarization`` and
+        ``max_tokens`` the left-out messages are summarised, so all are read.
         """
         pol = self.policy
         limit = pol.store_limit
         assert self.store is not None  # the caller returned early without a store
         if pol.max_tokens and not pol.summarization:
-            page = self.PAGE if limit is None else min(self.PAGE, limit)
+            key = (self.store.url, session_id)
+            need = _NEED.get(key)
+            page = self.PAGE if need is None else need + max(8, need // 8)
+            page = page if limit is None else min(page, limit)
             tok = self.counter.message_tokens
+            touch = True
             while True:
-                data = self.store.load(session_id, last=page)
-                if data is None or len(data.messages) >= data.message_count:
-                    return data
-                used = sum(tok(m) for m in data.messages if isinstance(m, dict))
-                if used > pol.max_tokens or (limit is not None and page >= limit):
+                data = self.store.load(session_id, last=page, touch=touch)
+                if data is None:
+                    return None
+                touch = False  # refreshed by the first read
+                used, fit = 0, 0
+                for m in reversed(data.messages):  # the newest that fit, and the first that does not
+                    used += tok(m) if isinstance(m, dict) else 0
+                    fit += 1
+                    if used > pol.max_tokens:
+                        break
+                done = len(data.messages) >= data.message_count or (limit is not None and page >= limit)
+                if used > pol.max_tokens or done:
+                    _remember(key, fit)
                     return data
                 # the next page sized from what this one held per token, with a margin
                 grow = max(2 * page, int(page * pol.max_tokens / max(used, 1) * 1.25) + 1)

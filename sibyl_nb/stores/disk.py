@@ -84,6 +84,12 @@ class JSONOnlyDisk(diskcache.Disk):
         return json.loads(data)
 
 
+_RANGE = (
+    "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
+    " AND (expire_time IS NULL OR expire_time > ?) ORDER BY key"
+)
+
+
 def _hkey(sid: str) -> str:
     return "h:" + sid
 
@@ -137,13 +143,35 @@ class DiskStore(Store):
             cache.delete(_mkey(sid, seq))
         cache.delete(_hkey(sid))
 
+    def _range(self, sid: str, lo: int, hi: int) -> list[Message]:
+        """Messages ``lo`` .. ``hi`` (exclusive) in one indexed range query, not one query per message.
+
+        diskcache has no multi-get, so this reads its ``Cache`` table (key, raw, expiry, mode,
+        filename, value: its documented layout since 1.0) and decodes each row through this
+        store's own :class:`JSONOnlyDisk`, which refuses pickled and foreign-file rows as ``get`` does.
+        """
+        if hi <= lo:
+            return []
+        cache = self._cache
+        first, stop = _mkey(sid, lo), _mkey(sid, hi)
+        rows = cache._sql(_RANGE, (first, stop, time.time())).fetchall()
+        disk, size = cache.disk, len(first)
+        out = []
+        for key, mode, filename, value in rows:
+            if (
+                len(key) != size
+            ):  # another session's key sorting in between ("m:a:0...1:..." for id "a:0...1")
+                continue
+            try:
+                out.append(disk.fetch(mode, filename, value, False))
+            except OSError:  # a value file removed by a concurrent trim
+                continue
+        return out
+
     def _read(self, sid: str, head: dict[str, Any], last: int | None = None) -> SessionData:
-        get = self._cache.get
         lo = head["start"] if last is None else max(head["start"], head["end"] - max(0, int(last)))
-        msgs = [get(_mkey(sid, seq)) for seq in range(lo, head["end"])]
-        data = SessionData.from_dict(
-            {**head, "session_id": sid, "messages": [m for m in msgs if m is not None]}
-        )
+        msgs = self._range(sid, lo, head["end"])
+        data = SessionData.from_dict({**head, "session_id": sid, "messages": msgs})
         data.total = head["end"] - head["start"]
         return data
 
@@ -233,11 +261,8 @@ class DiskStore(Store):
             cut = head["end"] - head["start"] - max(0, int(keep_last))
             if cut <= 0:
                 return []
-            dropped = []
+            dropped = self._range(session_id, head["start"], head["start"] + cut)
             for seq in range(head["start"], head["start"] + cut):
-                m = cache.get(_mkey(session_id, seq))
-                if m is not None:
-                    dropped.append(m)
                 cache.delete(_mkey(session_id, seq))
             head["start"] += cut
             if fold is not None:

@@ -436,6 +436,10 @@ class SQLStore(Store):
         def go(conn: Any) -> SessionData | None:
             now = time.time()
             if touch and self.ttl is not None:
+                if self.dialect == "postgresql":
+                    # Only the expiry changes: a server crash may forget the refresh (the session then
+                    # keeps its previous expiry), which is not worth a WAL flush on every read.
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 stmt = sa.update(s).where(self._live(session_id, now)).values(expires_at=_dt(now + self.ttl))
                 row = conn.execute(stmt.returning(*s.c)).first()
             else:
