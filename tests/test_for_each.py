@@ -257,3 +257,31 @@ def test_item_outside_a_for_each_node_is_refused_at_load():
     ) as info:
         sb.Pipeline.from_yaml(doc)
     assert info.value.line == 14
+
+
+@sb.technique("fe.ask")
+def _ask(ctx):
+    return {"answer": ctx.interrupt("go on?")}
+
+
+def test_an_item_failing_for_good_names_the_map_node_its_line_the_item_and_the_cause():
+    FAILS["q1"] = 5
+    with pytest.raises(NodeExecutionError) as info:
+        sb.Pipeline.from_yaml(graph()).run({"n": 3})
+    assert str(info.value) == (
+        "line 12: pipelines.fe.steps[0].config.graph_definition.nodes[1]: node 'search', technique "
+        "fe.search: for_each item 'search[1]' (item 'q1') failed after 1 attempt(s): RuntimeError: flaky q1 "
+        "(attempt 1, iteration 1)"
+    )
+    assert (info.value.node_id, info.value.line) == ("search", 12)
+
+
+def test_an_interrupt_inside_an_item_is_refused_naming_the_items():
+    doc = graph().replace("technique: fe.search", "technique: fe.ask")
+    with pytest.raises(NodeExecutionError) as info:
+        sb.Pipeline.from_yaml(doc).run({"n": 2})
+    assert str(info.value) == (
+        "line 12: pipelines.fe.steps[0].config.graph_definition.nodes[1]: node 'search', technique fe.ask: "
+        "ctx.interrupt inside a for_each item (search[0], search[1]) is not supported: ask before or after "
+        "the for_each node (attempt 1, iteration 1)"
+    )

@@ -176,3 +176,30 @@ def test_load_errors_name_the_line(doc, message, line):
     with pytest.raises(SpecError, match=message) as info:
         sb.load_document(doc) if hasattr(sb, "load_document") else sb.Pipeline.from_yaml(doc, name="a")
     assert info.value.line == line
+
+
+@sb.technique("sg.ask")
+def _ask(ctx):
+    return {"text": ctx.interrupt("go on?")}
+
+
+def test_an_inner_failure_names_the_outer_node_its_line_and_the_inner_node_exactly():
+    with pytest.raises(NodeExecutionError) as info:
+        sb.Pipeline.from_yaml(DOC, name="report").run({"topic_a": "cats", "topic_b": "poison"})
+    assert str(info.value) == (
+        "line 15: pipelines.report.steps[0].config.graph_definition.nodes[1]: node 'second', technique "
+        "pipeline.write_and_review: subgraph pipeline 'write_and_review': node 'second/check' (sg.review, "
+        "attempt 1) failed: ValueError: cannot review poison (attempt 1, iteration 1)"
+    )
+    assert (info.value.node_id, info.value.line) == ("second", 15)
+
+
+def test_an_interrupt_inside_a_subgraph_is_refused_naming_the_inner_node():
+    doc = DOC.replace("use: sg.review}", "use: sg.ask}")
+    with pytest.raises(NodeExecutionError) as info:
+        sb.Pipeline.from_yaml(doc, name="report").run({"topic_a": "a", "topic_b": "b"})
+    assert str(info.value) == (
+        "line 14: pipelines.report.steps[0].config.graph_definition.nodes[0]: node 'first', technique "
+        "pipeline.write_and_review: subgraph pipeline 'write_and_review': ctx.interrupt inside a subgraph "
+        "(first/check) is not supported: put the question in the outer pipeline (attempt 1, iteration 1)"
+    )

@@ -18,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import TechniqueError, TemplateError, short_repr
+from ..errors import NodeExecutionError, TemplateError, short_repr
 from .ir import GraphIR, Node, RetryPolicy
+from .nested import settle_nested
 from .scope import resolver_for
 
 __all__ = ["ForEach", "run_for_each", "item_id", "item_of", "ITEMS_KEY", "NO_ITEM"]
@@ -108,27 +109,23 @@ async def run_for_each(scheduler: Any, node: Node, ctx: Any) -> list[Any]:
     finally:
         for nid in ids:
             table.pop(nid, None)
-    error = sub.failure_error()
-    if error is not None:
+
+    def failed(error: NodeExecutionError) -> str:
         index = ids.index(error.node_id) if error.node_id in ids else -1
         what = f" (item {short_repr(items[index])})" if index >= 0 else ""
-        raise TechniqueError(
-            f"for_each item '{error.node_id}'{what} failed after {error.attempts} attempt(s): {error.message}",
-            node_id=node.id,
-            technique=node.technique,
-            path=node.path or None,
-            line=node.line,
-        ) from error.cause
-    if sub.stopped_by == "interrupted":
-        raise TechniqueError(
-            f"ctx.interrupt inside a for_each item ({', '.join(n.id for n, _ in sub._paused)}) is not "
-            f"supported: ask before or after the for_each node",
-            node_id=node.id,
-            technique=node.technique,
-            path=node.path or None,
-            line=node.line,
+        return (
+            f"for_each item '{error.node_id}'{what} failed after {error.attempts} attempt(s): {error.message}"
         )
-    if sub.stopped_by != "completed" and scheduler.stopped_by == "completed":
-        scheduler.stopped_by = sub.stopped_by
+
+    settle_nested(
+        scheduler,
+        sub,
+        node,
+        failed=failed,
+        interrupted=lambda paused: (
+            f"ctx.interrupt inside a for_each item ({', '.join(paused)}) is not supported: "
+            f"ask before or after the for_each node"
+        ),
+    )
     results = run.results
     return [results.get(nid) for nid in ids]

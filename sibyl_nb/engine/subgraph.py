@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import TechniqueError
 from .events import Event
+from .nested import settle_nested
 from .scope import resolver_for
 
 __all__ = ["SubgraphPlan", "run_subgraph", "SUBGRAPH_PREFIX", "SEP"]
@@ -128,28 +128,20 @@ async def run_subgraph(scheduler: Any, node: Any, ctx: Any) -> Any:
         output = _output(sub, inner)  # before the records move out under prefixed ids
     finally:
         _copy_out(run, inner, prefix)
-    error = sub.failure_error()
-    if error is not None:
-        raise TechniqueError(
+    settle_nested(
+        scheduler,
+        sub,
+        node,
+        failed=lambda error: (
             f"subgraph pipeline '{plan.pipeline}': node '{prefix}{error.node_id}' "
-            f"({error.technique}, attempt {error.attempts}) failed: {error.message}",
-            node_id=node.id,
-            technique=node.technique,
-            path=node.path or None,
-            line=node.line,
-        ) from error.cause
-    if sub.stopped_by == "interrupted":
-        raise TechniqueError(
+            f"({error.technique}, attempt {error.attempts}) failed: {error.message}"
+        ),
+        interrupted=lambda paused: (
             f"subgraph pipeline '{plan.pipeline}': ctx.interrupt inside a subgraph "
-            f"({', '.join(prefix + n.id for n, _ in sub._paused)}) is not supported: put the question in "
-            f"the outer pipeline",
-            node_id=node.id,
-            technique=node.technique,
-            path=node.path or None,
-            line=node.line,
-        )
-    if sub.stopped_by != "completed" and scheduler.stopped_by == "completed":
-        scheduler.stopped_by = sub.stopped_by
+            f"({', '.join(prefix + n for n in paused)}) is not supported: put the question in "
+            f"the outer pipeline"
+        ),
+    )
     return output
 
 
