@@ -180,3 +180,73 @@ def test_metrics_of_a_result():
     m = metrics_of(result)
     assert m["steps"] == 3 and m["retries"] == 1 and m["errors"] == 0
     assert set(m["step_durations"]) == {"first", "flaky", "last"}
+
+
+def test_each_node_event_is_one_line_with_its_level_status_and_fields(caplog):
+    from sibyl_nb.engine.events import Event
+
+    logger = logging.getLogger("sibyl_nb.test_node_lines")
+    obs = LoggingObserver(level="INFO", workflow_tracing=False, logger=logger)
+    events = [
+        Event("run_started", "r1", data={"pipeline": "pipe"}),
+        Event("node_started", "r1", "a", 1, data={"technique": "t.x", "attempt": 1}),
+        Event("node_finished", "r1", "a", 2, data={"technique": "t.x", "attempts": 1, "duration": 0.0125}),
+        Event("node_skipped", "r1", "b", 1, data={"reason": "condition false"}),
+        Event("node_cached", "r1", "c", 1, data={"technique": "t.y"}),
+        Event(
+            "node_retrying",
+            "r1",
+            "d",
+            1,
+            data={"technique": "t.z", "attempt": 1, "delay": 0.5, "error": "e1"},
+        ),
+        Event("node_failed", "r1", "d", 3, data={"technique": "t.z", "attempts": 2, "error": "e2"}),
+        Event(
+            "node_failed",
+            "r1",
+            "e",
+            1,
+            data={"technique": "t.z", "attempts": 1, "error": "e3", "recovered": True},
+        ),
+    ]
+    with caplog.at_level(logging.DEBUG, logger=logger.name):
+        for ev in events:
+            obs(ev)
+    lines = [
+        (r.levelname, r.getMessage(), r.status, r.node, r.technique, r.attempt, r.duration, r.iteration)
+        for r in caplog.records
+        if r.name == logger.name
+    ]
+    assert lines == [
+        ("INFO", "pipe/r1 node a started (t.x)", "running", "a", "t.x", 1, None, 1),
+        ("INFO", "pipe/r1 node a #2 finished in 12.5 ms", "done", "a", "t.x", 1, 0.0125, 2),
+        ("INFO", "pipe/r1 node b skipped: condition false", "skipped", "b", None, None, None, 1),
+        ("INFO", "pipe/r1 node c served from cache", "cached", "c", "t.y", None, None, 1),
+        (
+            "WARNING",
+            "pipe/r1 node d attempt 1 failed, retrying in 0.50 s: e1",
+            "retrying",
+            "d",
+            "t.z",
+            1,
+            None,
+            1,
+        ),
+        ("ERROR", "pipe/r1 node d #3 failed after 2 attempt(s): e2", "failed", "d", "t.z", 2, None, 3),
+        (
+            "WARNING",
+            "pipe/r1 node e failed after 1 attempt(s): e3 (a fallback takes over)",
+            "failed",
+            "e",
+            "t.z",
+            1,
+            None,
+            1,
+        ),
+    ]
+    quiet = LoggingObserver(level="INFO", workflow_tracing=False, log_step_transitions=False, logger=logger)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger=logger.name):
+        for ev in events:
+            quiet(ev)
+    assert [r.status for r in caplog.records if r.name == logger.name] == ["retrying", "failed", "failed"]

@@ -186,77 +186,63 @@ class LoggingObserver(Observer):
             node=d.get("node_id"),
         )
 
+    def _node(self, level: int, ev: Event, what: str, status: str, **fields: Any) -> None:
+        """One line about a node: ``<pipeline>/<run id> node <id>[ #<iteration>] <what>``."""
+        self._log(
+            level, ev, f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} {what}", status=status, **fields
+        )
+
+    def _step(self, ev: Event, what: str, status: str, **fields: Any) -> None:
+        """A step transition: INFO, and only with ``log_step_transitions``."""
+        if self.steps:
+            self._node(logging.INFO, ev, what, status, **fields)
+
     def on_node_retrying(self, ev: Event) -> None:
         d = ev.data
-        self._log(
+        self._node(
             logging.WARNING,
             ev,
-            f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} attempt {d.get('attempt')} failed, "
-            f"retrying in {d.get('delay', 0):.2f} s: {d.get('error')}",
+            f"attempt {d.get('attempt')} failed, retrying in {d.get('delay', 0):.2f} s: {d.get('error')}",
+            "retrying",
             technique=d.get("technique"),
             attempt=d.get("attempt"),
-            status="retrying",
         )
 
     def on_node_failed(self, ev: Event) -> None:
         d = ev.data
-        level = logging.WARNING if d.get("recovered") else logging.ERROR
         tail = " (a fallback takes over)" if d.get("recovered") else ""
-        self._log(
-            level,
+        self._node(
+            logging.WARNING if d.get("recovered") else logging.ERROR,
             ev,
-            f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} failed after {d.get('attempts')} attempt(s): "
-            f"{d.get('error')}{tail}",
+            f"failed after {d.get('attempts')} attempt(s): {d.get('error')}{tail}",
+            "failed",
             technique=d.get("technique"),
             attempt=d.get("attempts"),
-            status="failed",
         )
 
     def on_node_started(self, ev: Event) -> None:
-        if self.steps:
-            d = ev.data
-            self._log(
-                logging.INFO,
-                ev,
-                f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} started ({d.get('technique')})",
-                technique=d.get("technique"),
-                attempt=d.get("attempt"),
-                status="running",
-            )
+        d = ev.data
+        technique = d.get("technique")
+        self._step(ev, f"started ({technique})", "running", technique=technique, attempt=d.get("attempt"))
 
     def on_node_finished(self, ev: Event) -> None:
-        if self.steps:
-            d = ev.data
-            self._log(
-                logging.INFO,
-                ev,
-                f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} finished in {_ms(d.get('duration'))}",
-                technique=d.get("technique"),
-                attempt=d.get("attempts"),
-                duration=d.get("duration"),
-                status="done",
-            )
+        d = ev.data
+        self._step(
+            ev,
+            f"finished in {_ms(d.get('duration'))}",
+            "done",
+            technique=d.get("technique"),
+            attempt=d.get("attempts"),
+            duration=d.get("duration"),
+        )
         self._after_step(ev)
 
     def on_node_skipped(self, ev: Event) -> None:
-        if self.steps:
-            self._log(
-                logging.INFO,
-                ev,
-                f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} skipped: {ev.data.get('reason')}",
-                status="skipped",
-            )
+        self._step(ev, f"skipped: {ev.data.get('reason')}", "skipped")
         self._after_step(ev)
 
     def on_node_cached(self, ev: Event) -> None:
-        if self.steps:
-            self._log(
-                logging.INFO,
-                ev,
-                f"{self._tag(ev)} node {ev.node_id}{self._it(ev)} served from cache",
-                technique=ev.data.get("technique"),
-                status="cached",
-            )
+        self._step(ev, "served from cache", "cached", technique=ev.data.get("technique"))
         self._after_step(ev)
 
     def _after_step(self, ev: Event) -> None:
