@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -778,6 +778,30 @@ class _Compiler:
         return _Unit([nid], [nid])
 
     # -- workflow_orchestration.orchestration -----------------------------------------------------
+    def then_chain(self, nid: str, st: dict[str, Any], spath: Path, own_node: Callable[..., Node]) -> str:
+        """Step ``nid``'s ``on_condition_true`` steps, chained after it (the first only when it ran);
+        returns the last, which ends the step."""
+        if st.get("condition") is None:
+            self.warnings.append(f"{format_path(spath)}: on_condition_true without a condition always runs")
+        chain_prev = nid
+        then = st["on_condition_true"]
+        for j, sub in enumerate(
+            expect_list(then, spath + ("on_condition_true",), self.lines, "on_condition_true")
+        ):
+            subpath = spath + ("on_condition_true", j)
+            expect_mapping(sub, subpath, self.lines, "an on_condition_true step")
+            check_keys(sub, THEN_KEYS, subpath, self.lines, "an on_condition_true step")
+            sid = self.new_id(
+                sub.get("name") or sub.get("id") or f"{nid}_then",
+                subpath,
+                explicit=bool(sub.get("name") or sub.get("id")),
+            )
+            stech, stpath = self.step_technique(sub, subpath, sid)
+            own_node(sid, stech, stpath, sub, subpath)
+            self.edge(chain_prev, sid, subpath, when="ran" if chain_prev == nid else None)
+            chain_prev = sid
+        return chain_prev
+
     def orchestration_step(
         self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int
     ) -> _Unit:
@@ -804,6 +828,26 @@ class _Compiler:
         tails: dict[str, str] = {}  # step name -> node that ends it (after on_condition_true)
         bypass: dict[str, str] = {}  # step name -> node whose bypass edge skips its on_condition_true chain
         explicit_deps: dict[str, list[tuple[str, Path]]] = {}
+
+        def own_node(nid: str, technique: str, tpath: Path, st: dict[str, Any], spath: Path) -> Node:
+            """A node from one step mapping (a step, an on_condition_true step, the combine_step): its own
+            retry, on_error, condition, timeout and cache, else the orchestration's retry and timeout."""
+            node = self.make_node(
+                nid,
+                technique,
+                st.get("config"),
+                spath,
+                group=group,
+                retry=st.get("retry", default_retry),
+                on_error=st.get("on_error"),
+                guard=st.get("condition"),
+                timeout=st.get("timeout", config.get("timeout")),
+                cache=st.get("cache"),
+                info_path=tpath,
+            )
+            node.limit_key = limit_key
+            return node
+
         for i, st in enumerate(steps):
             spath = path + ("steps", i)
             expect_mapping(st, spath, self.lines, "an orchestration step")
@@ -827,62 +871,14 @@ class _Compiler:
                     f"'output' on step '{nid}' is not a setting: a step's output is its technique's return "
                     f"value, read by later steps as ${{{nid}}} / ${{{nid}.field}}",
                 )
-            guard = st.get("condition")
-            node = self.make_node(
-                nid,
-                technique,
-                st.get("config"),
-                spath,
-                group=group,
-                retry=st.get("retry", default_retry),
-                on_error=st.get("on_error"),
-                guard=guard,
-                timeout=st.get("timeout", config.get("timeout")),
-                cache=st.get("cache"),
-                info_path=tpath,
-            )
+            node = own_node(nid, technique, tpath, st, spath)
             apply_for_each(self, node, st, spath)
-            node.limit_key = limit_key
             names.append(nid)
             heads[nid] = tails[nid] = nid
             if st.get("depends_on") is not None:
                 explicit_deps[nid] = self.dep_list(st["depends_on"], spath + ("depends_on",))
-            then = st.get("on_condition_true")
-            if then is not None:
-                if guard is None:
-                    self.warnings.append(
-                        f"{format_path(spath)}: on_condition_true without a condition always runs"
-                    )
-                chain_prev = nid
-                for j, sub in enumerate(
-                    expect_list(then, spath + ("on_condition_true",), self.lines, "on_condition_true")
-                ):
-                    subpath = spath + ("on_condition_true", j)
-                    expect_mapping(sub, subpath, self.lines, "an on_condition_true step")
-                    check_keys(sub, THEN_KEYS, subpath, self.lines, "an on_condition_true step")
-                    sid = self.new_id(
-                        sub.get("name") or sub.get("id") or f"{nid}_then",
-                        subpath,
-                        explicit=bool(sub.get("name") or sub.get("id")),
-                    )
-                    stech, stpath = self.step_technique(sub, subpath, sid)
-                    subnode = self.make_node(
-                        sid,
-                        stech,
-                        sub.get("config"),
-                        subpath,
-                        group=group,
-                        retry=sub.get("retry", default_retry),
-                        on_error=sub.get("on_error"),
-                        guard=sub.get("condition"),
-                        timeout=sub.get("timeout", config.get("timeout")),
-                        cache=sub.get("cache"),
-                        info_path=stpath,
-                    )
-                    subnode.limit_key = limit_key
-                    self.edge(chain_prev, sid, subpath, when="ran" if chain_prev == nid else None)
-                    chain_prev = sid
-                tails[nid] = chain_prev
+            if st.get("on_condition_true") is not None:
+                tails[nid] = self.then_chain(nid, st, spath, own_node)
                 bypass[nid] = nid
         for deps in explicit_deps.values():
             for dep, dpath in deps:
@@ -901,19 +897,7 @@ class _Compiler:
             cname = combine.get("name") or "combine"
             combine_id = self.new_id(cname, cpath + ("name",) if "name" in combine else cpath, explicit=True)
             ctech, ctpath = self.step_technique(combine, cpath, combine_id)
-            cnode = self.make_node(
-                combine_id,
-                ctech,
-                combine.get("config"),
-                cpath,
-                group=group,
-                retry=combine.get("retry", default_retry),
-                on_error=combine.get("on_error"),
-                guard=combine.get("condition"),
-                timeout=combine.get("timeout", config.get("timeout")),
-                cache=combine.get("cache"),
-                info_path=ctpath,
-            )
+            cnode = own_node(combine_id, ctech, ctpath, combine, cpath)
             cnode.limit_key = None  # the join is not one of the parallel workers
             deps = (
                 self.dep_list(combine["depends_on"], cpath + ("depends_on",))
