@@ -323,6 +323,39 @@ class _Compiler:
             self.refs.append((ref, path, node_id, edge_src))
         return cond
 
+    def step_node(
+        self,
+        node_id: str,
+        technique: str,
+        step: dict[str, Any],
+        path: Path,
+        *,
+        group: str,
+        info_path: Path,
+        retry: Any = None,
+        timeout: Any = None,
+        config: Any = None,
+        **more: Any,
+    ) -> Node:
+        """A node with a step mapping's own settings (config, retry, on_error, condition, timeout,
+        cache): one reading of them for plain steps, graph nodes, orchestration steps, their
+        on_condition_true steps, combine steps and on_error fallbacks. ``retry`` and ``timeout`` are
+        what the enclosing orchestration gives when the step says nothing."""
+        return self.make_node(
+            node_id,
+            technique,
+            step.get("config") if config is None else config,
+            path,
+            group=group,
+            retry=step.get("retry", retry),
+            on_error=step.get("on_error"),
+            guard=step.get("condition"),
+            timeout=step.get("timeout", timeout),
+            cache=step.get("cache"),
+            info_path=info_path,
+            **more,
+        )
+
     def make_node(
         self,
         node_id: str,
@@ -421,14 +454,12 @@ class _Compiler:
                 ipath,
                 explicit=bool(item.get("name") or item.get("id")),
             )
-            fb = self.make_node(
+            fb = self.step_node(  # FALLBACK_KEYS: no on_error, condition or cache of its own
                 fid,
                 technique,
-                item.get("config"),
+                item,
                 ipath,
                 group=group,
-                retry=item.get("retry"),
-                timeout=item.get("timeout"),
                 register=False,
                 info_path=ipath + ("technique" if "technique" in item else "use",),
             )
@@ -525,20 +556,7 @@ class _Compiler:
         nid = self.new_id(
             base, path + (("id" if "id" in step else "name"),) if explicit else path, explicit=bool(explicit)
         )
-        self.make_node(
-            nid,
-            technique,
-            config,
-            path,
-            group=nid,
-            retry=step.get("retry"),
-            on_error=step.get("on_error"),
-            guard=step.get("condition"),
-            timeout=step.get("timeout"),
-            cache=step.get("cache"),
-            max_iterations=step.get("max_iterations", 10),
-            info_path=tpath,
-        )
+        self.step_node(nid, technique, step, path, group=nid, info_path=tpath, config=config)
         apply_for_each(self, self.graph.nodes[nid], step, path)
         return _Unit([nid], [nid])
 
@@ -612,17 +630,12 @@ class _Compiler:
             if technique is None:
                 raise self.err(npath, f"graph node '{nd['id']}' needs 'technique'")
             nid = self.new_id(nd["id"], npath + ("id",), explicit=True)
-            node = self.make_node(
+            node = self.step_node(
                 nid,
                 technique,
-                nd.get("config"),
+                nd,
                 npath,
                 group=group,
-                retry=nd.get("retry"),
-                on_error=nd.get("on_error"),
-                guard=nd.get("condition"),
-                timeout=nd.get("timeout"),
-                cache=nd.get("cache"),
                 max_iterations=nd.get("max_iterations", max_it),
                 info_path=npath + ("technique" if "technique" in nd else "use",),
             )
@@ -832,18 +845,15 @@ class _Compiler:
         def own_node(nid: str, technique: str, tpath: Path, st: dict[str, Any], spath: Path) -> Node:
             """A node from one step mapping (a step, an on_condition_true step, the combine_step): its own
             retry, on_error, condition, timeout and cache, else the orchestration's retry and timeout."""
-            node = self.make_node(
+            node = self.step_node(
                 nid,
                 technique,
-                st.get("config"),
+                st,
                 spath,
                 group=group,
-                retry=st.get("retry", default_retry),
-                on_error=st.get("on_error"),
-                guard=st.get("condition"),
-                timeout=st.get("timeout", config.get("timeout")),
-                cache=st.get("cache"),
                 info_path=tpath,
+                retry=default_retry,
+                timeout=config.get("timeout"),
             )
             node.limit_key = limit_key
             return node
