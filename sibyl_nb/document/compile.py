@@ -323,7 +323,7 @@ class _Compiler:
             self.refs.append((ref, path, node_id, edge_src))
         return cond
 
-    def step_node(
+    def make_node(
         self,
         node_id: str,
         technique: str,
@@ -335,45 +335,18 @@ class _Compiler:
         retry: Any = None,
         timeout: Any = None,
         config: Any = None,
-        **more: Any,
-    ) -> Node:
-        """A node with a step mapping's own settings (config, retry, on_error, condition, timeout,
-        cache): one reading of them for plain steps, graph nodes, orchestration steps, their
-        on_condition_true steps, combine steps and on_error fallbacks. ``retry`` and ``timeout`` are
-        what the enclosing orchestration gives when the step says nothing."""
-        return self.make_node(
-            node_id,
-            technique,
-            step.get("config") if config is None else config,
-            path,
-            group=group,
-            retry=step.get("retry", retry),
-            on_error=step.get("on_error"),
-            guard=step.get("condition"),
-            timeout=step.get("timeout", timeout),
-            cache=step.get("cache"),
-            info_path=info_path,
-            **more,
-        )
-
-    def make_node(
-        self,
-        node_id: str,
-        technique: str,
-        config: Any,
-        path: Path,
-        *,
-        group: str,
-        retry: Any = None,
-        on_error: Any = None,
-        guard: Any = None,
-        timeout: Any = None,
-        cache: Any = None,
         max_iterations: int = 10,
         register: bool = True,
-        info_path: Path | None = None,
     ) -> Node:
+        """The node of a step mapping, with the mapping's own settings (config, retry, on_error,
+        condition, timeout, cache): one reading of them for plain steps, graph nodes, orchestration
+        steps, their on_condition_true and combine steps, and on_error fallbacks. ``retry`` and
+        ``timeout`` are what the enclosing orchestration gives when the step says nothing."""
+        config = step.get("config") if config is None else config
         config = {} if config is None else config
+        retry = step.get("retry", retry)
+        timeout = step.get("timeout", timeout)
+        on_error, guard, cache = step.get("on_error"), step.get("condition"), step.get("cache")
         cpath = path + ("config",)
         validate_value(
             max_iterations, MAX_ITERATIONS, path + ("max_iterations",), self.lines, "max_iterations"
@@ -381,13 +354,13 @@ class _Compiler:
         expect_mapping(config, cpath, self.lines, f"config of node '{node_id}'")
         inner = None
         if is_subgraph(technique):
-            inner = subgraph_plan(self, node_id, technique, config, cpath, info_path or path)
+            inner = subgraph_plan(self, node_id, technique, config, cpath, info_path)
             render = None
         else:
-            info = self.technique_info(technique, info_path or path)
+            info = self.technique_info(technique, info_path)
             if info.compiles:
                 raise self.err(
-                    info_path or path,
+                    info_path,
                     f"{technique} is a graph/orchestration step; it cannot be a node inside a graph here",
                 )
             self.check_config(info, config, cpath)
@@ -454,7 +427,7 @@ class _Compiler:
                 ipath,
                 explicit=bool(item.get("name") or item.get("id")),
             )
-            fb = self.step_node(  # FALLBACK_KEYS: no on_error, condition or cache of its own
+            fb = self.make_node(  # FALLBACK_KEYS: no on_error, condition or cache of its own
                 fid,
                 technique,
                 item,
@@ -556,7 +529,7 @@ class _Compiler:
         nid = self.new_id(
             base, path + (("id" if "id" in step else "name"),) if explicit else path, explicit=bool(explicit)
         )
-        self.step_node(nid, technique, step, path, group=nid, info_path=tpath, config=config)
+        self.make_node(nid, technique, step, path, group=nid, info_path=tpath, config=config)
         apply_for_each(self, self.graph.nodes[nid], step, path)
         return _Unit([nid], [nid])
 
@@ -630,7 +603,7 @@ class _Compiler:
             if technique is None:
                 raise self.err(npath, f"graph node '{nd['id']}' needs 'technique'")
             nid = self.new_id(nd["id"], npath + ("id",), explicit=True)
-            node = self.step_node(
+            node = self.make_node(
                 nid,
                 technique,
                 nd,
@@ -845,7 +818,7 @@ class _Compiler:
         def own_node(nid: str, technique: str, tpath: Path, st: dict[str, Any], spath: Path) -> Node:
             """A node from one step mapping (a step, an on_condition_true step, the combine_step): its own
             retry, on_error, condition, timeout and cache, else the orchestration's retry and timeout."""
-            node = self.step_node(
+            node = self.make_node(
                 nid,
                 technique,
                 st,

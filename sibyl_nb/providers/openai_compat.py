@@ -124,6 +124,23 @@ class _OpenStream:
         await self.response.aclose()
 
 
+class _Attempts:
+    """The attempts of one call, each with its number and deadline: ``async for attempt, number,
+    deadline in _Attempts(provider, params): with attempt: ...`` (tenacity's loop, see ``_retrying``)."""
+
+    def __init__(self, provider: OpenAICompatibleProvider, params: dict[str, Any]) -> None:
+        self.seconds = float(params.get("timeout") or provider.timeout)
+        self.call_at = provider._call_deadline(params)
+        self.attempts = provider._retrying(self.call_at).__aiter__()
+
+    def __aiter__(self) -> _Attempts:
+        return self
+
+    async def __anext__(self) -> tuple[tenacity.AttemptManager, int, _Deadline]:
+        attempt = await self.attempts.__anext__()
+        return attempt, attempt.retry_state.attempt_number, _Deadline(self.seconds, self.call_at)
+
+
 def _failure(state: tenacity.RetryCallState) -> _Retry:
     """The :class:`_Retry` an attempt ended in (tenacity only retries those)."""
     exc = state.outcome.exception() if state.outcome is not None else None
@@ -324,9 +341,6 @@ class OpenAICompatibleProvider:
     def _where(self, attempt: int) -> str:
         return f"POST {self.url} (attempt {attempt}/{self._attempts})"
 
-    def _attempt_deadline(self, params: dict[str, Any], call_at: float | None) -> _Deadline:
-        return _Deadline(float(params.get("timeout") or self.timeout), call_at)
-
     def _call_deadline(self, params: dict[str, Any]) -> float | None:
         seconds = params.get("deadline", self.deadline)
         return None if seconds is None else time.monotonic() + float(seconds)
@@ -479,11 +493,8 @@ class OpenAICompatibleProvider:
         if on_token is not None:
             return await self._complete_streaming(messages, on_token, params)
         body = self._body(messages, params, stream=False)
-        call_at = self._call_deadline(params)
-        async for attempt in self._retrying(call_at):
+        async for attempt, number, deadline in _Attempts(self, params):
             with attempt:
-                number = attempt.retry_state.attempt_number
-                deadline = self._attempt_deadline(params, call_at)
                 response = await self._send_once(body, attempt=number, deadline=deadline)
                 data = await self._read_json(response, number, deadline)
                 return self._parse_completion(data, number)
@@ -554,11 +565,8 @@ class OpenAICompatibleProvider:
 
     async def _open_stream(self, body: dict[str, Any], params: dict[str, Any]) -> _OpenStream:
         """Send a streaming request, retried (by :meth:`_retrying`) until its first text delta."""
-        call_at = self._call_deadline(params)
-        async for attempt in self._retrying(call_at):
+        async for attempt, number, deadline in _Attempts(self, params):
             with attempt:
-                number = attempt.retry_state.attempt_number
-                deadline = self._attempt_deadline(params, call_at)
                 response = await self._send_once(body, attempt=number, deadline=deadline)
                 if response.headers.get("content-type", "").startswith("application/json"):
                     # A server that ignores ``stream: true`` answers in one piece: pass it on.
