@@ -43,6 +43,26 @@ def pipe(steps):
 
 V = "values"
 P = "pipelines.p.steps[0]"
+
+
+def config_case(cat, name, expect, key, match, technique, config):
+    """A one-step pipeline whose ``config`` (YAML lines, the offending one marked ``@@``) is the case;
+    the error is expected at ``config.<key>`` of that step."""
+    body = f"- use: {technique}\n  config:\n" + textwrap.indent(textwrap.dedent(config).strip("\n"), "    ")
+    case(cat, name, expect, f"{P}.config.{key}", match, pipe(body))
+
+
+def section_case(cat, name, expect, path, match, section):
+    """A document whose top-level ``section`` (YAML, the offending line marked ``@@``) is the case,
+    with a one-step pipeline to load."""
+    case(cat, name, expect, path, match, textwrap.dedent(section).lstrip("\n") + pipe("- use: rag.search"))
+
+
+def ctx(extra, key, match, name, sub="window"):
+    config = f"subtechnique: {sub}\n" + textwrap.dedent(extra).strip("\n")
+    config_case(V, name, "SpecError", key, match, "workflow_orchestration.context_management", config)
+
+
 case(
     V,
     "max_concurrent_zero_pipeline",
@@ -57,40 +77,20 @@ pipelines:
       - use: rag.search
 """,
 )
-case(
+config_case(
     V,
     "max_concurrent_zero_parallel",
     "SpecError",
-    f"{P}.config.max_concurrent",
+    "max_concurrent",
     "at least 1",
-    pipe("""
-- use: workflow_orchestration.orchestration
-  config:
-    subtechnique: parallel
-    max_concurrent: 0  @@
-    steps:
-      - {name: a, technique: rag.search}
-"""),
+    "workflow_orchestration.orchestration",
+    """
+subtechnique: parallel
+max_concurrent: 0  @@
+steps:
+  - {name: a, technique: rag.search}
+""",
 )
-
-
-def ctx(extra, key, match, name, sub="window"):
-    case(
-        V,
-        name,
-        "SpecError",
-        f"{P}.config.{key}",
-        match,
-        pipe(
-            f"""
-- use: workflow_orchestration.context_management
-  config:
-    subtechnique: {sub}
-"""
-            + textwrap.indent(textwrap.dedent(extra).strip("\n"), "    ")
-            + "\n"
-        ),
-    )
 
 
 ctx("max_tokens: 0  @@", "max_tokens", "at least 1", "context_max_tokens_zero")
@@ -133,60 +133,56 @@ ctx(
     "context_unused_option",
     "hierarchical",
 )
-case(
+config_case(
     V,
     "context_levels_negative",
     "SpecError",
-    f"{P}.config.levels[0].messages",
+    "levels[0].messages",
     "at least 0",
-    pipe("""
-- use: workflow_orchestration.context_management
-  config:
-    subtechnique: hierarchical
-    levels:
-      - {name: full, messages: -1}  @@
-"""),
+    "workflow_orchestration.context_management",
+    """
+subtechnique: hierarchical
+levels:
+  - {name: full, messages: -1}  @@
+""",
 )
-case(
+config_case(
     V,
     "context_levels_unknown_name",
     "SpecError",
-    f"{P}.config.levels[0].name",
+    "levels[0].name",
     "is not one of",
-    pipe("""
-- use: workflow_orchestration.context_management
-  config:
-    subtechnique: hierarchical
-    levels:
-      - {name: fulll, messages: 3}  @@
-"""),
+    "workflow_orchestration.context_management",
+    """
+subtechnique: hierarchical
+levels:
+  - {name: fulll, messages: 3}  @@
+""",
 )
-case(
+config_case(
     V,
     "context_levels_mapping_bad_value",
     "SpecError",
-    f"{P}.config.levels.full",
+    "levels.full",
     "must be an integer",
-    pipe("""
-- use: workflow_orchestration.context_management
-  config:
-    subtechnique: hierarchical
-    levels: {full: many, summary: 3}  @@
-"""),
+    "workflow_orchestration.context_management",
+    """
+subtechnique: hierarchical
+levels: {full: many, summary: 3}  @@
+""",
 )
-case(
+config_case(
     V,
     "context_levels_no_name",
     "SpecError",
-    f"{P}.config.levels[0]",
+    "levels[0]",
     "needs 'name'",
-    pipe("""
-- use: workflow_orchestration.context_management
-  config:
-    subtechnique: hierarchical
-    levels:
-      - {messages: 3}  @@
-"""),
+    "workflow_orchestration.context_management",
+    """
+subtechnique: hierarchical
+levels:
+  - {messages: 3}  @@
+""",
 )
 case(
     V,
@@ -258,399 +254,381 @@ case(
   max_iterations: 0  @@
 """),
 )
-case(
+config_case(
     V,
     "graph_max_iterations_huge",
     "SpecError",
-    f"{P}.config.max_iterations",
+    "max_iterations",
     "at most",
-    pipe("""
-- use: workflow_orchestration.graph
-  config:
-    subtechnique: cyclic
-    max_iterations: 1000000000000  @@
-    graph_definition:
-      nodes:
-        - {id: a, technique: rag.search}
-"""),
+    "workflow_orchestration.graph",
+    """
+subtechnique: cyclic
+max_iterations: 1000000000000  @@
+graph_definition:
+  nodes:
+    - {id: a, technique: rag.search}
+""",
 )
-case(
+config_case(
     V,
     "state_ttl_zero",
     "SpecError",
-    f"{P}.config.ttl",
+    "ttl",
     "more than 0",
-    pipe("""
-- use: workflow_orchestration.state_management
-  config:
-    backend: memory
-    ttl: 0  @@
-"""),
+    "workflow_orchestration.state_management",
+    """
+backend: memory
+ttl: 0  @@
+""",
 )
-case(
+config_case(
     V,
     "web_search_max_results_zero",
     "SpecError",
-    f"{P}.config.max_results",
+    "max_results",
     "at least 1",
-    pipe("""
-- use: external.web_search
-  config:
-    max_results: 0  @@
-"""),
+    "external.web_search",
+    """
+max_results: 0  @@
+""",
 )
-case(
+config_case(
     V,
     "consensus_num_candidates_1e8",
     "SpecError",
-    f"{P}.config.num_candidates",
+    "num_candidates",
     "at most 64",
-    pipe("""
-- use: ai_generation.consensus
-  config:
-    num_candidates: 100000000  @@
-"""),
+    "ai_generation.consensus",
+    """
+num_candidates: 100000000  @@
+""",
 )
-case(
+config_case(
     V,
     "query_processing_num_queries_1e8",
     "SpecError",
-    f"{P}.config.num_queries",
+    "num_queries",
     "at most 50",
-    pipe("""
-- use: rag.query_processing
-  config:
-    subtechnique: expansion
-    num_queries: 100000000  @@
-"""),
+    "rag.query_processing",
+    """
+subtechnique: expansion
+num_queries: 100000000  @@
+""",
 )
-case(
+config_case(
     V,
     "query_processing_unused_num_queries",
     "SpecError",
-    f"{P}.config.num_queries",
+    "num_queries",
     "does nothing",
-    pipe("""
-- use: rag.query_processing
-  config:
-    subtechnique: decomposition
-    num_queries: 4  @@
-"""),
+    "rag.query_processing",
+    """
+subtechnique: decomposition
+num_queries: 4  @@
+""",
 )
-case(
+config_case(
     V,
     "generation_temperature_high",
     "SpecError",
-    f"{P}.config.temperature",
+    "temperature",
     "at most 2",
-    pipe("""
-- use: ai_generation.generation
-  config:
-    temperature: 7  @@
-"""),
+    "ai_generation.generation",
+    """
+temperature: 7  @@
+""",
 )
-case(
+config_case(
     V,
     "generation_unknown_key",
     "SpecError",
-    f"{P}.config.temprature",
+    "temprature",
     "did you mean 'temperature'",
-    pipe("""
-- use: ai_generation.generation
-  config:
-    temprature: 0.2  @@
-"""),
+    "ai_generation.generation",
+    """
+temprature: 0.2  @@
+""",
 )
-case(
+config_case(
     V,
     "ranking_k_unused_by_score",
     "SpecError",
-    f"{P}.config.k",
+    "k",
     "does nothing",
-    pipe("""
-- use: rag.ranking
-  config:
-    subtechnique: score
-    k: 10  @@
-"""),
+    "rag.ranking",
+    """
+subtechnique: score
+k: 10  @@
+""",
 )
-case(
+config_case(
     V,
     "chunking_overlap_not_below_size",
     "SpecError",
-    f"{P}.config.chunk_overlap",
+    "chunk_overlap",
     "must be <",
-    pipe("""
-- use: rag.chunking
-  config:
-    chunk_size: 50
-    chunk_overlap: 50  @@
-"""),
+    "rag.chunking",
+    """
+chunk_size: 50
+chunk_overlap: 50  @@
+""",
 )
-case(
+config_case(
     V,
     "session_persistent_max_tokens",
     "SpecError",
-    f"{P}.config.max_tokens",
+    "max_tokens",
     "does nothing for subtechnique 'persistent'",
-    pipe("""
-- use: workflow_orchestration.session_management
-  config:
-    subtechnique: persistent
-    max_tokens: 100  @@
-"""),
+    "workflow_orchestration.session_management",
+    """
+subtechnique: persistent
+max_tokens: 100  @@
+""",
 )
-case(
+config_case(
     V,
     "session_stateless_window_size",
     "SpecError",
-    f"{P}.config.window_size",
+    "window_size",
     "does nothing for subtechnique 'stateless'",
-    pipe("""
-- use: workflow_orchestration.session_management
-  config:
-    subtechnique: stateless
-    window_size: 3  @@
-"""),
+    "workflow_orchestration.session_management",
+    """
+subtechnique: stateless
+window_size: 3  @@
+""",
 )
-case(
+config_case(
     V,
     "session_window_size_zero",
     "SpecError",
-    f"{P}.config.window_size",
+    "window_size",
     "at least 1",
-    pipe("""
-- use: workflow_orchestration.session_management
-  config:
-    subtechnique: sliding_window
-    window_size: 0  @@
-"""),
+    "workflow_orchestration.session_management",
+    """
+subtechnique: sliding_window
+window_size: 0  @@
+""",
 )
-case(
+config_case(
     V,
     "session_storage_unknown",
     "SpecError",
-    f"{P}.config.storage",
+    "storage",
     "is not one of",
-    pipe("""
-- use: workflow_orchestration.session_management
-  config:
-    storage: floppy  @@
-"""),
+    "workflow_orchestration.session_management",
+    """
+storage: floppy  @@
+""",
 )
 
 
-def doc_with(section):
-    return textwrap.dedent(section).lstrip("\n") + pipe("- use: rag.search")
-
-
-case(
+section_case(
     V,
     "checkpoint_keep_zero",
     "SpecError",
     "shops.infrastructure.config.checkpointing.keep",
     "at least 1",
-    doc_with("""
+    """
 shops:
   infrastructure:
     config:
       checkpointing:
         storage: memory
         keep: 0  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "checkpoint_frequency_zero",
     "SpecError",
     "shops.infrastructure.config.checkpointing.frequency",
     "at least 1",
-    doc_with("""
+    """
 shops:
   infrastructure:
     config:
       checkpointing:
         frequency: 0  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "caching_ttl_negative",
     "SpecError",
     "shops.infrastructure.config.caching.ttl",
     "more than 0",
-    doc_with("""
+    """
 shops:
   infrastructure:
     config:
       caching:
         ttl: -5  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "shops_unknown_section",
     "SpecError",
     "shops.infrastucture",
     "did you mean 'infrastructure'",
-    doc_with("""
+    """
 shops:
   infrastucture:  @@
     config: {}
-"""),
+""",
 )
-case(
+section_case(
     V,
     "logging_level_unknown",
     "SpecError",
     "observability.logging.level",
     "is not one of",
-    doc_with("""
+    """
 observability:
   logging:
     level: LOUD  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "logging_format_unknown",
     "SpecError",
     "observability.logging.format",
     "is not one of",
-    doc_with("""
+    """
 observability:
   logging:
     format: xml  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "prometheus_port_out_of_range",
     "SpecError",
     "observability.metrics.prometheus_port",
     "at most 65535",
-    doc_with("""
+    """
 observability:
   metrics:
     export: prometheus
     prometheus_port: 70000  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "prometheus_port_without_export",
     "SpecError",
     "observability.metrics.prometheus_port",
     "does nothing without export",
-    doc_with("""
+    """
 observability:
   metrics:
     prometheus_port: 9100  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "provider_timeout_string",
     "SpecError",
     "providers.primary.timeout",
     "must be an integer or a number",
-    doc_with("""
+    """
 providers:
   primary:
     kind: vllm
     timeout: soon  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "provider_timeout_inf",
     "SpecError",
     "providers.primary.timeout",
     "finite",
-    doc_with("""
+    """
 providers:
   primary:
     kind: vllm
     timeout: .inf  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "provider_max_retries_negative",
     "SpecError",
     "providers.primary.max_retries",
     "at least 0",
-    doc_with("""
+    """
 providers:
   primary:
     kind: ollama
     max_retries: -1  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "provider_headers_not_mapping",
     "SpecError",
     "providers.primary.headers",
     "must be a mapping",
-    doc_with("""
+    """
 providers:
   primary:
     kind: vllm
     headers: "X-Token: 1"  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "provider_header_value_not_string",
     "SpecError",
     "providers.primary.headers.X-Count",
     "must be a string",
-    doc_with("""
+    """
 providers:
   primary:
     kind: vllm
     headers:
       X-Count: 3  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "provider_kind_typo",
     "SpecError",
     "providers.primary.kind",
     "did you mean 'ollama'",
-    doc_with("""
+    """
 providers:
   primary:
     kind: olama  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "provider_unknown_key",
     "SpecError",
     "providers.primary.base_ur",
     "did you mean 'base_url'",
-    doc_with("""
+    """
 providers:
   primary:
     kind: vllm
     base_ur: http://127.0.0.1:8000/v1  @@
-"""),
+""",
 )
-case(
+section_case(
     V,
     "provider_local_http_option",
     "SpecError",
     "providers.primary.timeout",
     "does nothing for subtechnique 'local'",
-    doc_with("""
+    """
 providers:
   primary:
     kind: local
     timeout: 3  @@
-"""),
+""",
 )
 case(
     V,
@@ -720,49 +698,46 @@ cond("runtime_negate_string", "-${query} < 0", "negate", expect="TemplateError",
 cond("runtime_compare_types", "${query} < 3", "cannot compare", expect="TemplateError", run={"query": "abc"})
 cond("runtime_divide_zero", "1 / 0 == 1", "division", expect="ExpressionError")
 cond("runtime_concat_huge", "${query} + ${query} == 'x'", "", expect="ok", run={"query": "abc"})
-case(
+config_case(
     E,
     "template_dunder_in_prompt",
     "ExpressionError",
-    f"{P}.config.prompt",
+    "prompt",
     "not allowed",
-    pipe("""
-- use: ai_generation.generation
-  config:
-    prompt: "Answer ${query.__init__} now"  @@
-"""),
+    "ai_generation.generation",
+    """
+prompt: "Answer ${query.__init__} now"  @@
+""",
 )
-case(
+config_case(
     E,
     "template_dunder_nested",
     "ExpressionError",
-    f"{P}.config.prompt[1].content",
+    "prompt[1].content",
     "not allowed",
-    pipe("""
-- use: ai_generation.generation
-  config:
-    prompt:
-      - {role: system, content: hi}
-      - {role: user, content: "${query.__globals__}"}  @@
-"""),
+    "ai_generation.generation",
+    """
+prompt:
+  - {role: system, content: hi}
+  - {role: user, content: "${query.__globals__}"}  @@
+""",
 )
-case(
+config_case(
     E,
     "edge_condition_bomb",
     "ExpressionError",
-    f"{P}.config.graph_definition.edges[0].condition",
+    "graph_definition.edges[0].condition",
     "repetition",
-    pipe("""
-- use: workflow_orchestration.graph
-  config:
-    subtechnique: conditional
-    graph_definition:
-      nodes:
-        - {id: a, technique: rag.search}
-        - {id: b, technique: rag.ranking}
-      edges:
-        - {from: a, to: b, condition: "'x' * 100000 * 100000 == ''"}  @@
-"""),
+    "workflow_orchestration.graph",
+    """
+subtechnique: conditional
+graph_definition:
+  nodes:
+    - {id: a, technique: rag.search}
+    - {id: b, technique: rag.ranking}
+  edges:
+    - {from: a, to: b, condition: "'x' * 100000 * 100000 == ''"}  @@
+""",
 )
 
 # ---------------- security
@@ -812,23 +787,22 @@ pipelines:
       - use: rag.search
 """,
 )
-case(
+config_case(
     S,
     "dask_graph_executor",
     "TrustError",
-    f"{P}.config.executor.address",
+    "executor.address",
     "code execution",
-    pipe("""
-- use: workflow_orchestration.graph
-  config:
-    subtechnique: dag
-    executor:
-      kind: dask
-      address: 203.0.113.5:8786  @@
-    graph_definition:
-      nodes:
-        - {id: a, technique: rag.search}
-"""),
+    "workflow_orchestration.graph",
+    """
+subtechnique: dag
+executor:
+  kind: dask
+  address: 203.0.113.5:8786  @@
+graph_definition:
+  nodes:
+    - {id: a, technique: rag.search}
+""",
 )
 case(
     S,
@@ -888,32 +862,30 @@ load_docs("files_etc_passwd", "/etc/passwd", "outside the folders")
 load_docs("files_proc_environ", "/proc/self/environ", "system file")
 load_docs("files_dotdot_escape", "../../../etc", "outside the folders")
 load_docs("files_home", "~/.ssh", "outside the folders")
-case(
+config_case(
     S,
     "files_json_etc",
     "TrustError",
-    f"{P}.config.path",
+    "path",
     "outside the folders",
-    pipe("""
-- use: data.load_documents
-  config:
-    source: json
-    path: /etc/hostname  @@
-"""),
+    "data.load_documents",
+    """
+source: json
+path: /etc/hostname  @@
+""",
 )
-case(
+config_case(
     S,
     "files_root_escape",
     "TrustError",
-    f"{P}.config.root",
+    "root",
     "outside the document's folder",
-    pipe("""
-- use: data.load_documents
-  config:
-    source: markdown
-    root: /  @@
-    path: /etc
-"""),
+    "data.load_documents",
+    """
+source: markdown
+root: /  @@
+path: /etc
+""",
 )
 case(
     S,
@@ -960,14 +932,12 @@ case(
 )
 
 
-def url_case(name, section, path, match="not this machine"):
-    case(
-        S, name, "TrustError", path, match, textwrap.dedent(section).lstrip("\n") + pipe("- use: rag.search")
-    )
-
-
-url_case(
+section_case(
+    S,
     "redis_remote_checkpoint",
+    "TrustError",
+    "shops.infrastructure.config.checkpointing.redis_url",
+    "not this machine",
     """
 shops:
   infrastructure:
@@ -976,10 +946,13 @@ shops:
         storage: redis
         redis_url: redis://attacker.example.com:6379/0  @@
 """,
-    "shops.infrastructure.config.checkpointing.redis_url",
 )
-url_case(
+section_case(
+    S,
     "postgres_remote_cache",
+    "TrustError",
+    "shops.infrastructure.config.caching.redis_url",
+    "not this machine",
     """
 shops:
   infrastructure:
@@ -988,10 +961,13 @@ shops:
         storage: redis
         redis_url: redis://:secret@198.51.100.7:6379  @@
 """,
-    "shops.infrastructure.config.caching.redis_url",
 )
-url_case(
+section_case(
+    S,
     "checkpoint_path_outside",
+    "TrustError",
+    "shops.infrastructure.config.checkpointing.path",
+    "pseudo-filesystem",
     """
 shops:
   infrastructure:
@@ -999,21 +975,26 @@ shops:
       checkpointing:
         path: /proc/self/fd  @@
 """,
-    "shops.infrastructure.config.checkpointing.path",
-    "pseudo-filesystem",
 )
-url_case(
+section_case(
+    S,
     "provider_remote_base_url",
+    "TrustError",
+    "providers.primary.base_url",
+    "not this machine",
     """
 providers:
   primary:
     kind: openai_compatible
     base_url: http://exfil.example.com/v1  @@
 """,
-    "providers.primary.base_url",
 )
-url_case(
+section_case(
+    S,
     "provider_replay_dir_outside",
+    "TrustError",
+    "providers.primary.replay_dir",
+    "pseudo-filesystem",
     """
 providers:
   primary:
@@ -1021,62 +1002,56 @@ providers:
     replay: record
     replay_dir: /sys/kernel  @@
 """,
-    "providers.primary.replay_dir",
-    "pseudo-filesystem",
 )
-case(
+config_case(
     S,
     "session_remote_database",
     "TrustError",
-    f"{P}.config.database_url",
+    "database_url",
     "not this machine",
-    pipe("""
-- use: workflow_orchestration.session_management
-  config:
-    subtechnique: persistent
-    database_url: postgresql://u:p@db.attacker.example/x  @@
-"""),
+    "workflow_orchestration.session_management",
+    """
+subtechnique: persistent
+database_url: postgresql://u:p@db.attacker.example/x  @@
+""",
 )
-case(
+config_case(
     S,
     "session_sqlite_pseudo_fs",
     "TrustError",
-    f"{P}.config.database_url",
+    "database_url",
     "pseudo-filesystem",
-    pipe("""
-- use: workflow_orchestration.session_management
-  config:
-    subtechnique: persistent
-    database_url: sqlite:////proc/self/planted.db  @@
-"""),
+    "workflow_orchestration.session_management",
+    """
+subtechnique: persistent
+database_url: sqlite:////proc/self/planted.db  @@
+""",
 )
-case(
+config_case(
     S,
     "session_directory_pseudo_fs",
     "TrustError",
-    f"{P}.config.directory",
+    "directory",
     "pseudo-filesystem",
-    pipe("""
-- use: workflow_orchestration.session_management
-  config:
-    subtechnique: memory
-    directory: /dev/shm/x  @@
-"""),
+    "workflow_orchestration.session_management",
+    """
+subtechnique: memory
+directory: /dev/shm/x  @@
+""",
 )
-case(
+config_case(
     S,
     "state_remote_redis",
     "TrustError",
-    f"{P}.config.redis_url",
+    "redis_url",
     "not this machine",
-    pipe("""
-- use: workflow_orchestration.state_management
-  config:
-    backend: redis
-    redis_url: redis://203.0.113.9:6379  @@
-"""),
+    "workflow_orchestration.state_management",
+    """
+backend: redis
+redis_url: redis://203.0.113.9:6379  @@
+""",
 )
-case(
+section_case(
     S,
     "local_urls_ok",
     "ok",
@@ -1093,55 +1068,51 @@ providers:
   primary:
     kind: vllm
     base_url: http://127.0.0.1:8000/v1
-"""
-    + pipe("- use: rag.search"),
+""",
 )
-case(
+config_case(
     V,
     "context_levels_duplicate",
     "SpecError",
-    f"{P}.config.levels[1].name",
+    "levels[1].name",
     "repeats",
-    pipe("""
-- use: workflow_orchestration.context_management
-  config:
-    subtechnique: hierarchical
-    levels:
-      - {name: full, messages: 3}
-      - {name: full, messages: 4}  @@
-"""),
+    "workflow_orchestration.context_management",
+    """
+subtechnique: hierarchical
+levels:
+  - {name: full, messages: 3}
+  - {name: full, messages: 4}  @@
+""",
 )
-case(
+config_case(
     V,
     "context_levels_too_many",
     "SpecError",
-    f"{P}.config.levels",
+    "levels",
     "at most 3",
-    pipe("""
-- use: workflow_orchestration.context_management
-  config:
-    subtechnique: hierarchical
-    levels:  @@
-      - {name: full, messages: 3}
-      - {name: compressed, messages: 4}
-      - {name: summary, messages: 4}
-      - {name: recent, messages: 4}
-"""),
+    "workflow_orchestration.context_management",
+    """
+subtechnique: hierarchical
+levels:  @@
+  - {name: full, messages: 3}
+  - {name: compressed, messages: 4}
+  - {name: summary, messages: 4}
+  - {name: recent, messages: 4}
+""",
 )
-case(
+config_case(
     S,
     "postgres_host_in_query",
     "TrustError",
-    f"{P}.config.database_url",
+    "database_url",
     "names its server in the query",
-    pipe("""
-- use: workflow_orchestration.session_management
-  config:
-    subtechnique: persistent
-    database_url: postgresql://u@localhost/x?host=db.attacker.example  @@
-"""),
+    "workflow_orchestration.session_management",
+    """
+subtechnique: persistent
+database_url: postgresql://u@localhost/x?host=db.attacker.example  @@
+""",
 )
-case(
+section_case(
     S,
     "redis_ipv6_loopback_ok",
     "ok",
@@ -1154,6 +1125,5 @@ shops:
       checkpointing:
         storage: memory
         redis_url: redis://[::1]:6379/0
-"""
-    + pipe("- use: rag.search"),
+""",
 )
