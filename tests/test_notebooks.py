@@ -49,6 +49,20 @@ def test_the_demo_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_use_the_public_pipeline_api(path):
+    """Demo notebooks teach: a pipeline a cell defined is reached through ``get_pipeline``, never the
+    magic's internals (``get_magic(...)``, its ``.pipelines[...]`` dict)."""
+    book = nbformat.read(path, as_version=4)
+    internal = [
+        (i, needle)
+        for i, cell in enumerate(book.cells)
+        for needle in ("get_magic(", ".pipelines[")
+        if needle in cell.source
+    ]
+    assert internal == [], f"{path.name}: (cell index, internal API) {internal}; use get_pipeline(name)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_outputs_were_made_from_the_current_code(path):
     """The stamp (code cells' SHA-256 + package version) written when the outputs were made still matches."""
     from sibyl_nb.notebook.build import expected_stamp, stamp_of
