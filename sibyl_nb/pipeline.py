@@ -6,7 +6,7 @@ import inspect
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -18,15 +18,43 @@ from .engine.interrupt import InterruptInfo, interrupt_of, paused_snapshot
 from .engine.result import RunResult, StepRecord
 from .engine.scheduler import Scheduler
 from .engine.stream import StreamingMixin, wants_tokens
-from .engine.sync import run_sync
+from .engine.sync import in_task, run_sync
 from .errors import SibylError, SpecError, TemplateError
 from .state.api import PipelineStateMixin, settings_extension
+from .techniques.registry import get_technique, has_technique, registry_version
 
 __all__ = ["Pipeline", "RunState", "load_document", "RUN_EXTENSIONS"]
 
 # Callables (pipeline, run) -> (observers, hooks) that add checkpointing, caching, logging, metrics...
 # from the document's settings. Registered by the modules that implement them.
 RUN_EXTENSIONS: list[Callable[[Pipeline, RunState], tuple[list[Any], list[Any]]]] = [settings_extension]
+
+
+_ID_BATCH = 128
+_ids: Iterator[str] = iter(())
+
+
+def new_run_id() -> str:
+    """12 random hex digits (as ``uuid4().hex[:12]``), read from the OS in batches: one ``urandom``
+    call per id was a twentieth of a 1-step run. ``next`` on a list iterator is atomic, so threads
+    never share an id; a forked child starts a batch of its own."""
+    global _ids
+    try:
+        return next(_ids)
+    except StopIteration:
+        block = os.urandom(6 * _ID_BATCH).hex()
+        batch = [block[i : i + 12] for i in range(0, len(block), 12)]
+        _ids = iter(batch[1:])
+        return batch[0]
+
+
+def _forget_ids() -> None:
+    global _ids
+    _ids = iter(())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_ids)
 
 
 class RunState:
@@ -66,7 +94,7 @@ class RunState:
         workflow_id: str | None = None,
         bus: EventBus | None = None,
     ) -> None:
-        self.run_id = run_id or os.urandom(6).hex()  # 12 hex digits, as uuid4().hex[:12] (no uuid import)
+        self.run_id = run_id or new_run_id()
         self.workflow_id = workflow_id or self.run_id
         self.input = {} if input is None else input
         self.results: dict[str, Any] = {}
@@ -129,6 +157,7 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
         self.executor: Any = None
         self.hooks: list[Any] = []
         self._provider_cache: dict[str, Any] | None = None
+        self._sync_code: tuple[int, bool] = (-1, False)  # (registry version, _runs_sync_code)
         self.last_result: RunResult | None = None
         # workflow id -> restore dict of runs paused by ctx.interrupt (resume works without a checkpoint store)
         self._paused: dict[str, dict[str, Any]] = {}
@@ -230,7 +259,7 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
         for fn in (*self.bus._subscribers, *observers):
             bus.subscribe(fn)
         run = RunState(self, inputs, run_id=run_id, workflow_id=workflow_id, bus=bus)
-        run.extras["tokens"] = wants_tokens(bus._subscribers)
+        run.extras["tokens"] = wants_tokens(bus._subscribers) if bus else False
         all_hooks = [*self.hooks, *hooks]
         for extend in RUN_EXTENSIONS:
             extra_observers, extra_hooks = extend(self, run)
@@ -304,6 +333,7 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
         for fn in run.deferred:
             out = fn(result)
             if inspect.isawaitable(out):
+                await in_task()
                 await out
         if bus:
             bus.emit(
@@ -321,13 +351,26 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
                     },
                 )
             )
+        run.scheduler = None  # run <-> scheduler is a cycle: broken, the run is freed now, not by gc
         return result
 
     def run(self, inputs: Any = None, *, loop: str = "thread", **kwargs: Any) -> RunResult:
         """Synchronous :meth:`execute`. Inside a running event loop (a Jupyter cell) the engine runs on a
         private loop in a helper thread (``loop="thread"``), or re-enters the caller's loop with
         nest_asyncio (``loop="caller"``: for techniques holding objects bound to that loop)."""
-        return run_sync(self.execute(inputs, **kwargs), loop=loop)
+        taskless = kwargs.get("executor") is None and self._runs_sync_code()
+        return run_sync(self.execute(inputs, **kwargs), loop=loop, taskless=taskless)
+
+    def _runs_sync_code(self) -> bool:
+        """Whether every node calls a sync technique on the local executor: then a sync run starts
+        without an asyncio task (``run_sync(taskless=True)``, a few microseconds saved per run). Only
+        a speed choice: the engine hands a run to a task before any code that may need one."""
+        if self.executor is not None or self.spec.executor is not None:
+            return False
+        version = registry_version()
+        if self._sync_code[0] != version:
+            self._sync_code = (version, all(_sync_node(n) for n in self.spec.graph.nodes.values()))
+        return self._sync_code[1]
 
     def _check_inputs(self, inputs: Any) -> None:
         missing = []
@@ -386,6 +429,14 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
     def __repr__(self) -> str:
         g = self.spec.graph
         return f"<Pipeline {self.name!r}: {len(g.nodes)} nodes, {len(g.edges)} edges>"
+
+
+def _sync_node(node: Any) -> bool:
+    if node.kind == "entry":
+        return True
+    if node.kind != "task" or node.timeout is not None or not has_technique(node.technique):
+        return False
+    return not get_technique(node.technique).is_async and all(_sync_node(fb) for fb in node.fallbacks)
 
 
 def load_document(path_or_text: str | os.PathLike[str], *, trust_code: bool = False) -> Document:

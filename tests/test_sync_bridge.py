@@ -182,3 +182,178 @@ def test_a_technique_may_run_another_pipeline_inside_a_notebook_cell():
         assert asyncio.run(cell()) == {"inner": 5}
     finally:
         sb.techniques.registry.unregister_technique("sync_bridge.nested_cell")
+
+
+# ---------------------------------------------------------------------- a pipeline of sync techniques
+# Its first step runs without an asyncio task (engine/sync.py, ``taskless``): everything that needs a
+# task must still get one, and the run must behave exactly as one started in a task.
+
+
+def _register(name, fn, **options):
+    sb.technique(f"sync_bridge.{name}", **options)(fn)
+    return f"sync_bridge.{name}"
+
+
+def test_a_sync_technique_that_returns_a_coroutine_needing_a_task_gets_one():
+    async def timed(x):
+        async with asyncio.timeout(5):  # raises RuntimeError outside a task
+            await asyncio.sleep(0)
+        return {"value": x, "task": asyncio.current_task() is not None}
+
+    name = _register("returns_coro", lambda ctx: timed(ctx.input["x"]), blocking=False)
+    try:
+        pipe = sb.Pipeline.from_dict({"steps": [{"use": name}]})
+        assert pipe.run({"x": 3}).output == {"value": 3, "task": True}
+
+        async def cell():
+            return pipe.run({"x": 4}).output
+
+        assert asyncio.run(cell()) == {"value": 4, "task": True}
+    finally:
+        sb.techniques.registry.unregister_technique(name)
+
+
+def test_a_sync_technique_sees_a_copy_of_the_callers_context_variables():
+    def setter(ctx):
+        seen = VAR.get()
+        VAR.set("inside")
+        return {"seen": seen}
+
+    def reader(ctx):
+        return {"seen": VAR.get()}
+
+    names = [_register("setter", setter, blocking=False), _register("reader", reader, blocking=False)]
+    try:
+        pipe = sb.Pipeline.from_dict({"steps": [{"use": n} for n in names]})
+        token = VAR.set("outer")
+        try:
+            result = pipe.run()
+            assert result.outputs == {"setter": {"seen": "outer"}, "reader": {"seen": "inside"}}
+            assert VAR.get() == "outer"  # what the run set stays in the run
+        finally:
+            VAR.reset(token)
+    finally:
+        for n in names:
+            sb.techniques.registry.unregister_technique(n)
+
+
+def test_a_sync_run_that_suspends_on_a_retry_finishes_in_a_task_with_the_same_context():
+    calls = []
+
+    def flaky(ctx):
+        calls.append(ctx.attempt)
+        if ctx.attempt == 1:
+            VAR.set("first attempt")
+            raise ValueError("not yet")
+        return {"attempt": ctx.attempt, "var": VAR.get()}
+
+    name = _register("flaky", flaky, blocking=False)
+    try:
+        pipe = sb.Pipeline.from_dict(
+            {"steps": [{"use": name, "retry": {"max_attempts": 2, "initial_delay": 0.01}}]}
+        )
+        for _ in range(2):
+            calls.clear()
+            result = pipe.run()
+            assert calls == [1, 2]
+            assert result.output == {"attempt": 2, "var": "first attempt"}
+            assert [(r.status, r.attempts) for r in result.records] == [("ran", 2)]
+            assert VAR.get() == "caller"
+    finally:
+        sb.techniques.registry.unregister_technique(name)
+
+
+def test_an_async_callback_a_sync_technique_defers_runs_in_a_task():
+    done = []
+
+    async def store(result):
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0)
+        done.append((result.output, asyncio.current_task() is not None))
+
+    def deferring(ctx):
+        ctx.defer(store)
+        return {"n": 1}
+
+    name = _register("deferring", deferring, blocking=False)
+    try:
+        assert sb.Pipeline.from_dict({"steps": [{"use": name}]}).run().output == {"n": 1}
+        assert done == [({"n": 1}, True)]
+    finally:
+        sb.techniques.registry.unregister_technique(name)
+
+
+def test_a_sync_technique_that_fails_or_interrupts_propagates_and_callbacks_still_run():
+    CALLED.clear()
+
+    def failing(ctx):
+        asyncio.get_running_loop().call_soon(CALLED.append, "scheduled before failing")
+        raise ValueError("broken")
+
+    names = [_register("failing", failing, blocking=False)]
+    try:
+        pipe = sb.Pipeline.from_dict({"steps": [{"use": names[0]}]})
+        with pytest.raises(sb.errors.NodeExecutionError, match="broken") as info:
+            pipe.run()
+        assert [(r.node_id, r.status) for r in info.value.result.records] == [("failing", "failed")]
+        assert CALLED == ["scheduled before failing"]
+        with pytest.raises(KeyboardInterrupt):
+            chain("add", "interrupt").run()
+        assert chain("add").run({"x": 5}).output == {"value": 6}
+    finally:
+        for n in names:
+            sb.techniques.registry.unregister_technique(n)
+
+
+def test_a_technique_registered_async_after_a_sync_run_runs_in_a_task():
+    name = _register("changes", lambda ctx: {"task": False}, blocking=False)
+    try:
+        pipe = sb.Pipeline.from_dict({"steps": [{"use": name}]})
+        assert pipe.run().output == {"task": False}
+
+        async def now_async(ctx):
+            async with asyncio.timeout(5):
+                return {"task": asyncio.current_task() is not None}
+
+        _register("changes", now_async)
+        assert pipe.run().output == {"task": True}
+    finally:
+        sb.techniques.registry.unregister_technique(name)
+
+
+def test_run_ids_are_distinct_12_hex_digits_also_in_a_forked_child():
+    import multiprocessing
+
+    pipe = chain("add")
+    ids = [pipe.run({"x": 1}).run_id for _ in range(300)]
+    assert len(set(ids)) == 300
+    assert all(len(i) == 12 and int(i, 16) >= 0 for i in ids)
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return
+    ctx = multiprocessing.get_context("fork")
+    parent_next = pipe.run({"x": 1}).run_id
+    with ctx.Pool(1) as pool:
+        child = pool.apply(_run_id_in_child)
+    assert child != pipe.run({"x": 1}).run_id and child != parent_next
+    assert len(child) == 12
+
+
+def _run_id_in_child():
+    from sibyl_nb.pipeline import new_run_id
+
+    return new_run_id()
+
+
+def test_a_finished_run_leaves_no_reference_cycle_behind():
+    import gc
+
+    pipe = chain("add")
+    pipe.run({"x": 1})
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            pipe.run({"x": 1})
+        assert gc.collect() == 0  # freed by reference counting as each run ended
+    finally:
+        gc.enable()

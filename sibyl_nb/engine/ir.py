@@ -143,6 +143,8 @@ class GraphIR:
         self.exits: list[str] = []  # nodes whose outputs make the final output
         self.entries: list[Node] = []
         self.loops: list[Loop] = []
+        self.order: list[Node] = []  # set by finalize: nodes by index, and their forward in-degrees
+        self.fwd_in: list[int] = []
         self._regions: dict[str, tuple[frozenset[str], dict[str, int]]] = {}
         self.finalized = False
         for n in nodes or ():
@@ -224,7 +226,9 @@ class GraphIR:
         for e in self.edges:
             if not e.back:
                 nodes[e.dst].n_fwd_in += 1
-        self.entries = [n for n in nodes.values() if n.n_fwd_in == 0]
+        self.order = list(nodes.values())
+        self.fwd_in = [n.n_fwd_in for n in self.order]
+        self.entries = [n for n in self.order if n.n_fwd_in == 0]
         self.loops = self._find_loops(discovered) if any(e.back for e in self.edges) else []
         for n in nodes.values():
             n.plain_out = all(

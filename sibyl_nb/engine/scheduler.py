@@ -58,6 +58,7 @@ from .interrupt import INTERRUPTED, Interrupt, record_output
 from .ir import Edge, GraphIR, Loop, Node
 from .result import StepRecord
 from .scope import resolver_for
+from .sync import in_task
 
 __all__ = [
     "Scheduler",
@@ -76,6 +77,8 @@ __all__ = [
 
 _perf = time.perf_counter
 _POOL_WORKERS = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default ThreadPoolExecutor size
+
+_LOCAL = LocalExecutor()  # stateless: one for every scheduler that was given no executor
 
 RAN = "ran"
 CACHED = "cached"
@@ -185,6 +188,39 @@ class _EdgeScope:
 class Scheduler:
     """Runs one graph against one run state (``run``: results, records, bus, session...)."""
 
+    __slots__ = (
+        "graph",
+        "run",
+        "executor",
+        "_local",
+        "hooks",
+        "pruned",
+        "_nodes",
+        "_pending",
+        "_need",
+        "_fired",
+        "_runs",
+        "_acts",
+        "_last",
+        "_out_fired",
+        "_loops",
+        "_ready",
+        "_inflight",
+        "_inflight_by",
+        "_blocked",
+        "_tasks",
+        "_done",
+        "_wake",
+        "_failure",
+        "_emit",
+        "_deferred_events",
+        "_threads",
+        "_busy_threads",
+        "_paused",
+        "warnings",
+        "stopped_by",
+    )
+
     def __init__(
         self,
         graph: GraphIR,
@@ -199,20 +235,24 @@ class Scheduler:
             graph.finalize()
         self.graph = graph
         self.run = run
-        self.executor = executor or LocalExecutor()
-        self._local = isinstance(self.executor, LocalExecutor)
-        self.hooks = tuple(h for h in hooks if getattr(h, "before_node", None) is not None)
+        if executor is None:
+            self.executor: Any = _LOCAL
+            self._local = True
+        else:
+            self.executor = executor
+            self._local = isinstance(executor, LocalExecutor)
+        self.hooks = tuple(h for h in hooks if getattr(h, "before_node", None) is not None) if hooks else ()
         self.pruned = pruned
-        n = len(graph.nodes)
-        self._nodes = list(graph.nodes.values())
-        self._pending = [node.n_fwd_in for node in self._nodes]
-        self._need = list(self._pending)  # what _pending started from in the current activation
+        n = len(graph.order)
+        self._nodes = graph.order  # shared with the graph: read only
+        self._pending = list(graph.fwd_in)
+        self._need = list(graph.fwd_in)  # what _pending started from in the current activation
         self._fired: list[list[str]] = [[] for _ in range(n)]
         self._runs = [0] * n  # executions that produced an output (for max_iterations)
         self._acts = [0] * n  # activations (ran, bypassed, skipped) = iteration numbers
         self._last: list[str | None] = [None] * n  # latest outcome: ran | bypassed | skipped
         self._out_fired = [False] * n  # did the latest resolution fire a forward edge
-        self._loops = [_LoopState() for _ in graph.loops]
+        self._loops = [_LoopState() for _ in graph.loops] if graph.loops else []
         self._ready: deque[tuple[Node, tuple[str, ...]]] = deque()
         self._inflight = 0
         self._inflight_by: dict[str, int] = {}
@@ -567,6 +607,8 @@ class Scheduler:
         raise TechniqueError(f"unknown node kind '{node.kind}'", node_id=node.id, technique=node.technique)
 
     async def _with_timeout(self, node: Node, call: Any) -> Any:
+        """Await a technique's (or graph node's) call, within the node's timeout."""
+        await in_task()  # user code and asyncio.timeout may need a current task (engine/sync.py)
         if node.timeout is None:
             return await call
         try:
@@ -614,6 +656,7 @@ class Scheduler:
             if node.timeout is None:
                 out = await asyncio.shield(future)
             else:
+                await in_task()  # wait_for needs a current task on Python >= 3.12
                 try:
                     out = await asyncio.wait_for(asyncio.shield(future), node.timeout)
                 except asyncio.TimeoutError:
@@ -1198,6 +1241,7 @@ async def _as_output(node: Node, out: Any) -> Any:
     if type(out) is dict or out is None:
         return out
     if inspect.isawaitable(out):
+        await in_task()
         out = await out
     if inspect.isgenerator(out) or inspect.isasyncgen(out):
         raise _generator_error(node, out)

@@ -24,6 +24,7 @@ __all__ = [
     "has_technique",
     "registered_techniques",
     "unregister_technique",
+    "registry_version",
 ]
 
 
@@ -47,6 +48,13 @@ class TechniqueInfo:
 
 
 _REGISTRY: dict[str, TechniqueInfo] = {}
+_VERSION = [0]  # bumped on every change, so a caller may cache what it derived from the registry
+
+
+def registry_version() -> int:
+    """A number that changes whenever a technique is registered, replaced or removed."""
+    return _VERSION[0]
+
 
 _BUILTINS = "sibyl_nb.techniques.builtins."
 # Where each built-in technique is registered. A module is imported on the first lookup of one of its
@@ -86,6 +94,7 @@ def _load_builtin(module: str) -> None:
     mine = {n: _REGISTRY[n] for n, m in BUILTIN_MODULES.items() if m == module and n in _REGISTRY}
     importlib.import_module(module)
     _REGISTRY.update(mine)
+    _VERSION[0] += 1
 
 
 def _load_all_builtins() -> None:
@@ -135,6 +144,7 @@ def register_technique(
         compiles=compiles,
     )
     _REGISTRY[name] = info
+    _VERSION[0] += 1
     return info
 
 
@@ -168,6 +178,7 @@ def unregister_technique(name: str) -> None:
     if name in BUILTIN_MODULES:  # load it first, or a later lookup would bring it back
         _load_builtin(BUILTIN_MODULES[name])
     _REGISTRY.pop(name, None)
+    _VERSION[0] += 1
 
 
 def has_technique(name: str) -> bool:
