@@ -428,3 +428,74 @@ def test_repeats_are_independent_samples_of_a_provider(home):
     assert list(df.output) == ["ROLL 1!", "ROLL 2!", "ROLL 3!"]  # no repeat replays another's answer
     again = sb.sweep(pipe, INPUTS[:1], repeats=3, progress=False, name="dice", max_concurrent=1)
     assert dice.calls == 3 and list(again.output) == list(df.output)
+
+
+def test_each_distinct_setting_compiles_once_and_a_rerun_compiles_nothing(home, monkeypatch):
+    import sibyl_nb.document.compile as compile_module
+
+    compiled: list[tuple[int, str]] = []
+    real = compile_module.compile_document
+
+    def counting(data, *args, **kwargs):
+        steps = data["pipelines"]["chain"]["steps"]
+        compiled.append((steps[1]["config"]["times"], steps[2]["config"]["mark"]))
+        return real(data, *args, **kwargs)
+
+    pipe = sb.Pipeline.from_yaml(DOC)
+    monkeypatch.setattr(compile_module, "compile_document", counting)
+    first = sb.sweep(pipe, INPUTS, GRID, progress=False, name="compiled", max_concurrent=4)
+    assert sorted(compiled) == [(1, "!"), (1, "?"), (2, "!"), (2, "?")]  # 12 cells, 4 settings
+    compiled.clear()
+    again = sb.sweep(pipe, INPUTS, GRID, progress=False, name="compiled", max_concurrent=4)
+    assert compiled == [] and again.attrs["sibyl_sweep"]["ran"] == 0
+    pd.testing.assert_frame_equal(first, again)
+    grown = sb.sweep(
+        pipe, INPUTS, {"repeat.config.times": [1, 2, 3], "shout.config.mark": ["!", "?"]},
+        progress=False, name="compiled", max_concurrent=4,
+    )  # fmt: skip
+    assert sorted(compiled) == [(3, "!"), (3, "?")]  # only the new settings
+    assert grown.attrs["sibyl_sweep"]["ran"] == 6
+    assert set(grown[grown["repeat.config.times"] == 3].output) == {
+        expected_answer(q, 3, m) for q in ("a", "bb", "ccc") for m in "!?"
+    }
+
+
+def test_a_compiled_setting_runs_with_the_hooks_the_pipeline_has_now(home):
+    pipe = sb.Pipeline.from_yaml(DOC)
+    sb.sweep(pipe, INPUTS[:1], GRID, progress=False, store=False, max_concurrent=1)
+    seen: list[str] = []
+
+    class Watch:
+        def before_node(self, node, ctx):
+            from sibyl_nb.document.expressions import MISSING
+
+            seen.append(node.id)
+            return MISSING
+
+    pipe.hooks.append(Watch())
+    df = sb.sweep(pipe, INPUTS[:1], {"shout.config.mark": ["!"]}, progress=False, store=False)
+    assert seen == ["prefix", "repeat", "shout"] and list(df.output) == ["SAY A!"]
+    pipe.hooks.clear()
+    seen.clear()
+    sb.sweep(pipe, INPUTS[:1], {"shout.config.mark": ["!"]}, progress=False, store=False)
+    assert seen == []
+
+
+def test_a_record_holds_outputs_as_json_would_read_them_back():
+    from sibyl_nb.experiments.cell import jsonable
+
+    class Thing:
+        def __repr__(self):
+            return "<thing>"
+
+    plain = {"a": [1, 2.5, True, None, "é"], "b": {"c": ("x", "y")}}
+    assert jsonable(plain) == {"a": [1, 2.5, True, None, "é"], "b": {"c": ["x", "y"]}}
+    copy_ = jsonable(plain)
+    copy_["a"].append(3)
+    assert plain["a"] == [1, 2.5, True, None, "é"]  # a copy: the run's own objects are not shared
+    mixed = {1: "one", "t": Thing(), "n": [Thing()]}
+    assert jsonable(mixed) == {"1": "one", "t": "<thing>", "n": ["<thing>"]}
+    assert jsonable({(1, 2): "tuple key"}) == "{(1, 2): 'tuple key'}"  # not JSON at all: its repr
+    loop: list = []
+    loop.append(loop)
+    assert jsonable(loop) == "[[...]]"  # a cycle: its repr

@@ -182,8 +182,22 @@ def graph_node_table(graph: Any) -> dict[str, dict[str, Any]]:
     }
 
 
+def _memo_key(pipeline: Any, keys: list[tuple[GridKey, Any]]) -> str | None:
+    """The exact values as JSON, key order kept (a mapping's order may matter to what runs); None when
+    a value is not plain JSON (two objects may share a repr: those are compiled every time)."""
+    try:
+        return json.dumps([pipeline.trusted, [[k.text, v] for k, v in keys]], ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+
+
 def variant(pipeline: Any, keys: list[tuple[GridKey, Any]]) -> Any:
-    """``pipeline`` re-compiled from its document with each grid value written in place."""
+    """``pipeline`` re-compiled from its document with each grid value written in place.
+
+    Each distinct setting is compiled once per pipeline object and kept on it, so re-running a sweep
+    (the notebook's edit-and-re-run loop, where the cells themselves come from the store) compiles
+    nothing: compiling was most of a stored re-run's time. The pipeline's document does not change
+    after loading, so the same values always compile to the same variant."""
     from ..document.compile import compile_document
     from ..pipeline import Pipeline
 
@@ -193,20 +207,29 @@ def variant(pipeline: Any, keys: list[tuple[GridKey, Any]]) -> Any:
             f"pipeline '{pipeline.name}' was not loaded from a document: build it with "
             f"Pipeline.from_yaml or Pipeline.from_dict to sweep a grid over it"
         )
-    data = copy.deepcopy(doc.data)
-    nodes = pipeline.spec.graph.nodes
-    for key, value in keys:
-        _set(data, nodes[key.node_id], key, value)
-    try:
-        new_doc = compile_document(data, doc.lines, trusted=pipeline.trusted, default_name=pipeline.name)
-    except SpecError as exc:
-        shown = ", ".join(f"{k.text}={v!r}" for k, v in keys)
-        raise GridError(f"grid setting {shown}: {exc}") from None
-    out = Pipeline.from_document(new_doc, pipeline.name, trusted=pipeline.trusted)
+    memo: dict[str, Any] = pipeline.__dict__.setdefault("_sibyl_variants", {})
+    memo_key = _memo_key(pipeline, keys)
+    out = memo.get(memo_key) if memo_key is not None else None
+    if out is None:
+        data = copy.deepcopy(doc.data)
+        nodes = pipeline.spec.graph.nodes
+        for key, value in keys:
+            _set(data, nodes[key.node_id], key, value)
+        try:
+            new_doc = compile_document(data, doc.lines, trusted=pipeline.trusted, default_name=pipeline.name)
+        except SpecError as exc:
+            shown = ", ".join(f"{k.text}={v!r}" for k, v in keys)
+            raise GridError(f"grid setting {shown}: {exc}") from None
+        out = Pipeline.from_document(new_doc, pipeline.name, trusted=pipeline.trusted)
+        if memo_key is not None:
+            memo[memo_key] = out
+    # what the user may have changed on the pipeline since: taken afresh on every sweep
     out._provider_cache = pipeline._providers()  # same providers section: share clients and replay
     settings = getattr(pipeline, "_sibyl_settings", None)
     if settings:
         out._sibyl_settings = dict(settings)
+    else:
+        out.__dict__.pop("_sibyl_settings", None)
     out.hooks = list(pipeline.hooks)
     out.executor = pipeline.executor
     return out
