@@ -80,7 +80,7 @@ _LAZY = {
     "OpenAICompatibleProvider": ".providers.openai_compat",
     "FallbackProvider": ".providers.fallback",
     "ReplayProvider": ".providers.replay",
-    "enable_replay": ".providers.replay",
+    "enable_replay": ".providers.registry",
     "DaskExecutor": ".engine.dask_executor",
     "sweep": ".experiments.runner",
     "asweep": ".experiments.runner",

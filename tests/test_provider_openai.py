@@ -20,6 +20,7 @@ from openai_stub_server import (
     sse_chunks,
 )
 
+from sibyl_nb.document.schema import HTTP_PROVIDER_KINDS
 from sibyl_nb.errors import ProviderError, SibylError
 from sibyl_nb.providers import registry
 from sibyl_nb.providers.base import Completion
@@ -322,8 +323,11 @@ def test_yaml_kinds_build_the_provider_and_local_kinds_never_get_the_openai_key(
     assert server.requests[0].body["model"] == "qwen"
     assert "authorization" not in server.requests[0].headers
 
-    for kind in KIND_DEFAULT_BASE_URLS:
-        assert kind in registry._KINDS
+    # the loader's list of HTTP kinds and this module's defaults are the same kinds, each buildable
+    assert set(HTTP_PROVIDER_KINDS) == set(KIND_DEFAULT_BASE_URLS)
+    for kind in HTTP_PROVIDER_KINDS:
+        built = registry.make_provider("k", {"kind": kind, "model": "m", "base_url": server.url})
+        assert isinstance(built, OpenAICompatibleProvider) and built.base_url == server.url
     ollama = registry.make_provider("x", {"kind": "ollama", "model": "llama3"})
     assert ollama.base_url == "http://127.0.0.1:11434/v1"
     with pytest.raises(SibylError, match="did you mean base_url"):

@@ -20,14 +20,8 @@ from sibyl_nb.errors import ProviderError, SibylError
 from sibyl_nb.providers import registry
 from sibyl_nb.providers.base import Completion
 from sibyl_nb.providers.openai_compat import OpenAICompatibleProvider
-from sibyl_nb.providers.replay import (
-    ReplayProvider,
-    clear_replay,
-    disable_replay,
-    enable_replay,
-    open_replay_store,
-    replay_key,
-)
+from sibyl_nb.providers.registry import disable_replay, enable_replay
+from sibyl_nb.providers.replay import ReplayProvider, clear_replay, open_replay_store, replay_key
 
 MESSAGES = [{"role": "user", "content": "Summarise the plan in one line."}]
 PICKLE_HEADS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")

@@ -34,7 +34,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,7 +49,6 @@ from ..document.schema import PROVIDER_SCHEMA
 from ..errors import ConfigError, ProviderError
 from .base import Completion, Message, Provider
 from .http_retry import backoff_delay, is_retryable_status, retry_after_seconds
-from .registry import register_provider_kind
 from .streaming import TokenCallback, emit_token
 
 __all__ = ["OpenAICompatibleProvider", "KIND_DEFAULT_BASE_URLS", "provider_from_config", "estimate_tokens"]
@@ -835,7 +834,7 @@ def provider_from_config(name: str, config: dict[str, Any]) -> Provider:
 
     Only ``openai`` needs a key (``api_key_env``, default ``OPENAI_API_KEY``); local servers get
     none unless ``api_key_env`` names one, so an OpenAI key is never sent to them by accident.
-    ``replay: auto|record|replay`` (and ``replay_dir``) wraps it in a :class:`ReplayProvider`.
+    ``replay`` and ``replay_dir`` are read by the registry, which wraps what this returns.
     """
     kind = str(config.get("kind") or config.get("type") or "openai_compatible")
     unknown = sorted(set(config) - _CONFIG_KEYS)
@@ -865,7 +864,7 @@ def provider_from_config(name: str, config: dict[str, Any]) -> Provider:
         )
         if k in config
     }
-    provider: Provider = OpenAICompatibleProvider(
+    return OpenAICompatibleProvider(
         name,
         str(base_url),
         str(config.get("model") or ""),
@@ -876,23 +875,3 @@ def provider_from_config(name: str, config: dict[str, Any]) -> Provider:
         require_api_key=is_openai,
         **optional,
     )
-    from .replay import replay_wrap
-
-    return replay_wrap(provider, config.get("replay"), config.get("replay_dir"))
-
-
-def _register_kinds() -> None:
-    for kind in KIND_DEFAULT_BASE_URLS:
-        register_provider_kind(kind, _factory(kind))
-
-
-def _factory(kind: str) -> Callable[[str, dict[str, Any]], Provider]:
-    def factory(name: str, config: dict[str, Any]) -> Provider:
-        return provider_from_config(
-            name, {**config, "kind": config.get("kind") or config.get("type") or kind}
-        )
-
-    return factory
-
-
-_register_kinds()

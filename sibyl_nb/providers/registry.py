@@ -1,15 +1,24 @@
 """Named providers. ``primary`` and ``fallback`` are names, not kinds: both default to the local provider.
 
 A run may carry its own mapping (from a document's ``providers:`` section) that shadows the global one.
+The registry sits on top of the provider modules (it imports them, they never import it): the built-in
+HTTP kinds are built by ``openai_compat`` and wrapped for replay here, and :func:`enable_replay` wraps
+the registered providers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..document.schema import HTTP_PROVIDER_KINDS
 from ..errors import ConfigError
 from .base import Provider
+
+if TYPE_CHECKING:
+    import os
+
+    from .replay import ReplayMode, ReplayProvider
 
 __all__ = [
     "register_provider",
@@ -18,6 +27,8 @@ __all__ = [
     "unregister_provider",
     "register_provider_kind",
     "make_provider",
+    "enable_replay",
+    "disable_replay",
 ]
 
 _PROVIDERS: dict[str, Provider] = {}
@@ -53,7 +64,7 @@ def register_provider_kind(kind: str, factory: Callable[[str, dict[str, Any]], P
 
 
 def registered_provider_kinds() -> tuple[str, ...]:
-    """Kinds registered from Python (the built-in HTTP kinds once their module is imported)."""
+    """Kinds registered from Python with :func:`register_provider_kind`."""
     return tuple(_KINDS)
 
 
@@ -63,20 +74,58 @@ def make_provider(name: str, config: dict[str, Any]) -> Provider:
         from .local import LocalProvider
 
         return LocalProvider(name=name, **{k: v for k, v in config.items() if k not in ("kind", "type")})
-    if kind not in _KINDS:
-        _load_known_kind(kind)
-    try:
-        factory = _KINDS[kind]
-    except KeyError:
-        raise ConfigError(
-            f"provider '{name}': unknown kind '{kind}' (known: local, {', '.join(sorted(_KINDS)) or '-'})"
-        ) from None
-    return factory(name, config)
+    factory = _KINDS.get(kind)
+    if factory is not None:
+        return factory(name, config)
+    if kind in HTTP_PROVIDER_KINDS:  # openai_compat's, imported on first use
+        return _http_provider(name, {**config, "kind": kind})
+    known = sorted({*_KINDS, *HTTP_PROVIDER_KINDS})
+    raise ConfigError(f"provider '{name}': unknown kind '{kind}' (known: local, {', '.join(known)})")
 
 
-def _load_known_kind(kind: str) -> None:
-    if kind in ("openai", "openai_compatible", "vllm", "ollama", "lmstudio", "llamacpp"):
-        from . import openai_compat  # noqa: F401  (registers its kinds)
+def _http_provider(name: str, config: dict[str, Any]) -> Provider:
+    """A built-in HTTP kind; ``replay: auto|record|replay`` (and ``replay_dir``), or the active
+    replay setting, wraps it in a :class:`ReplayProvider`."""
+    from .openai_compat import provider_from_config
+    from .replay import replay_wrap
+
+    return replay_wrap(provider_from_config(name, config), config.get("replay"), config.get("replay_dir"))
+
+
+def enable_replay(
+    mode: ReplayMode = "auto", directory: str | os.PathLike[str] | None = None, names: list[str] | None = None
+) -> dict[str, ReplayProvider]:
+    """Wrap the registered providers (or just ``names``) in :class:`ReplayProvider`; providers
+    built later from YAML kinds are wrapped too. Calling it again changes mode/directory in place."""
+    from .replay import ReplayProvider, logger, set_active_replay
+
+    set_active_replay(mode, directory)
+    chosen = names if names is not None else list(_PROVIDERS)
+    wrapped: dict[str, ReplayProvider] = {}
+    for name in chosen:
+        current = get_provider(name)
+        inner = current.inner if isinstance(current, ReplayProvider) else current
+        if isinstance(current, ReplayProvider):
+            current.close()
+        replay = ReplayProvider(inner, mode, directory, name=name)
+        register_provider(name, replay)
+        wrapped[name] = replay
+    logger.info("replay %s enabled for %s", mode, ", ".join(wrapped) or "(no registered providers)")
+    return wrapped
+
+
+def disable_replay() -> list[str]:
+    """Unwrap every registered :class:`ReplayProvider`; returns the names unwrapped."""
+    from .replay import ReplayProvider, set_active_replay
+
+    set_active_replay(None)
+    unwrapped = []
+    for name, provider in registered_providers().items():
+        if isinstance(provider, ReplayProvider):
+            provider.close()
+            register_provider(name, provider.inner)
+            unwrapped.append(name)
+    return unwrapped
 
 
 def get_provider(name: str, run: Any = None) -> Provider:

@@ -32,8 +32,7 @@ __all__ = [
     "ReplayProvider",
     "ReplayMode",
     "replay_key",
-    "enable_replay",
-    "disable_replay",
+    "set_active_replay",
     "clear_replay",
     "replay_wrap",
     "active_replay",
@@ -47,7 +46,8 @@ ReplayMode = Literal["record", "replay", "auto"]
 _MODES = ("record", "replay", "auto")
 _KEY_VERSION = 1
 
-# Set by enable_replay(); read by provider factories so YAML-configured providers are wrapped too.
+# Set by registry.enable_replay(); read by the registry's factories so YAML-configured providers are
+# wrapped too.
 _ACTIVE: tuple[str, Path | None] | None = None
 
 
@@ -220,7 +220,7 @@ class ReplayProvider:
 
 
 def active_replay() -> tuple[str, Path | None] | None:
-    """The replay setting new providers get: :func:`enable_replay`'s, else ``$SIBYL_REPLAY``."""
+    """The replay setting new providers get: ``registry.enable_replay``'s, else ``$SIBYL_REPLAY``."""
     if _ACTIVE is not None:
         return _ACTIVE
     env = os.environ.get("SIBYL_REPLAY", "").strip().lower()
@@ -248,43 +248,14 @@ def replay_wrap(
     return ReplayProvider(provider, _check_mode(str(mode)), directory)  # type: ignore[arg-type]
 
 
-def enable_replay(
-    mode: ReplayMode = "auto", directory: str | os.PathLike[str] | None = None, names: list[str] | None = None
-) -> dict[str, ReplayProvider]:
-    """Wrap the registered providers (or just ``names``) in :class:`ReplayProvider`; providers
-    built later from YAML kinds are wrapped too. Calling it again changes mode/directory in place."""
-    from .registry import get_provider, register_provider, registered_providers
-
+def set_active_replay(mode: str | None, directory: str | os.PathLike[str] | None = None) -> None:
+    """Set (``mode`` ``None``: clear) the replay setting providers built from now on get."""
     global _ACTIVE
+    if mode is None:
+        _ACTIVE = None
+        return
     _check_mode(mode)
     _ACTIVE = (mode, Path(directory) if directory is not None else None)
-    chosen = names if names is not None else list(registered_providers())
-    wrapped: dict[str, ReplayProvider] = {}
-    for name in chosen:
-        current = get_provider(name)
-        inner = current.inner if isinstance(current, ReplayProvider) else current
-        if isinstance(current, ReplayProvider):
-            current.close()
-        replay = ReplayProvider(inner, mode, directory, name=name)
-        register_provider(name, replay)
-        wrapped[name] = replay
-    logger.info("replay %s enabled for %s", mode, ", ".join(wrapped) or "(no registered providers)")
-    return wrapped
-
-
-def disable_replay() -> list[str]:
-    """Unwrap every registered :class:`ReplayProvider`; returns the names unwrapped."""
-    from .registry import register_provider, registered_providers
-
-    global _ACTIVE
-    _ACTIVE = None
-    unwrapped = []
-    for name, provider in registered_providers().items():
-        if isinstance(provider, ReplayProvider):
-            provider.close()
-            register_provider(name, provider.inner)
-            unwrapped.append(name)
-    return unwrapped
 
 
 def clear_replay(directory: str | os.PathLike[str] | None = None) -> int:
