@@ -20,22 +20,11 @@ from typing import Any
 
 from ..errors import NodeExecutionError, TemplateError, short_repr
 from .ir import GraphIR, Node, RetryPolicy
+from .items import ITEMS_KEY, NO_ITEM, item_id, item_of
 from .nested import settle_nested
 from .scope import resolver_for
 
 __all__ = ["ForEach", "run_for_each", "item_id", "item_of", "ITEMS_KEY", "NO_ITEM"]
-
-ITEMS_KEY = "for_each_items"  # run.extras key: item node id -> its item
-NO_ITEM = object()
-
-
-def item_of(run: Any, node_id: str | None) -> Any:
-    """The item of ``node_id`` when it is a for_each item's activation, else ``NO_ITEM``."""
-    extras = getattr(run, "extras", None)
-    table = extras.get(ITEMS_KEY) if extras else None
-    if not table or node_id is None:
-        return NO_ITEM
-    return table.get(node_id, NO_ITEM)
 
 
 @dataclass(slots=True)
@@ -48,10 +37,6 @@ class ForEach:
     retry: RetryPolicy | None = None  # each item's
     timeout: float | None = None  # each item's
     max_concurrent: int | None = None
-
-
-def item_id(node_id: str, index: int) -> str:
-    return f"{node_id}[{index}]"
 
 
 def _items(node: Node, ctx: Any, run: Any) -> list[Any]:
@@ -70,8 +55,6 @@ def _items(node: Node, ctx: Any, run: Any) -> list[Any]:
 
 async def run_for_each(scheduler: Any, node: Node, ctx: Any) -> list[Any]:
     """Run ``node`` once per item (nested scheduler); returns the outputs in item order."""
-    from .scheduler import Scheduler
-
     run = scheduler.run
     items = _items(node, ctx, run)
     if not items:
@@ -102,7 +85,8 @@ async def run_for_each(scheduler: Any, node: Node, ctx: Any) -> list[Any]:
     preds = ctx._preds if isinstance(ctx._preds, tuple) else ()
     table = run.extras.setdefault(ITEMS_KEY, {})  # what ctx.item and ${item} read, by item node id
     table.update(zip(ids, items, strict=True))
-    sub = Scheduler(graph, run, executor=scheduler.executor, hooks=scheduler.hooks)
+    # a nested scheduler of the outer one's class (no import of the scheduler, which imports this)
+    sub = type(scheduler)(graph, run, executor=scheduler.executor, hooks=scheduler.hooks)
     sub._ready = type(sub._ready)((n, preds) for n, _ in sub._ready)  # items see the map node's upstream
     try:
         await sub.execute()

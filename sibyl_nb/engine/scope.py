@@ -121,7 +121,7 @@ def env_value(ref: Ref) -> Any:
 
 def _root(run: Any, node_id: str | None, ctx: Any, name: str, index: FieldIndex) -> Any:
     if name == "item":  # row 0: a for_each item's own item comes first (the loader refuses it elsewhere)
-        from .fanout import NO_ITEM, item_of
+        from .items import NO_ITEM, item_of
 
         value = item_of(run, node_id)
         if value is not NO_ITEM:

@@ -112,15 +112,14 @@ class _InnerRun:
 
 async def run_subgraph(scheduler: Any, node: Any, ctx: Any) -> Any:
     """Run the inner pipeline for ``node``; returns its output (records copied, prefixed, into the run)."""
-    from .scheduler import Scheduler
-
     run = scheduler.run
     plan: SubgraphPlan = node.inner
     spec = plan.spec
     inner_input = plan.input_render(resolver_for(run, node.id, ctx)) if plan.has_input else run.input
     prefix = node.id + SEP
     inner = _InnerRun(run, inner_input, prefix, spec)
-    sub = Scheduler(spec.graph, inner, executor=scheduler.executor, pruned=spec.pruned)
+    # a nested scheduler of the outer one's class (no import of the scheduler, which imports this)
+    sub = type(scheduler)(spec.graph, inner, executor=scheduler.executor, pruned=spec.pruned)
     inner.scheduler = sub
     output: Any = None
     try:

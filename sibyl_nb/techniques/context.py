@@ -94,7 +94,7 @@ class StepContext:
     @property
     def item(self) -> Any:
         """This activation's item when the node has ``for_each`` (``${item}`` in its config), else None."""
-        from ..engine.fanout import NO_ITEM, item_of
+        from ..engine.items import NO_ITEM, item_of
 
         value = item_of(self._run, self.node_id)
         return None if value is NO_ITEM else value
