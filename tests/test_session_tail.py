@@ -100,3 +100,63 @@ def test_after_the_first_turn_each_turn_is_one_load_of_what_fits_plus_a_margin(b
     for loads, read, shown in small[1:]:
         assert loads == 1  # the page is sized from what the previous turn needed
         assert shown < read <= shown + 1 + max(8, (shown + 1) // 8)  # one past the budget, plus a margin
+
+
+FACT = "My name is Alice Moreau and I moved to Lisbon in March 2021."
+
+
+def _summarising_turns(backend, unique, request, stored, turns=4):
+    """(loads, messages read, messages shown, summary) per turn of ``summarization`` + ``max_tokens``."""
+    store = open_backend(backend, f"{unique}s{stored}", request)
+    try:
+        first = {"role": "user", "content": FACT}
+        for lo in range(0, stored, 1000):
+            batch = [same(i) for i in range(lo, min(stored, lo + 1000))]
+            store.append("s", [first, *batch[1:]] if lo == 0 else batch)
+        pol = policy_from_config({"subtechnique": "memory", "max_tokens": 2000, "summarization": True})
+        out = []
+        for t in range(turns):
+            spy = Calls(store)
+            mgr = SessionManager(pol, spy)
+            view = mgr.load("s")
+            mgr.record_turn("s", f"question {t}", f"answer {t}")
+            out.append((len(spy.loaded), sum(spy.loaded), len(view.history), view.summary))
+        return out
+    finally:
+        cleanup(store)
+
+
+@pytest.mark.parametrize("backend", ["memory", "diskcache", "sqlite", "redis", "postgres"])
+def test_summarization_with_max_tokens_reads_a_bounded_tail_and_keeps_the_oldest_fact(
+    backend, unique, request
+):
+    small = _summarising_turns(backend, unique, request, 1_000)
+    large = _summarising_turns(backend, unique, request, 5_000)
+    for *_, summary in small + large:
+        assert "My name is Alice Moreau and I moved to Lisbon in March 2021." in summary
+    # after the first turn (which folds the whole left-out history into the summary once), a turn reads
+    # one page: what fits, the messages that left the window since the last turn, and a margin
+    assert [r[:3] for r in small[1:]] == [r[:3] for r in large[1:]]
+    for loads, read, shown, _ in small[1:]:
+        assert loads == 1
+        assert shown < read <= shown + 1 + max(8, (shown + 1) // 8)
+
+
+@pytest.mark.parametrize("backend", ["memory", "diskcache", "sqlite", "redis", "postgres"])
+def test_the_folded_summary_never_outlives_its_session(backend, unique, request):
+    store = open_backend(backend, unique, request)
+    try:
+        pol = policy_from_config({"subtechnique": "memory", "max_tokens": 1000, "summarization": True})
+        other = "My name is Bruno Keller and I moved to Oslo in May 2019."
+        store.append("s", [{"role": "user", "content": FACT}] + [same(i) for i in range(1, 200)])
+        assert FACT in SessionManager(pol, store).load("s").summary
+        store.delete("s")  # a new session under the same id
+        store.append("s", [{"role": "user", "content": other}] + [same(i) for i in range(1, 200)])
+        summary = SessionManager(pol, store).load("s").summary
+        assert other in summary and "Alice" not in summary
+        # the log rewritten (replace): the summary is rebuilt from what is stored now
+        store.replace("s", [{"role": "user", "content": FACT}] + [same(i) for i in range(1, 200)])
+        summary = SessionManager(pol, store).load("s").summary
+        assert FACT in summary and "Bruno" not in summary
+    finally:
+        cleanup(store)

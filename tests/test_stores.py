@@ -268,6 +268,22 @@ def test_sessions_and_kv_do_not_collide(store):
     assert len(store.load("kv:x").messages) == 1
 
 
+def test_message_numbers_only_grow_across_trims_and_rewrites(store):
+    store.append("s", [msg(i) for i in range(5)])
+    assert store.load("s").first_seq == 0
+    store.trim("s", 2)
+    data = store.load("s", last=1)
+    assert (data.first_seq, data.message_count, [m["content"] for m in data.messages]) == (
+        3,
+        2,
+        ["message 4"],
+    )
+    rewritten = store.replace("s", [msg(7), msg(8), msg(9)])  # numbered after the last one: 5, 6, 7
+    assert (rewritten.first_seq, rewritten.message_count) == (5, 3)
+    assert (store.load("s").first_seq, store.append("s", msg(10))) == (5, 4)
+    assert store.load("s").first_seq == 5
+
+
 def test_a_session_id_that_extends_another_reads_only_its_own_messages(store):
     # on diskcache the message keys of "a:00000000001" sort between those of "a"'s messages 19 and 20
     store.append("a", [msg(i) for i in range(30)])

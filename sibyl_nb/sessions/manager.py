@@ -19,6 +19,7 @@ from typing import Any
 from ..context.extractive import compress_text, summarize_messages
 from ..context.tokens import TokenCounter, get_counter
 from ..stores import SessionData, Store, shared_store
+from .fold import left_out_summary
 from .policy import SessionPolicy
 
 __all__ = ["SessionManager", "SessionView", "make_message"]
@@ -104,7 +105,20 @@ class SessionManager:
             history, more, view.compressed = self._fit_tokens(history, pol.max_tokens)
             left += more
         view.left_out = len(left) + (data.message_count - len(data.messages))
-        if left and pol.summarization:
+        if view.left_out and pol.summarization and pol.max_tokens and not limit:
+            # only a tail was read: the summary of the rest is folded forward (see .fold)
+            view.summary = left_out_summary(
+                self.store,
+                data,
+                len(history),
+                length=pol.summary_length,
+                counter=self.counter,
+                ttl=pol.timeout,
+                reload=lambda last: (
+                    self.store.load(session_id, last=last, touch=False) if self.store is not None else None
+                ),
+            )
+        elif left and pol.summarization:
             view.summary = summarize_messages(
                 left, pol.summary_length, prior=view.summary, counter=self.counter
             )
@@ -119,13 +133,14 @@ class SessionManager:
         ``max_messages`` / ``window_size`` bound it directly. ``max_tokens`` reads the newest page
         sized from what the previous turn of this session needed (:data:`_NEED`; 64 the first time),
         and only when that page holds fewer tokens than the budget a larger one, so a turn is one
-        read of about what fits, whatever the history's length. With ``summarization`` and
-        ``max_tokens`` the left-out messages are summarised, so all are read.
+        read of about what fits, whatever the history's length. (``summarization`` folds what
+        this leaves out into a stored summary: :mod:`.fold`. With ``max_messages`` too, the
+        ``max_messages`` stored are read, and those that do not fit are summarised.)
         """
         pol = self.policy
         limit = pol.store_limit
         assert self.store is not None  # the caller returned early without a store
-        if pol.max_tokens and not pol.summarization:
+        if pol.max_tokens and (limit is None or not pol.summarization):
             key = (self.store.url, session_id)
             need = _NEED.get(key)
             page = self.PAGE if need is None else need + max(8, need // 8)
@@ -150,8 +165,6 @@ class SessionManager:
                 # the next page sized from what this one held per token, with a margin
                 grow = max(2 * page, int(page * pol.max_tokens / max(used, 1) * 1.25) + 1)
                 page = grow if limit is None else min(grow, limit)
-        if pol.summarization:
-            limit = None
         return self.store.load(session_id, last=limit)
 
     def _fit_tokens(

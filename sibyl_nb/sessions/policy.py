@@ -16,10 +16,11 @@ The rules, per mode (``subtechnique``):
   window even when no context step runs.
 
 What a turn reads: ``max_messages`` / ``window_size`` bound the load directly, and ``max_tokens``
-reads pages of the newest messages until they hold the budget, so a turn costs the same at 1,000
-and 100,000 stored messages. (``summarization`` with ``max_tokens`` but no ``max_messages`` still
-reads the whole log, because every left-out message is summarised each turn; set ``max_messages``
-to bound it.)
+reads one page of the newest messages sized from what the previous turn needed, so a turn costs
+the same at 1,000 and 100,000 stored messages. With ``summarization`` and ``max_tokens`` but no
+``max_messages``, the summary of the messages left out is folded forward in the store's key-value
+facet (``sibyl:session-fold:<session>``, see :mod:`.fold`): the first turn of a session reads the
+whole log once, later turns only the messages that left the window.
 """
 
 from __future__ import annotations

@@ -44,7 +44,10 @@ class SessionData:
     ``summary_covers`` counts the earlier messages the summary stands for (they were trimmed from
     the log on purpose); times are Unix seconds; ``expires_at`` is None for a session that never
     expires. ``total`` is how many messages the log holds: ``load(last=n)`` returns only the newest
-    ``n`` of them in ``messages`` (None: ``messages`` is the whole log).
+    ``n`` of them in ``messages`` (None: ``messages`` is the whole log). ``first_seq`` is the store's
+    number for the log's first message: numbers only grow (a trim moves the first one up, a rewrite
+    starts after the last one), so ``first_seq + i`` names the log's ``i``-th message for as long as
+    it is stored, and a number from before a rewrite never names a message after it.
     """
 
     session_id: str
@@ -57,6 +60,7 @@ class SessionData:
     updated_at: float = 0.0
     expires_at: float | None = None
     total: int | None = None
+    first_seq: int = 0
 
     @property
     def message_count(self) -> int:

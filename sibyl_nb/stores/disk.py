@@ -173,6 +173,7 @@ class DiskStore(Store):
         msgs = self._range(sid, lo, head["end"])
         data = SessionData.from_dict({**head, "session_id": sid, "messages": msgs})
         data.total = head["end"] - head["start"]
+        data.first_seq = head["start"]
         return data
 
     # ---------------------------------------------------------------- message log
@@ -246,6 +247,7 @@ class DiskStore(Store):
                 cache.set(_mkey(session_id, start + i), m)
             d.update(start=start, end=start + len(msgs))
             cache.set(_hkey(session_id), d)
+            new.first_seq, new.total = start, len(msgs)
             return new
 
     def trim(

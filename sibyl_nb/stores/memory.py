@@ -50,6 +50,7 @@ class MemoryStore(Store):
             {**head, "session_id": session_id, "messages": [json.loads(m) for m in shown]}
         )
         data.total = len(raw)
+        data.first_seq = int(head.get("start") or 0)
         return data
 
     # ---------------------------------------------------------------- message log
@@ -113,7 +114,10 @@ class MemoryStore(Store):
             raw = [to_json(m) for m in d.pop("messages")]
             to_json(d)  # fail loudly on non-JSON metadata
             d.pop("session_id")
+            # numbers keep growing across rewrites (see SessionData.first_seq)
+            d["start"] = int(entry[0].get("start") or 0) + len(entry[1]) if entry is not None else 0
             self._sessions[session_id] = (json.loads(to_json(d)), raw)
+            new.first_seq, new.total = d["start"], len(raw)
             return new
 
     def trim(
@@ -134,6 +138,7 @@ class MemoryStore(Store):
                 head["summary"] = fold(head.get("summary") or "", list(dropped))
                 head["summary_covers"] = int(head.get("summary_covers") or 0) + cut
             del raw[:cut]
+            head["start"] = int(head.get("start") or 0) + cut
             head["updated_at"] = now
             exp = self._expiry(now, None)
             if exp is not None:

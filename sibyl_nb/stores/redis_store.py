@@ -170,6 +170,7 @@ class RedisStore(Store):
             created_at=float(m.get("created_at") or 0),
             updated_at=float(m.get("updated_at") or 0),
             expires_at=float(m["expires_at"]) if m.get("expires_at") else None,
+            first_seq=int(m.get("start") or 0),
         )
 
     # ---------------------------------------------------------------- message log
@@ -214,6 +215,7 @@ class RedisStore(Store):
                         fields["summary_covers"] = str(int(_s(old[1] or "0")) + cut)
                     pipe.multi()
                     pipe.ltrim(lk, cut, -1)
+                    pipe.hincrby(mk, "start", cut)
                     pipe.hset(mk, mapping=fields)
                     ttl = self._ttl_ms(None)
                     if ttl:
@@ -263,6 +265,8 @@ class RedisStore(Store):
                         if new.messages:
                             pipe.rpush(lk, *[to_json(m) for m in new.messages])
                         fields: dict[str | bytes, str] = {
+                            # numbers keep growing across rewrites (see SessionData.first_seq)
+                            "start": str(cur.first_seq + len(cur.messages) if cur is not None else 0),
                             "summary": new.summary,
                             "summary_covers": str(new.summary_covers),
                             "metadata": to_json(new.metadata),
@@ -279,6 +283,9 @@ class RedisStore(Store):
                             pipe.pexpireat(lk, at)
                             pipe.pexpireat(mk, at)
                     pipe.execute()
+                    if new is not None:
+                        new.first_seq = cur.first_seq + len(cur.messages) if cur is not None else 0
+                        new.total = len(new.messages)
                     return new
                 except watch_error:
                     continue

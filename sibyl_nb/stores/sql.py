@@ -426,6 +426,7 @@ class SQLStore(Store):
             updated_at=_epoch(row.updated_at) or 0.0,
             expires_at=_epoch(row.expires_at),
             total=int(row.next_seq - row.first_seq),
+            first_seq=int(row.first_seq),
         )
 
     # ---------------------------------------------------------------- message log
@@ -569,6 +570,7 @@ class SQLStore(Store):
                     ],
                 )
             new.total = len(new.messages)
+            new.first_seq = start
             return new
 
         return self._run(go)
