@@ -128,8 +128,8 @@ def run(quick: bool = False, interval: float = 0.15) -> list[dict[str, Any]]:
     """Rows: per-step overhead on a 1000-step chain (observer alone, whole live view) and per-run
     overhead on a 5-step chain; each with the plain run as its peer and the ratio to it."""
     long_chain, short_chain = build(1000), build(5)
-    long = _median_runs(long_chain, 3 if quick else 7, interval)
-    short = _median_runs(short_chain, 10 if quick else 40, interval)
+    long = _median_runs(long_chain, 5 if quick else 11, interval)
+    short = _median_runs(short_chain, 30 if quick else 100, interval)
     n = len(long_chain.graph.nodes)
     per_step = lambda t: t / n * 1e6  # noqa: E731
     plain_step = per_step(long["plain"])
