@@ -499,3 +499,40 @@ def test_a_record_holds_outputs_as_json_would_read_them_back():
     loop: list = []
     loop.append(loop)
     assert jsonable(loop) == "[[...]]"  # a cycle: its repr
+
+
+def test_a_live_repaint_builds_only_the_rows_it_shows(home, monkeypatch):
+    import IPython.display
+
+    import sibyl_nb.experiments.frame as frame_module
+    import sibyl_nb.experiments.live as live
+
+    shown: list[str] = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(obj.data)
+
+    def fake_display(obj, display_id=False):
+        shown.append(obj.data)
+        return Handle()
+
+    built = collections.Counter()
+    real_row_of = frame_module.row_of
+
+    def counting_row_of(cell, *args):
+        built[cell.key] += 1
+        return real_row_of(cell, *args)
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    monkeypatch.setattr(live, "INTERVAL", 0.0)
+    monkeypatch.setattr(live, "MAX_ROWS", 3)
+    monkeypatch.setattr(frame_module, "row_of", counting_row_of)
+    df = run(max_concurrent=1, live=True)
+    rows_per_paint = [s.count("<tr>") for s in shown]
+    # the empty table, one paint per finished run (the newest 3 rows at most), then every row
+    assert rows_per_paint == [0, 1, 2] + [3] * 10 + [12]
+    # rows built: 1 + 2 + 3 x 10 for the repaints, 12 for the returned frame (not 1 + 2 + ... + 12)
+    assert sum(built.values()) == 33 + 12
+    last_paint_rows = re.findall(r"<td>(SAY [A-Z ]+[!?])</td>", shown[-2])
+    assert last_paint_rows == list(df.output.tail(3))
