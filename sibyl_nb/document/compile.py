@@ -764,6 +764,75 @@ class _Compiler:
         return _Unit([nid], [nid])
 
     # -- workflow_orchestration.orchestration -----------------------------------------------------
+    def refuse_step_misreadings(self, st: dict[str, Any], spath: Path, nid: str) -> None:
+        """An orchestration step's keys that would be read as something they are not."""
+        if st.get("always") is not None:
+            check_type(st["always"], bool, spath + ("always",), self.lines, "always")
+            if "condition" in st:
+                raise self.err(
+                    spath + ("always",),
+                    f"step '{nid}' says both 'always: {str(st['always']).lower()}' and 'condition': "
+                    f"keep one (always: true runs it unconditionally; a condition decides)",
+                )
+        if "output" in st:
+            raise self.err(
+                spath + ("output",),
+                f"'output' on step '{nid}' is not a setting: a step's output is its technique's return "
+                f"value, read by later steps as ${{{nid}}} / ${{{nid}.field}}",
+            )
+
+    def combine_step(
+        self, config: dict[str, Any], path: Path, names: list[str], own_node: Callable[..., Node]
+    ) -> tuple[str, list[tuple[str, Path]]]:
+        """The ``combine_step`` node (not one of the parallel workers) and what it waits for: its
+        ``depends_on``, else every step."""
+        combine = config["combine_step"]
+        cpath = path + ("combine_step",)
+        expect_mapping(combine, cpath, self.lines, "combine_step")
+        check_keys(combine, COMBINE_KEYS, cpath, self.lines, "combine_step")
+        cname = combine.get("name") or "combine"
+        combine_id = self.new_id(cname, cpath + ("name",) if "name" in combine else cpath, explicit=True)
+        ctech, ctpath = self.step_technique(combine, cpath, combine_id)
+        own_node(combine_id, ctech, ctpath, combine, cpath).limit_key = None
+        deps = (
+            self.dep_list(combine["depends_on"], cpath + ("depends_on",))
+            if "depends_on" in combine
+            else [(n, cpath) for n in names]
+        )
+        for dep, dpath in deps:
+            if dep not in names:
+                raise self.err(dpath, f"depends_on '{dep}': no step with that name{did_you_mean(dep, names)}")
+        return combine_id, deps
+
+    def data_edges(
+        self,
+        order: list[str],
+        data_deps: dict[str, list[tuple[str, Path]]],
+        heads: dict[str, str],
+        tails: dict[str, str],
+        bypass: dict[str, str],
+    ) -> dict[str, set[str]]:
+        """Every ``${step...}`` reader waits for that step (a reference is an edge); a reader placed
+        before the step it reads is an error. Returns each node's predecessors."""
+        preds: dict[str, set[str]] = {}
+        for e in self.graph.edges:
+            preds.setdefault(e.dst, set()).add(e.src)
+        for nid in order:
+            for dep, dpath in data_deps.get(nid, ()):
+                if _reaches(preds, tails[dep], heads[nid]):
+                    continue
+                if _reaches(preds, heads[nid], tails[dep]):
+                    raise self.err(
+                        dpath,
+                        f"step '{nid}' reads ${{{dep}...}} but '{dep}' runs after '{nid}' "
+                        f"(move '{dep}' earlier or use depends_on)",
+                    )
+                self.join(dep, nid, tails, bypass, dpath)
+                preds.setdefault(heads[nid], set()).add(tails[dep])
+                if dep in bypass and tails[dep] != dep:
+                    preds[heads[nid]].add(dep)
+        return preds
+
     def then_chain(self, nid: str, st: dict[str, Any], spath: Path, own_node: Callable[..., Node]) -> str:
         """Step ``nid``'s ``on_condition_true`` steps, chained after it (the first only when it ran);
         returns the last, which ends the step."""
@@ -840,20 +909,7 @@ class _Compiler:
                 raise self.err(spath, "an orchestration step needs 'name'")
             nid = self.new_id(name, spath + ("name" if "name" in st else "id",), explicit=True)
             technique, tpath = self.step_technique(st, spath, nid)
-            if st.get("always") is not None:
-                check_type(st["always"], bool, spath + ("always",), self.lines, "always")
-                if "condition" in st:
-                    raise self.err(
-                        spath + ("always",),
-                        f"step '{nid}' says both 'always: {str(st['always']).lower()}' and 'condition': "
-                        f"keep one (always: true runs it unconditionally; a condition decides)",
-                    )
-            if "output" in st:
-                raise self.err(
-                    spath + ("output",),
-                    f"'output' on step '{nid}' is not a setting: a step's output is its technique's return "
-                    f"value, read by later steps as ${{{nid}}} / ${{{nid}.field}}",
-                )
+            self.refuse_step_misreadings(st, spath, nid)
             node = own_node(nid, technique, tpath, st, spath)
             apply_for_each(self, node, st, spath)
             names.append(nid)
@@ -871,28 +927,9 @@ class _Compiler:
                         f"depends_on '{dep}': no step with that name in this orchestration"
                         f"{did_you_mean(dep, names)}",
                     )
-        combine = config.get("combine_step")
         combine_id = None
-        if combine is not None:
-            cpath = path + ("combine_step",)
-            expect_mapping(combine, cpath, self.lines, "combine_step")
-            check_keys(combine, COMBINE_KEYS, cpath, self.lines, "combine_step")
-            cname = combine.get("name") or "combine"
-            combine_id = self.new_id(cname, cpath + ("name",) if "name" in combine else cpath, explicit=True)
-            ctech, ctpath = self.step_technique(combine, cpath, combine_id)
-            cnode = own_node(combine_id, ctech, ctpath, combine, cpath)
-            cnode.limit_key = None  # the join is not one of the parallel workers
-            deps = (
-                self.dep_list(combine["depends_on"], cpath + ("depends_on",))
-                if "depends_on" in combine
-                else [(n, cpath) for n in names]
-            )
-            for dep, dpath in deps:
-                if dep not in tails:
-                    raise self.err(
-                        dpath, f"depends_on '{dep}': no step with that name{did_you_mean(dep, names)}"
-                    )
-            explicit_deps[combine_id] = deps
+        if config.get("combine_step") is not None:
+            combine_id, explicit_deps[combine_id] = self.combine_step(config, path, names, own_node)
             heads[combine_id] = tails[combine_id] = combine_id
 
         data_deps = self.data_deps(self.refs[ref_start:], names, combine_id, tails)
@@ -912,23 +949,7 @@ class _Compiler:
             for dep, dpath in explicit_deps[combine_id]:
                 self.join(dep, combine_id, tails, bypass, dpath)
         order = names + ([combine_id] if combine_id else [])
-        preds: dict[str, set[str]] = {}
-        for e in self.graph.edges:
-            preds.setdefault(e.dst, set()).add(e.src)
-        for nid in order:  # every ${step...} reader waits for that step: a reference is an edge
-            for dep, dpath in data_deps.get(nid, ()):
-                if _reaches(preds, tails[dep], heads[nid]):
-                    continue
-                if _reaches(preds, heads[nid], tails[dep]):
-                    raise self.err(
-                        dpath,
-                        f"step '{nid}' reads ${{{dep}...}} but '{dep}' runs after '{nid}' "
-                        f"(move '{dep}' earlier or use depends_on)",
-                    )
-                self.join(dep, nid, tails, bypass, dpath)
-                preds.setdefault(heads[nid], set()).add(tails[dep])
-                if dep in bypass and tails[dep] != dep:
-                    preds[heads[nid]].add(dep)
+        preds = self.data_edges(order, data_deps, heads, tails, bypass)
         if combine_id:
             outputs = [combine_id]
         elif mode == "parallel":
