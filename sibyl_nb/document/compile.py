@@ -557,42 +557,13 @@ class _Compiler:
         with _gc_paused():  # a 40k-node graph is ~10^6 new objects: no cyclic-GC passes over them meanwhile
             return self._graph_step(config, path, step, index)
 
-    def _graph_step(self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int) -> _Unit:
-        check_keys(config, GRAPH_CONFIG_KEYS, path, self.lines, "workflow_orchestration.graph config")
-        mode = config.get("subtechnique", "dag")
-        check_type(mode, list(GRAPH_MODES), path + ("subtechnique",), self.lines, "graph subtechnique")
-        max_it = config.get("max_iterations", 10)
-        check_type(max_it, int, path + ("max_iterations",), self.lines, "max_iterations")
-        validate_value(max_it, MAX_ITERATIONS, path + ("max_iterations",), self.lines, "max_iterations")
-        group = str(step.get("id") or step.get("name") or f"graph_{index}")
-        limit_key = self.limit(config, path, group)
-        if config.get("executor") is not None:
-            self.executor_choice(config["executor"], path + ("executor",))
-        only = DYNAMIC_ONLY if mode != "dynamic" else ("graph_definition",)
-        for key in only:
-            if key in config:
-                raise self.err(
-                    path + (key,),
-                    f"'{key}' has no effect in a {mode} graph"
-                    + (
-                        " (it builds the graph of subtechnique: dynamic)"
-                        if mode != "dynamic"
-                        else ": a dynamic graph is whatever build_graph returns"
-                    ),
-                )
-        if mode == "dynamic":
-            return self.dynamic_step(config, path, step, group, max_it)
-        gdef = config.get("graph_definition")
-        if gdef is None:
-            raise self.err(path, f"a {mode} graph needs 'graph_definition' with nodes and edges")
-        gpath = path + ("graph_definition",)
-        expect_mapping(gdef, gpath, self.lines, "graph_definition")
-        check_keys(gdef, GRAPH_DEFINITION_KEYS, gpath, self.lines, "graph_definition")
-        nodes = expect_list(gdef.get("nodes"), gpath + ("nodes",), self.lines, "graph_definition.nodes")
-        if not nodes:
-            raise self.err(gpath + ("nodes",), "graph_definition.nodes is empty")
+    def graph_nodes(
+        self, nodes: list[Any], gpath: Path, group: str, max_it: int, limit_key: str | None
+    ) -> tuple[list[str], set[str]]:
+        """A graph's nodes, in order, and their ids as a set (the edge checks' membership test: a
+        list there made compile quadratic)."""
         ids: list[str] = []
-        known: set[str] = set()  # membership for the edge checks: a list here made compile quadratic
+        known: set[str] = set()
         for i, nd in enumerate(nodes):
             npath = gpath + ("nodes", i)
             expect_mapping(nd, npath, self.lines, "a graph node")
@@ -616,6 +587,10 @@ class _Compiler:
             node.limit_key = limit_key
             ids.append(nid)
             known.add(nid)
+        return ids, known
+
+    def graph_edges(self, gdef: dict[str, Any], gpath: Path, ids: list[str], known: set[str]) -> list[Edge]:
+        """A graph's edges, each end a node of this graph; at most one ``default`` (else) edge per node."""
         edges = gdef.get("edges") or []
         expect_list(edges, gpath + ("edges",), self.lines, "graph_definition.edges")
         sub_edges: list[Edge] = []
@@ -650,6 +625,44 @@ class _Compiler:
                 sub_edges.append(
                     self.edge(ed["from"], t, epath, condition=ed.get("condition"), default=default)
                 )
+        return sub_edges
+
+    def _graph_step(self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int) -> _Unit:
+        check_keys(config, GRAPH_CONFIG_KEYS, path, self.lines, "workflow_orchestration.graph config")
+        mode = config.get("subtechnique", "dag")
+        check_type(mode, list(GRAPH_MODES), path + ("subtechnique",), self.lines, "graph subtechnique")
+        max_it = config.get("max_iterations", 10)
+        check_type(max_it, int, path + ("max_iterations",), self.lines, "max_iterations")
+        validate_value(max_it, MAX_ITERATIONS, path + ("max_iterations",), self.lines, "max_iterations")
+        group = str(step.get("id") or step.get("name") or f"graph_{index}")
+        limit_key = self.limit(config, path, group)
+        if config.get("executor") is not None:
+            self.executor_choice(config["executor"], path + ("executor",))
+        only = DYNAMIC_ONLY if mode != "dynamic" else ("graph_definition",)
+        for key in only:
+            if key in config:
+                raise self.err(
+                    path + (key,),
+                    f"'{key}' has no effect in a {mode} graph"
+                    + (
+                        " (it builds the graph of subtechnique: dynamic)"
+                        if mode != "dynamic"
+                        else ": a dynamic graph is whatever build_graph returns"
+                    ),
+                )
+        if mode == "dynamic":
+            return self.dynamic_step(config, path, step, group, max_it)
+        gdef = config.get("graph_definition")
+        if gdef is None:
+            raise self.err(path, f"a {mode} graph needs 'graph_definition' with nodes and edges")
+        gpath = path + ("graph_definition",)
+        expect_mapping(gdef, gpath, self.lines, "graph_definition")
+        check_keys(gdef, GRAPH_DEFINITION_KEYS, gpath, self.lines, "graph_definition")
+        nodes = expect_list(gdef.get("nodes"), gpath + ("nodes",), self.lines, "graph_definition.nodes")
+        if not nodes:
+            raise self.err(gpath + ("nodes",), "graph_definition.nodes is empty")
+        ids, known = self.graph_nodes(nodes, gpath, group, max_it, limit_key)
+        sub_edges = self.graph_edges(gdef, gpath, ids, known)
         # the subgraph alone decides its back edges, entries and exits
         sub = GraphIR([self.graph.nodes[i] for i in ids], sub_edges)
         try:
