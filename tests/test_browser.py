@@ -540,11 +540,13 @@ def _set_source(page, index: int, source: str) -> None:
     )
 
 
-def test_sibyl_pipeline_cells_are_coloured_as_yaml_and_others_as_python(lab, browser):
+@pytest.mark.parametrize("kernel", [False, True], ids=["no-kernel", "kernel"])
+def test_sibyl_pipeline_cells_are_coloured_as_yaml_and_others_as_python(lab, browser, kernel):
     """The prebuilt extension colours a %%sibyl_pipeline cell's body with YAML tokens (keys, booleans),
     the same text in a plain cell with Python's (where `steps` and `true` are plain names), and follows
-    edits: adding the magic line turns a cell YAML, removing it turns it back."""
-    page = _open(browser, lab, "yaml.ipynb", kernel=False)
+    edits: adding the magic line turns a cell YAML, removing it turns it back. With a kernel too: its
+    language info resets every cell's mimeType to Python's when it starts."""
+    page = _open(browser, lab, "yaml.ipynb", kernel=kernel)
     try:
         theme = page.evaluate(_THEME_COLOURS)
         assert len(set(theme.values())) == 4, theme  # four distinct colours to tell the tokens apart
@@ -564,7 +566,11 @@ def test_sibyl_pipeline_cells_are_coloured_as_yaml_and_others_as_python(lab, bro
         assert python.get("# the answer step") == theme["comment"], python
         assert python.get("'rag.retrieval'") == theme["string"], python
         assert not {"steps", "name", "use", "enabled", "true"} & set(python), python
-        _shot(page, page.locator(".jp-Notebook"), "browser_yaml_highlighting.png")
+        _shot(
+            page,
+            page.locator(".jp-Notebook"),
+            f"browser_yaml_highlighting_{'kernel' if kernel else 'no_kernel'}.png",
+        )
 
         # typing %%sibyl_pipeline into the Python cell colours it as YAML; removing it, as Python again
         _set_source(page, 1, "%%sibyl_pipeline\n" + YAML_BODY)
