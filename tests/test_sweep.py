@@ -536,3 +536,25 @@ def test_a_live_repaint_builds_only_the_rows_it_shows(home, monkeypatch):
     assert sum(built.values()) == 33 + 12
     last_paint_rows = re.findall(r"<td>(SAY [A-Z ]+[!?])</td>", shown[-2])
     assert last_paint_rows == list(df.output.tail(3))
+
+
+def test_the_local_provider_is_computed_again_rather_than_recorded(home, monkeypatch):
+    import sibyl_nb.providers.local as local
+
+    calls: list[str] = []
+    real = local.LocalProvider.complete
+
+    async def counting(self, messages, **params):
+        calls.append(messages[-1]["content"])
+        return await real(self, messages, **params)
+
+    monkeypatch.setattr(local.LocalProvider, "complete", counting)
+    pipe = sb.Pipeline.from_yaml(ASK.replace("counting_answerer", "local"))
+    first = sb.sweep(pipe, INPUTS, {"shout.config.mark": ["!"]}, progress=False, name="asked_locally")
+    assert len(calls) == 3
+    df = sb.sweep(pipe, INPUTS, {"shout.config.mark": ["!", "?"]}, progress=False, name="asked_locally")
+    # the 3 new cells ran 'ask' again (cache: false) and the local provider computed the same answers
+    assert len(calls) == 6 and sorted(calls[3:]) == sorted(calls[:3])
+    assert list(df[df["shout.config.mark"] == "!"].output) == list(first.output)
+    assert [a[:-1] for a in df[df["shout.config.mark"] == "?"].output] == [a[:-1] for a in first.output]
+    assert df.attrs["sibyl_sweep"]["ran"] == 3

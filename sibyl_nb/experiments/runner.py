@@ -154,9 +154,14 @@ class SweepRun:
         recorded in the sweep's folder, one recording per repeat so repeats stay independent samples):
         a cell that runs again — a step that is never cached (``cache: false``, sessions, context) or
         one whose upstream changed but whose prompt did not — gets the same answer without calling the
-        model. The user's pipeline object and provider registry are untouched: runs use copies."""
+        model. The user's pipeline object and provider registry are untouched: runs use copies.
+
+        The deterministic local provider is not recorded: its answer is computed, the same every
+        time, and recording it cost more than computing it again (a stored sweep of the research
+        workflow spent a third of its time in the recordings)."""
         if self.store.path is None:
             return
+        from ..providers.local import LocalProvider
         from ..providers.registry import get_provider
         from ..providers.replay import ReplayProvider
 
@@ -167,7 +172,7 @@ class SweepRun:
                 if "error" in entry:
                     continue
                 provider = own.get(name) or get_provider(name)
-                if isinstance(provider, ReplayProvider):  # the user's own replay setting wins
+                if isinstance(provider, ReplayProvider) or type(provider) is LocalProvider:  # see above
                     continue
                 wrapped[name] = ReplayProvider(
                     provider, "auto", self.store.path / "replay" / f"r{repeat}", name=name
