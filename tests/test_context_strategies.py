@@ -294,6 +294,37 @@ def test_hierarchical_custom_levels_seed_form():
         parse_levels([{"name": "bogus", "messages": 1}])
 
 
+def test_hierarchical_summarises_only_the_blocks_that_changed(monkeypatch):
+    import sibyl_nb.context.strategies as strategies
+
+    summarised: list[int] = []
+    real = strategies.summarize_messages
+
+    def counting(messages, *args, **kwargs):
+        summarised.append(len(messages))
+        return real(messages, *args, **kwargs)
+
+    monkeypatch.setattr(strategies, "summarize_messages", counting)
+    conversation = make_history(400, seed=7)
+    per_turn, results = [], []
+    for end in range(200, 222, 2):  # eleven turns, two messages each
+        summarised.clear()
+        r = hierarchical_context(conversation[:end], max_tokens=100_000)
+        per_turn.append(sum(summarised))
+        results.append(r)
+        assert r.kept == {"full": 5, "compressed": 10, "summarized": 100}
+    assert per_turn[0] == 100  # the first turn summarises the level's 100 messages, block by block
+    # later turns: only the blocks whose messages changed: the oldest (cut: at most 9 messages) and the
+    # newest (grown: at most 9, or the 10 of a block just completed and the first of the next)
+    block = strategies.SUMMARY_BLOCK
+    assert block == 10 and max(per_turn[1:]) == 2 * block and min(per_turn[1:]) == block, per_turn
+    # and the memo changes nothing: the same summaries as computed from scratch
+    strategies._BLOCK_CACHE.clear()
+    strategies._COMBINED.clear()
+    fresh = [hierarchical_context(conversation[:end], max_tokens=100_000) for end in range(200, 222, 2)]
+    assert [r.summary for r in fresh] == [r.summary for r in results]
+
+
 def test_hierarchical_short_history_and_tight_budget():
     r = hierarchical_context(make_history(3), max_tokens=100_000)
     assert r.kept == {"full": 3, "compressed": 0, "summarized": 0} and r.allocation["summary"] == 0

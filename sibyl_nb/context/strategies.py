@@ -329,6 +329,8 @@ def compression_context(
 
 _BLOCK_CACHE: dict[tuple[Any, ...], str] = {}
 _BLOCK_CACHE_MAX = 4096
+_COMBINED: dict[tuple[Any, ...], str] = {}  # hierarchical: block summaries -> the level's summary
+SUMMARY_BLOCK = 10  # hierarchical: messages per summarised block, aligned to the conversation's numbering
 
 
 def _block_key(block: Sequence[Mapping[str, Any]]) -> int:
@@ -356,6 +358,40 @@ def block_summary(
         if len(_BLOCK_CACHE) >= _BLOCK_CACHE_MAX:
             _BLOCK_CACHE.clear()
         _BLOCK_CACHE[key] = text
+    return text
+
+
+def _level_summary(
+    history: Sequence[Mapping[str, Any]],
+    lo: int,
+    hi: int,
+    offset: int,
+    length: int,
+    prior: str,
+    counter: TokenCounter,
+) -> str:
+    """One summary of ``history[lo:hi]`` (after the stored ``prior``) from memoised block summaries."""
+    if lo >= hi:
+        return summarize_messages([], length, prior=prior, counter=counter) if prior else ""
+    offset = max(0, int(offset))
+    parts = [prior.strip()] if prior and prior.strip() else []
+    start = lo
+    while start < hi:
+        stop = min(hi, ((offset + start) // SUMMARY_BLOCK + 1) * SUMMARY_BLOCK - offset)
+        text = block_summary(history[start:stop], length, counter)
+        if text:
+            parts.append(text)
+        start = stop
+    if len(parts) == 1 and not prior:
+        return parts[0]
+    key = (counter.requested, length, tuple(parts))
+    text = _COMBINED.get(key)
+    if text is None:
+        # the block summaries compete as one text, as a rolling summary's earlier parts do
+        text = summarize_messages([], length, prior="\n".join(parts), counter=counter)
+        if len(_COMBINED) >= _BLOCK_CACHE_MAX:
+            _COMBINED.clear()
+        _COMBINED[key] = text
     return text
 
 
@@ -497,10 +533,16 @@ def hierarchical_context(
     summary: str = "",
     counter: TokenCounter | None = None,
     model: str | None = None,
+    offset: int = 0,
 ) -> ContextResult:
     """The newest ``full`` messages verbatim, the ``compressed`` before them compressed, the
     ``summary`` before those in one summary (defaults 5 / 10 / 100). When the budget is short, the
-    full level keeps priority, then the summary (cut), then the compressed level (oldest dropped)."""
+    full level keeps priority, then the summary (cut), then the compressed level (oldest dropped).
+
+    The summary level is summarised in blocks of :data:`SUMMARY_BLOCK` messages aligned to the
+    conversation's numbering (``offset``: the index of ``history[0]``), each memoised by its
+    content, and the block summaries are combined into one: as the level slides two messages a
+    turn, only its newest block (growing) and oldest (cut) are summarised again, not 100 messages."""
     counter = _setup(counter, model)
     lv = parse_levels(levels)
     ratio = float(_level_option(levels, "compressed", "ratio") or compression_ratio)
@@ -515,7 +557,7 @@ def hierarchical_context(
 
     k_full, used_full = _suffix(full, room, counter)
     room -= used_full
-    text = summarize_messages(summ, length, prior=summary, counter=counter) if (summ or summary) else ""
+    text = _level_summary(history, s_start, c_start, offset, length, summary, counter)
     smsg, stok, stext = _fit_summary(text, room, counter)
     room -= stok
     comp_msgs, comp_tokens, orig_tokens = _fill_compressed(comp, ratio, counter, room)
@@ -597,6 +639,7 @@ _OPTIONS = {
         "summary",
         "counter",
         "model",
+        "offset",
     ),
 }
 
