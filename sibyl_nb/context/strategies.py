@@ -385,14 +385,14 @@ def _level_summary(
     if len(parts) == 1 and not prior:
         return parts[0]
     key = (counter.requested, length, tuple(parts))
-    text = _COMBINED.get(key)
-    if text is None:
+    combined = _COMBINED.get(key)
+    if combined is None:
         # the block summaries compete as one text, as a rolling summary's earlier parts do
-        text = summarize_messages([], length, prior="\n".join(parts), counter=counter)
+        combined = summarize_messages([], length, prior="\n".join(parts), counter=counter)
         if len(_COMBINED) >= _BLOCK_CACHE_MAX:
             _COMBINED.clear()
-        _COMBINED[key] = text
-    return text
+        _COMBINED[key] = combined
+    return combined
 
 
 def summary_context(
