@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,6 +323,16 @@ class _Compiler:
             self.refs.append((ref, path, node_id, edge_src))
         return cond
 
+    def mappings(
+        self, items: list[Any], path: Path, keys: Iterable[str], what: str
+    ) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Each item of a YAML list with its path, refused unless it is a mapping of ``keys``."""
+        for i, item in enumerate(items):
+            ipath = path + (i,)
+            expect_mapping(item, ipath, self.lines, what)
+            check_keys(item, keys, ipath, self.lines, what)
+            yield ipath, item
+
     def make_node(
         self,
         node_id: str,
@@ -415,10 +425,7 @@ class _Compiler:
             value = [value]
         items = expect_list(value, path, self.lines, "on_error")
         out = []
-        for i, item in enumerate(items):
-            ipath = path + (i,)
-            expect_mapping(item, ipath, self.lines, "an on_error step")
-            check_keys(item, FALLBACK_KEYS, ipath, self.lines, "an on_error step")
+        for ipath, item in self.mappings(items, path, FALLBACK_KEYS, "an on_error step"):
             technique = item.get("technique") or item.get("use")
             if technique is None:
                 raise self.err(ipath, "an on_error step needs 'technique'")
@@ -462,10 +469,7 @@ class _Compiler:
             raise self.err(path, "a pipeline needs at least one step")
         prev: _Unit | None = None
         units: dict[str, _Unit] = {}
-        for i, step in enumerate(steps):
-            spath = path + (i,)
-            expect_mapping(step, spath, self.lines, "a step")
-            check_keys(step, STEP_KEYS, spath, self.lines, "a step")
+        for i, (spath, step) in enumerate(self.mappings(steps, path, STEP_KEYS, "a step")):
             unit = self.step(step, spath, i)
             deps = step.get("depends_on")
             if deps is not None:
@@ -564,10 +568,7 @@ class _Compiler:
         list there made compile quadratic)."""
         ids: list[str] = []
         known: set[str] = set()
-        for i, nd in enumerate(nodes):
-            npath = gpath + ("nodes", i)
-            expect_mapping(nd, npath, self.lines, "a graph node")
-            check_keys(nd, GRAPH_NODE_KEYS, npath, self.lines, "a graph node")
+        for npath, nd in self.mappings(nodes, gpath + ("nodes",), GRAPH_NODE_KEYS, "a graph node"):
             if "id" not in nd:
                 raise self.err(npath, "a graph node needs 'id'")
             technique = nd.get("technique", nd.get("use"))
@@ -595,10 +596,7 @@ class _Compiler:
         expect_list(edges, gpath + ("edges",), self.lines, "graph_definition.edges")
         sub_edges: list[Edge] = []
         defaults: set[str] = set()
-        for j, ed in enumerate(edges):
-            epath = gpath + ("edges", j)
-            expect_mapping(ed, epath, self.lines, "an edge")
-            check_keys(ed, EDGE_KEYS, epath, self.lines, "an edge")
+        for epath, ed in self.mappings(edges, gpath + ("edges",), EDGE_KEYS, "an edge"):
             for end in ("from", "to"):
                 if end not in ed:
                     raise self.err(epath, f"an edge needs '{end}'")
@@ -853,12 +851,9 @@ class _Compiler:
             self.warnings.append(f"{format_path(spath)}: on_condition_true without a condition always runs")
         chain_prev = nid
         then = st["on_condition_true"]
-        for j, sub in enumerate(
-            expect_list(then, spath + ("on_condition_true",), self.lines, "on_condition_true")
-        ):
-            subpath = spath + ("on_condition_true", j)
-            expect_mapping(sub, subpath, self.lines, "an on_condition_true step")
-            check_keys(sub, THEN_KEYS, subpath, self.lines, "an on_condition_true step")
+        tpath = spath + ("on_condition_true",)
+        then_steps = expect_list(then, tpath, self.lines, "on_condition_true")
+        for subpath, sub in self.mappings(then_steps, tpath, THEN_KEYS, "an on_condition_true step"):
             sid = self.new_id(
                 sub.get("name") or sub.get("id") or f"{nid}_then",
                 subpath,
@@ -913,10 +908,7 @@ class _Compiler:
             node.limit_key = limit_key
             return node
 
-        for i, st in enumerate(steps):
-            spath = path + ("steps", i)
-            expect_mapping(st, spath, self.lines, "an orchestration step")
-            check_keys(st, ORCH_STEP_KEYS, spath, self.lines, "an orchestration step")
+        for spath, st in self.mappings(steps, path + ("steps",), ORCH_STEP_KEYS, "an orchestration step"):
             name = st.get("name") or st.get("id")
             if name is None:
                 raise self.err(spath, "an orchestration step needs 'name'")
