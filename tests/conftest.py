@@ -55,3 +55,19 @@ def _isolated_home(tmp_path, monkeypatch):
     """Keep every on-disk default (diskcache sessions, SQLite, caches) inside the test's tmp dir."""
     monkeypatch.setenv("SIBYL_HOME", str(tmp_path / ".sibyl"))
     yield
+
+
+@pytest.fixture
+def raw():
+    """``raw(respond)`` starts a :class:`RawServer` answering with ``respond(sock)``; all close at the end."""
+    from raw_socket_server import RawServer
+
+    servers = []
+
+    def start(respond):
+        servers.append(RawServer(respond))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

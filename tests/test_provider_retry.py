@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from openai_stub_server import JSONReply, SSEReply, StatusReply, StubServer, chat_body, sse_chunks
-from test_provider_bounds import RawServer
 
 from sibyl_nb.errors import ProviderError
 from sibyl_nb.providers.openai_compat import OpenAICompatibleProvider
@@ -27,19 +26,6 @@ LOGGER = "sibyl_nb.providers.openai"
 def server() -> Iterator[StubServer]:
     with StubServer() as stub:
         yield stub
-
-
-@pytest.fixture
-def raw() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
-    servers: list[RawServer] = []
-
-    def start(respond: Callable[[socket.socket], None]) -> RawServer:
-        servers.append(RawServer(respond))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
 
 
 def make(url: str, **kw: Any) -> OpenAICompatibleProvider:
