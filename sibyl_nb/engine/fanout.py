@@ -16,13 +16,16 @@ to the node as a whole.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NodeExecutionError, TemplateError, short_repr
 from .ir import GraphIR, Node, RetryPolicy
 from .items import ITEMS_KEY, NO_ITEM, item_id, item_of
 from .nested import settle_nested
 from .scope import resolver_for
+
+if TYPE_CHECKING:  # the scheduler imports this module; a nested one is type(scheduler)(...)
+    from .scheduler import Scheduler
 
 __all__ = ["ForEach", "run_for_each", "item_id", "item_of", "ITEMS_KEY", "NO_ITEM"]
 
@@ -53,7 +56,7 @@ def _items(node: Node, ctx: Any, run: Any) -> list[Any]:
     return value
 
 
-async def run_for_each(scheduler: Any, node: Node, ctx: Any) -> list[Any]:
+async def run_for_each(scheduler: Scheduler, node: Node, ctx: Any) -> list[Any]:
     """Run ``node`` once per item (nested scheduler); returns the outputs in item order."""
     run = scheduler.run
     items = _items(node, ctx, run)

@@ -9,17 +9,21 @@ at the line they wrote; another early stop (a budget, a cancel) carries over to 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import NodeExecutionError, TechniqueError
+
+if TYPE_CHECKING:  # never imported at run time: the scheduler imports the modules that use this
+    from .ir import Node
+    from .scheduler import Scheduler
 
 __all__ = ["settle_nested"]
 
 
 def settle_nested(
-    scheduler: Any,
-    sub: Any,
-    node: Any,
+    scheduler: Scheduler,
+    sub: Scheduler,
+    node: Node,
     *,
     failed: Callable[[NodeExecutionError], str],
     interrupted: Callable[[list[str]], str],
@@ -35,7 +39,7 @@ def settle_nested(
         scheduler.stopped_by = sub.stopped_by
 
 
-def _node_error(node: Any, message: str) -> TechniqueError:
+def _node_error(node: Node, message: str) -> TechniqueError:
     return TechniqueError(
         message, node_id=node.id, technique=node.technique, path=node.path or None, line=node.line
     )

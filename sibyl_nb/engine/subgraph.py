@@ -15,11 +15,15 @@ error that names the inner node. The node's output is the inner pipeline's outpu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .events import Event
 from .nested import settle_nested
 from .scope import resolver_for
+
+if TYPE_CHECKING:  # the scheduler imports this module; a nested one is type(scheduler)(...)
+    from .ir import Node
+    from .scheduler import Scheduler
 
 __all__ = ["SubgraphPlan", "run_subgraph", "SUBGRAPH_PREFIX", "SEP"]
 
@@ -110,7 +114,7 @@ class _InnerRun:
         self.outer.emit_custom(kind, self.prefix + node_id, iteration, data)
 
 
-async def run_subgraph(scheduler: Any, node: Any, ctx: Any) -> Any:
+async def run_subgraph(scheduler: Scheduler, node: Node, ctx: Any) -> Any:
     """Run the inner pipeline for ``node``; returns its output (records copied, prefixed, into the run)."""
     run = scheduler.run
     plan: SubgraphPlan = node.inner
@@ -144,7 +148,7 @@ async def run_subgraph(scheduler: Any, node: Any, ctx: Any) -> Any:
     return output
 
 
-def _output(sub: Any, inner: _InnerRun) -> Any:
+def _output(sub: Scheduler, inner: _InnerRun) -> Any:
     """The inner pipeline's output, as ``Pipeline`` computes a run's: its exits that produced one."""
     output = getattr(sub, "output", None)
     if callable(output):
