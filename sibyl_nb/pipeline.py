@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import inspect
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path as FsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .document.compile import Document, PipelineSpec, compile_document
 from .document.yaml_lines import LineMap, load_yaml_with_lines, read_yaml_file
@@ -22,6 +21,9 @@ from .engine.sync import in_task, run_sync
 from .errors import SibylError, SpecError, TemplateError
 from .state.api import PipelineStateMixin, settings_extension
 from .techniques.registry import get_technique, has_technique, registry_version
+
+if TYPE_CHECKING:  # pragma: no cover
+    import random
 
 __all__ = ["Pipeline", "RunState", "load_document", "RUN_EXTENSIONS"]
 
@@ -121,6 +123,8 @@ class RunState:
     def rng(self) -> random.Random:
         """Seeded by the run id (retry jitter reproducible per run); made on first use, most runs never ask."""
         if self._rng is None:
+            import random
+
             self._rng = random.Random(self.run_id)
         return self._rng
 
@@ -228,6 +232,9 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
 
     def _providers(self) -> dict[str, Any]:
         if self._provider_cache is None:
+            if not self.document.providers:
+                self._provider_cache = {}
+                return self._provider_cache
             from .providers.registry import make_provider
 
             self._provider_cache = {n: make_provider(n, c) for n, c in self.document.providers.items()}

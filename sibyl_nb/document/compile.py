@@ -1368,9 +1368,10 @@ def compile_document(
     validate_config(obs, OBSERVABILITY_SCHEMA, ("observability",), lines, "observability", trusted=trusted)
     providers = data.get("providers") or {}
     expect_mapping(providers, ("providers",), lines, "providers")
-    from ..providers.registry import registered_provider_kinds
+    if providers:  # the provider registry is imported only for a document that declares providers
+        from ..providers.registry import registered_provider_kinds
 
-    validate_providers(providers, lines, trusted=trusted, registered_kinds=registered_provider_kinds())
+        validate_providers(providers, lines, trusted=trusted, registered_kinds=registered_provider_kinds())
     rendered: dict[str, dict[str, Any]] = {}
     for pname, pconf in providers.items():
         expect_mapping(pconf, ("providers", pname), lines, f"provider '{pname}'")

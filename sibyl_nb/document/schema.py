@@ -12,7 +12,6 @@ open schema (listed keys type-checked, others allowed unless they look like a ty
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -51,6 +50,8 @@ TYPE_NAMES = {
 
 
 def did_you_mean(name: str, options: Iterable[str], cutoff: float = 0.6) -> str:
+    import difflib  # only when a document has a mistake to name
+
     close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=cutoff)
     return f"; did you mean '{close[0]}'?" if close else ""
 

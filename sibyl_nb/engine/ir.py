@@ -14,12 +14,14 @@ the scheduler resolves them once, when the loop has ended, so what follows a loo
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..document.expressions import Condition
+
+if TYPE_CHECKING:  # pragma: no cover
+    import random
 
 __all__ = ["RetryPolicy", "Node", "Edge", "GraphIR", "CycleFound", "Loop"]
 
@@ -48,7 +50,11 @@ class RetryPolicy:
             d = self.initial_delay * (self.multiplier ** (attempt - 1))
         d = min(d, self.max_delay)
         if self.jitter:
-            d *= 1.0 + (rng or random).uniform(-self.jitter, self.jitter)
+            if rng is None:
+                import random  # only for jittered retries
+
+                rng = random.Random()
+            d *= 1.0 + rng.uniform(-self.jitter, self.jitter)
         return max(d, 0.0)
 
 

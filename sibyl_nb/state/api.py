@@ -9,12 +9,13 @@ heavy (and nothing from ``pipeline``) at import time.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointNotFoundError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datetime import timedelta
+
     from ..engine.events import Event
     from ..engine.result import RunResult
     from .checkpoint import Checkpoint, CheckpointStore
