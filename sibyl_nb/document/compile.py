@@ -865,9 +865,8 @@ class _Compiler:
             chain_prev = sid
         return chain_prev
 
-    def orchestration_step(
-        self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int
-    ) -> _Unit:
+    def orchestration_settings(self, config: dict[str, Any], path: Path) -> tuple[str, bool]:
+        """An orchestration's config keys checked; its mode and whether it is lazy."""
         check_keys(config, ORCH_CONFIG_KEYS, path, self.lines, "workflow_orchestration.orchestration config")
         if "max_iterations" in config:
             raise self.err(
@@ -879,6 +878,24 @@ class _Compiler:
         check_type(mode, list(ORCH_MODES), path + ("subtechnique",), self.lines, "orchestration subtechnique")
         lazy = config.get("lazy", False)
         check_type(lazy, bool, path + ("lazy",), self.lines, "lazy")
+        return mode, lazy
+
+    def refuse_unknown_deps(self, explicit_deps: dict[str, list[tuple[str, Path]]], names: list[str]) -> None:
+        """Every ``depends_on`` names a step of this orchestration."""
+        known = set(names)
+        for deps in explicit_deps.values():
+            for dep, dpath in deps:
+                if dep not in known:
+                    raise self.err(
+                        dpath,
+                        f"depends_on '{dep}': no step with that name in this orchestration"
+                        f"{did_you_mean(dep, names)}",
+                    )
+
+    def orchestration_step(
+        self, config: dict[str, Any], path: Path, step: dict[str, Any], index: int
+    ) -> _Unit:
+        mode, lazy = self.orchestration_settings(config, path)
         group = str(step.get("id") or step.get("name") or f"{mode}_{index}")
         limit_key = self.limit(config, path, group)
         steps = expect_list(config.get("steps"), path + ("steps",), self.lines, "orchestration steps")
@@ -924,14 +941,7 @@ class _Compiler:
             if st.get("on_condition_true") is not None:
                 tails[nid] = self.then_chain(nid, st, spath, own_node)
                 bypass[nid] = nid
-        for deps in explicit_deps.values():
-            for dep, dpath in deps:
-                if dep not in tails:
-                    raise self.err(
-                        dpath,
-                        f"depends_on '{dep}': no step with that name in this orchestration"
-                        f"{did_you_mean(dep, names)}",
-                    )
+        self.refuse_unknown_deps(explicit_deps, names)
         combine_id = None
         if config.get("combine_step") is not None:
             combine_id, explicit_deps[combine_id] = self.combine_step(config, path, names, own_node)
