@@ -199,7 +199,8 @@ class Store(ABC):
 
     ``ttl`` is the store's default session timeout in seconds (None: sessions never expire). Every
     write, and every ``load(touch=True)``, moves a session's expiry to ``now + ttl`` ("refreshed on
-    use"); a per-call ``ttl`` overrides the default.
+    use"; a load may leave an expiry that is already within 1% of that, see :meth:`needs_touch`); a
+    per-call ``ttl`` overrides the default.
     """
 
     backend: ClassVar[str] = "abstract"
@@ -246,6 +247,19 @@ class Store(ABC):
         """Ids of the live (not expired) sessions, sorted."""
 
     # ---------------------------------------------------------------- message log: derived
+    TOUCH_SLACK = 0.01  # of the TTL (at most TOUCH_SLACK_MAX seconds): how stale a load's refresh may be
+    TOUCH_SLACK_MAX = 60.0
+
+    def needs_touch(self, expires_at: float | None, now: float) -> bool:
+        """Whether a load must write a refreshed expiry (``now + ttl``): not when the stored one is
+        within 1% of the TTL (at most a minute) of it, so the loads of a conversation in progress,
+        whose appends refresh it anyway, read without writing."""
+        if self.ttl is None:
+            return False
+        if expires_at is None:
+            return True
+        return now + self.ttl - expires_at > min(self.ttl * self.TOUCH_SLACK, self.TOUCH_SLACK_MAX)
+
     def _expiry(self, now: float, ttl: float | None) -> float | None:
         eff = ttl if ttl is not None else self.ttl
         return None if eff is None else now + float(eff)

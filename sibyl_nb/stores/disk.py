@@ -183,7 +183,8 @@ class DiskStore(Store):
             head = self._header(session_id, now)
             if head is None:
                 return None
-            if touch and self.ttl is not None:
+            if touch and self.needs_touch(head.get("expires_at"), now):
+                assert self.ttl is not None
                 head["expires_at"] = now + self.ttl
                 self._cache.set(_hkey(session_id), head)
             return self._read(session_id, head, last)

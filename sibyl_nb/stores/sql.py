@@ -14,6 +14,12 @@ Layout (``T`` is ``table:``, default ``conversations``):
   shows each session's current messages, in order, after every turn.
 * ``kv_table`` (default ``sibyl_kv``) — the JSON key-value facet.
 
+Reads: a load is one statement (the session row joined to its newest message rows: one snapshot,
+one index range scan) in autocommit mode, so it takes no lock and costs one round trip; it writes
+the refreshed expiry only when the stored one is stale by more than 1% of the TTL (the turn's
+append refreshes it anyway), and on PostgreSQL without waiting for the WAL flush. Pooled
+connections are pinged only after a second unused, not on every checkout.
+
 Locking: every write transaction locks exactly one session row (the first statement is an
 ``UPDATE`` or ``SELECT ... FOR UPDATE`` of it; SQLite takes its write lock at ``BEGIN IMMEDIATE``)
 and touches message rows only under that lock. One lock per transaction cannot form a cycle, so
@@ -44,6 +50,8 @@ __all__ = ["SQLStore", "normalize_database_url", "FastKVPut"]
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,53}")
 _RETRY_STATES = {"40P01": "deadlock detected", "40001": "serialisation failure"}
 _ATTEMPTS = 12
+_PING_AFTER = 1.0  # seconds a pooled connection may sit unused before its next checkout pings it
+_ONE_STATEMENT = 16  # an append of at most this many messages is one multi-row INSERT
 
 
 class _Conflict(Exception):
@@ -160,10 +168,33 @@ class SQLStore(Store):
             @sa.event.listens_for(engine, "begin")
             def _on_begin(conn: Any) -> None:
                 # Take the write lock up front: no deadlocked read->write upgrades between writers.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # (Not for a read: it is one statement in autocommit mode, consistent on its own.)
+                if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
             return engine
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kw)
+        engine = sa.create_engine(url, pool_size=10, max_overflow=20, **kw)
+        dialect = engine.dialect
+
+        # pool_pre_ping would ping on every checkout: a round trip per transaction, two per turn. A
+        # connection back in the pool for under _PING_AFTER seconds was just working; an older one is
+        # pinged, and a dead one replaced (DisconnectionError makes the pool open a fresh connection).
+        @sa.event.listens_for(engine, "checkout")
+        def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+            if time.monotonic() - record.info.get("sibyl_checkin", float("-inf")) <= _PING_AFTER:
+                return
+            try:
+                alive = dialect.do_ping(dbapi_conn)
+            except Exception:  # the driver's own error for a dropped connection
+                alive = False
+            if not alive:
+                raise sa.exc.DisconnectionError("connection closed by the server")
+
+        @sa.event.listens_for(engine, "checkin")
+        def _stamp(_dbapi_conn: Any, record: Any) -> None:
+            record.info["sibyl_checkin"] = time.monotonic()
+
+        return engine
 
     def _define_tables(self) -> None:
         sa = self._sa
@@ -361,8 +392,8 @@ class SQLStore(Store):
             if txn:
                 with self._engine.begin() as conn:
                     return fn(conn)
-            with self._engine.connect() as conn:
-                return fn(conn)
+            with self._engine.connect() as conn:  # a read: no BEGIN / COMMIT round trips, no lock
+                return fn(conn.execution_options(isolation_level="AUTOCOMMIT"))
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(self._retryable),
@@ -431,27 +462,46 @@ class SQLStore(Store):
 
     # ---------------------------------------------------------------- message log
     def load(self, session_id: str, *, touch: bool = True, last: int | None = None) -> SessionData | None:
+        """One statement (the session row joined to its newest ``last`` message rows, one snapshot) in
+        autocommit mode; the expiry is written only when it is older than :meth:`Store.needs_touch` allows."""
         sa = self._sa
-        s = self._s
+        s, m = self._s, self._m
 
-        def go(conn: Any) -> SessionData | None:
-            now = time.time()
-            if touch and self.ttl is not None:
+        def read(conn: Any) -> list[Any]:
+            if last is None:
+                lo = s.c.first_seq
+            else:
+                back = s.c.next_seq - max(0, int(last))
+                lo = sa.case((back < s.c.first_seq, s.c.first_seq), else_=back)
+            on = sa.and_(m.c.session_id == s.c.session_id, m.c.seq >= lo, m.c.seq < s.c.next_seq)
+            stmt = (
+                sa.select(s, m.c.message.label("sibyl_message"))
+                .select_from(s.outerjoin(m, on))
+                .where(self._live(session_id, time.time()))
+                .order_by(m.c.seq)
+            )
+            return list(conn.execute(stmt).all())
+
+        rows = self._run(read, txn=False)
+        now = time.time()
+        if not rows:
+            self._run(lambda conn: self._drop_expired(conn, session_id, now))
+            return None
+        data = self._data(session_id, rows[0], [r.sibyl_message for r in rows if r.sibyl_message is not None])
+        if touch and self.needs_touch(data.expires_at, now):
+            assert self.ttl is not None
+            exp = now + self.ttl
+
+            def refresh(conn: Any) -> None:
                 if self.dialect == "postgresql":
                     # Only the expiry changes: a server crash may forget the refresh (the session then
-                    # keeps its previous expiry), which is not worth a WAL flush on every read.
+                    # keeps its previous expiry), which is not worth a WAL flush.
                     conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                stmt = sa.update(s).where(self._live(session_id, now)).values(expires_at=_dt(now + self.ttl))
-                row = conn.execute(stmt.returning(*s.c)).first()
-            else:
-                row = conn.execute(sa.select(s).where(self._live(session_id, now))).first()
-            if row is None:
-                self._drop_expired(conn, session_id, now)
-                return None
-            lo = row.first_seq if last is None else max(row.first_seq, row.next_seq - max(0, int(last)))
-            return self._data(session_id, row, self._messages(conn, session_id, lo, row.next_seq))
+                conn.execute(sa.update(s).where(self._live(session_id, now)).values(expires_at=_dt(exp)))
 
-        return self._run(go)
+            self._run(refresh)
+            data.expires_at = exp
+        return data
 
     def append(
         self,
@@ -504,10 +554,15 @@ class SQLStore(Store):
                 first, nxt = int(row.first_seq), int(row.next_seq)
             if msgs:
                 start = nxt - k
-                conn.execute(
-                    sa.insert(self._m),
-                    [{"session_id": session_id, "seq": start + i, "message": m} for i, m in enumerate(msgs)],
-                )
+                rows = [
+                    {"session_id": session_id, "seq": start + i, "message": m} for i, m in enumerate(msgs)
+                ]
+                if (
+                    k <= _ONE_STATEMENT
+                ):  # a turn's few rows: one INSERT ... VALUES (...), (...), one round trip
+                    conn.execute(sa.insert(self._m).values(rows))
+                else:  # a bulk load: the driver's batched executemany
+                    conn.execute(sa.insert(self._m), rows)
             return nxt - first
 
         return self._run(go)
