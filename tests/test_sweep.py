@@ -558,3 +558,22 @@ def test_the_local_provider_is_computed_again_rather_than_recorded(home, monkeyp
     assert list(df[df["shout.config.mark"] == "!"].output) == list(first.output)
     assert [a[:-1] for a in df[df["shout.config.mark"] == "?"].output] == [a[:-1] for a in first.output]
     assert df.attrs["sibyl_sweep"]["ran"] == 3
+
+
+def test_a_cells_step_cache_is_handed_only_the_events_it_writes_from():
+    from sibyl_nb.engine.events import Event, EventBus, EventKind
+    from sibyl_nb.experiments.cell import CellCache
+
+    got: list[str] = []
+
+    class Recorder:
+        def on_node_finished(self, ev):
+            got.append(ev.node_id)
+
+    cell = CellCache(store=None, template="t")
+    cell.cache = Recorder()
+    bus = EventBus()
+    bus.subscribe(cell)
+    for kind in EventKind:
+        bus.emit(Event(kind.value, "run", node_id=kind.value))
+    assert got == ["node_finished"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..engine.events import Event, Observer
 from ..engine.result import RunResult, StepRecord
 
 __all__ = ["CellCache", "run_cell", "result_from_record", "jsonable", "failed_record"]
@@ -57,8 +58,11 @@ def jsonable(value: Any) -> Any:
         return repr(value)
 
 
-class CellCache:
+class CellCache(Observer):
     """The step cache for one cell's run: a hook (``before_node``) and an observer (write-behind).
+
+    An :class:`Observer` with one hook, so the run's bus hands it only the ``node_finished`` events
+    the cache writes from (a plain callable was handed every event of every run).
 
     The step cache needs the run it serves, which exists only once the run starts, so it is built at
     the first node. ``template`` groups entries per sweep and repeat: repeats of a setting never
@@ -81,9 +85,9 @@ class CellCache:
             self.cache = StepCache(self.store, ctx._run, template=self.template)
         return self.cache.before_node(node, ctx)
 
-    def __call__(self, ev: Any) -> None:
+    def on_node_finished(self, ev: Event) -> None:
         if self.cache is not None:
-            self.cache(ev)
+            self.cache.on_node_finished(ev)
 
 
 def _usage(records: list[StepRecord]) -> tuple[int, int]:
