@@ -22,6 +22,11 @@ def _nap(ctx):
     return {"text": f"{ctx.node_id} done"}
 
 
+@sb.technique("live_test.other")
+def _other(ctx):
+    return {"text": "other"}
+
+
 def chain(n: int = 5, seconds: float = 0.3) -> sb.Pipeline:
     steps = "\n".join(
         f"  - {{name: call_{i}, use: live_test.nap, config: {{seconds: {seconds}}}}}" for i in range(n)
@@ -124,3 +129,49 @@ def test_show_limits_the_parts_and_none_renders_nothing_live():
     live.run({"query": "x"})
     assert "sibyl-steps" in live.frames[-1] and "sibyl-graph" not in live.frames[-1]
     assert "sibyl-tokens" not in live.frames[-1]
+
+
+def _drawing(frame: str) -> str:
+    """The inline SVG of a frame (the graph as drawn, without the summary's clock or the step table)."""
+    return re.search(r'<svg class="sibyl-graph-svg".*?</svg>', frame, re.S).group(0)
+
+
+def test_a_graph_is_laid_out_once_across_runs_paints_and_recompiles(monkeypatch):
+    """Layout is the costly part of the view (tens of ms at 1000 nodes): done once per graph."""
+    from collections import OrderedDict
+
+    from sibyl_nb import draw
+
+    real = draw._lay_out
+    laid_out: list[list[str]] = []
+
+    def counting(graph, show_techniques):
+        laid_out.append(list(graph.nodes))
+        return real(graph, show_techniques)
+
+    monkeypatch.setattr(draw, "_lay_out", counting)
+    monkeypatch.setattr(draw, "_LAYOUTS", OrderedDict())  # cold, whatever ran before
+    pipe = chain(4, 0.0)
+    runs = []
+    for p in (pipe, pipe, chain(4, 0.0)):  # the same pipeline twice, then compiled again (a re-run cell)
+        live = Recording(p, interval=0.02)
+        assert live.run({"query": "x"}).stopped_by == "completed"
+        runs.append(live)
+    assert laid_out == [["call_0", "call_1", "call_2", "call_3"]]
+    first, second, third = ([_drawing(f) for f in live.frames] for live in runs)
+    assert first[0] == second[0] == third[0] and first[-1] == second[-1] == third[-1]
+    assert first[0].count('data-status="pending"') == 4 and first[-1].count('data-status="ran"') == 4
+    # byte for byte what a fresh layout of the graph draws
+    fresh = real(pipe.graph, True)
+    assert first[-1] == draw.to_svg(pipe, runs[0].view.statuses, title="sibyl · naps", geometry=fresh)
+
+    # a graph of another structure (one more step; or a changed technique) is laid out on its own
+    Recording(chain(5, 0.0)).render()
+    changed = sb.Pipeline.from_yaml(
+        "steps:\n"
+        + "".join(f"  - {{name: call_{i}, use: live_test.nap}}\n" for i in range(3))
+        + "  - {name: call_3, use: live_test.other}\n",
+        name="naps",
+    )
+    draw.layout(changed)
+    assert [len(ids) for ids in laid_out] == [4, 5, 4]
