@@ -211,6 +211,8 @@ class Layout:
     width: float = 0.0
     height: float = 0.0
     top: float = 0.0  # y where the graph starts (below the legend)
+    # its SVG painters (themed, plain), made on first paint: see :func:`to_svg`
+    _painters: dict[bool, _SvgPainter] = field(default_factory=dict, repr=False, compare=False)
 
     def label_boxes(self) -> list[tuple[str, tuple[float, float, float, float]]]:
         """(name, (x, y, w, h)) of every node box and edge label: what must never overlap."""
@@ -660,7 +662,7 @@ def _edge_color(kind: str) -> str:
     return _css(_EDGE_VAR.get(kind), EDGE_COLORS[kind])
 
 
-def to_svg(
+def _to_svg_reference(
     graph_ir: Any,
     statuses: Mapping[str, str] | None = None,
     *,
@@ -779,6 +781,191 @@ def to_svg(
         )
     out.append("</svg>")
     return "".join(out)
+
+
+def to_svg(
+    graph_ir: Any,
+    statuses: Mapping[str, str] | None = None,
+    *,
+    title: str | None = None,
+    geometry: Layout | None = None,
+    themed: bool = True,
+) -> str:
+    """Inline SVG of the graph with nodes coloured by ``statuses``; every element has a ``sibyl-*`` class.
+
+    Pass a precomputed ``geometry`` (from :func:`layout`) to recolour without laying out again.
+    ``themed=False``: the same picture for an ``<img>`` (nothing outside it can theme or query it): literal
+    colours instead of CSS variables, no classes, ``data-*`` or tooltips.
+    """
+    graph, _title, own = _as_graph(graph_ir)
+    geo = geometry if geometry is not None else layout(graph)
+    painter = geo._painters.get(themed)
+    if painter is None:
+        painter = geo._painters[themed] = _SvgPainter(geo, themed)
+    return painter.paint(statuses if statuses is not None else own or {}, title or _title or "pipeline graph")
+
+
+class _SvgPainter:
+    """One layout's SVG, split by what a run changes: the legend, edges and labels are built once, and
+    each node's group once per status it is shown in, so a repaint of a 1000-node graph is a join."""
+
+    def __init__(self, geo: Layout, themed: bool) -> None:
+        self.geo = geo
+        self.themed = themed
+        self.boxes = list(geo.boxes.items())
+        self.nodes: list[dict[str, str]] = [{} for _ in self.boxes]  # per box: status -> its <g>
+        self.static = self._static()
+        self.tail = self._labels() + "</svg>"
+
+    def paint(self, statuses: Mapping[str, str], label: str) -> str:
+        parts = [self._open(label), self.static]
+        for (n, b), painted in zip(self.boxes, self.nodes, strict=True):
+            status = statuses.get(n, "pending")
+            status = _RECORD_STATUS.get(status, status)
+            group = painted.get(status)
+            if group is None:
+                group = painted[status] = self._node(n, b, status)
+            parts.append(group)
+        parts.append(self.tail)
+        return "".join(parts)
+
+    # ------------------------------------------------------------------ pieces
+    def _css(self, var: str | None, fallback: str) -> str:
+        return _css(var if self.themed else None, fallback)
+
+    def _hook(self, attrs: str) -> str:
+        """Classes and data attributes: hooks for the page (tests, styling), pointless inside an image."""
+        return attrs if self.themed else ""
+
+    def _status_style(self, status: str) -> tuple[str, str]:
+        fill = self._css(_STATUS_FILL_VAR.get(status), STATUS_COLORS.get(status, STATUS_COLORS["pending"]))
+        text = self._css(_STATUS_TEXT_VAR.get(status), _STATUS_TEXT.get(status, "#212121"))
+        return fill, text
+
+    def _edge_color(self, kind: str) -> str:
+        return self._css(_EDGE_VAR.get(kind), EDGE_COLORS[kind])
+
+    def _open(self, label: str) -> str:
+        geo = self.geo
+        font = self._css("--jp-code-font-family", "'DejaVu Sans Mono', Menlo, Consolas, monospace")
+        return (
+            "<svg" + self._hook(' class="sibyl-graph-svg"') + ' xmlns="http://www.w3.org/2000/svg" '
+            f'width="{geo.width:.0f}" height="{geo.height:.0f}" viewBox="0 0 {geo.width:.0f} {geo.height:.0f}"'
+            + self._hook(f' role="img" aria-label="{html.escape(label)}"')
+            + f' style="font-family:{font};">'
+        )
+
+    def _static(self) -> str:
+        """Markers, background, legend and edges: everything under the nodes."""
+        geo, esc, hook = self.geo, html.escape, self._hook
+        ink = self._css("--jp-ui-font-color1", "#212121")
+        out = ["<defs>"]
+        for kind in EDGE_COLORS:
+            out.append(
+                f'<marker id="sibyl-arrow-{kind}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+                f'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
+                f'style="fill:{self._edge_color(kind)};"/></marker>'
+            )
+        out.append("</defs>")
+        out.append(
+            "<rect" + hook(' class="sibyl-graph-bg"') + f' x="0" y="0" width="{geo.width:.0f}" '
+            f'height="{geo.height:.0f}" style="fill:{self._css("--jp-layout-color0", "#ffffff")};"/>'
+        )
+        # legend: the status vocabulary, then the edge kinds that appear
+        x = MARGIN
+        ly = MARGIN + 8
+        out.append("<g" + hook(' class="sibyl-legend"') + ">")
+        for s in STATUSES:
+            fill, _ = self._status_style(s)
+            out.append(
+                f'<rect x="{x:.1f}" y="{ly - 6:.1f}" width="12" height="12" rx="3" '
+                f'style="fill:{fill};stroke:{self._css("--jp-border-color1", "#9e9e9e")};"/>'
+                f'<text x="{x + 16:.1f}" y="{ly + 4:.1f}" style="font-size:10.5px;fill:{ink};">{s}</text>'
+            )
+            x += 16 + text_width(s, 10.5) + 12
+        for kind in kinds_of(geo):
+            dash = {"back": "5,3", "fallback": "2,3"}.get(kind, "")
+            out.append(
+                f'<line x1="{x:.1f}" y1="{ly:.1f}" x2="{x + 18:.1f}" y2="{ly:.1f}" '
+                f'style="stroke:{self._edge_color(kind)};stroke-width:1.6;stroke-dasharray:{dash or "none"};"/>'
+                f'<text x="{x + 22:.1f}" y="{ly + 4:.1f}" style="font-size:10.5px;fill:{ink};">'
+                f"{_EDGE_LEGEND[kind]}</text>"
+            )
+            x += 22 + text_width(_EDGE_LEGEND[kind], 10.5) + 12
+        out.append("</g>")
+        # edges under nodes
+        for e in geo.edges:
+            dash = {"back": "5,3", "fallback": "2,3"}.get(e.kind, "none")
+            d = "M" + " L".join(f"{px:.1f},{py:.1f}" for px, py in e.points)
+            out.append(
+                "<path"
+                + hook(
+                    f' class="sibyl-edge sibyl-edge-{e.kind}" data-src="{esc(e.src)}" data-dst="{esc(e.dst)}"'
+                )
+                + f' d="{d}" marker-end="url(#sibyl-arrow-{e.kind})" '
+                f'style="fill:none;stroke:{self._edge_color(e.kind)};stroke-width:1.4;stroke-dasharray:{dash};"/>'
+            )
+        return "".join(out)
+
+    def _node(self, n: str, b: Box, status: str) -> str:
+        """One node's group in ``status``: box, tooltip, label lines."""
+        esc, hook = html.escape, self._hook
+        fill, text = self._status_style(status)
+        dashed = b.kind == "fallback" or status == "skipped" or b.kind in ("dynamic", "entry")
+        stroke = self._css("--jp-border-color1", "#616161") if status in ("pending", "skipped") else fill
+        if b.kind == "fallback":
+            stroke = EDGE_COLORS["fallback"]
+        width = 2.6 if status == "running" else 1.2
+        if status == "running":
+            stroke = "#e65100"
+        out = [
+            "<g"
+            + hook(
+                f' class="sibyl-node sibyl-status-{esc(status)}" data-node="{esc(n)}" data-status="{esc(status)}"'
+            )
+            + "><rect"
+            + hook(' class="sibyl-node-box"')
+            + f' x="{b.left:.1f}" y="{b.y:.1f}" width="{b.w:.1f}" height="{b.h:.1f}" '
+            f'rx="7" style="fill:{fill};stroke:{stroke};stroke-width:{width};'
+            f'stroke-dasharray:{"4,3" if dashed else "none"};"/>',
+            hook(f"<title>{esc(n)} · {esc(status)}</title>"),
+        ]
+        for i, line in enumerate(b.lines):
+            size = ID_FONT if i < b.id_lines else SUB_FONT
+            weight = "700" if i < b.id_lines else "400"
+            ty = b.y + PAD_Y + LINE_H * i + LINE_H * 0.72
+            opacity = "1" if i < b.id_lines else "0.85"
+            out.append(
+                "<text"
+                + hook(' class="sibyl-node-label"')
+                + f' x="{b.x:.1f}" y="{ty:.1f}" text-anchor="middle" '
+                f'style="font-size:{size}px;font-weight:{weight};fill:{text};opacity:{opacity};">'
+                f"{esc(line)}</text>"
+            )
+        out.append("</g>")
+        return "".join(out)
+
+    def _labels(self) -> str:
+        """Edge labels, over the nodes."""
+        esc, out = html.escape, []
+        for e in self.geo.edges:
+            if not e.label_box:
+                continue
+            x0, y0, w, h = e.label_box
+            color = self._edge_color(e.kind)
+            out.append(
+                "<g"
+                + self._hook(f' class="sibyl-edge-label" data-src="{esc(e.src)}" data-dst="{esc(e.dst)}"')
+                + f'><rect x="{x0:.1f}" y="{y0:.1f}" width="{w:.1f}" height="{h:.1f}" rx="4" '
+                f'style="fill:{self._css("--jp-layout-color1", "#ffffff")};stroke:{color};stroke-width:0.8;"/>'
+                f'<text text-anchor="middle" style="font-size:{LABEL_FONT}px;fill:{color};">'
+                + "".join(
+                    f'<tspan x="{x0 + w / 2:.1f}" y="{y0 + 2 + LABEL_LINE * (i + 0.75):.1f}">{esc(line)}</tspan>'
+                    for i, line in enumerate((e.label or "").split("\n"))
+                )
+                + "</text></g>"
+            )
+        return "".join(out)
 
 
 # ---------------------------------------------------------------------- matplotlib painter

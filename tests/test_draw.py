@@ -173,3 +173,47 @@ def test_engine_and_state_imports_stay_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _seed_pipelines() -> list[sb.Pipeline]:
+    out = []
+    for _heading, yaml in pipeline_blocks():
+        try:
+            doc = load_document(yaml, trust_code=True)
+        except sb.SibylError:
+            continue
+        for name in doc.pipelines:
+            try:
+                out.append(sb.Pipeline.from_document(doc, name, trusted=True))
+            except sb.SibylError:
+                continue
+    return out
+
+
+def test_template_painter_draws_byte_for_byte_what_the_full_painter_drew():
+    """Repaints reuse the static SVG and each node's group per status; the output must not change."""
+    from sibyl_nb.draw import _to_svg_reference
+
+    pipes = [wide_graph(), *_seed_pipelines()]
+    kinds = {e.kind for p in pipes for e in layout(p).edges}
+    assert len(pipes) >= 16 and kinds == {"edge", "conditional", "back", "fallback"}
+    words = [*STATUSES, "done", "recovered", "unheard_of"]
+    compared = 0
+    for pipe in pipes:
+        geo = layout(pipe)
+        ids = list(geo.boxes)
+        mixes = [
+            {},
+            dict.fromkeys(ids, "ran"),
+            {n: words[i % len(words)] for i, n in enumerate(ids)},
+            {n: words[(i * 7 + 3) % len(words)] for i, n in enumerate(ids[::2])},
+            {},  # back to pending after every status was painted once
+        ]
+        for statuses in mixes:
+            for title in (None, "sibyl · <run> & co"):
+                new = to_svg(pipe, statuses, title=title, geometry=geo)
+                assert new == _to_svg_reference(pipe, statuses, title=title, geometry=geo), pipe.name
+                compared += 1
+    assert compared == len(pipes) * 10
+    result = sb.Pipeline.from_yaml(block("Iterative Refinement Workflow")).run({"query": "What is Python?"})
+    assert to_svg(result) == _to_svg_reference(result) and 'data-status="ran"' in to_svg(result)
