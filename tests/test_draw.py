@@ -4,6 +4,7 @@ SVG the notebook shows, the matplotlib file the CLI writes, and the import-weigh
 from __future__ import annotations
 
 import itertools
+import re
 import subprocess
 import sys
 
@@ -226,3 +227,26 @@ def test_a_repaint_draws_byte_for_byte_what_a_first_paint_draws():
         pipes[0], {"session_management_and_routing_entry": "ran", "final_synthesis_of_everything": "done"}
     )
     assert svg.count('data-status="ran"') == 2 and svg.count('data-status="pending"') == 50
+
+
+def _as_an_image_sees_it(svg: str) -> str:
+    """What an <img> of ``svg`` draws from: CSS variables resolve to their fallbacks (no page reaches
+    into an image), and classes, data attributes, ARIA and tooltips do nothing there."""
+    svg = re.sub(r"var\(--[\w-]+, ([^()]*)\)", r"\1", svg)
+    svg = re.sub(r' (?:class|data-[\w-]+|role|aria-label)="[^"]*"', "", svg)
+    return re.sub(r"<title>[^<]*</title>", "", svg)
+
+
+def test_the_image_copy_is_the_same_picture_without_theme_or_hooks():
+    pipes = [wide_graph(), *_seed_pipelines()]
+    words = [*STATUSES, "done"]
+    for pipe in pipes:
+        ids = list(layout(pipe).boxes)
+        for statuses in ({}, {n: words[i % len(words)] for i, n in enumerate(ids)}):
+            themed = to_svg(pipe, statuses, title="run & <co>")
+            plain = to_svg(pipe, statuses, title="run & <co>", themed=False)
+            assert plain == _as_an_image_sees_it(themed), pipe.name
+            assert "var(" not in plain and "class=" not in plain and "data-" not in plain
+            assert plain.startswith('<svg xmlns="http://www.w3.org/2000/svg" width=')
+    svg = to_svg(wide_graph(), {})
+    assert len(to_svg(wide_graph(), {}, themed=False)) < 0.6 * len(svg)

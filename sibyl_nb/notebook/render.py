@@ -128,9 +128,18 @@ def summary_line(
 
 
 # ---------------------------------------------------------------------- pieces
-# Shown only where the inline SVG is missing: a sanitizer (an untrusted notebook in JupyterLab)
-# removes <svg> and <style> but keeps <img> with a data: URI. Where HTML is trusted, this rule
-# hides the image that follows the inline SVG; it can never hide an image that has no SVG before it.
+# Why the saved graph is there twice. Neither copy alone serves every front end:
+# - the inline SVG is the one a page can theme and query: its colours are JupyterLab's CSS variables
+#   (the dark theme) and its nodes carry data-status (the live view, tests). An <img> can do neither:
+#   nothing outside an image reaches into it, so alone it would draw the light theme on a dark page.
+# - the <img> (a data: URI, nothing fetched) is the one a sanitizer keeps: JupyterLab renders an
+#   untrusted notebook (every notebook it did not run itself: a cloned repository's demo notebooks)
+#   through its sanitizer, which removes <svg> and <style>; GitHub's notebook view sanitizes output
+#   HTML too (not checked here: it needs the network).
+# nbconvert's HTML, VS Code and a trusted Lab keep both, and this rule hides the image that follows
+# the inline SVG (it can never hide an image that has no SVG before it). The image's copy is the
+# plain painting (literal colours, no hooks: what the CSS variables fall back to is what an image
+# shows anyway), about half the size. The live repaints carry no image: they are never sanitized.
 _FALLBACK_RULE = "<style>.sibyl-graph svg.sibyl-graph-svg ~ img.sibyl-graph-fallback{display:none}</style>"
 
 
@@ -144,15 +153,16 @@ def graph_html(
 ) -> str:
     """The graph as inline SVG in a scrollable box (a wide or tall graph keeps its readable size).
 
-    ``fallback``: also carry the same SVG as an ``<img>`` for front ends that sanitize inline SVG
-    away (the saved output; the live repaints leave it out to stay small).
+    ``fallback``: also carry the same picture as an ``<img>`` for front ends that sanitize inline SVG
+    away (the saved output; the live repaints leave it out to stay small). See ``_FALLBACK_RULE``.
     """
     if graph is None or not len(graph.nodes):
         return ""
     svg = to_svg(graph, statuses or {}, title=title, geometry=geometry)
     img = ""
     if fallback:
-        data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+        plain = to_svg(graph, statuses or {}, title=title, geometry=geometry, themed=False)
+        data = base64.b64encode(plain.encode("utf-8")).decode("ascii")
         img = (
             f'{_FALLBACK_RULE}<img class="sibyl-graph-fallback" alt="{html.escape(title or "pipeline graph")}" '
             f'src="data:image/svg+xml;base64,{data}"/>'
