@@ -683,17 +683,19 @@ class _SvgPainter:
         self.themed = themed
         self.boxes = list(geo.boxes.items())
         self.nodes: list[dict[str, str]] = [{} for _ in self.boxes]  # per box: status -> its <g>
+        self.pieces: list[tuple[str, str, list[tuple[str, str]]] | None] = [None] * len(self.boxes)
+        self.styles: dict[tuple[str, str], tuple[str, str]] = {}  # (status, box kind) -> style
         self.static = self._static()
         self.tail = self._labels() + "</svg>"
 
     def paint(self, statuses: Mapping[str, str], label: str) -> str:
         parts = [self._open(label), self.static]
-        for (n, b), painted in zip(self.boxes, self.nodes, strict=True):
+        for i, ((n, _), painted) in enumerate(zip(self.boxes, self.nodes, strict=True)):
             status = statuses.get(n, "pending")
             status = _RECORD_STATUS.get(status, status)
             group = painted.get(status)
             if group is None:
-                group = painted[status] = self._node(n, b, status)
+                group = painted[status] = self._node(i, status)
             parts.append(group)
         parts.append(self.tail)
         return "".join(parts)
@@ -776,41 +778,65 @@ class _SvgPainter:
             )
         return "".join(out)
 
-    def _node(self, n: str, b: Box, status: str) -> str:
-        """One node's group in ``status``: box, tooltip, label lines."""
-        esc, hook = html.escape, self._hook
-        fill, text = self._status_style(status)
-        dashed = b.kind == "fallback" or status == "skipped" or b.kind in ("dynamic", "entry")
-        stroke = self._css("--jp-border-color1", "#616161") if status in ("pending", "skipped") else fill
-        if b.kind == "fallback":
-            stroke = EDGE_COLORS["fallback"]
-        width = 2.6 if status == "running" else 1.2
-        if status == "running":
-            stroke = "#e65100"
-        out = [
-            "<g"
-            + hook(
-                f' class="sibyl-node sibyl-status-{esc(status)}" data-node="{esc(n)}" data-status="{esc(status)}"'
-            )
-            + "><rect"
-            + hook(' class="sibyl-node-box"')
-            + f' x="{b.left:.1f}" y="{b.y:.1f}" width="{b.w:.1f}" height="{b.h:.1f}" '
-            f'rx="7" style="fill:{fill};stroke:{stroke};stroke-width:{width};'
-            f'stroke-dasharray:{"4,3" if dashed else "none"};"/>',
-            hook(f"<title>{esc(n)} · {esc(status)}</title>"),
-        ]
+    def _pieces(self, n: str, b: Box) -> tuple[str, str, list[tuple[str, str]]]:
+        """A node's status-free pieces: escaped id, box geometry, each label line around its colour."""
+        hook = self._hook
+        geometry = (
+            hook(' class="sibyl-node-box"')
+            + f' x="{b.left:.1f}" y="{b.y:.1f}" width="{b.w:.1f}" height="{b.h:.1f}" rx="7" style="'
+        )
+        lines = []
         for i, line in enumerate(b.lines):
             size = ID_FONT if i < b.id_lines else SUB_FONT
             weight = "700" if i < b.id_lines else "400"
             ty = b.y + PAD_Y + LINE_H * i + LINE_H * 0.72
             opacity = "1" if i < b.id_lines else "0.85"
-            out.append(
-                "<text"
-                + hook(' class="sibyl-node-label"')
-                + f' x="{b.x:.1f}" y="{ty:.1f}" text-anchor="middle" '
-                f'style="font-size:{size}px;font-weight:{weight};fill:{text};opacity:{opacity};">'
-                f"{esc(line)}</text>"
+            lines.append(
+                (
+                    "<text"
+                    + hook(' class="sibyl-node-label"')
+                    + f' x="{b.x:.1f}" y="{ty:.1f}" text-anchor="middle" '
+                    f'style="font-size:{size}px;font-weight:{weight};fill:',
+                    f';opacity:{opacity};">{html.escape(line)}</text>',
+                )
             )
+        return html.escape(n), geometry, lines
+
+    def _style(self, status: str, kind: str) -> tuple[str, str]:
+        """(the box's style, the label colour) of a node of ``kind`` in ``status``."""
+        fill, text = self._status_style(status)
+        dashed = kind == "fallback" or status == "skipped" or kind in ("dynamic", "entry")
+        stroke = self._css("--jp-border-color1", "#616161") if status in ("pending", "skipped") else fill
+        if kind == "fallback":
+            stroke = EDGE_COLORS["fallback"]
+        width = 2.6 if status == "running" else 1.2
+        if status == "running":
+            stroke = "#e65100"
+        dash = "4,3" if dashed else "none"
+        return f'fill:{fill};stroke:{stroke};stroke-width:{width};stroke-dasharray:{dash};"/>', text
+
+    def _node(self, i: int, status: str) -> str:
+        """Box ``i``'s group in ``status``: box, tooltip, label lines."""
+        n, b = self.boxes[i]
+        pieces = self.pieces[i]
+        if pieces is None:
+            pieces = self.pieces[i] = self._pieces(n, b)
+        nid, geometry, lines = pieces
+        style = self.styles.get((status, b.kind))
+        if style is None:
+            style = self.styles[(status, b.kind)] = self._style(status, b.kind)
+        box, text = style
+        st = html.escape(status)
+        out = [
+            "<g",
+            self._hook(f' class="sibyl-node sibyl-status-{st}" data-node="{nid}" data-status="{st}"'),
+            "><rect",
+            geometry,
+            box,
+            self._hook(f"<title>{nid} · {st}</title>"),
+        ]
+        for head, tail in lines:
+            out += (head, text, tail)
         out.append("</g>")
         return "".join(out)
 
