@@ -577,3 +577,31 @@ def test_a_cells_step_cache_is_handed_only_the_events_it_writes_from():
     for kind in EventKind:
         bus.emit(Event(kind.value, "run", node_id=kind.value))
     assert got == ["node_finished"]
+
+
+def test_compiled_settings_kept_per_pipeline_are_bounded(home, monkeypatch):
+    import sibyl_nb.document.compile as compile_module
+    import sibyl_nb.experiments.grid as grid_module
+
+    monkeypatch.setattr(grid_module, "MAX_VARIANTS", 2)
+    pipe = sb.Pipeline.from_yaml(DOC)
+    compiled: list[str] = []
+    real = compile_module.compile_document
+
+    def counting(data, *args, **kwargs):
+        compiled.append(data["pipelines"]["chain"]["steps"][2]["config"]["mark"])
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(compile_module, "compile_document", counting)
+
+    def marks(*values):
+        sb.sweep(pipe, INPUTS[:1], {"shout.config.mark": list(values)}, progress=False, store=False)
+
+    marks("!", "?")
+    marks("!")  # kept: "!" is now the most recent
+    marks("#")  # a third setting: "?" (least recently used) is forgotten
+    marks("!", "#")
+    assert compiled == ["!", "?", "#"]
+    marks("?")
+    assert compiled == ["!", "?", "#", "?"]
+    assert len(pipe._sibyl_variants) == 2

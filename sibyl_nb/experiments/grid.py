@@ -20,6 +20,8 @@ from ..errors import SibylError, SpecError
 
 __all__ = ["GridError", "GridKey", "Setting", "parse_grid", "expand_grid", "canonical", "digest"]
 
+MAX_VARIANTS = 512  # compiled settings kept per pipeline object (least recently used go first)
+
 
 class GridError(SibylError):
     """A grid key or value the pipeline cannot take (names the key)."""
@@ -209,8 +211,10 @@ def variant(pipeline: Any, keys: list[tuple[GridKey, Any]]) -> Any:
         )
     memo: dict[str, Any] = pipeline.__dict__.setdefault("_sibyl_variants", {})
     memo_key = _memo_key(pipeline, keys)
-    out = memo.get(memo_key) if memo_key is not None else None
-    if out is None:
+    out = memo.pop(memo_key, None) if memo_key is not None else None
+    if memo_key is not None and out is not None:
+        memo[memo_key] = out  # the most recently used last
+    else:
         data = copy.deepcopy(doc.data)
         nodes = pipeline.spec.graph.nodes
         for key, value in keys:
@@ -223,6 +227,8 @@ def variant(pipeline: Any, keys: list[tuple[GridKey, Any]]) -> Any:
         out = Pipeline.from_document(new_doc, pipeline.name, trusted=pipeline.trusted)
         if memo_key is not None:
             memo[memo_key] = out
+            while len(memo) > MAX_VARIANTS:  # a long notebook session: forget the least recently used
+                del memo[next(iter(memo))]
     # what the user may have changed on the pipeline since: taken afresh on every sweep
     out._provider_cache = pipeline._providers()  # same providers section: share clients and replay
     settings = getattr(pipeline, "_sibyl_settings", None)
