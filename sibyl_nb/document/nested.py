@@ -8,12 +8,14 @@ YAML path and line of the offending key.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..engine.fanout import ForEach
-from ..engine.subgraph import SUBGRAPH_PREFIX, SubgraphPlan
+from ..engine.ir import SUBGRAPH_PREFIX
 from .schema import check_type, did_you_mean
 from .templates import compile_value
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.subgraph import SubgraphPlan
 
 __all__ = ["FOR_EACH_KEYS", "ITEM", "apply_for_each", "subgraph_plan", "link_subgraphs", "is_subgraph"]
 
@@ -70,6 +72,8 @@ def apply_for_each(compiler: Any, node: Any, step: dict[str, Any], path: tuple[A
         check_type(limit, int, path + ("max_concurrent",), lines, "max_concurrent")
         if limit < 1:
             raise compiler.err(path + ("max_concurrent",), "max_concurrent must be at least 1")
+    from ..engine.fanout import ForEach  # imported by documents that use for_each only
+
     node.inner = ForEach(
         text=expr if isinstance(expr, str) else repr(expr),
         render=render,
@@ -99,6 +103,8 @@ def subgraph_plan(
                 f"unknown key '{key}' in the config of subgraph node '{node_id}' (a pipeline.<name> node "
                 f"takes only: {', '.join(SUBGRAPH_CONFIG_KEYS)}){did_you_mean(str(key), SUBGRAPH_CONFIG_KEYS)}",
             )
+    from ..engine.subgraph import SubgraphPlan  # imported by documents with subgraphs only
+
     plan = SubgraphPlan(pipeline=name)
     if "input" in config:
         render, refs = compile_value(config["input"], cpath + ("input",))

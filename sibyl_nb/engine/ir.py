@@ -23,7 +23,9 @@ from ..document.expressions import Condition
 if TYPE_CHECKING:  # pragma: no cover
     import random
 
-__all__ = ["RetryPolicy", "Node", "Edge", "GraphIR", "CycleFound", "Loop"]
+__all__ = ["RetryPolicy", "Node", "Edge", "GraphIR", "CycleFound", "Loop", "SUBGRAPH_PREFIX"]
+
+SUBGRAPH_PREFIX = "pipeline."  # a node whose technique is ``pipeline.<name>`` runs that pipeline
 
 
 @dataclass(slots=True)

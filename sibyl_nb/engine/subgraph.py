@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .events import Event
+from .ir import SUBGRAPH_PREFIX
 from .nested import settle_nested
 from .scope import resolver_for
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:  # the scheduler imports this module; a nested one is type(sch
 
 __all__ = ["SubgraphPlan", "run_subgraph", "SUBGRAPH_PREFIX", "SEP"]
 
-SUBGRAPH_PREFIX = "pipeline."
 SEP = "/"
 
 
