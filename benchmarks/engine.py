@@ -18,6 +18,7 @@ import to the end of the first run in each fresh interpreter, best of several.
 import asyncio
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -156,15 +157,22 @@ def _quiet() -> None:
     gc.freeze()
 
 
+FILL = [1.0]  # seconds a measurement may take when the workload is cheap (the suite sets it)
+MAX_REPEAT = 50
+
+
 def best(fn: Callable[[], Any], repeat: int, number: int = 1, budget: float | None = None) -> float:
     """Best mean CPU seconds per call over ``repeat`` batches of ``number`` calls (after one warm-up).
-    ``budget``: fewer batches (at least one) when ``repeat`` of them would take longer than that."""
+    A cheap workload gets more batches, up to :data:`FILL` seconds of them (at most
+    :data:`MAX_REPEAT`), the same for every engine: one batch of a few milliseconds is at the mercy
+    of the other processes. ``budget``: fewer batches (at least one) when ``repeat`` would take longer."""
     _quiet()
     t0 = time.perf_counter()
     fn()
-    first = time.perf_counter() - t0
-    if budget is not None and first * number * repeat > budget:
-        repeat = max(1, int(budget / (first * number)))
+    first = max(time.perf_counter() - t0, 1e-9) * number
+    repeat = max(repeat, min(MAX_REPEAT, int(FILL[0] / first)))
+    if budget is not None and first * repeat > budget:
+        repeat = max(1, int(budget / first))
     times = []
     for _ in range(repeat):
         t0 = _cpu()
@@ -179,30 +187,44 @@ LADDER = (100, 300, 1000, 3000)
 
 def chain_per_step(
     make: Callable[[int], Callable[[], Any] | None], n: int, repeat: int, budget: float
-) -> tuple[float, int, float]:
-    """(seconds per step, steps measured, seconds of one run) of a peer's chain: on ``n`` steps, or on the
-    longest chain of :data:`LADDER` whose ``repeat + 1`` runs are predicted (from the last size,
-    assuming run time grows with the square of the length) to fit ``budget``. Some peers' per-step
-    cost grows with the chain's length; a 1000-step LlamaIndex run took 54-195 s, which made the full
-    run last hours."""
+) -> tuple[float, int, str]:
+    """(seconds per step, steps measured, why not ``n``) of a peer's chain: on ``n`` steps, or on the
+    longest chain of :data:`LADDER` whose ``repeat + 1`` runs are predicted to fit ``budget``. The
+    prediction extends the growth seen between the last two sizes (run time ~ length^k, k from 1 to
+    2; k = 2 after one size). Some peers' per-step cost grows with the chain: a 1000-step LlamaIndex
+    run took 54-195 s, which made the full suite run for hours."""
     sizes = [x for x in LADDER if x < n] + [n]
-    measured: tuple[int, float, Callable[[], Any]] | None = None
+    seen: list[tuple[int, float]] = []
+    fn: Callable[[], Any] | None = None
+    why = ""
     for size in sizes:
-        if measured is not None:
-            last, seconds, _ = measured
-            if seconds * (size / last) ** 2 * (repeat + 1) > budget:
+        if seen:
+            last, seconds = seen[-1]
+            k = 2.0
+            if len(seen) > 1:
+                (s0, t0), (s1, t1) = seen[-2], seen[-1]
+                k = min(2.0, max(1.0, math.log(max(t1, 1e-9) / max(t0, 1e-9)) / math.log(s1 / s0)))
+            predicted = seconds * (size / last) ** k
+            if predicted * (repeat + 1) > budget:
+                why = (
+                    f"one {last}-step run {seconds:.2f} s; a {size}-step run, predicted ~{predicted:.0f} s "
+                    f"(run time ~ length^{k:.1f}), would not fit the {budget:.0f} s budget"
+                )
                 break
-        fn = make(size)
-        assert fn is not None
-        t0 = time.perf_counter()
+        candidate = make(size)
+        assert candidate is not None
+        fn = candidate
+        if not seen:
+            fn()  # the first run of a library pays its one-time set-up (Burr's: ~0.8 s)
+        t = time.perf_counter()
         fn()
-        measured = (size, time.perf_counter() - t0, fn)
-        if measured[1] * (repeat + 1) > budget:
+        seen.append((size, time.perf_counter() - t))
+        if seen[-1][1] * (repeat + 1) > budget and size < n:
+            why = f"one {size}-step run took {seen[-1][1]:.1f} s, over the {budget:.0f} s budget"
             break
-    assert measured is not None
-    size, one_run, fn = measured
-    per_step = best(fn, repeat, budget=budget) / size
-    return per_step, size, one_run
+    assert fn is not None
+    size = seen[-1][0]
+    return best(fn, repeat, budget=budget) / size, size, why
 
 
 async def abest(fn: Callable[[], Any], repeat: int, number: int = 1, median: bool = False) -> float:
@@ -316,6 +338,7 @@ def _measure(quick: bool) -> list[dict[str, Any]]:
     peers = available()
     rows: list[dict[str, Any]] = []
     rep = 3 if quick else 7
+    FILL[0] = 0.3 if quick else 1.0
 
     # chains: per step, sync runs (each peer's idiomatic sync call; LlamaIndex: asyncio.run)
     budget = 10.0 if quick else 30.0  # seconds per peer and chain size
@@ -328,12 +351,9 @@ def _measure(quick: bool) -> list[dict[str, Any]]:
             shorter: list[str] = []
 
             def peer_chain(p: Peer, n: int = n, shorter: list[str] = shorter) -> float:
-                value, size, one_run = chain_per_step(lambda k: p.chain(k), n, max(2, rep // 2), budget)
+                value, size, why = chain_per_step(lambda k: p.chain(k), n, max(2, rep // 2), budget)
                 if size < n:
-                    shorter.append(
-                        f"{p.name}: per step on a {size}-step chain (one run {one_run:.1f} s; {n} steps would "
-                        f"not fit the {budget:.0f} s budget; its per-step cost grows with the chain)"
-                    )
+                    shorter.append(f"{p.name}: per step on a {size}-step chain ({why})")
                 return value
 
             values, notes = _peer_values(peers, "chain", peer_chain)
@@ -424,7 +444,7 @@ def _measure(quick: bool) -> list[dict[str, Any]]:
         peers, "cold", lambda p: cold_start(_COLD_PEER.format(cls=type(p).__name__), reps)
     )
     notes.insert(
-        0, "fresh interpreters reading compiled bytecode (as after pip install); best of " + str(reps)
+        0, f"CPU time in fresh interpreters reading compiled bytecode (as after pip install), best of {reps}"
     )
     rows.append(_row("cold start: import + build + first 1-step run", "ms", ours, values, "<= 100 ms", notes))
     return rows

@@ -261,7 +261,8 @@ class Pipeline(PipelineStateMixin, StreamingMixin):
                 if isinstance(inputs, dict) or inputs is None
                 else {"query": inputs, "session_id": session_id}
             )
-        self._check_inputs(inputs)
+        if self.spec.required_inputs:
+            self._check_inputs(inputs)
         bus = EventBus()
         for fn in (*self.bus._subscribers, *observers):
             bus.subscribe(fn)

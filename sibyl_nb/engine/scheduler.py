@@ -315,11 +315,12 @@ class Scheduler:
             if self._inflight == 0:
                 if ready:
                     continue
-                if self._unblock_all():
+                if self._blocked and self._unblock_all():
                     continue
-                if self._end_idle_loops():
+                if self._loops and self._end_idle_loops():
                     continue
-                self._note_threads()
+                if self._threads:
+                    self._note_threads()
                 return
             if not self._done:
                 self._wake = asyncio.get_running_loop().create_future()
