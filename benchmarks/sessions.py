@@ -4,9 +4,11 @@ LangChain's ``trim_messages`` and LlamaIndex's ``ChatMemoryBuffer`` in the same 
 A turn is what the session and context steps do for one request: load the session (the seed's
 ``memory`` mode with ``timeout: 3600`` and ``max_tokens: 8000``), select the context with the
 ``window`` strategy under an 8,000-token budget (2,000 reserved), and append the user message and
-the reply. Sessions hold 1,000 / 10,000 / 100,000 messages of about 60 tokens. The peers get the
-same job on the same messages: ``trim_messages`` over the whole history with a tiktoken counter (it
-re-counts every message each call), ``ChatMemoryBuffer.get()`` over a buffer holding the history.
+the reply. Sessions hold 1,000 / 10,000 / 100,000 messages of about 60 tokens, all three in one
+store, and their turns are interleaved (one turn on each size, then the next), so the load of a
+busy machine falls on every size alike. The peers get the same job on the same messages:
+``trim_messages`` over the whole history with a tiktoken counter (it re-counts every message each
+call), ``ChatMemoryBuffer.get()`` over a buffer holding the history.
 
 Goals (issue 11): a whole turn <= 5 ms at 100k messages on diskcache, SQLite, PostgreSQL and Redis;
 turn(100k) / turn(1k) <= 2; no append above 20 ms.
@@ -130,43 +132,60 @@ def _p(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * (len(s) - 1)))]
 
 
-def _store_turns(kind: str, n: int, history: list[dict[str, Any]], turns: int, tmp: str) -> dict[str, Any]:
+def _store_turns(
+    kind: str, sizes: tuple[int, ...], full: list[dict[str, Any]], turns: int, tmp: str
+) -> dict[int, dict[str, Any]]:
+    """Turns on one store holding a session of each size, interleaved size by size, turn by turn, so
+    a change in the machine's load hits every size alike (the flatness ratio compares like with like)."""
     counter = get_counter()
     tag = f"bench_{uuid.uuid4().hex[:8]}"
     store = _open(kind, tmp, tag)
     try:
-        for i in range(0, n, 1_000):
-            store.append("s", history[i : min(n, i + 1_000)])
+        for n in sizes:
+            for i in range(0, n, 1_000):
+                store.append(f"s{n}", full[i : min(n, i + 1_000)])
         policy = policy_from_config({"subtechnique": "memory", "timeout": TIMEOUT, "max_tokens": MAX_TOKENS})
-        counted = _Counted(store)
+        counted: Any = _Counted(store)  # a Store by duck typing
         mgr = SessionManager(policy, counted, counter=counter)
-        rng = random.Random(n)
-        turn_ms, cpu_ms, append_ms, read, kept = [], [], [], [], 0
+        rng = random.Random(len(sizes))
+        stats: dict[int, dict[str, list[float]]] = {
+            n: {"turn": [], "cpu": [], "append": [], "read": []} for n in sizes
+        }
+        kept: dict[int, int] = {}
         for t in range(WARMUP + turns):
-            question, reply = _text(n + 2 * t, rng), _text(n + 2 * t + 1, rng)
-            counted.read = 0
-            t0, c0 = time.perf_counter(), time.thread_time()
-            view = mgr.load("s")
-            ctx = window_context(
-                view.history, max_tokens=MAX_TOKENS, reserve_tokens=RESERVE, current=question, counter=counter
-            )
-            t1 = time.perf_counter()
-            mgr.record_turn("s", question, reply)
-            t2, c2 = time.perf_counter(), time.thread_time()
-            if t < WARMUP:
-                continue
-            turn_ms.append((t2 - t0) * 1000.0)
-            cpu_ms.append((c2 - c0) * 1000.0)
-            append_ms.append((t2 - t1) * 1000.0)
-            read.append(counted.read)
-            kept = ctx.kept["full"]
+            for n in sizes:
+                question, reply = _text(n + 2 * t, rng), _text(n + 2 * t + 1, rng)
+                counted.read = 0
+                t0, c0 = time.perf_counter(), time.thread_time()
+                view = mgr.load(f"s{n}")
+                ctx = window_context(
+                    view.history,
+                    max_tokens=MAX_TOKENS,
+                    reserve_tokens=RESERVE,
+                    current=question,
+                    counter=counter,
+                )
+                t1 = time.perf_counter()
+                mgr.record_turn(f"s{n}", question, reply)
+                t2, c2 = time.perf_counter(), time.thread_time()
+                if t < WARMUP:
+                    continue
+                st = stats[n]
+                st["turn"].append((t2 - t0) * 1000.0)
+                st["cpu"].append((c2 - c0) * 1000.0)
+                st["append"].append((t2 - t1) * 1000.0)
+                st["read"].append(counted.read)
+                kept[n] = ctx.kept["full"]
         return {
-            "turn_ms": statistics.median(turn_ms),
-            "turn_p95_ms": _p(turn_ms, 0.95),
-            "cpu_ms": statistics.median(cpu_ms),
-            "append_max_ms": max(append_ms),
-            "read": max(read),
-            "kept": kept,
+            n: {
+                "turn_ms": statistics.median(st["turn"]),
+                "turn_p95_ms": _p(st["turn"], 0.95),
+                "cpu_ms": statistics.median(st["cpu"]),
+                "append_max_ms": max(st["append"]),
+                "read": int(max(st["read"])),
+                "kept": kept[n],
+            }
+            for n, st in stats.items()
         }
     finally:
         _cleanup(store)
@@ -264,10 +283,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             if not _available(kind):
                 rows.append({"benchmark": f"{kind} turn", "notes": "server not reachable"})
                 continue
-            first = None
+            results = _store_turns(kind, sizes, full, turns, tmp)
+            first = results[sizes[0]]["turn_ms"]
             for n in sizes:
-                r = _store_turns(kind, n, full[:n], turns, tmp)
-                first = first if first is not None else r["turn_ms"]
+                r = results[n]
                 lc = peers[n]["trim_messages"]
                 row = {
                     "benchmark": f"{kind} turn @{n:,}",

@@ -172,6 +172,15 @@ class SessionManager:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
         """(history within ``budget`` tokens, messages left out, how many were compressed)."""
         tok = self.counter.message_tokens
+        if not self.policy.compression:  # the longest suffix within budget, counting only what it walks
+            used, i = 0, len(history)
+            while i > 0:
+                t = tok(history[i - 1])
+                if used + t > budget:
+                    break
+                used += t
+                i -= 1
+            return history[i:], history[:i], 0
         total = sum(tok(m) for m in history)
         if total <= budget:
             return history, [], 0

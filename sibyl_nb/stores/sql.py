@@ -451,7 +451,9 @@ class SQLStore(Store):
             messages=messages,
             summary=row.summary or "",
             summary_covers=int(row.summary_covers or 0),
-            metadata=dict(row.metadata or {}),
+            metadata=dict(
+                (json.loads(row.metadata) if isinstance(row.metadata, str) else row.metadata) or {}
+            ),
             user_id=row.user_id,
             created_at=_epoch(row.created_at) or 0.0,
             updated_at=_epoch(row.updated_at) or 0.0,
@@ -474,8 +476,10 @@ class SQLStore(Store):
                 back = s.c.next_seq - max(0, int(last))
                 lo = sa.case((back < s.c.first_seq, s.c.first_seq), else_=back)
             on = sa.and_(m.c.session_id == s.c.session_id, m.c.seq >= lo, m.c.seq < s.c.next_seq)
+            # the session's columns repeat on every row: its metadata as text, decoded once (by _data)
+            cols = [c if c.name != "metadata" else sa.cast(c, sa.Text).label("metadata") for c in s.c]
             stmt = (
-                sa.select(s, m.c.message.label("sibyl_message"))
+                sa.select(*cols, m.c.message.label("sibyl_message"))
                 .select_from(s.outerjoin(m, on))
                 .where(self._live(session_id, time.time()))
                 .order_by(m.c.seq)
