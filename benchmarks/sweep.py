@@ -222,22 +222,24 @@ async def research_grid(n_inputs: int, concurrency: int) -> dict[str, Any]:
 
     pipe = sb.Pipeline.from_yaml(SEED, name="research_workflow")
     inputs = _inputs(n_inputs)
-    t0 = time.perf_counter()
-    df = await sb.asweep(
-        pipe, inputs, GRID, store=False, progress=False, live=False, max_concurrent=concurrency
-    )
-    s = time.perf_counter() - t0
+    settings = expand_grid(pipe, GRID)
+    graphs = [langgraph_of(st.pipeline) for st in settings]
+    await _langgraph(graphs[0], inputs[:10], concurrency)
+    s = lg = float("inf")
+    for _ in range(ROUNDS):  # interleaved, best of ROUNDS; each sweep starts with an empty step cache
+        t0 = time.perf_counter()
+        df = await sb.asweep(
+            pipe, inputs, GRID, store=False, progress=False, live=False, max_concurrent=concurrency
+        )
+        s = min(s, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        outs = [(await _langgraph(g, inputs, concurrency))[1] for g in graphs]  # one abatch per setting
+        lg = min(lg, time.perf_counter() - t0)
     assert (df.status == "ok").all(), df[df.status != "ok"].error.head().tolist()
     sweep = _MEMORY[df.attrs["sibyl_sweep"]["name"]]
     ours = {
         (c.input_id, c.setting.index): sweep.store.cells[c.key]["outputs"]["validate"] for c in sweep.cells
     }
-    settings = expand_grid(pipe, GRID)
-    graphs = [langgraph_of(st.pipeline) for st in settings]
-    await _langgraph(graphs[0], inputs[:10], concurrency)
-    t0 = time.perf_counter()
-    outs = [(await _langgraph(g, inputs, concurrency))[1] for g in graphs]  # one abatch per setting
-    lg = time.perf_counter() - t0
     same = all(
         o["results"]["validate"] == ours[i, st.index]
         for st, out in zip(settings, outs, strict=True)
