@@ -325,6 +325,9 @@ def test_committed_notebook_opened_untrusted_still_shows_graph_and_steps(lab, br
         page.wait_for_function(
             "el => el.complete && el.naturalWidth > 200", arg=img.element_handle(), timeout=30_000
         )
+        # the sanitizer drops the <svg> tags but keeps their text: it must not show above the image
+        box = first.locator(".sibyl-graph")
+        assert img.bounding_box()["y"] - box.bounding_box()["y"] < 2, (img.bounding_box(), box.bounding_box())
         assert "Error displaying widget" not in page.locator(".jp-Notebook").inner_text()
         assert "completed" in first.locator(".sibyl-summary").inner_text()
         _shot(page, first, "browser_reopened_untrusted.png")

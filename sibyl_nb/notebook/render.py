@@ -167,7 +167,12 @@ def graph_html(
             f'{_FALLBACK_RULE}<img class="sibyl-graph-fallback" alt="{html.escape(title or "pipeline graph")}" '
             f'src="data:image/svg+xml;base64,{data}"/>'
         )
-    return f'<div class="sibyl-graph" style="max-width:100%;max-height:720px;overflow:auto;margin:4px 0;">{svg}{img}</div>'
+    # font-size:0: where a sanitizer removed the <svg> tags, their text (labels, tooltips) stays behind as
+    # loose text above the image; it takes no room. The SVG's own text sets its size on every element.
+    return (
+        '<div class="sibyl-graph" style="max-width:100%;max-height:720px;overflow:auto;margin:4px 0;'
+        f'font-size:0;">{svg}{img}</div>'
+    )
 
 
 def _fmt(n: int) -> str:
