@@ -357,3 +357,39 @@ def test_a_finished_run_leaves_no_reference_cycle_behind():
         assert gc.collect() == 0  # freed by reference counting as each run ended
     finally:
         gc.enable()
+
+
+def test_kernel_interrupt_cancels_a_sync_run_waiting_on_a_retry_and_keeps_what_finished():
+    """The taskless start's hand-over: SIGINT while a sync pipeline waits 30 s for a retry (in the task
+    that took the run over, on the helper thread) cancels it through that task."""
+
+    def never(ctx):
+        raise ValueError("again")
+
+    name = _register("never", never, blocking=False)
+    events = []
+    pipe = sb.Pipeline.from_dict(
+        {
+            "steps": [
+                {"use": "sync_bridge.add"},
+                {"use": name, "retry": {"max_attempts": 2, "initial_delay": 30, "backoff": "fixed"}},
+            ]
+        }
+    )
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+
+    async def cell():
+        timer.start()
+        return pipe.run({"x": 1}, observers=[events.append])
+
+    loop = asyncio.new_event_loop()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(cell())
+    finally:
+        loop.close()
+        sb.techniques.registry.unregister_technique(name)
+    assert time.perf_counter() - t0 < 8  # cancelled, not left to the 10 s the caller waits for an unwind
+    assert [e.node_id for e in events if e.kind == "node_finished"] == ["add"]
+    assert [e.data["attempt"] for e in events if e.kind == "node_retrying"] == [1]
