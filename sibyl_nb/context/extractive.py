@@ -390,11 +390,22 @@ _LABEL = re.compile(r"^(User|Assistant|System|Tool):\s+")
 _MAX_ITEM_TOKENS = 45  # a longer sentence enters a summary by its clauses
 
 
+@lru_cache(maxsize=65536)
+def _tokens(counter: TokenCounter, piece: str) -> int:
+    """``counter.count(piece)``, memoised: a summary re-ranks the same sentences turn after turn."""
+    return counter.count(piece)
+
+
+@lru_cache(maxsize=65536)
+def _term_count(piece: str) -> int:
+    return len(terms(piece))
+
+
 def _items(text: str, label: str, counter: TokenCounter) -> list[tuple[str, float]]:
     """(piece, salience) for each sentence of a message, long sentences as their clauses."""
     out = []
     for s in split_sentences(text):
-        pieces = [s] if counter.count(s) <= _MAX_ITEM_TOKENS else split_clauses(s)
+        pieces = [s] if _tokens(counter, s) <= _MAX_ITEM_TOKENS else split_clauses(s)
         for p in pieces:
             out.append((p, salience(p)))
     return out
@@ -423,7 +434,8 @@ def summarize_messages(
     cands: list[tuple[float, int, str, str]] = []
     pos = 0
     label = ""
-    for s in split_sentences((prior or "").strip()):
+    # line by line: a prior made of block summaries (one a line) is split once per block, memoised
+    for s in (s for line in (prior or "").strip().splitlines() for s in split_sentences(line)):
         m = _LABEL.match(s)
         if m:
             label, s = m.group(1), s[m.end() :]
@@ -436,7 +448,7 @@ def summarize_messages(
         recency = 0.05 * (i + 1) / max(n, 1)
         bonus = 0.1 if role == "user" else 0.0
         for piece, sal in _items(content_text(msg.get("content")), label, counter):
-            if sal <= 0 and len(terms(piece)) < 2:
+            if sal <= 0 and _term_count(piece) < 2:
                 continue  # filler
             cands.append((sal + bonus + recency, pos, label, piece))
             pos += 1
@@ -451,7 +463,7 @@ def summarize_messages(
         ts = term_set(piece)
         if lab != "User" and ts and any(ts <= other for other in seen):
             continue  # says nothing new (a reply echoing the user's fact); the user's own words stay
-        t = counter.count(piece) + 3  # label and joins, re-checked on the final text
+        t = _tokens(counter, piece) + 3  # label and joins, re-checked on the final text
         if used + t > max_tokens:
             continue
         chosen.append((p, lab, piece))
