@@ -41,6 +41,19 @@ class BM25Index:
         self._sets = [frozenset(t) for t in self._tokens]
         # rank_bm25 divides by the average length: give it one dummy token for an empty corpus.
         self._bm25 = _bm25_class()([t or ["\x00"] for t in self._tokens]) if self._tokens else None
+        self._idf: dict[str, float] = {}
+        self._rare = math.log(1.0 + (len(self._tokens) + 0.5) / 0.5)
+        # Postings (document, term frequency) and each document's length norm, for scoring only the
+        # documents that hold a query term: rank_bm25's get_scores walks every document for every term.
+        self._postings: dict[str, list[tuple[int, int]]] = {}
+        self._norm: list[float] = []
+        if self._bm25 is not None:
+            bm = self._bm25
+            for i, freqs in enumerate(bm.doc_freqs):
+                for word, freq in freqs.items():
+                    self._postings.setdefault(word, []).append((i, freq))
+            # the same float operations, in the same order, as BM25Okapi.get_scores
+            self._norm = [bm.k1 * (1 - bm.b + bm.b * dl / bm.avgdl) for dl in bm.doc_len]
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -48,11 +61,30 @@ class BM25Index:
     def idf(self, term: str) -> float:
         return float(self._bm25.idf.get(term, 0.0)) if self._bm25 is not None else 0.0
 
+    def idf_or_rare(self, term: str) -> float:
+        """:meth:`idf`, or the idf of a term in no document (the maximum) for an unseen term; cached."""
+        value = self._idf.get(term)
+        if value is None:
+            value = self.idf(term)
+            value = value if value > 0 else self._rare
+            self._idf[term] = value
+        return value
+
     def scores(self, query: str | Sequence[str]) -> list[float]:
+        """BM25Okapi's scores, bit for bit: per document, each query term's share added in query order
+        (a term absent from a document adds exactly 0.0 there, so only its postings are visited)."""
         q = terms(query) if isinstance(query, str) else list(query)
+        out = [0.0] * len(self._tokens)
         if self._bm25 is None or not q:
-            return [0.0] * len(self._tokens)
-        return [float(s) for s in self._bm25.get_scores(q)]
+            return out
+        idf, k1, norm = self._bm25.idf, self._bm25.k1, self._norm
+        for word in q:
+            w = idf.get(word) or 0
+            if not w:
+                continue
+            for i, freq in self._postings.get(word, ()):
+                out[i] += w * (freq * (k1 + 1) / (freq + norm[i]))
+        return out
 
     def search(self, query: str | Sequence[str], top_k: int | None = None) -> list[tuple[int, float]]:
         """Matching positions, best first (ties keep corpus order); only documents sharing a term."""

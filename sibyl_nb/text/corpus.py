@@ -12,7 +12,6 @@ pages, or any other fields); search results are copies with a ``score``.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -191,6 +190,9 @@ class CorpusStore:
         return [dict(d) for d in self._get(collection).docs]
 
     def _get(self, collection: str | None) -> _Collection:
+        merged = self._all
+        if merged is not None and collection in (None, "", ALL):
+            return merged  # built and loaded: no lock (``_all`` is replaced, never mutated, on change)
         self._ensure_loaded()
         with self._lock:
             if collection in (None, "", ALL) or (collection == "all" and "all" not in self._collections):
@@ -211,10 +213,11 @@ class CorpusStore:
     def idf(self, term: str, collection: str | None = ALL) -> float:
         """BM25 idf of a stemmed term in ``collection``; unseen terms count as rare (the max idf)."""
         coll = self._get(collection)
-        with self._lock:
-            index = coll.bm25()
-            value = index.idf(term)
-            return value if value > 0 else math.log(1.0 + (len(index) + 0.5) / 0.5)
+        index = coll._bm25  # an index never changes once built (a change builds a new one)
+        if index is None:
+            with self._lock:
+                index = coll.bm25()
+        return index.idf_or_rare(term)
 
     def search(
         self,

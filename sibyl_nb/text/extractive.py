@@ -14,6 +14,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from . import corpus
@@ -35,28 +36,58 @@ class Candidate:
     matched: frozenset[str]
 
 
-def _answer_shape_bonus(question: str, sentence: str, topic: str) -> float:
+_YEAR_QUESTION = re.compile(r"\b(?:when|what\s+year|which\s+year|in\s+what\s+year)\b")
+_YEAR = re.compile(r"\b1[89]\d\d\b|\b20\d\d\b")
+_NAME = re.compile(r"\b[A-Z][a-z]+\s+(?:van\s+|de\s+)?[A-Z][a-z]+")
+_HOW_MANY = re.compile(r"\bhow\s+many\b")
+_DIGIT = re.compile(r"\d")
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a good answer to one question looks like: read once per question, not once per sentence."""
+
+    definition: re.Pattern[str] | None  # "Python is a ..." when the question asks "what is Python"
+    year: bool
+    name: bool
+    count: bool
+
+
+@lru_cache(maxsize=4096)
+def _shape_of(question: str, topic: str) -> _Shape:
     q = question.lower().strip()
-    bonus = 0.0
     asks_definition = topic and re.fullmatch(
         rf"(?:what|who)\s+(?:is|are|was|were)\s+(?:an?\s+|the\s+)?{re.escape(topic.lower())}\s*[?.!]*", q
     )
-    if asks_definition:
-        # A definition: "Python is a ...", "An embedding is a ...", "Guido van Rossum is a ...".
-        m = re.match(
+    definition = (
+        re.compile(
             rf"^(?:an?\s+|the\s+)?{re.escape(topic)}(?:\s*\([^)]*\))?\s+(?:is|are|was|were)\s+(an?|the)\b",
-            sentence,
             re.I,
         )
+        if asks_definition
+        else None
+    )
+    return _Shape(
+        definition, _YEAR_QUESTION.search(q) is not None, q.startswith("who"), bool(_HOW_MANY.search(q))
+    )
+
+
+def _answer_shape_bonus(question: str, sentence: str, topic: str) -> float:
+    return _shape_bonus(_shape_of(question, topic), sentence)
+
+
+def _shape_bonus(shape: _Shape, sentence: str) -> float:
+    bonus = 0.0
+    if shape.definition is not None:
+        # A definition: "Python is a ...", "An embedding is a ...", "Guido van Rossum is a ...".
+        m = shape.definition.match(sentence)
         if m:
             bonus += 0.3 if m.group(1).lower() != "the" else 0.15
-    if re.search(r"\b(?:when|what\s+year|which\s+year|in\s+what\s+year)\b", q) and re.search(
-        r"\b1[89]\d\d\b|\b20\d\d\b", sentence
-    ):
+    if shape.year and _YEAR.search(sentence):
         bonus += 0.15
-    if q.startswith("who") and re.search(r"\b[A-Z][a-z]+\s+(?:van\s+|de\s+)?[A-Z][a-z]+", sentence[1:]):
+    if shape.name and _NAME.search(sentence[1:]):
         bonus += 0.15
-    if re.search(r"\bhow\s+many\b", q) and re.search(r"\d", sentence):
+    if shape.count and _DIGIT.search(sentence):
         bonus += 0.15
     return bonus
 
@@ -73,6 +104,25 @@ def _leans_on_subject(sentence: str, position: int) -> bool:
     return position > 0 and _LEADING_PRONOUN.match(sentence) is not None
 
 
+@lru_cache(maxsize=8192)
+def _prepared(
+    text: str, subject: str
+) -> tuple[tuple[int, str, frozenset[str], frozenset[tuple[str, str]]], ...]:
+    """A document's sentences as ranking reads them (label, terms, adjacent term pairs), keyed by its text:
+    the corpus documents are ranked again for every question, their sentences never change."""
+    out = []
+    for pos, sent in enumerate(sentences(text)):
+        sterms = term_set(sent)
+        if subject and _leans_on_subject(sent, pos):
+            # scored as being about the subject, and quoted with it as a label ("Go: It was
+            # released in 2009 ..."), never rewritten into a sentence no source says
+            sterms = sterms | term_set(subject)
+            sent = f"{subject}: {sent}"
+        seq = terms(sent)
+        out.append((pos, sent, sterms, frozenset(zip(seq, seq[1:], strict=False))))
+    return tuple(out)
+
+
 def rank_sentences(
     question: str, docs: Sequence[Mapping[str, Any]], idf: Callable[[str], float] | None = None
 ) -> list[Candidate]:
@@ -83,7 +133,7 @@ def rank_sentences(
         return []
     weights = {t: idf(t) for t in qterms}
     total = sum(weights.values()) or 1.0
-    topic = topic_of(question)
+    shape = _shape_of(question, topic_of(question))
     qset = set(qterms)
     qpairs = set(zip(qterms, qterms[1:], strict=False))
     out: list[tuple[float, int, Candidate]] = []
@@ -91,27 +141,17 @@ def rank_sentences(
     for rank, doc in enumerate(docs):
         title_terms = term_set(str(doc.get("title", "")))
         title_bonus = 0.1 * len(title_terms & qset) / len(qset)
-        subject = _subject(doc)
-        for pos, sent in enumerate(sentences(str(doc.get("text", "")))):
-            sterms = term_set(sent)
-            if subject and _leans_on_subject(sent, pos):
-                # scored as being about the subject, and quoted with it as a label ("Go: It was
-                # released in 2009 ..."), never rewritten into a sentence no source says
-                sterms = sterms | term_set(subject)
-                sent = f"{subject}: {sent}"
+        for pos, sent, sterms, pairs in _prepared(str(doc.get("text", "")), _subject(doc)):
             matched = frozenset(qset & sterms)
             if not matched:
                 continue
             relevance = sum(weights[t] for t in matched) / total
-            seq = terms(sent)
-            phrase_bonus = 0.1 * len(
-                qpairs & set(zip(seq, seq[1:], strict=False))
-            )  # "used for" next to "Python"
+            phrase_bonus = 0.1 * len(qpairs & pairs)  # "used for" next to "Python"
             score = (
                 relevance
                 + title_bonus
                 + phrase_bonus
-                + _answer_shape_bonus(question, sent, topic)
+                + _shape_bonus(shape, sent)
                 + (0.05 if pos == 0 else 0.0)
                 - 0.02 * min(rank, 10)
             )

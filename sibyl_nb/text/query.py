@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from .tokenize import STOPWORDS, expand_contractions, normalise, wordlist, words
@@ -298,7 +299,13 @@ def _proper_run(toks: Sequence[str]) -> str:
 
 def topic_of(text: str) -> str:
     """The main noun phrase of a question: "What is machine learning?" -> "machine learning"."""
-    clean = _clean(text or "")
+    return _topic_of(text or "")
+
+
+@lru_cache(maxsize=8192)
+def _topic_of(text: str) -> str:
+    """Cached by text: ranking, composing and resolving ask for the same question's topic several times."""
+    clean = _clean(text)
     if not clean:
         return ""
     for i, pat in enumerate(_TOPIC_PATTERNS):

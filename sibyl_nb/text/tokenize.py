@@ -54,6 +54,7 @@ _SENT_MARKS = (
 )
 _INITIAL_RE = re.compile(r"\b([A-Z])\.(?=\s+[A-Z])")  # "J. Smith": an initial, not a sentence end
 _ABBREV = ("e.g.", "i.e.", "etc.", "vs.", "mr.", "mrs.", "dr.", "prof.", "al.", "approx.", "fig.")
+_ABBREV_RES = tuple(re.compile(re.escape(ab), re.I) for ab in _ABBREV)
 
 _CONTRACTIONS = {
     "what's": "what is",
@@ -126,13 +127,19 @@ def stem(word: str) -> str:
 
 def terms(text: str) -> list[str]:
     """Stemmed content words in order (duplicates kept): what BM25, embeddings and overlap use."""
-    return [stem(w) for w in words(expand_contractions(text or "")) if w not in STOPWORDS]
+    return list(_terms(text or ""))
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=32768)
+def _terms(text: str) -> tuple[str, ...]:
+    """Cached by text: every run tokenises the same corpus sentences and prompts again and again."""
+    return tuple(stem(w) for w in words(expand_contractions(text)) if w not in STOPWORDS)
+
+
+@lru_cache(maxsize=32768)
 def term_set(text: str) -> frozenset[str]:
     """Distinct stemmed content words (cached: corpus sentences are compared again and again)."""
-    return frozenset(terms(text))
+    return frozenset(_terms(text or ""))
 
 
 def sentences(text: str) -> list[str]:
@@ -146,8 +153,8 @@ def _sentences(text: str) -> tuple[str, ...]:
     if not text:
         return ()
     protected = _INITIAL_RE.sub(lambda m: m.group(1) + "\x01", text)
-    for i, ab in enumerate(_ABBREV):
-        protected = re.sub(re.escape(ab), f"\x00{i}\x00", protected, flags=re.I)
+    for i, ab in enumerate(_ABBREV_RES):
+        protected = ab.sub(f"\x00{i}\x00", protected)
     for pattern, repl in _SENT_MARKS:
         protected = pattern.sub(repl, protected)
     parts = protected.split("\x02")
