@@ -153,8 +153,8 @@ def _sentences(text: str) -> tuple[str, ...]:
     if not text:
         return ()
     protected = _INITIAL_RE.sub(lambda m: m.group(1) + "\x01", text)
-    for i, ab in enumerate(_ABBREV_RES):
-        protected = ab.sub(f"\x00{i}\x00", protected)
+    for i, abbrev in enumerate(_ABBREV_RES):
+        protected = abbrev.sub(f"\x00{i}\x00", protected)
     for pattern, repl in _SENT_MARKS:
         protected = pattern.sub(repl, protected)
     parts = protected.split("\x02")
