@@ -476,8 +476,15 @@ class SQLStore(Store):
                 back = s.c.next_seq - max(0, int(last))
                 lo = sa.case((back < s.c.first_seq, s.c.first_seq), else_=back)
             on = sa.and_(m.c.session_id == s.c.session_id, m.c.seq >= lo, m.c.seq < s.c.next_seq)
-            # the session's columns repeat on every row: its metadata as text, decoded once (by _data)
-            cols = [c if c.name != "metadata" else sa.cast(c, sa.Text).label("metadata") for c in s.c]
+            # The session's columns repeat on every row: read them raw (no per-row datetime / JSON
+            # processing; metadata as text) and decode them once, from the first row, in _data.
+            raw = sa.types.NullType()
+            cols = [
+                sa.cast(c, sa.Text).label(c.name)
+                if c.name == "metadata"
+                else sa.type_coerce(c, raw).label(c.name)
+                for c in s.c
+            ]
             stmt = (
                 sa.select(*cols, m.c.message.label("sibyl_message"))
                 .select_from(s.outerjoin(m, on))
