@@ -5,7 +5,8 @@ tampered cache file runs code (CVE-2025-69872), so this Disk refuses pickled row
 
 Layout inside one cache (keys sort so headers come first, then KV entries, then messages):
 ``h:<session>`` header (counters, summary, metadata, expiry), ``k:<key>`` KV values (diskcache's own
-expiry), ``m:<session>:<seq>`` one message each, so an append writes O(1) rows whatever the length.
+expiry), ``m:<session>:<seq>`` one message each, so an append writes O(1) rows whatever the length,
+and a load reads its newest messages with one range query over those keys (:meth:`DiskStore._range`).
 Each operation is one diskcache transaction (``BEGIN IMMEDIATE``), which makes appends from threads
 and processes atomic.
 """
