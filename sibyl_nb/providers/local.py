@@ -34,6 +34,7 @@ import json
 import random
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from ..context.extractive import summarize_messages
@@ -74,11 +75,25 @@ _SUMMARISE = re.compile(
 )
 _IMPROVE_START = re.compile(r"^\s*(?:please\s+)?(?:improve|refine|revise|rewrite)\b", re.I)
 _IMPROVE_END = re.compile(r"\b(?:improved|refined|revised)(?:\s+answer)?\s*:\s*$", re.I)
+_WORD_PIECE = re.compile(r"\S+\s*")
+_BUDGET = re.compile(r"\babout\s+(\d+)\s+tokens\b", re.I)
+_TRANSCRIPT = re.compile(r"^\s*(?:user|assistant)\s*:", re.I | re.M)
+_SUMMARY_VERB = re.compile(r"^.*?\b(?:summari[sz]e|compress|condense)\b[^:\n]*:?", re.I | re.S)
+_SO_FAR = re.compile(r"\b(?:conversation|chat|discussion|so far)\b", re.I)
+_MISSING = re.compile(r"missing(?:\s+terms)?\s*:\s*([^\n'\"}\]]+)", re.I)
+_PERSONAL = re.compile(r"\b(?:my|me|mine|i|we|our|us)\b", re.I)
+_LONGEST_FORM = re.compile(r"\b(?:comprehensive|report|thorough|in\s+detail|detailed)\b", re.I)
 
 
 def parse_context_block(system_text: str) -> list[dict[str, Any]]:
     """Documents listed as ``[n] title: text`` lines (what ``ai_generation.generation`` writes)."""
-    docs: list[dict[str, Any]] = []
+    return [{"id": i, "title": title, "text": text} for i, title, text in _context_docs(system_text)]
+
+
+@lru_cache(maxsize=1024)
+def _context_docs(system_text: str) -> tuple[tuple[str, str, str], ...]:
+    """Parsed once per system prompt: every call of one run's steps repeats the same context block."""
+    docs: list[tuple[str, str, str]] = []
     for line in system_text.splitlines():
         m = _CONTEXT_LINE.match(line)
         if not m:
@@ -87,8 +102,13 @@ def parse_context_block(system_text: str) -> list[dict[str, Any]]:
         title, sep, text = body.partition(": ")
         if not sep:
             title, text = "", body
-        docs.append({"id": f"context-{m.group(1)}", "title": title.strip(), "text": text.strip()})
-    return docs
+        docs.append((f"context-{m.group(1)}", title.strip(), text.strip()))
+    return tuple(docs)
+
+
+@lru_cache(maxsize=64)
+def _section_re(start: str, stops: str) -> re.Pattern[str]:
+    return re.compile(rf"(?:{start})[ \t]*:[ \t]*(.*?)(?=\n[ \t]*(?:{stops})\b|\Z)", re.I | re.S)
 
 
 def _section(text: str, start: str, stops: str) -> str:
@@ -96,7 +116,7 @@ def _section(text: str, start: str, stops: str) -> str:
 
     Only spaces and tabs may sit around the colon: an empty section (``"Previous: \nCritique: ..."``)
     stays empty instead of swallowing the next label's text."""
-    m = re.search(rf"(?:{start})[ \t]*:[ \t]*(.*?)(?=\n[ \t]*(?:{stops})\b|\Z)", text, re.I | re.S)
+    m = _section_re(start, stops).search(text)
     return m.group(1).strip() if m else ""
 
 
@@ -121,7 +141,7 @@ class LocalProvider:
     async def stream(self, messages: list[Message], **params: Any) -> AsyncIterator[str]:
         """The same text as :meth:`complete`, word by word."""
         text = self.complete_sync(messages, **params).text
-        for piece in re.findall(r"\S+\s*", text):
+        for piece in _WORD_PIECE.findall(text):
             yield piece
 
     def complete_sync(self, messages: Sequence[Mapping[str, Any]], **params: Any) -> Completion:
@@ -178,22 +198,14 @@ class LocalProvider:
     ) -> str:
         """An extractive summary (whole sentences, facts first) of the transcript in the user message,
         or of the conversation so far when the user asks for one; never an answer from the corpus."""
-        m = re.search(r"\babout\s+(\d+)\s+tokens\b", f"{system_text} {user_text}", re.I)
+        m = _BUDGET.search(f"{system_text} {user_text}")
         budget = (
             int(m.group(1)) if m else (max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else 200)
         )
-        transcript = (
-            messages_of(user_text) if re.search(r"^\s*(?:user|assistant)\s*:", user_text, re.I | re.M) else []
-        )
+        transcript = messages_of(user_text) if _TRANSCRIPT.search(user_text) else []
         if not transcript:
-            body = re.sub(
-                r"^.*?\b(?:summari[sz]e|compress|condense)\b[^:\n]*:?",
-                "",
-                user_text,
-                count=1,
-                flags=re.I | re.S,
-            )
-            if re.search(r"\b(?:conversation|chat|discussion|so far)\b", user_text, re.I) or not body.strip():
+            body = _SUMMARY_VERB.sub("", user_text, count=1)
+            if _SO_FAR.search(user_text) or not body.strip():
                 transcript = [dict(m) for m in history]
             else:
                 transcript = [{"role": "user", "content": body.strip()}]
@@ -264,7 +276,7 @@ class LocalProvider:
             answers = [str(m.get("content") or "") for m in history if m.get("role") == "assistant"]
             previous = answers[-1] if answers else ""
         critique = _section(prompt, r"critique|feedback", r"improved|question|previous")
-        missing = re.findall(r"missing(?:\s+terms)?\s*:\s*([^\n'\"}\]]+)", critique, re.I)
+        missing = _MISSING.findall(critique)
         prefer = [w.strip() for chunk in missing for w in chunk.split(",") if w.strip()]
         q = question or self._first_user(history) or previous
         docs = context_or_corpus(q, context)
@@ -325,7 +337,7 @@ class LocalProvider:
         question at least as well as any source does. Quoted verbatim, so nothing is invented."""
         if not history:
             return ""
-        personal = re.search(r"\b(?:my|me|mine|i|we|our|us)\b", question, re.I) is not None
+        personal = _PERSONAL.search(question) is not None
         for role, frame in (("user", 'You told me: "{}"'), ("assistant", 'I said earlier: "{}"')):
             docs = [
                 {"id": f"turn-{i}", "title": "", "text": str(m.get("content") or "")}
@@ -347,15 +359,7 @@ class LocalProvider:
     @staticmethod
     def _length(question: str, instruction: str) -> int:
         if _LONG_FORM.search(instruction) or _LONG_FORM.search(question):
-            return (
-                5
-                if re.search(
-                    r"\b(?:comprehensive|report|thorough|in\s+detail|detailed)\b",
-                    f"{instruction} {question}",
-                    re.I,
-                )
-                else 4
-            )
+            return 5 if _LONGEST_FORM.search(f"{instruction} {question}") else 4
         return {"simple": 1, "medium": 2, "complex": 3}[complexity_of(question)]
 
     @staticmethod

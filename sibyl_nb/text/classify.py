@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from .tokenize import STOPWORDS, expand_contractions, stem, terms, wordlist, words
 
@@ -104,17 +105,32 @@ _COMPLEX_MARKERS = (
 
 
 def _lexicon_stems(label: str) -> dict[str, float]:
-    return {stem(w): weight for w, weight in LEXICONS.get(label, {}).items()}
+    return _stemmed(tuple(LEXICONS.get(label, {}).items()))
+
+
+@lru_cache(maxsize=64)
+def _stemmed(lexicon: tuple[tuple[str, float], ...]) -> dict[str, float]:
+    """Keyed by the lexicon's contents (``LEXICONS`` is public and may be edited), read-only to callers."""
+    return {stem(w): weight for w, weight in lexicon}
+
+
+_CLAUSE_RE = re.compile(r"\b(?:and|but|or|then|while|whereas)\b|[,;]")
+_EXPLAIN_RE = re.compile(r"^\s*(?:how|why)\b")
 
 
 def complexity_of(text: str) -> str:
     """simple / medium / complex from length, clauses and analysis words."""
-    clean = expand_contractions(text or "").lower()
+    return _complexity_of(text or "")
+
+
+@lru_cache(maxsize=8192)
+def _complexity_of(text: str) -> str:
+    clean = expand_contractions(text).lower()
     n_terms = len(set(terms(clean)))
-    clauses = 1 + len(re.findall(r"\b(?:and|but|or|then|while|whereas)\b|[,;]", clean))
+    clauses = 1 + len(_CLAUSE_RE.findall(clean))
     clauses += max(0, clean.count("?") - 1)
     markers = sum(1 for m in _COMPLEX_MARKERS if m in clean)
-    explain = 1.0 if re.match(r"^\s*(?:how|why)\b", clean) else 0.0
+    explain = 1.0 if _EXPLAIN_RE.match(clean) else 0.0
     score = n_terms / 4 + (clauses - 1) * 1.5 + 2.0 * markers + explain
     if score < 2.0:
         return "simple"

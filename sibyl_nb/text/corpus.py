@@ -72,6 +72,19 @@ class _Collection:
             self._bm25 = BM25Index([f"{d.get('title', '')}. {_index_text(d)}" for d in self.docs])
         return self._bm25
 
+    def snapshot(self, mode: str, dim: int) -> _Collection:
+        """The documents as they are now, with the indexes ``mode`` reads built: a read-only copy to
+        search without the store's lock (indexes are replaced on change, never mutated)."""
+        snap = _Collection()
+        snap.docs = list(self.docs)
+        if mode in ("bm25", "hybrid"):
+            snap._bm25 = self.bm25()
+        if mode != "bm25":
+            snap._terms = self.terms()
+        if mode in ("vector", "semantic", "hybrid"):
+            snap._matrix = {dim: self.matrix(dim)}
+        return snap
+
     def terms(self) -> list[frozenset[str]]:
         if self._terms is None:
             self._terms = [term_set(_index_text(d)) for d in self.docs]
@@ -238,35 +251,38 @@ class CorpusStore:
         """
         if mode not in SEARCH_MODES:
             raise ValueError(f"unknown search mode '{mode}' (known: {', '.join(SEARCH_MODES)})")
-        coll = self._get(collection)
+        qterms = term_set(query)
         with self._lock:
-            qterms = term_set(query)
+            coll = self._get(collection)
             if not qterms or not coll.docs:
                 return []
-            pool = max(top_k * 3, 30)
-            if mode == "keyword":
-                ranked = self._keyword(coll, qterms)
-            elif mode == "bm25":
-                ranked = coll.bm25().search(list(qterms))
-            elif mode in ("vector", "semantic"):
-                ranked = self._vector(coll, query, qterms, dim)
-            else:
-                lexical = [(coll.docs[i], s) for i, s in coll.bm25().search(list(qterms), pool)]
-                vector = [(coll.docs[i], s) for i, s in self._vector(coll, query, qterms, dim)[:pool]]
-                titles = [(coll.docs[i], s) for i, s in self._titles(coll, qterms)[:pool]]
-                fused = reciprocal_rank_fusion(
-                    [
-                        [_scored(d, s) for d, s in lexical],
-                        [_scored(d, s) for d, s in vector],
-                        [_scored(d, s) for d, s in titles],
-                    ],
-                    k=rrf_k,
-                )
-                for d in fused:
-                    d.pop("ranks", None)
-                    d.pop("source_score", None)
-                return fused[:top_k]
-            return [_scored(coll.docs[i], s) for i, s in ranked[:top_k]]
+            coll = coll.snapshot(mode, dim)
+        # Scored outside the lock: concurrent searches (a sweep's runs, ``asyncio.to_thread``) then
+        # wait only for the snapshot, never for one another's scoring while the GIL passes between them.
+        pool = max(top_k * 3, 30)
+        if mode == "keyword":
+            ranked = self._keyword(coll, qterms)
+        elif mode == "bm25":
+            ranked = coll.bm25().search(list(qterms))
+        elif mode in ("vector", "semantic"):
+            ranked = self._vector(coll, query, qterms, dim)
+        else:
+            lexical = [(coll.docs[i], s) for i, s in coll.bm25().search(list(qterms), pool)]
+            vector = [(coll.docs[i], s) for i, s in self._vector(coll, query, qterms, dim)[:pool]]
+            titles = [(coll.docs[i], s) for i, s in self._titles(coll, qterms)[:pool]]
+            fused = reciprocal_rank_fusion(
+                [
+                    [_scored(d, s) for d, s in lexical],
+                    [_scored(d, s) for d, s in vector],
+                    [_scored(d, s) for d, s in titles],
+                ],
+                k=rrf_k,
+            )
+            for d in fused:
+                d.pop("ranks", None)
+                d.pop("source_score", None)
+            return fused[:top_k]
+        return [_scored(coll.docs[i], s) for i, s in ranked[:top_k]]
 
     @staticmethod
     def _keyword(coll: _Collection, qterms: frozenset[str]) -> list[tuple[int, float]]:
