@@ -447,3 +447,36 @@ def test_unknown_loop_strategy_is_a_clear_error():
     pipe = sb.Pipeline.from_dict({"steps": [{"use": "tst.echo"}]})
     with pytest.raises(sb.SibylError, match="loop must be one of thread, caller"):
         pipe.run({}, loop="fork")
+
+
+@sb.technique("tst.ask_inside")
+def _ask_inside(ctx):
+    return {"answer": ctx.interrupt("go on?")}
+
+
+def test_an_interrupt_inside_a_built_graph_is_refused_naming_the_dynamic_node():
+    """A built graph runs on a nested scheduler, which cannot pause the outer run: the interrupt is
+    refused as the dynamic node's error (as for_each items and subgraphs refuse it), never a silent pause."""
+
+    @sb.graph_builder("tst.asks")
+    def build(input_data):
+        g = sb.Graph()
+        g.add_node("ask", "tst.ask_inside")
+        g.add_edge("start", "ask")
+        return g
+
+    pipe = sb.Pipeline.from_yaml(
+        "steps:\n"
+        "  - use: workflow_orchestration.graph\n"
+        "    config:\n"
+        "      subtechnique: dynamic\n"
+        "      builder: tst.asks\n"
+    )
+    with pytest.raises(NodeExecutionError) as info:
+        pipe.run({})
+    assert str(info.value) == (
+        "line 3: steps[0].config: node 'dynamic_graph', technique workflow_orchestration.graph: "
+        "ctx.interrupt inside the graph built by 'dynamic_graph' (ask) is not supported: ask before or "
+        "after the dynamic node (attempt 1, iteration 1)"
+    )
+    assert (info.value.node_id, info.value.line) == ("dynamic_graph", 3)

@@ -155,9 +155,6 @@ def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
 # may shrink or go; a new one, or a module joining one of these, fails the test below.
 KNOWN_CYCLES: dict[frozenset[str], str] = {
     frozenset({"document.yaml_lines", "document.yaml_load"}): "the loader's error path reads its line map",
-    frozenset({"engine.scheduler", "engine.dynamic"}): (
-        "a built graph runs on a nested Scheduler (type(scheduler)(...) would drop the import, as fanout does)"
-    ),
     frozenset({"notebook.magics", "notebook.display", "notebook.completion"}): "the magic and its helpers",
     frozenset(
         {

@@ -3,7 +3,8 @@
 The builder is ``build_graph(input_data)`` as the seed writes it, or ``build_graph(input_data, ctx)``
 to read upstream outputs (``ctx.upstream``, ``ctx.results``: the node's ``StepContext``). A built
 graph with a cycle is refused unless the builder declared it: ``Graph(cyclic=True)``. A failure
-inside the built graph names the inner node and technique.
+inside the built graph names the inner node and technique; ``ctx.interrupt`` inside it is refused as
+the dynamic node's error (engine/nested.py: a nested run cannot pause its outer run).
 
 ``builder_code`` is code execution. It runs only when the caller trusts the source: a notebook cell
 is the user's own code; a YAML file needs ``trust_code=True``.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..document.expressions import compile_condition
 from ..document.templates import compile_value
@@ -21,6 +22,10 @@ from ..errors import SibylError, SpecError, TechniqueError, TrustError
 from ..techniques.registry import get_technique
 from .builder import Graph
 from .ir import CycleFound, Edge, GraphIR, Node
+from .nested import settle_nested
+
+if TYPE_CHECKING:  # the scheduler imports this module; a nested one is type(scheduler)(...)
+    from .scheduler import Scheduler
 
 __all__ = ["run_dynamic", "graph_builder", "compile_built_graph"]
 
@@ -170,10 +175,8 @@ def _takes_ctx(build: Callable[..., Any]) -> bool:
     return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
-async def run_dynamic(scheduler: Any, node: Node, ctx: Any) -> Any:
+async def run_dynamic(scheduler: Scheduler, node: Node, ctx: Any) -> Any:
     """Build, then run the built graph with a nested scheduler sharing this run's state."""
-    from .scheduler import Scheduler
-
     run = scheduler.run
     build = _builder_from(node, run)
     built = build(run.input, ctx) if _takes_ctx(build) else build(run.input)
@@ -181,18 +184,20 @@ async def run_dynamic(scheduler: Any, node: Node, ctx: Any) -> Any:
     if not graph.nodes:
         return {}
     graph.exits = [x for x in graph.exits if x != "start"]
-    sub = Scheduler(graph, run, executor=scheduler.executor, hooks=scheduler.hooks)
+    sub = type(scheduler)(graph, run, executor=scheduler.executor, hooks=scheduler.hooks)
     await sub.execute()
-    if sub.stopped_by != "completed":
-        scheduler.stopped_by = sub.stopped_by
     scheduler.warnings.extend(f"{node.id}: {w}" for w in sub.warnings)
-    error = sub.failure_error()
-    if error is not None:
-        raise TechniqueError(
+    settle_nested(
+        scheduler,
+        sub,
+        node,
+        failed=lambda error: (
             f"inside the graph built by '{node.id}': node '{error.node_id}' (technique "
-            f"'{error.technique}') failed after {error.attempts} attempt(s): {error.message}",
-            node_id=node.id,
-            path=node.path,
-            line=node.line,
-        ) from error
+            f"'{error.technique}') failed after {error.attempts} attempt(s): {error.message}"
+        ),
+        interrupted=lambda paused: (
+            f"ctx.interrupt inside the graph built by '{node.id}' ({', '.join(paused)}) is not supported: "
+            f"ask before or after the dynamic node"
+        ),
+    )
     return sub.output()
