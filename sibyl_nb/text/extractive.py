@@ -53,48 +53,91 @@ class _Shape:
     count: bool
 
 
+_ASKS = re.compile(r"(?:what|who)\s+(?:is|are|was|were)\s+(.*)", re.S)
+_ARTICLE = re.compile(r"(?:an?|the)\s+")
+_END = re.compile(r"\s*[?.!]*")
+
+
+def _asks_definition(q: str, topic: str) -> bool:
+    """Whether ``q`` is "what/who is [a|an|the] <topic>[?.!]": the question-wide pattern of ``_shape_of``'s
+    fallback, without compiling one per question. The same answer: ``topic`` has no edge whitespace, so the
+    greedy whitespace before it, and after the optional article, can match only one way."""
+    m = _ASKS.fullmatch(q)
+    if m is None:
+        return False
+    rest = m.group(1)
+    candidates = [rest]
+    art = _ARTICLE.match(rest)
+    if art:
+        candidates.append(rest[art.end() :])
+    return any(c.startswith(topic) and _END.fullmatch(c, len(topic)) is not None for c in candidates)
+
+
+@lru_cache(maxsize=1024)
+def _definition_re(topic: str) -> re.Pattern[str]:
+    return re.compile(
+        rf"^(?:an?\s+|the\s+)?{re.escape(topic)}(?:\s*\([^)]*\))?\s+(?:is|are|was|were)\s+(an?|the)\b", re.I
+    )
+
+
 @lru_cache(maxsize=4096)
 def _shape_of(question: str, topic: str) -> _Shape:
     q = question.lower().strip()
-    asks_definition = topic and re.fullmatch(
-        rf"(?:what|who)\s+(?:is|are|was|were)\s+(?:an?\s+|the\s+)?{re.escape(topic.lower())}\s*[?.!]*", q
-    )
-    definition = (
-        re.compile(
-            rf"^(?:an?\s+|the\s+)?{re.escape(topic)}(?:\s*\([^)]*\))?\s+(?:is|are|was|were)\s+(an?|the)\b",
-            re.I,
+    lowered = topic.lower()
+    if lowered and lowered == lowered.strip():
+        asks_definition = _asks_definition(q, lowered)
+    else:  # edge whitespace: the general pattern (never from topic_of, which strips)
+        asks_definition = bool(
+            topic
+            and re.fullmatch(
+                rf"(?:what|who)\s+(?:is|are|was|were)\s+(?:an?\s+|the\s+)?{re.escape(lowered)}\s*[?.!]*", q
+            )
         )
-        if asks_definition
-        else None
-    )
     return _Shape(
-        definition, _YEAR_QUESTION.search(q) is not None, q.startswith("who"), bool(_HOW_MANY.search(q))
+        _definition_re(topic) if asks_definition else None,
+        _YEAR_QUESTION.search(q) is not None,
+        q.startswith("who"),
+        bool(_HOW_MANY.search(q)),
     )
 
 
 def _answer_shape_bonus(question: str, sentence: str, topic: str) -> float:
-    return _shape_bonus(_shape_of(question, topic), sentence)
+    return _shape_bonus(_shape_of(question, topic), sentence, *_features(sentence))
 
 
-def _shape_bonus(shape: _Shape, sentence: str) -> float:
+def _features(sentence: str) -> tuple[bool, bool, bool]:
+    """What a sentence shows, whatever the question: a year, a name (past its first letter), a digit."""
+    return (
+        _YEAR.search(sentence) is not None,
+        _NAME.search(sentence[1:]) is not None,
+        _DIGIT.search(sentence) is not None,
+    )
+
+
+def _shape_bonus(shape: _Shape, sentence: str, year: bool, name: bool, digit: bool) -> float:
     bonus = 0.0
     if shape.definition is not None:
         # A definition: "Python is a ...", "An embedding is a ...", "Guido van Rossum is a ...".
         m = shape.definition.match(sentence)
         if m:
             bonus += 0.3 if m.group(1).lower() != "the" else 0.15
-    if shape.year and _YEAR.search(sentence):
+    if shape.year and year:
         bonus += 0.15
-    if shape.name and _NAME.search(sentence[1:]):
+    if shape.name and name:
         bonus += 0.15
-    if shape.count and _DIGIT.search(sentence):
+    if shape.count and digit:
         bonus += 0.15
     return bonus
 
 
 def _subject(doc: Mapping[str, Any]) -> str:
     """A document's subject as its title names it ("Go", "Python (programming language)" -> "Python")."""
-    title = str(doc.get("title", "")).split(" - ")[0].split(" (")[0].strip()
+    return _subject_of(str(doc.get("title", "")))
+
+
+@lru_cache(maxsize=8192)
+def _subject_of(title: str) -> str:
+    title = title.split(" - ")[0].split(" (")[0].strip()
     return title if title and len(title.split()) <= 4 else ""
 
 
@@ -104,12 +147,13 @@ def _leans_on_subject(sentence: str, position: int) -> bool:
     return position > 0 and _LEADING_PRONOUN.match(sentence) is not None
 
 
+_Prepared = tuple[int, str, frozenset[str], frozenset[tuple[str, str]], bool, bool, bool]
+
+
 @lru_cache(maxsize=8192)
-def _prepared(
-    text: str, subject: str
-) -> tuple[tuple[int, str, frozenset[str], frozenset[tuple[str, str]]], ...]:
-    """A document's sentences as ranking reads them (label, terms, adjacent term pairs), keyed by its text:
-    the corpus documents are ranked again for every question, their sentences never change."""
+def _prepared(text: str, subject: str) -> tuple[_Prepared, ...]:
+    """A document's sentences as ranking reads them (label, terms, adjacent term pairs, features), keyed
+    by its text: the corpus documents are ranked again for every question, their sentences never change."""
     out = []
     for pos, sent in enumerate(sentences(text)):
         sterms = term_set(sent)
@@ -119,7 +163,7 @@ def _prepared(
             sterms = sterms | term_set(subject)
             sent = f"{subject}: {sent}"
         seq = terms(sent)
-        out.append((pos, sent, sterms, frozenset(zip(seq, seq[1:], strict=False))))
+        out.append((pos, sent, sterms, frozenset(zip(seq, seq[1:], strict=False)), *_features(sent)))
     return tuple(out)
 
 
@@ -141,17 +185,17 @@ def rank_sentences(
     for rank, doc in enumerate(docs):
         title_terms = term_set(str(doc.get("title", "")))
         title_bonus = 0.1 * len(title_terms & qset) / len(qset)
-        for pos, sent, sterms, pairs in _prepared(str(doc.get("text", "")), _subject(doc)):
+        for pos, sent, sterms, pairs, year, name, digit in _prepared(str(doc.get("text", "")), _subject(doc)):
             matched = frozenset(qset & sterms)
             if not matched:
                 continue
-            relevance = sum(weights[t] for t in matched) / total
+            relevance = sum(map(weights.__getitem__, matched)) / total
             phrase_bonus = 0.1 * len(qpairs & pairs)  # "used for" next to "Python"
             score = (
                 relevance
                 + title_bonus
                 + phrase_bonus
-                + _shape_bonus(shape, sent)
+                + _shape_bonus(shape, sent, year, name, digit)
                 + (0.05 if pos == 0 else 0.0)
                 - 0.02 * min(rank, 10)
             )
