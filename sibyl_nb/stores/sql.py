@@ -486,7 +486,8 @@ class SQLStore(Store):
                 for c in s.c
             ]
             stmt = (
-                sa.select(*cols, m.c.message.label("sibyl_message"))
+                # messages as text, parsed here: psycopg's jsonb loader would detect an encoding per row
+                sa.select(*cols, sa.cast(m.c.message, sa.Text).label("sibyl_message"))
                 .select_from(s.outerjoin(m, on))
                 .where(self._live(session_id, time.time()))
                 .order_by(m.c.seq)
@@ -498,7 +499,10 @@ class SQLStore(Store):
         if not rows:
             self._run(lambda conn: self._drop_expired(conn, session_id, now))
             return None
-        data = self._data(session_id, rows[0], [r.sibyl_message for r in rows if r.sibyl_message is not None])
+        loads = json.loads
+        data = self._data(
+            session_id, rows[0], [loads(r.sibyl_message) for r in rows if r.sibyl_message is not None]
+        )
         if touch and self.needs_touch(data.expires_at, now):
             assert self.ttl is not None
             exp = now + self.ttl
