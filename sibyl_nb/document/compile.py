@@ -39,7 +39,8 @@ from .schema import (
     validate_value,
 )
 from .templates import CONNECTION_KEYS, compile_value, env_name, is_env_name
-from .yaml_lines import LineMap, Path, format_path
+from .yaml_lines import LineMap
+from .yaml_path import Path, format_path
 
 __all__ = ["PipelineSpec", "Document", "compile_document", "GRAPH_TECHNIQUE", "ORCHESTRATION_TECHNIQUE"]
 

@@ -17,7 +17,8 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from ..errors import SibylError, SpecError
-from .yaml_lines import LineMap, Path, format_path, load_yaml_with_lines, read_yaml_file
+from .yaml_lines import LineMap, load_yaml_with_lines, read_yaml_file
+from .yaml_path import Path, format_path
 
 __all__ = ["Problem", "document_problems", "file_problems", "MAX_PROBLEMS"]
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import SibylError
 
 if TYPE_CHECKING:
-    from .yaml_lines import LineMap, Path
+    from .yaml_lines import LineMap
+    from .yaml_path import Path
 
 __all__ = [
     "check_keys",

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ExpressionError, TemplateError
 from .expressions import MISSING, REF_RE, Ref, parse_ref
-from .yaml_lines import format_path
+from .yaml_path import format_path
 
 __all__ = [
     "compile_value",

@@ -7,39 +7,13 @@ is in :mod:`.yaml_load`, imported on the first YAML load so ``from_dict`` never 
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path as FsPath
 from typing import Any
 
 from ..errors import SibylError, SpecError
+from .yaml_path import Path, format_path
 
-__all__ = ["Path", "LineMap", "load_yaml_with_lines", "read_yaml_file", "format_path"]
-
-Path = tuple[Any, ...]  # ("pipelines", "x", "steps", 0, "config")
-
-
-def format_path(path: Path) -> str:
-    """``("steps", 0, "config")`` -> ``steps[0].config``. The loader names every node and edge this way
-    (160k calls for a 40k-node graph), and siblings share their parent's path: the parent's text is
-    cached, so only the last part is formatted per call."""
-    if len(path) < 2:
-        return _format(path)
-    head = _format_head(path[:-1])
-    last = path[-1]
-    return f"{head}[{last}]" if isinstance(last, int) else f"{head}.{last}"
-
-
-def _format(path: Path) -> str:
-    parts: list[str] = []
-    for part in path:
-        if isinstance(part, int):
-            parts.append(f"[{part}]")
-        else:
-            parts.append(f".{part}" if parts else str(part))
-    return "".join(parts)
-
-
-_format_head = functools.lru_cache(maxsize=1024)(_format)
+__all__ = ["LineMap", "load_yaml_with_lines", "read_yaml_file"]
 
 
 class LineMap:

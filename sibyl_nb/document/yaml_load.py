@@ -21,7 +21,7 @@ import yaml
 
 from ..errors import SpecError, YAMLLimitError, YAMLSyntaxError
 from .yaml_errors import bad_character, syntax_error
-from .yaml_lines import Path, format_path
+from .yaml_path import Path, format_path
 
 __all__ = ["load", "MAX_DEPTH", "MAX_ALIAS_EXPANSION", "MAX_INT_DIGITS", "MAX_CHARS"]
 
