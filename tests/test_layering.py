@@ -155,7 +155,6 @@ def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
 # Import cycles (through function-level imports too) that are still there, each with its reason. A cycle
 # may shrink or go; a new one, or a module joining one of these, fails the test below.
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"notebook.magics", "notebook.display", "notebook.completion"}): "the magic and its helpers",
     frozenset(
         {
             "experiments.accessor",

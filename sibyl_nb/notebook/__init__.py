@@ -24,7 +24,7 @@ __all__ = [
 
 _LAZY = {
     "SibylMagic": ".magics",
-    "pipelines": ".magics",
+    "pipelines": ".shell",
     "get_pipeline": ".magics",
     "load_ipython_extension": ".magics",
     "unload_ipython_extension": ".magics",

@@ -123,7 +123,7 @@ def _complete_flags(text: str, shell: Any) -> list[str]:
 
 
 def _pipeline_names(shell: Any) -> list[str]:
-    from .magics import pipelines
+    from .shell import pipelines
 
     return list(pipelines(shell))
 

@@ -21,8 +21,8 @@ _PIPELINE = ("sibyl_nb.pipeline", "Pipeline")
 
 
 def _result_html(result: Any) -> str:
-    from .magics import get_magic
     from .render import result_html
+    from .shell import get_magic
 
     magic = get_magic()
     width = magic.preview_width if magic is not None else 120
@@ -37,7 +37,7 @@ def _pipeline_html(pipeline: Any) -> str:
 
 def _skip_shown(obj: Any) -> bool:
     """IPython-display hook: True (= handled, show nothing) for what the magic displayed already."""
-    from .magics import get_magic
+    from .shell import get_magic
 
     magic = get_magic()
     if magic is not None and magic.already_shown(obj):

@@ -26,7 +26,6 @@ import dataclasses
 import json
 import keyword
 import re
-import sys
 import types
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from traitlets import Bool, Float, Int, TraitError, Unicode, validate
 
 from ..errors import SibylError
 from .render import parse_show
+from .shell import KEEP, get_magic, instance, pipelines
 
 __all__ = [
     "SibylMagic",
@@ -52,7 +52,6 @@ __all__ = [
 
 CELL_SOURCE = "cell"
 _MISSING = object()
-_KEEP = "_sibyl_nb_pipelines"  # attribute on the shell: pipelines survive %reload_ext
 _PKG = str(Path(__file__).resolve().parent.parent)
 
 
@@ -96,11 +95,11 @@ class SibylMagic(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         _drop_invalid_config(shell)
         super().__init__(shell=shell, **kwargs)
-        kept = getattr(shell, _KEEP, None) if shell is not None else None
+        kept = getattr(shell, KEEP, None) if shell is not None else None
         if kept is None:
             kept = {"pipelines": {}, "last_defined": None}
             if shell is not None:
-                setattr(shell, _KEEP, kept)
+                setattr(shell, KEEP, kept)
         self._kept = kept
         self.last_result: Any = None
         # id of a result/pipeline whose view this magic displayed -> the execution count it did so in
@@ -556,12 +555,12 @@ def load_ipython_extension(ipython: Any) -> None:
     from .completion import install_completer
     from .display import register_formatters
 
-    old = _instance(ipython)
+    old = instance(ipython)
     if old is not None:
         unload_ipython_extension(ipython)
     magic = SibylMagic(shell=ipython)
     ipython.register_magics(magic)
-    ipython._sibyl_nb_magic = magic
+    ipython._sibyl_nb_magic = magic  # shell.py: get_magic reads it
     register_formatters(ipython)
     install_completer(ipython)
 
@@ -570,7 +569,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     """Remove the magic; the pipelines cells defined stay on the shell for the next load."""
     from .completion import remove_completer
 
-    magic = _instance(ipython)
+    magic = instance(ipython)
     if magic is None:
         return
     for kind in ("line", "cell"):
@@ -579,29 +578,6 @@ def unload_ipython_extension(ipython: Any) -> None:
         ipython.configurables.remove(magic)
     ipython._sibyl_nb_magic = None
     remove_completer(ipython)
-
-
-def _instance(ipython: Any) -> SibylMagic | None:
-    return getattr(ipython, "_sibyl_nb_magic", None)
-
-
-def get_magic(ipython: Any = None) -> SibylMagic | None:
-    """The loaded :class:`SibylMagic` of ``ipython`` (default: the running shell)."""
-    if ipython is None:
-        ipython = _shell()
-    return _instance(ipython) if ipython is not None else None
-
-
-def _shell() -> Any:
-    ip_mod = sys.modules.get("IPython")
-    return ip_mod.get_ipython() if ip_mod is not None else None
-
-
-def pipelines(ipython: Any = None) -> dict[str, Any]:
-    """Every pipeline ``%%sibyl_pipeline`` cells defined in this notebook, by name (a copy)."""
-    shell = ipython if ipython is not None else _shell()
-    kept = getattr(shell, _KEEP, None) if shell is not None else None
-    return dict(kept["pipelines"]) if kept else {}
 
 
 def get_pipeline(name: str, ipython: Any = None) -> Any:
