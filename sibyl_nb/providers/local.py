@@ -106,6 +106,12 @@ def _context_docs(system_text: str) -> tuple[tuple[str, str, str], ...]:
     return tuple(docs)
 
 
+@lru_cache(maxsize=1024)
+def _asks_summary(system_text: str) -> bool:
+    """Whether the system prompt asks for a summary (cached: one run's steps repeat the same prompt)."""
+    return _SUMMARISE.search(system_text) is not None
+
+
 @lru_cache(maxsize=64)
 def _section_re(start: str, stops: str) -> re.Pattern[str]:
     return re.compile(rf"(?:{start})[ \t]*:[ \t]*(.*?)(?=\n[ \t]*(?:{stops})\b|\Z)", re.I | re.S)
@@ -158,7 +164,8 @@ class LocalProvider:
 
         fields: dict[str, Any] = {}
         spec = parse_classify_prompt(instruction or user_text)
-        summarise = _SUMMARISE.search(f"{system_text}\n{instruction or user_text}")
+        # the pattern never crosses a line, so searching the two parts apart finds what the joined text has
+        summarise = _asks_summary(system_text) or _SUMMARISE.search(instruction or user_text) is not None
         if summarise and spec is None:
             text = self._summarise(system_text, user_text, history, params.get("max_tokens"))
         elif spec is not None:

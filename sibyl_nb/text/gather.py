@@ -19,15 +19,16 @@ _DOC_FIELDS = ("documents", "results", "chunks")
 
 
 def is_document(x: Any) -> bool:
-    return isinstance(x, Mapping) and isinstance(x.get("text"), str)
+    # ``type(x) is dict`` first: the common case, without the ABC's slower isinstance check
+    return (type(x) is dict or isinstance(x, Mapping)) and isinstance(x.get("text"), str)
 
 
 def _docs_of(output: Any) -> list[dict[str, Any]] | None:
-    if not isinstance(output, Mapping):
+    if not (type(output) is dict or isinstance(output, Mapping)):
         return None
     for field in _DOC_FIELDS:  # "documents" wins: web_search returns the same list under both names
         value = output.get(field)
-        if isinstance(value, Sequence) and not isinstance(value, str):
+        if type(value) is list or (isinstance(value, Sequence) and not isinstance(value, str)):
             docs = [dict(d) for d in value if is_document(d)]
             if docs or field == "documents":
                 return docs
