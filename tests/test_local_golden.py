@@ -215,3 +215,16 @@ def test_provider_answers_repeat_within_one_process(golden: dict[str, Any]) -> N
     for _ in range(2):
         got = json.loads(json.dumps([_provider_case(provider, p, o) for p, o in PROMPTS]))
         assert got == golden["provider"]
+
+
+def test_an_edited_lexicon_is_used_after_a_cached_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Classification is cached by text, but ``LEXICONS`` is public: an edit must still count."""
+    from sibyl_nb.text import classify
+
+    choices = ("positive", "negative", "neutral")
+    assert classify_text("The zorbly gadget", choices) == "neutral"
+    assert classify.is_creative_request("Zorble me something") is False
+    monkeypatch.setitem(classify.LEXICONS, "positive", {**classify.LEXICONS["positive"], "zorbly": 3.0})
+    monkeypatch.setitem(classify.LEXICONS, "creative", {**classify.LEXICONS["creative"], "zorble": 3.0})
+    assert classify_text("The zorbly gadget", choices) == "positive"
+    assert classify.is_creative_request("Zorble me something") is True

@@ -104,10 +104,6 @@ _COMPLEX_MARKERS = (
 )
 
 
-def _lexicon_stems(label: str) -> dict[str, float]:
-    return _stemmed(tuple(LEXICONS.get(label, {}).items()))
-
-
 @lru_cache(maxsize=64)
 def _stemmed(lexicon: tuple[tuple[str, float], ...]) -> dict[str, float]:
     """Keyed by the lexicon's contents (``LEXICONS`` is public and may be edited), read-only to callers."""
@@ -146,17 +142,32 @@ def is_creative_request(text: str) -> bool:
 
 def _score(label: str, text: str) -> float:
     low = label.lower()
-    clean = expand_contractions(text or "").lower()
+    if low == "factual" or low in LEXICONS:
+        # keyed by the lexicons' contents too: ``LEXICONS`` is public and may be edited
+        other = {"positive": "negative", "negative": "positive"}.get(low, "")
+        lexicon = tuple(LEXICONS.get(low, {}).items())
+        return _lexicon_text_score(low, text or "", lexicon, tuple(LEXICONS.get(other, {}).items()))
+    return _label_score(low, text or "")
+
+
+@lru_cache(maxsize=8192)
+def _lexicon_text_score(
+    low: str, text: str, lexicon: tuple[tuple[str, float], ...], other: tuple[tuple[str, float], ...]
+) -> float:
+    clean = expand_contractions(text).lower()
     toks = words(clean)
     if low == "factual":
         base = 1.0 if clean.strip().startswith(_Q_START) else 0.0
-        return base + _lexicon_score(_lexicon_stems(low), toks)
-    if low in LEXICONS:
-        score = _lexicon_score(_lexicon_stems(low), toks, negate=low in ("positive", "negative"))
-        if low in ("positive", "negative"):
-            other = "negative" if low == "positive" else "positive"
-            score += _negated_hits(_lexicon_stems(other), toks)
-        return score
+        return base + _lexicon_score(_stemmed(lexicon), toks)
+    score = _lexicon_score(_stemmed(lexicon), toks, negate=low in ("positive", "negative"))
+    if low in ("positive", "negative"):
+        score += _negated_hits(_stemmed(other), toks)
+    return score
+
+
+def _label_score(low: str, text: str) -> float:
+    clean = expand_contractions(text).lower()
+    toks = words(clean)
     # Unknown label: do its own words (or their stems) occur in the text?
     label_terms = [stem(w) for w in words(low) if w not in STOPWORDS]
     text_terms = set(stem(t) for t in toks)
