@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = [
     "ClassifySpec",
@@ -57,6 +58,7 @@ def snake_case(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+@lru_cache(maxsize=4096)
 def parse_classify_prompt(prompt: str) -> ClassifySpec | None:
     """``"Classify query type: factual, opinion, or creative"`` -> ``ClassifySpec(...)``; else ``None``.
 
@@ -118,8 +120,24 @@ def match_choice(reply: str, choices: tuple[str, ...] | list[str]) -> str | None
 
 _SCALE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:-|–|—|to)\s*(\d+(?:\.\d+)?)")
 _RATE_WORD = re.compile(r"\b(?:rate|rating|score|grade|evaluate)\b", re.I)
+_OUT_OF = re.compile(r"out\s+of\s+(\d+)", re.I)
+_ASPECT = re.compile(r"\b(quality|relevance|relevant|accuracy|correctness|helpfulness|clarity)\b", re.I)
+_RATE = re.compile(r"\brate\b", re.I)
+_NUM = r"(-?\d+(?:\.\d+)?)"
+_SCORE_PATTERNS = tuple(
+    re.compile(pat, re.I)
+    for pat in (
+        rf"\bscore\s*[:=]?\s*{_NUM}\s*(?:/\s*{_NUM})?",
+        rf"\brating\s*[:=]?\s*{_NUM}\s*(?:/\s*{_NUM})?",
+        rf"{_NUM}\s*/\s*{_NUM}",
+        rf"{_NUM}\s+out\s+of\s+{_NUM}",
+    )
+)
+_NUM_RE = re.compile(_NUM)
+_QUESTION_LABEL = re.compile(r"(?:^|\n)\s*(?:question|query)\s*:\s*", re.I)
 
 
+@lru_cache(maxsize=4096)
 def parse_rating_prompt(prompt: str) -> RatingSpec | None:
     """A prompt asking for a numeric rating ("Rate quality 0-10", "score from 1 to 5") -> its scale."""
     if not prompt:
@@ -128,10 +146,8 @@ def parse_rating_prompt(prompt: str) -> RatingSpec | None:
         if not _RATE_WORD.search(line):
             continue
         scale = _SCALE.search(line[_RATE_WORD.search(line).start() :])  # type: ignore[union-attr]
-        out_of = re.search(r"out\s+of\s+(\d+)", line, re.I)
-        aspect_m = re.search(
-            r"\b(quality|relevance|relevant|accuracy|correctness|helpfulness|clarity)\b", line, re.I
-        )
+        out_of = _OUT_OF.search(line)
+        aspect_m = _ASPECT.search(line)
         aspect = (aspect_m.group(1).lower() if aspect_m else "quality").replace("relevant", "relevance")
         if scale:
             lo, hi = float(scale.group(1)), float(scale.group(2))
@@ -139,7 +155,7 @@ def parse_rating_prompt(prompt: str) -> RatingSpec | None:
                 return RatingSpec(lo, hi, aspect)
         if out_of:
             return RatingSpec(0.0, float(out_of.group(1)), aspect)
-        if aspect_m and re.search(r"\brate\b", line, re.I):
+        if aspect_m and _RATE.search(line):
             return RatingSpec(0.0, 10.0, aspect)
     return None
 
@@ -148,16 +164,9 @@ def parse_score(text: str, low: float = 0.0, high: float = 10.0) -> float | None
     """The numeric score in a reply ("Score: 7/10", "7 out of 10", "Rating: 7"), clamped to the scale."""
     if not text:
         return None
-    num = r"(-?\d+(?:\.\d+)?)"
-    patterns = (
-        rf"\bscore\s*[:=]?\s*{num}\s*(?:/\s*{num})?",
-        rf"\brating\s*[:=]?\s*{num}\s*(?:/\s*{num})?",
-        rf"{num}\s*/\s*{num}",
-        rf"{num}\s+out\s+of\s+{num}",
-    )
     value: float | None = None
-    for pat in patterns:
-        m = re.search(pat, text, re.I)
+    for pat in _SCORE_PATTERNS:
+        m = pat.search(text)
         if m:
             value = float(m.group(1))
             denom = m.group(2) if m.lastindex and m.lastindex >= 2 else None
@@ -165,7 +174,7 @@ def parse_score(text: str, low: float = 0.0, high: float = 10.0) -> float | None
                 value = low + (value / float(denom)) * (high - low)
             break
     if value is None:
-        for m in re.finditer(num, text):
+        for m in _NUM_RE.finditer(text):
             v = float(m.group(1))
             if low <= v <= high:
                 value = v
@@ -176,9 +185,10 @@ def parse_score(text: str, low: float = 0.0, high: float = 10.0) -> float | None
     return int(value) if float(value).is_integer() else round(value, 2)
 
 
+@lru_cache(maxsize=4096)
 def split_question(prompt: str) -> tuple[str, str]:
     """Split a user message into (instruction, question) at its last ``Question:`` line."""
-    matches = list(re.finditer(r"(?:^|\n)\s*(?:question|query)\s*:\s*", prompt or "", re.I))
+    matches = list(_QUESTION_LABEL.finditer(prompt or ""))
     if not matches:
         return prompt or "", ""
     m = matches[-1]
