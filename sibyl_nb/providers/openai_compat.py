@@ -9,6 +9,9 @@ Why it looks the way it does:
   (and TLS sessions) alive. Measured on loopback: 0.7 ms per call with the loop's client vs 18 ms
   with a fresh ``AsyncClient`` per call, ~17 ms of which is loading the CA bundle; that TLS context
   is built once per process and shared, so a new loop's client costs ~0.4 ms to build, not 17.
+  The client (and its aiohttp session) is closed on its own loop when that loop shuts down.
+- The client speaks httpx's API over aiohttp's connection pool (``aiohttp_transport.py``):
+  httpcore's pool costs ~5 ms of CPU per call at 50 concurrent calls, aiohttp's ~0.4 ms.
 - Retries (429, 408, 5xx, timeouts, connection errors) are tenacity's, with exponential backoff
   honouring the server's ``Retry-After`` (``http_retry.py`` holds the policy); other 4xx fail at
   once because repeating them cannot help. A stream is retried only until its first text delta.
@@ -42,6 +45,8 @@ from urllib.parse import urlsplit
 try:
     import httpx
     import tenacity
+
+    from .aiohttp_transport import AioHTTPTransport
 except ImportError:  # pragma: no cover - the ``http`` extra is not installed
     httpx = None  # type: ignore[assignment]
 
@@ -167,18 +172,48 @@ class _LoopClient:
     finalises every live async generator it has seen; an async generator parked at its ``yield`` is
     thus a shutdown hook that runs ``client.aclose()`` while the loop can still do it. Without it a
     script calling ``asyncio.run`` per request leaks its sockets ("unclosed transport" warnings).
+    A loop that never shuts down (the engine's reused per-thread loop for sync runs) is covered by
+    :func:`_close_clients` when the provider is dropped or the process exits.
     """
 
-    __slots__ = ("loop", "client", "closer")
+    __slots__ = ("loop", "client", "closer", "thread")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient) -> None:
         self.loop = weakref.ref(loop)
         self.client = client
+        self.thread = weakref.ref(threading.current_thread())
         self.closer = _close_on_shutdown(client)
         try:  # run it to its yield; this also registers it with the running loop
             self.closer.asend(None).send(None)
         except StopIteration:
             pass
+
+    def close_soon(self) -> None:
+        """Close the client on its loop: now if that loop is idle here, else when it next runs."""
+        loop = self.loop()
+        if loop is None or loop.is_closed():
+            return  # its shutdown closed the client
+        owner = self.thread()
+        idle_here = not loop.is_running() and asyncio._get_running_loop() is None
+        mine = owner is None or owner is threading.current_thread() or not owner.is_alive()
+        if idle_here and mine:
+            try:
+                loop.run_until_complete(self.closer.aclose())
+                return
+            except RuntimeError:  # started running meanwhile: leave it to the loop
+                pass
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: its shutdown closed the client
+            loop.call_soon_threadsafe(loop.create_task, self.closer.aclose())
+
+
+def _close_clients(clients: dict[int, _LoopClient]) -> None:
+    """Close a dropped provider's clients (``weakref.finalize``: also at exit). Their loops' shutdown
+    would, but a loop reused for sync runs never shuts down, and aiohttp reports a session that is
+    garbage-collected open ("Unclosed client session")."""
+    entries = list(clients.values())
+    clients.clear()
+    for entry in entries:
+        entry.close_soon()
 
 
 class OpenAICompatibleProvider:
@@ -257,6 +292,7 @@ class OpenAICompatibleProvider:
         self.trust_env = (not _is_loopback(host)) if trust_env is None else trust_env
         self._api_key = api_key
         self._clients: dict[int, _LoopClient] = {}
+        weakref.finalize(self, _close_clients, self._clients)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # no key in here, ever
@@ -314,11 +350,15 @@ class OpenAICompatibleProvider:
                 other_loop = other.loop()
                 if other_loop is None or other_loop.is_closed():
                     del self._clients[key]
+            verify = _ssl_context(self.trust_env)
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout),
                 trust_env=self.trust_env,
-                verify=_ssl_context(self.trust_env),
+                verify=verify,
                 follow_redirects=False,
+                # aiohttp's pool, not httpcore's (see aiohttp_transport.py); proxies from the
+                # environment (``trust_env``) still go through httpx's own proxy transports.
+                transport=AioHTTPTransport(verify=verify, trust_env=self.trust_env),
             )
             self._clients[id(loop)] = _LoopClient(loop, client)
             return client
