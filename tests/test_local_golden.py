@@ -228,3 +228,17 @@ def test_an_edited_lexicon_is_used_after_a_cached_call(monkeypatch: pytest.Monke
     monkeypatch.setitem(classify.LEXICONS, "creative", {**classify.LEXICONS["creative"], "zorble": 3.0})
     assert classify_text("The zorbly gadget", choices) == "positive"
     assert classify.is_creative_request("Zorble me something") is True
+
+
+def test_a_search_repeated_after_the_corpus_changes_sees_the_change() -> None:
+    """Searches are remembered per index; adding documents builds a new index, so nothing stale is served."""
+    query = "zorbly quasarix"
+    try:
+        assert corpus.search(query, corpus.ALL, "bm25", 5) == []
+        corpus.add_documents("golden_extra", [{"id": "z1", "title": "Zorbly", "text": "Zorbly quasarix."}])
+        assert [d["id"] for d in corpus.search(query, corpus.ALL, "bm25", 5)] == ["z1"]
+        corpus.add_documents("golden_extra", [{"id": "z2", "title": "More", "text": "Quasarix, zorbly."}])
+        assert [d["id"] for d in corpus.search(query, corpus.ALL, "bm25", 5)] == ["z1", "z2"]
+    finally:
+        corpus.reset_corpus()
+    assert corpus.search(query, corpus.ALL, "bm25", 5) == []

@@ -17,6 +17,8 @@ from .tokenize import terms
 
 __all__ = ["BM25Index"]
 
+_MEMO_SIZE = 4096  # remembered searches per index, then forgotten all at once
+
 
 @lru_cache(maxsize=1)
 def _bm25_class() -> Any:
@@ -42,6 +44,7 @@ class BM25Index:
         # rank_bm25 divides by the average length: give it one dummy token for an empty corpus.
         self._bm25 = _bm25_class()([t or ["\x00"] for t in self._tokens]) if self._tokens else None
         self._idf: dict[str, float] = {}
+        self._memo: dict[tuple[tuple[str, ...], int | None], list[tuple[int, float]]] = {}
         self._rare = math.log(1.0 + (len(self._tokens) + 0.5) / 0.5)
         # Postings (document, term frequency) and each document's length norm, for scoring only the
         # documents that hold a query term: rank_bm25's get_scores walks every document for every term.
@@ -87,8 +90,20 @@ class BM25Index:
         return out
 
     def search(self, query: str | Sequence[str], top_k: int | None = None) -> list[tuple[int, float]]:
-        """Matching positions, best first (ties keep corpus order); only documents sharing a term."""
-        q = terms(query) if isinstance(query, str) else list(query)
+        """Matching positions, best first (ties keep corpus order); only documents sharing a term.
+
+        Remembered per query (this index never changes; a changed collection builds a new one): answers
+        quote corpus sentences, and checking their support searches the same sentences run after run."""
+        q = tuple(terms(query) if isinstance(query, str) else query)
+        key = (q, top_k)
+        hit = self._memo.get(key)
+        if hit is None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            hit = self._memo[key] = self._search(list(q), top_k)
+        return list(hit)
+
+    def _search(self, q: list[str], top_k: int | None) -> list[tuple[int, float]]:
         qset = set(q)
         scored = [(i, s) for i, s in enumerate(self.scores(q)) if s > 0 and self._sets[i] & qset]
         scored.sort(key=lambda p: (-p[1], p[0]))
