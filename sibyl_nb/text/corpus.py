@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -306,11 +307,19 @@ class CorpusStore:
 
     @staticmethod
     def _vector(coll: _Collection, query: str, qterms: frozenset[str], dim: int) -> list[tuple[int, float]]:
-        sims = coll.matrix(dim) @ embed(query, dim)
+        sims = (coll.matrix(dim) @ _query_vector(query, dim)).tolist()  # Python floats: the same values
         terms_ = coll.terms()
-        scored = [(i, float(s)) for i, s in enumerate(sims) if s > 0 and qterms & terms_[i]]
+        scored = [(i, s) for i, s in enumerate(sims) if s > 0 and qterms & terms_[i]]
         scored.sort(key=lambda p: (-p[1], p[0]))
         return scored
+
+
+@lru_cache(maxsize=4096)
+def _query_vector(query: str, dim: int) -> np.ndarray:
+    """A query's embedding, read-only and cached: one run searches the same queries in several steps."""
+    vec = embed(query, dim)
+    vec.setflags(write=False)
+    return vec
 
 
 def _scored(doc: Mapping[str, Any], score: float) -> Doc:
