@@ -182,22 +182,24 @@ def rank_sentences(
     qpairs = set(zip(qterms, qterms[1:], strict=False))
     out: list[tuple[float, int, Candidate]] = []
     order = 0
+    plain = shape.definition is None and not (shape.year or shape.name or shape.count)  # no bonus to give
     for rank, doc in enumerate(docs):
         title_terms = term_set(str(doc.get("title", "")))
         title_bonus = 0.1 * len(title_terms & qset) / len(qset)
+        rank_penalty = 0.02 * min(rank, 10)
         for pos, sent, sterms, pairs, year, name, digit in _prepared(str(doc.get("text", "")), _subject(doc)):
-            matched = frozenset(qset & sterms)
-            if not matched:
+            if qset.isdisjoint(sterms):
                 continue
+            matched = frozenset(qset & sterms)
             relevance = sum(map(weights.__getitem__, matched)) / total
             phrase_bonus = 0.1 * len(qpairs & pairs)  # "used for" next to "Python"
             score = (
                 relevance
                 + title_bonus
                 + phrase_bonus
-                + _shape_bonus(shape, sent, year, name, digit)
+                + (0.0 if plain else _shape_bonus(shape, sent, year, name, digit))
                 + (0.05 if pos == 0 else 0.0)
-                - 0.02 * min(rank, 10)
+                - rank_penalty
             )
             out.append((score, order, Candidate(sent, doc, round(score, 6), round(relevance, 6), matched)))
             order += 1
