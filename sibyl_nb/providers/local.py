@@ -154,7 +154,8 @@ class LocalProvider:
         """The whole algorithm, synchronous (it is pure CPU work)."""
         msgs = [m for m in messages if isinstance(m, Mapping)]
         temperature = float(params.get("temperature") or 0.0)
-        seed = self._seed(msgs, temperature)
+        # only a positive temperature draws from the seeded generator: skip hashing the messages otherwise
+        seed = self._seed(msgs, temperature) if temperature > 0 else 0
         system_text = "\n".join(str(m.get("content") or "") for m in msgs if m.get("role") == "system")
         context = parse_context_block(system_text)
         last_idx = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=-1)
