@@ -588,12 +588,21 @@ _LIST_RE = re.compile(
 )
 
 
+_PARTS_RE = re.compile(r"(?<=\?)\s+|;\s*")
+
+
 def decompose_query(query: str) -> list[str]:
     """Split a compound question into standalone sub-questions (pronouns resolved); else ``[query]``."""
+    return list(_decompose(query))
+
+
+@lru_cache(maxsize=4096)
+def _decompose(query: str) -> tuple[str, ...]:
+    """Cached by text (a pure function of it): the same question is decomposed once."""
     text = " ".join(query.split())
     if not text:
-        return []
-    parts = [p.strip() for p in re.split(r"(?<=\?)\s+|;\s*", text) if p.strip()]
+        return ()
+    parts = [p.strip() for p in _PARTS_RE.split(text) if p.strip()]
     pieces: list[str] = []
     for part in parts:
         pieces.extend(s.strip(" ,") for s in _SPLIT_RE.split(part) if s.strip(" ,"))
@@ -619,4 +628,4 @@ def decompose_query(query: str) -> list[str]:
     for q in resolved:
         if normalise(q) not in {normalise(u) for u in unique}:
             unique.append(q)
-    return unique if len(unique) > 1 else [text]
+    return tuple(unique) if len(unique) > 1 else (text,)
