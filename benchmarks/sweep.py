@@ -202,9 +202,9 @@ async def research(n: int, concurrency: int) -> dict[str, Any]:
 
 
 def _validate_outputs(df: Any) -> list[Any]:
-    from sibyl_nb.experiments.runner import _MEMORY
+    from sibyl_nb.experiments.rows import IN_MEMORY
 
-    sweep = _MEMORY[df.attrs["sibyl_sweep"]["name"]]
+    sweep = IN_MEMORY[df.attrs["sibyl_sweep"]["name"]]
     return [sweep.store.cells[c.key]["outputs"]["validate"] for c in sweep.cells]
 
 
@@ -218,7 +218,7 @@ async def research_grid(n_inputs: int, concurrency: int) -> dict[str, Any]:
     """``n_inputs`` questions x the 20 settings of ``GRID`` (what a sweep is for). The sweep computes
     the nodes no grid key changes once per question; LangGraph runs every node of every run."""
     from sibyl_nb.experiments.grid import expand_grid
-    from sibyl_nb.experiments.runner import _MEMORY
+    from sibyl_nb.experiments.rows import IN_MEMORY
 
     pipe = sb.Pipeline.from_yaml(SEED, name="research_workflow")
     inputs = _inputs(n_inputs)
@@ -236,7 +236,7 @@ async def research_grid(n_inputs: int, concurrency: int) -> dict[str, Any]:
         outs = [(await _langgraph(g, inputs, concurrency))[1] for g in graphs]  # one abatch per setting
         lg = min(lg, time.perf_counter() - t0)
     assert (df.status == "ok").all(), df[df.status != "ok"].error.head().tolist()
-    sweep = _MEMORY[df.attrs["sibyl_sweep"]["name"]]
+    sweep = IN_MEMORY[df.attrs["sibyl_sweep"]["name"]]
     ours = {
         (c.input_id, c.setting.index): sweep.store.cells[c.key]["outputs"]["validate"] for c in sweep.cells
     }

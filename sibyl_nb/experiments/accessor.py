@@ -7,14 +7,15 @@ Registered when this module is imported, which sibyl_nb does only when it builds
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
-from ..errors import ConfigError, SibylError, SweepNotFoundError
+from ..errors import ConfigError, SibylError
+from .rows import result_of_row, sweep_of
 
-__all__ = ["SibylAccessor", "result_of_row", "label_of", "RUN_COLUMNS"]
+__all__ = ["SibylAccessor", "label_of", "RUN_COLUMNS"]
 
 RUN_COLUMNS = ("input_id", "input", "repeat", "output", "status", "error", "latency_ms", "tokens_in",
                "tokens_out", "cache_hits", "run_id", "setting")  # fmt: skip
@@ -31,43 +32,6 @@ def label_of(column: str) -> str:
     return column.replace("_", " ")
 
 
-def _sweep_of(attrs: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
-    """(manifest, store) of the sweep a frame or row came from."""
-    info = attrs.get("sibyl_sweep")
-    if not info:
-        raise ConfigError("this frame does not come from sb.sweep / sb.load_sweep (no sweep attached)")
-    if info.get("path") is None:
-        from .runner import _MEMORY
-
-        run = _MEMORY.get(info["name"])
-        if run is None:
-            raise SweepNotFoundError(f"sweep '{info['name']}' kept nothing (store=False) and is gone")
-        return run.manifest, run.store
-    from .store import SweepStore
-
-    store = SweepStore(info["path"])
-    store.load()
-    if store.manifest is None:
-        raise SweepNotFoundError(f"no sweep manifest at {info['path']}")
-    return store.manifest, store
-
-
-def result_of_row(row: pd.Series, attrs: Mapping[str, Any] | None = None) -> Any:
-    """The :class:`RunResult` of a sweep row, rebuilt from the stored record (with its node configs)."""
-    from .cell import result_from_record
-
-    manifest, store = _sweep_of(attrs if attrs is not None else row.attrs)
-    run_id = row.get("run_id")
-    record = next((r for r in store.cells.values() if r.get("run_id") == run_id), None)
-    if record is None:
-        raise ConfigError(f"run {run_id!r} is not in sweep '{manifest['name']}'")
-    result = result_from_record(
-        record, pipeline=manifest["pipeline"], input=manifest["inputs"][int(row["input_id"])]
-    )
-    result._sibyl_nodes = manifest["settings"][int(row["setting"])]["nodes"]  # type: ignore[attr-defined]
-    return result
-
-
 @pd.api.extensions.register_dataframe_accessor("sibyl")
 class SibylAccessor:
     """``df.sibyl.plot(...)``, ``df.sibyl.result(i)``, ``df.sibyl.diff(i, j)``, ``df.sibyl.manifest``."""
@@ -77,7 +41,7 @@ class SibylAccessor:
 
     @property
     def manifest(self) -> dict[str, Any]:
-        return _sweep_of(self._df.attrs)[0]
+        return sweep_of(self._df.attrs)[0]
 
     @property
     def params(self) -> list[str]:

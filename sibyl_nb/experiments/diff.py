@@ -34,7 +34,7 @@ def run_view(run: Any) -> dict[str, Any]:
     from ..engine.result import RunResult
 
     if isinstance(run, pd.Series):
-        from .accessor import result_of_row
+        from .rows import result_of_row
 
         run = result_of_row(run)
     if not isinstance(run, RunResult):

@@ -29,11 +29,10 @@ from .frame import METRIC_ERROR, Cell, build_frame, cell_key, env_key
 from .grid import Setting, expand_grid
 from .manifest import build_manifest, provider_table, technique_table
 from .metrics import Metric, as_metric
+from .rows import IN_MEMORY
 from .store import MemorySweepStore, SweepStore, check_name, sweep_dir
 
 __all__ = ["sweep", "asweep", "SweepRun", "load_sweep"]
-
-_MEMORY: dict[str, Any] = {}  # store-less sweeps of this process, by name (for df.sibyl.result)
 
 
 def _as_pipeline(pipeline: Any, name: str | None) -> Any:
@@ -389,7 +388,7 @@ class SweepRun:
             "reused": self.reused,  # cells served from the store
         }
         if self.store.path is None:
-            _MEMORY[self.name] = self
+            IN_MEMORY[self.name] = self
         return frame
 
 
