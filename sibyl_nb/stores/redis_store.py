@@ -197,35 +197,36 @@ class RedisStore(Store):
         self, session_id: str, keep: int, fold: Callable[[str, list[Any]], str] | None
     ) -> list[Any]:
         lk, mk = self._keys(session_id)
-        watch_error = self._redis_mod.exceptions.WatchError
-        while True:
-            with self._r.pipeline() as pipe:
-                try:
-                    pipe.watch(lk, mk)
-                    if not pipe.exists(mk):
-                        return []
-                    cut = int(pipe.llen(lk)) - keep  # type: ignore[arg-type]  # watched: runs at once
-                    if cut <= 0:
-                        return []
-                    dropped = [json.loads(x) for x in pipe.lrange(lk, 0, cut - 1)]  # type: ignore[union-attr]  # watched: runs at once
-                    fields: dict[str | bytes, str] = {"updated_at": repr(time.time())}
-                    if fold is not None:
-                        old = pipe.hmget(mk, "summary", "summary_covers")
-                        fields["summary"] = fold(_s(old[0] or ""), list(dropped))
-                        fields["summary_covers"] = str(int(_s(old[1] or "0")) + cut)
-                    pipe.multi()
-                    pipe.ltrim(lk, cut, -1)
-                    pipe.hincrby(mk, "start", cut)
-                    pipe.hset(mk, mapping=fields)
-                    ttl = self._ttl_ms(None)
-                    if ttl:
-                        pipe.pexpire(lk, int(ttl))
-                        pipe.pexpire(mk, int(ttl))
-                        pipe.hset(mk, "expires_at", repr(time.time() + int(ttl) / 1000))
-                    pipe.execute()
-                    return dropped
-                except watch_error:
-                    continue
+
+        def body(pipe: Any) -> list[Any]:
+            if not pipe.exists(mk):
+                return []
+            cut = int(pipe.llen(lk)) - keep  # watched: runs at once
+            if cut <= 0:
+                return []
+            dropped = [json.loads(x) for x in pipe.lrange(lk, 0, cut - 1)]  # watched: runs at once
+            fields: dict[str | bytes, str] = {"updated_at": repr(time.time())}
+            if fold is not None:
+                old = pipe.hmget(mk, "summary", "summary_covers")
+                fields["summary"] = fold(_s(old[0] or ""), list(dropped))
+                fields["summary_covers"] = str(int(_s(old[1] or "0")) + cut)
+            pipe.multi()
+            pipe.ltrim(lk, cut, -1)
+            pipe.hincrby(mk, "start", cut)
+            pipe.hset(mk, mapping=fields)
+            ttl = self._ttl_ms(None)
+            if ttl:
+                pipe.pexpire(lk, int(ttl))
+                pipe.pexpire(mk, int(ttl))
+                pipe.hset(mk, "expires_at", repr(time.time() + int(ttl) / 1000))
+            return dropped
+
+        return self._watched(body, lk, mk)
+
+    def _watched(self, body: Callable[[Any], Any], *keys: str) -> Any:
+        """``body(pipe)`` as one optimistic transaction on ``keys`` (redis-py's WATCH / MULTI / EXEC loop:
+        re-run from the start when another client changed them), returning what ``body`` returned."""
+        return self._r.transaction(body, *keys, value_from_callable=True)
 
     def append(
         self,
@@ -251,44 +252,43 @@ class RedisStore(Store):
         self, session_id: str, fn: Callable[[SessionData | None], SessionData | None]
     ) -> SessionData | None:
         lk, mk = self._keys(session_id)
-        watch_error = self._redis_mod.exceptions.WatchError
-        while True:
-            with self._r.pipeline() as pipe:
-                try:
-                    pipe.watch(lk, mk)
-                    meta = pipe.hgetall(mk)
-                    cur = self._to_data(session_id, meta, pipe.lrange(lk, 0, -1)) if meta else None  # type: ignore[arg-type]  # watched: runs at once
-                    new = fn(cur)
-                    pipe.multi()
-                    pipe.delete(lk, mk)
-                    if new is not None:
-                        if new.messages:
-                            pipe.rpush(lk, *[to_json(m) for m in new.messages])
-                        fields: dict[str | bytes, str] = {
-                            # numbers keep growing across rewrites (see SessionData.first_seq)
-                            "start": str(cur.first_seq + len(cur.messages) if cur is not None else 0),
-                            "summary": new.summary,
-                            "summary_covers": str(new.summary_covers),
-                            "metadata": to_json(new.metadata),
-                            "created_at": repr(new.created_at),
-                            "updated_at": repr(new.updated_at),
-                        }
-                        if new.user_id:
-                            fields["user_id"] = new.user_id
-                        if new.expires_at is not None:
-                            fields["expires_at"] = repr(new.expires_at)
-                        pipe.hset(mk, mapping=fields)
-                        if new.expires_at is not None:
-                            at = int(new.expires_at * 1000)
-                            pipe.pexpireat(lk, at)
-                            pipe.pexpireat(mk, at)
-                    pipe.execute()
-                    if new is not None:
-                        new.first_seq = cur.first_seq + len(cur.messages) if cur is not None else 0
-                        new.total = len(new.messages)
-                    return new
-                except watch_error:
-                    continue
+
+        def body(pipe: Any) -> SessionData | None:
+            meta = pipe.hgetall(mk)
+            cur = (
+                self._to_data(session_id, meta, pipe.lrange(lk, 0, -1)) if meta else None
+            )  # watched: runs at once
+            new = fn(cur)
+            pipe.multi()
+            pipe.delete(lk, mk)
+            if new is not None:
+                if new.messages:
+                    pipe.rpush(lk, *[to_json(m) for m in new.messages])
+                fields: dict[str | bytes, str] = {
+                    # numbers keep growing across rewrites (see SessionData.first_seq)
+                    "start": str(cur.first_seq + len(cur.messages) if cur is not None else 0),
+                    "summary": new.summary,
+                    "summary_covers": str(new.summary_covers),
+                    "metadata": to_json(new.metadata),
+                    "created_at": repr(new.created_at),
+                    "updated_at": repr(new.updated_at),
+                }
+                if new.user_id:
+                    fields["user_id"] = new.user_id
+                if new.expires_at is not None:
+                    fields["expires_at"] = repr(new.expires_at)
+                pipe.hset(mk, mapping=fields)
+                if new.expires_at is not None:
+                    at = int(new.expires_at * 1000)
+                    pipe.pexpireat(lk, at)
+                    pipe.pexpireat(mk, at)
+            if new is not None:
+                new.first_seq = cur.first_seq + len(cur.messages) if cur is not None else 0
+                new.total = len(new.messages)
+            return new
+
+        result: SessionData | None = self._watched(body, lk, mk)
+        return result
 
     def expire(self, session_id: str, ttl: float | None) -> bool:
         lk, mk = self._keys(session_id)
@@ -323,23 +323,18 @@ class RedisStore(Store):
 
     def _kv_update_loop(self, key: str, fn: Callable[[Any], Any], default: Any, ttl: float | None) -> Any:
         k = self.kv_prefix + key
-        watch_error = self._redis_mod.exceptions.WatchError
-        while True:
-            with self._r.pipeline() as pipe:
-                try:
-                    pipe.watch(k)
-                    raw = pipe.get(k)
-                    cur = json.loads(to_json(default)) if raw is None else json.loads(raw)  # type: ignore[arg-type]  # watched: runs at once
-                    new = fn(cur)
-                    pipe.multi()
-                    if ttl is not None:
-                        pipe.set(k, to_json(new), px=max(1, int(float(ttl) * 1000)))
-                    else:
-                        pipe.set(k, to_json(new), keepttl=True)
-                    pipe.execute()
-                    return new
-                except watch_error:
-                    continue
+
+        def body(pipe: Any) -> Any:
+            raw = pipe.get(k)  # watched: runs at once
+            new = fn(json.loads(to_json(default)) if raw is None else json.loads(raw))
+            pipe.multi()
+            if ttl is not None:
+                pipe.set(k, to_json(new), px=max(1, int(float(ttl) * 1000)))
+            else:
+                pipe.set(k, to_json(new), keepttl=True)
+            return new
+
+        return self._watched(body, k)
 
     def kv_delete(self, key: str) -> bool:
         return bool(self._call(self._r.delete, self.kv_prefix + key))
