@@ -14,12 +14,14 @@ Path = tuple[Any, ...]  # ("pipelines", "x", "steps", 0, "config")
 
 def format_path(path: Path) -> str:
     """``("steps", 0, "config")`` -> ``steps[0].config``. The loader names every node and edge this way
-    (160k calls for a 40k-node graph), and siblings share their parent's path: the parent's text is
-    cached, so only the last part is formatted per call."""
+    (160k calls for a 40k-node graph), and siblings share their parent's path: each parent's text is
+    cached, built from its own parent's, so only the last part is formatted per call."""
     if len(path) < 2:
         return _format(path)
-    head = _format_head(path[:-1])
-    last = path[-1]
+    return _join(_format_head(path[:-1]), path[-1])
+
+
+def _join(head: str, last: Any) -> str:
     return f"{head}[{last}]" if isinstance(last, int) else f"{head}.{last}"
 
 
@@ -33,4 +35,6 @@ def _format(path: Path) -> str:
     return "".join(parts)
 
 
-_format_head = functools.lru_cache(maxsize=1024)(_format)
+@functools.lru_cache(maxsize=1024)
+def _format_head(path: Path) -> str:
+    return _format(path) if len(path) < 2 else _join(_format_head(path[:-1]), path[-1])
