@@ -25,6 +25,8 @@ from .techniques.registry import get_technique, has_technique, registry_version
 if TYPE_CHECKING:  # pragma: no cover
     import random
 
+    from .engine.run import RunLike
+
 __all__ = ["Pipeline", "RunState", "load_document", "RUN_EXTENSIONS"]
 
 # Callables (pipeline, run) -> (observers, hooks) that add checkpointing, caching, logging, metrics...
@@ -140,6 +142,13 @@ class RunState:
             self.bus.emit(
                 Event(EventKind.CUSTOM, self.run_id, node_id, iteration, time.time(), {"kind": kind, **data})
             )
+
+
+if TYPE_CHECKING:  # pragma: no cover
+
+    def _is_run_like(run: RunState) -> RunLike:
+        """Never called: mypy proves here that a RunState is the run the engine takes (``RunLike``)."""
+        return run
 
 
 class Pipeline(PipelineStateMixin, StreamingMixin):

@@ -38,11 +38,14 @@ import traceback
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExecutorError, SibylError, UnknownTechniqueError
 from ..techniques.context import StepContext
 from ..techniques.registry import TechniqueInfo, get_technique
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import ContextRun
 
 __all__ = [
     "DaskExecutor",
@@ -537,7 +540,7 @@ class DaskExecutor:
         )
 
 
-def _declaration_order(upstream: dict[str, Any], run: Any) -> dict[str, Any]:
+def _declaration_order(upstream: dict[str, Any], run: ContextRun) -> dict[str, Any]:
     """Upstream outputs in node declaration order, not completion order: which worker finished first
     is noise, and a join that reads its inputs in order must give the same answer every run."""
     if len(upstream) < 2:

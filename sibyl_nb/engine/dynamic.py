@@ -25,6 +25,7 @@ from .ir import CycleFound, Edge, GraphIR, Node
 from .nested import settle_nested
 
 if TYPE_CHECKING:  # the scheduler imports this module; a nested one is type(scheduler)(...)
+    from .run import RunLike
     from .scheduler import Scheduler
 
 __all__ = ["run_dynamic", "graph_builder", "compile_built_graph"]
@@ -42,7 +43,7 @@ def graph_builder(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     return decorate
 
 
-def _builder_from(node: Node, run: Any) -> Callable[..., Any]:
+def _builder_from(node: Node, run: RunLike) -> Callable[..., Any]:
     config = node.config
     builder = config.get("builder")
     if callable(builder):

@@ -25,6 +25,7 @@ from .nested import settle_nested
 from .scope import resolver_for
 
 if TYPE_CHECKING:  # the scheduler imports this module; a nested one is type(scheduler)(...)
+    from .run import RunLike
     from .scheduler import Scheduler
 
 __all__ = ["ForEach", "run_for_each", "item_id", "item_of", "ITEMS_KEY", "NO_ITEM"]
@@ -42,7 +43,7 @@ class ForEach:
     max_concurrent: int | None = None
 
 
-def _items(node: Node, ctx: Any, run: Any) -> list[Any]:
+def _items(node: Node, ctx: Any, run: RunLike) -> list[Any]:
     plan: ForEach = node.inner
     value = plan.render(resolver_for(run, node.id, ctx))
     if isinstance(value, tuple):

@@ -15,9 +15,12 @@ record (``output["answers"]``), so they survive in any checkpoint store, across 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import RunLike
 
 __all__ = ["Interrupt", "InterruptInfo", "INTERRUPTED", "answers_for", "interrupt_of", "paused_snapshot"]
 
@@ -123,7 +126,7 @@ def answers_for(records: list[Any], node_id: str | None, value: Any) -> dict[tup
     return out
 
 
-def paused_snapshot(run: Any, scheduler: Any) -> dict[str, Any]:
+def paused_snapshot(run: RunLike, scheduler: Any) -> dict[str, Any]:
     """A paused run's state as a ``restore`` dict (what a checkpoint folds to), kept in the process
     so ``resume(value=)`` also works when the document has no checkpointing."""
     import copy

@@ -6,7 +6,10 @@ an item without importing the code that schedules them: nothing here imports the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import ContextRun
 
 __all__ = ["ITEMS_KEY", "NO_ITEM", "item_id", "item_of"]
 
@@ -18,7 +21,7 @@ def item_id(node_id: str, index: int) -> str:
     return f"{node_id}[{index}]"
 
 
-def item_of(run: Any, node_id: str | None) -> Any:
+def item_of(run: ContextRun, node_id: str | None) -> Any:
     """The item of ``node_id`` when it is a for_each item's activation, else ``NO_ITEM``."""
     extras = getattr(run, "extras", None)
     table = extras.get(ITEMS_KEY) if extras else None

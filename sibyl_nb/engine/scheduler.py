@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..document.expressions import MISSING
 from ..errors import NodeExecutionError, SibylError, TechniqueError, TemplateError, short_repr
@@ -59,6 +59,9 @@ from .ir import Edge, GraphIR, Loop, Node
 from .result import StepRecord
 from .scope import resolver_for
 from .sync import in_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import RunLike
 
 __all__ = [
     "Scheduler",
@@ -224,7 +227,7 @@ class Scheduler:
     def __init__(
         self,
         graph: GraphIR,
-        run: Any,
+        run: RunLike,
         *,
         executor: Any = None,
         hooks: tuple[Any, ...] = (),

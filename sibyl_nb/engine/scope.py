@@ -36,10 +36,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..document.expressions import MISSING, Ref, _field
 from ..document.templates import ENV_PREFIX, compile_value, is_env_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import ContextRun
 
 __all__ = [
     "resolver_for",
@@ -100,7 +103,7 @@ class FieldIndex:
         return self.latest.get(name, MISSING)
 
 
-def field_index(run: Any) -> FieldIndex:
+def field_index(run: ContextRun) -> FieldIndex:
     """The run's index (created on first use; a run without ``extras`` gets a throwaway one)."""
     extras = getattr(run, "extras", None)
     if extras is None:
@@ -119,7 +122,7 @@ def env_value(ref: Ref) -> Any:
     return value
 
 
-def _root(run: Any, node_id: str | None, ctx: Any, name: str, index: FieldIndex) -> Any:
+def _root(run: ContextRun, node_id: str | None, ctx: Any, name: str, index: FieldIndex) -> Any:
     if name == "item":  # row 0: a for_each item's own item comes first (the loader refuses it elsewhere)
         from .items import NO_ITEM, item_of
 
@@ -173,7 +176,7 @@ def _root(run: Any, node_id: str | None, ctx: Any, name: str, index: FieldIndex)
     return MISSING
 
 
-def resolver_for(run: Any, node_id: str | None, ctx: Any = None) -> Callable[[Ref], Any]:
+def resolver_for(run: ContextRun, node_id: str | None, ctx: Any = None) -> Callable[[Ref], Any]:
     """A resolver for templates/conditions evaluated for ``node_id`` (``ctx`` gives its upstream)."""
     index = field_index(run)
 
@@ -191,7 +194,7 @@ def resolver_for(run: Any, node_id: str | None, ctx: Any = None) -> Callable[[Re
     return resolve
 
 
-def render_runtime(text: Any, run: Any, ctx: Any) -> Any:
+def render_runtime(text: Any, run: ContextRun, ctx: Any) -> Any:
     """Render templates in ``text`` now, in the scope of ``ctx`` (used by ``ctx.render``)."""
     if not isinstance(text, (str, list, dict)) or "${" not in (
         text if isinstance(text, str) else json.dumps(text, default=str)

@@ -24,6 +24,7 @@ from .scope import resolver_for
 
 if TYPE_CHECKING:  # the scheduler imports this module; a nested one is type(scheduler)(...)
     from .ir import Node
+    from .run import RunLike
     from .scheduler import Scheduler
 
 __all__ = ["SubgraphPlan", "run_subgraph", "SUBGRAPH_PREFIX", "SEP"]
@@ -67,7 +68,7 @@ class _PrefixBus:
 class _InnerRun:
     """What the scheduler, ``ctx`` and templates read of a run, for one use of a subgraph."""
 
-    outer: Any
+    outer: RunLike
     input: Any
     prefix: str
     spec: Any
@@ -164,7 +165,7 @@ def _output(sub: Scheduler, inner: _InnerRun) -> Any:
     return outs or None
 
 
-def _copy_out(run: Any, inner: _InnerRun, prefix: str) -> None:
+def _copy_out(run: RunLike, inner: _InnerRun, prefix: str) -> None:
     for rec in inner.records:
         rec.node_id = prefix + rec.node_id
         if rec.fallback_for:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.run import BusLike, ContextRun
     from ..providers.base import Provider
 
 __all__ = ["StepContext", "QUERY_KEYS", "query_of"]
@@ -55,7 +56,7 @@ class StepContext:
 
     def __init__(
         self,
-        run: Any,
+        run: ContextRun,
         node_id: str,
         technique: str,
         config: Mapping[str, Any],
@@ -155,11 +156,14 @@ class StepContext:
         provider is asked for a whole answer, not a stream)."""
         run = self._run
         extras = getattr(run, "extras", None)  # a stand-alone run (sibyl_nb.testing) has none
-        if not extras or not extras.get("tokens") or not run.bus:
+        if not extras or not extras.get("tokens"):
+            return None
+        bus: BusLike | None = getattr(run, "bus", None)  # nor a bus (a Dask worker's is None)
+        if not bus:
             return None
         from ..engine.events import Event
 
-        emit, run_id, node_id, iteration = run.bus.emit, run.run_id, self.node_id, self.iteration
+        emit, run_id, node_id, iteration = bus.emit, run.run_id, self.node_id, self.iteration
 
         def sink(delta: str) -> None:
             if delta:
