@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..engine.events import Event
     from ..engine.result import RunResult
+    from ..pipeline import Pipeline, RunState
     from .checkpoint import Checkpoint, CheckpointStore
     from .history import CheckpointInfo
     from .store import StateStore
@@ -280,7 +281,7 @@ class PipelineStateMixin:
         return clear_cache(render_env(cfg), pipeline=None if all_pipelines else self.name)
 
 
-def settings_extension(pipeline: Any, run: Any) -> tuple[list[Any], list[Any]]:
+def settings_extension(pipeline: Pipeline, run: RunState) -> tuple[list[Any], list[Any]]:
     """``RUN_EXTENSIONS`` entry: observers/hooks for checkpointing, caching, logging and metrics."""
     doc = pipeline.document
     if not doc.infrastructure and not doc.observability and not getattr(pipeline, "_sibyl_settings", None):

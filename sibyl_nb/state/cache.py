@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..document.expressions import MISSING
 from ..document.templates import compile_value
@@ -31,6 +31,9 @@ from ..engine.scope import resolver_for
 from ..errors import SibylError
 from ..stores.base import Store
 from .settings import open_kind_store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pipeline import RunState
 
 __all__ = ["StepCache", "DEFAULT_TEMPLATE", "fingerprint", "open_cache_store", "clear_cache"]
 
@@ -80,7 +83,7 @@ class StepCache(Observer):
     """One run's cache: ``before_node`` is the scheduler hook; ``on_node_finished`` writes behind."""
 
     def __init__(
-        self, store: Store, run: Any, *, ttl: float | None = None, template: str | None = None
+        self, store: Store, run: RunState, *, ttl: float | None = None, template: str | None = None
     ) -> None:
         self.store = store
         self.run = run

@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from ..engine.events import Event, Observer
@@ -36,6 +36,9 @@ from ..errors import SibylError, StoreError
 from ..stores.base import Store
 from .fastkv import KVWriter
 from .settings import open_kind_store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..pipeline import RunState
 
 __all__ = ["Checkpoint", "CheckpointStore", "CheckpointObserver", "open_checkpoint_store"]
 
@@ -305,7 +308,7 @@ class CheckpointObserver(Observer):
     """
 
     def __init__(
-        self, store: CheckpointStore, run: Any, *, frequency: int = 1, keep: int | None = None
+        self, store: CheckpointStore, run: RunState, *, frequency: int = 1, keep: int | None = None
     ) -> None:
         self.store = store
         self.keep = keep
