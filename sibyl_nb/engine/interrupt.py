@@ -21,6 +21,7 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import RunLike
+    from .scheduler import Scheduler
 
 __all__ = ["Interrupt", "InterruptInfo", "INTERRUPTED", "answers_for", "interrupt_of", "paused_snapshot"]
 
@@ -126,7 +127,7 @@ def answers_for(records: list[Any], node_id: str | None, value: Any) -> dict[tup
     return out
 
 
-def paused_snapshot(run: RunLike, scheduler: Any) -> dict[str, Any]:
+def paused_snapshot(run: RunLike, scheduler: Scheduler) -> dict[str, Any]:
     """A paused run's state as a ``restore`` dict (what a checkpoint folds to), kept in the process
     so ``resume(value=)`` also works when the document has no checkpointing."""
     import copy

@@ -24,7 +24,7 @@ from .scope import resolver_for
 
 if TYPE_CHECKING:  # the scheduler imports this module; a nested one is type(scheduler)(...)
     from .ir import Node
-    from .run import RunLike
+    from .run import BusLike, RunLike
     from .scheduler import Scheduler
 
 __all__ = ["SubgraphPlan", "run_subgraph", "SUBGRAPH_PREFIX", "SEP"]
@@ -45,7 +45,7 @@ class _PrefixBus:
 
     __slots__ = ("outer", "prefix", "owner")
 
-    def __init__(self, outer: Any, prefix: str, owner: str) -> None:
+    def __init__(self, outer: BusLike, prefix: str, owner: str) -> None:
         self.outer = outer
         self.prefix = prefix
         self.owner = owner
@@ -77,7 +77,7 @@ class _InnerRun:
     passthrough: dict[str, tuple[str, ...]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     last_completed: str | None = None
-    scheduler: Any = None
+    scheduler: Scheduler | None = None
 
     def __post_init__(self) -> None:
         o = self.outer
