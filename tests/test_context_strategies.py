@@ -325,6 +325,56 @@ def test_hierarchical_summarises_only_the_blocks_that_changed(monkeypatch):
     assert [r.summary for r in fresh] == [r.summary for r in results]
 
 
+def _turns(history, turns, before=None, **options):
+    """``turns`` successive turns, one at a time: a message appended, then the context selected
+    (after ``before()``, if given)."""
+    rng = random.Random(len(history))
+    for _ in range(turns):
+        i = len(history)
+        history.append(
+            {
+                "role": "user" if i % 2 == 0 else "assistant",
+                "content": f"Turn {i}. " + " ".join(sentence(rng) for _ in range(rng.randint(4, 8))),
+            }
+        )
+        if before is not None:
+            before()
+        yield hierarchical_context(history, **options)
+
+
+@pytest.mark.parametrize("size", [40, 400])
+def test_hierarchical_compresses_each_message_once_in_its_life(size):
+    """A turn compresses only the one message that moved into the compressed level, whatever the
+    history's length: the other nine were compressed on earlier turns."""
+    from sibyl_nb.context import extractive
+    from sibyl_nb.context.strategies import clear_caches
+
+    clear_caches()
+    history = make_history(size, seed=size)
+    hierarchical_context(history, max_tokens=100_000)
+    first = extractive._compress.cache_info().misses
+    assert first == 10  # the first turn compresses the whole compressed level
+    counts = []
+    for r in _turns(history, 12, max_tokens=100_000):
+        counts.append(extractive._compress.cache_info().misses - first)
+        first = extractive._compress.cache_info().misses
+        assert r.kept["compressed"] == 10
+    assert counts == [1] * 12
+
+
+def test_hierarchical_caches_change_no_output():
+    """30 successive turns select exactly the same context with the memos warm as computed from
+    scratch (every cache cleared before each turn)."""
+    from sibyl_nb.context.strategies import clear_caches
+
+    options = {"max_tokens": 8_000, "reserve_tokens": 2_000}
+    clear_caches()
+    warm = [r.to_dict() for r in _turns(make_history(150, seed=3), 30, **options)]
+    cold = [r.to_dict() for r in _turns(make_history(150, seed=3), 30, clear_caches, **options)]
+    assert len(warm) == len(cold) == 30
+    assert warm == cold
+
+
 def test_hierarchical_short_history_and_tight_budget():
     r = hierarchical_context(make_history(3), max_tokens=100_000)
     assert r.kept == {"full": 3, "compressed": 0, "summarized": 0} and r.allocation["summary"] == 0

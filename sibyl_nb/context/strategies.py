@@ -652,3 +652,14 @@ def build_context(strategy: str, history: Sequence[Mapping[str, Any]], **options
         raise ValueError(f"unknown context strategy {strategy!r}: choose {', '.join(STRATEGIES)}") from None
     known = _OPTIONS[strategy]
     return fn(history, **{k: v for k, v in options.items() if k in known and v is not None})
+
+
+def clear_caches() -> None:
+    """Forget every memo the strategies keep (block and combined summaries, compressed messages):
+    the next turn computes everything from scratch, as the first did."""
+    from . import extractive
+
+    _BLOCK_CACHE.clear()
+    _COMBINED.clear()
+    for fn in (extractive._compress, extractive._analyse, extractive._gist, extractive._tokens):
+        fn.cache_clear()
