@@ -240,9 +240,12 @@ def salience(text: str, names_in_text: frozenset[str] = frozenset()) -> float:
         if text[: m.start()].strip(" \"'(") or m.group(0) in names_in_text:
             names += 1
     score += min(2, names) * 0.15
-    if any(w in _MONTHS or w.rstrip("s") in _MONTHS for w in ws):
+    distinct = set(ws)  # "mays" counts as "may": a plural month is stripped of its trailing s's
+    if not _MONTHS.isdisjoint(distinct) or any(
+        w.rstrip("s") in _MONTHS for w in distinct if w.endswith("s")
+    ):
         score += 0.15
-    cues = sum(1 for w in ws if w in _CUES)
+    cues = sum(map(_CUES.__contains__, ws))
     score += min(2, cues) * 0.18
     if ws[0] in ("i", "my", "we", "our", "i'm", "i've", "i'll"):
         score += 0.05
@@ -401,14 +404,19 @@ def _term_count(piece: str) -> int:
     return len(terms(piece))
 
 
-def _items(text: str, label: str, counter: TokenCounter) -> list[tuple[str, float]]:
-    """(piece, salience) for each sentence of a message, long sentences as their clauses."""
+@lru_cache(maxsize=8192)
+def _items(text: str, counter: TokenCounter) -> tuple[tuple[str, float], ...]:
+    """(piece, salience) for each sentence of a message that is not filler, long sentences as their
+    clauses; memoised by content, since a message sits in the summary level for many turns."""
     out = []
     for s in split_sentences(text):
         pieces = [s] if _tokens(counter, s) <= _MAX_ITEM_TOKENS else split_clauses(s)
         for p in pieces:
-            out.append((p, salience(p)))
-    return out
+            sal = salience(p)
+            if sal <= 0 and _term_count(p) < 2:
+                continue  # filler
+            out.append((p, sal))
+    return tuple(out)
 
 
 def summarize_messages(
@@ -447,9 +455,7 @@ def summarize_messages(
         label = _ROLE_LABEL.get(role, role.title() or "Message")
         recency = 0.05 * (i + 1) / max(n, 1)
         bonus = 0.1 if role == "user" else 0.0
-        for piece, sal in _items(content_text(msg.get("content")), label, counter):
-            if sal <= 0 and _term_count(piece) < 2:
-                continue  # filler
+        for piece, sal in _items(content_text(msg.get("content")), counter):
             cands.append((sal + bonus + recency, pos, label, piece))
             pos += 1
     order = sorted(cands, key=lambda c: (-c[0], -c[1]))

@@ -661,5 +661,5 @@ def clear_caches() -> None:
 
     _BLOCK_CACHE.clear()
     _COMBINED.clear()
-    for fn in (extractive._compress, extractive._analyse, extractive._gist, extractive._tokens):
+    for fn in (extractive._compress, extractive._analyse, extractive._gist, extractive._tokens, extractive._items):
         fn.cache_clear()
