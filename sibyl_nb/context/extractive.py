@@ -241,9 +241,7 @@ def salience(text: str, names_in_text: frozenset[str] = frozenset()) -> float:
             names += 1
     score += min(2, names) * 0.15
     distinct = set(ws)  # "mays" counts as "may": a plural month is stripped of its trailing s's
-    if not _MONTHS.isdisjoint(distinct) or any(
-        w.rstrip("s") in _MONTHS for w in distinct if w.endswith("s")
-    ):
+    if not _MONTHS.isdisjoint(distinct) or any(w.rstrip("s") in _MONTHS for w in distinct if w.endswith("s")):
         score += 0.15
     cues = sum(map(_CUES.__contains__, ws))
     score += min(2, cues) * 0.18
@@ -419,6 +417,19 @@ def _items(text: str, counter: TokenCounter) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=8192)
+def _prior_line(line: str) -> tuple[tuple[str, str, float], ...]:
+    """(label or "", sentence, rank) for each sentence of one line of an earlier summary."""
+    out = []
+    for s in split_sentences(line):
+        lab = ""
+        m = _LABEL.match(s)
+        if m:
+            lab, s = m.group(1), s[m.end() :]
+        out.append((lab, s, salience(s) + 0.02))
+    return tuple(out)
+
+
 def summarize_messages(
     messages: Sequence[Mapping[str, Any]],
     max_tokens: int = 200,
@@ -442,13 +453,12 @@ def summarize_messages(
     cands: list[tuple[float, int, str, str]] = []
     pos = 0
     label = ""
-    # line by line: a prior made of block summaries (one a line) is split once per block, memoised
-    for s in (s for line in (prior or "").strip().splitlines() for s in split_sentences(line)):
-        m = _LABEL.match(s)
-        if m:
-            label, s = m.group(1), s[m.end() :]
-        cands.append((salience(s) + 0.02, pos, label, s))
-        pos += 1
+    # line by line: a prior made of block summaries (one a line) is parsed once per block, memoised
+    for line in (prior or "").strip().splitlines():
+        for lab, s, rank in _prior_line(line):
+            label = lab or label  # an unlabelled sentence continues the previous speaker's
+            cands.append((rank, pos, label, s))
+            pos += 1
     n = len(messages)
     for i, msg in enumerate(messages):
         role = str(msg.get("role") or "")

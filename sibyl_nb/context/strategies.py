@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .extractive import compress_text, summarize_messages
@@ -170,11 +171,20 @@ def _compressed(msg: Mapping[str, Any], ratio: float, counter: TokenCounter) -> 
     return _clean(msg, text), counter.overhead(str(msg.get("role") or ""), str(name) if name else None) + n
 
 
+@lru_cache(maxsize=4096)
+def _system_message(counter: TokenCounter, content: str) -> tuple[tuple[str, Any], ...]:
+    """A system message with ``content``, counted (``tokens``, ``tokens_of``): a summary recurs
+    turn after turn, so it is counted once, not every turn."""
+    msg: Message = {"role": "system", "content": content}
+    counter.message_tokens(msg)
+    return tuple(msg.items())
+
+
 def _summary_message(text: str, counter: TokenCounter) -> tuple[Message | None, int]:
     if not text:
         return None, 0
-    msg = {"role": "system", "content": SUMMARY_PREFIX + text}
-    return msg, counter.message_tokens(msg)
+    msg = dict(_system_message(counter, SUMMARY_PREFIX + text))
+    return msg, int(msg["tokens"])
 
 
 def _fit_summary(text: str, room: int, counter: TokenCounter) -> tuple[Message | None, int, str]:
@@ -661,5 +671,13 @@ def clear_caches() -> None:
 
     _BLOCK_CACHE.clear()
     _COMBINED.clear()
-    for fn in (extractive._compress, extractive._analyse, extractive._gist, extractive._tokens, extractive._items):
+    _system_message.cache_clear()
+    for fn in (
+        extractive._compress,
+        extractive._analyse,
+        extractive._gist,
+        extractive._tokens,
+        extractive._items,
+        extractive._prior_line,
+    ):
         fn.cache_clear()
