@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from ..text.tokenize import STOPWORDS, term_set, terms
@@ -418,15 +419,16 @@ def _items(text: str, counter: TokenCounter) -> tuple[tuple[str, float], ...]:
 
 
 @lru_cache(maxsize=8192)
-def _prior_line(line: str) -> tuple[tuple[str, str, float], ...]:
-    """(label or "", sentence, rank) for each sentence of one line of an earlier summary."""
+def _prior_line(line: str) -> tuple[tuple[str, str, float, float], ...]:
+    """(label or "", sentence, rank, salience) for each sentence of one line of an earlier summary."""
     out = []
     for s in split_sentences(line):
         lab = ""
         m = _LABEL.match(s)
         if m:
             lab, s = m.group(1), s[m.end() :]
-        out.append((lab, s, salience(s) + 0.02))
+        sal = salience(s)
+        out.append((lab, s, sal + 0.02, sal))
     return tuple(out)
 
 
@@ -450,14 +452,14 @@ def summarize_messages(
     if max_tokens <= 0:
         return ""
     # (rank, position, label, piece) for every candidate piece
-    cands: list[tuple[float, int, str, str]] = []
+    cands: list[tuple[float, int, str, str, float]] = []
     pos = 0
     label = ""
     # line by line: a prior made of block summaries (one a line) is parsed once per block, memoised
     for line in (prior or "").strip().splitlines():
-        for lab, s, rank in _prior_line(line):
+        for lab, s, rank, sal in _prior_line(line):
             label = lab or label  # an unlabelled sentence continues the previous speaker's
-            cands.append((rank, pos, label, s))
+            cands.append((rank, pos, label, s, sal))
             pos += 1
     n = len(messages)
     for i, msg in enumerate(messages):
@@ -466,22 +468,24 @@ def summarize_messages(
         recency = 0.05 * (i + 1) / max(n, 1)
         bonus = 0.1 if role == "user" else 0.0
         for piece, sal in _items(content_text(msg.get("content")), counter):
-            cands.append((sal + bonus + recency, pos, label, piece))
+            cands.append((sal + bonus + recency, pos, label, piece, sal))
             pos += 1
-    order = sorted(cands, key=lambda c: (-c[0], -c[1]))
-    facts = [c for c in order if salience(c[3]) > 0]
+    order = sorted(cands, key=itemgetter(0, 1), reverse=True)  # by rank, then newest (positions differ)
+    facts = [c for c in order if c[4] > 0]
     # A summary keeps facts; filler enters only when there is no fact at all (then the best piece).
     order = facts or order[:1]
     chosen: list[tuple[int, str, str]] = []
     seen: list[frozenset[str]] = []
     used = 0
-    for _rank, p, lab, piece in order:
-        ts = term_set(piece)
-        if lab != "User" and ts and any(ts <= other for other in seen):
-            continue  # says nothing new (a reply echoing the user's fact); the user's own words stay
+    for _rank, p, lab, piece, _sal in order:
+        if used + 3 > max_tokens:
+            break  # not even an empty piece fits
         t = _tokens(counter, piece) + 3  # label and joins, re-checked on the final text
         if used + t > max_tokens:
             continue
+        ts = term_set(piece)
+        if lab != "User" and ts and any(ts <= other for other in seen):
+            continue  # says nothing new (a reply echoing the user's fact); the user's own words stay
         chosen.append((p, lab, piece))
         seen.append(ts)
         used += t
