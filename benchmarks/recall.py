@@ -20,6 +20,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.memory_peers import llamaindex_buffer  # noqa: E402
 from sibyl_nb.context.compare import compare_context_strategies, fact_recall  # noqa: E402
 from sibyl_nb.context.samples import FACTS, conversation  # noqa: E402
 from sibyl_nb.context.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, get_counter  # noqa: E402
@@ -53,16 +54,10 @@ def _trim_messages_recall(history: list[dict[str, Any]], budget: int) -> float |
 
 
 def _llamaindex_recall(history: list[dict[str, Any]], budget: int) -> float | None:
-    try:
-        from llama_index.core.base.llms.types import ChatMessage
-        from llama_index.core.memory import ChatMemoryBuffer
-    except ImportError:
+    made = llamaindex_buffer(history, budget - RESERVE)
+    if made is None:
         return None
-    counter = get_counter()
-    buf = ChatMemoryBuffer.from_defaults(
-        token_limit=budget - RESERVE, tokenizer_fn=counter._enc.encode_ordinary
-    )
-    buf.set([ChatMessage(role=m["role"], content=m["content"]) for m in history])
+    buf, _ = made
     got, total = fact_recall([{"content": m.content} for m in buf.get()], FACTS)
     return got / total
 

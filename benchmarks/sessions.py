@@ -42,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.memory_peers import llamaindex_buffer  # noqa: E402
 from sibyl_nb.context.strategies import window_context  # noqa: E402
 from sibyl_nb.context.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, get_counter  # noqa: E402
 from sibyl_nb.sessions.manager import SessionManager  # noqa: E402
@@ -220,16 +221,10 @@ def _trim_messages(history: list[dict[str, Any]], turns: int) -> float | None:
 
 def _llamaindex(history: list[dict[str, Any]], turns: int) -> float | None:
     """Median ms per turn for LlamaIndex's ChatMemoryBuffer (put + get under the same budget)."""
-    try:
-        from llama_index.core.base.llms.types import ChatMessage
-        from llama_index.core.memory import ChatMemoryBuffer
-    except ImportError:
+    made = llamaindex_buffer(history, MAX_TOKENS - RESERVE)
+    if made is None:
         return None
-    counter = get_counter()
-    buf = ChatMemoryBuffer.from_defaults(
-        token_limit=MAX_TOKENS - RESERVE, tokenizer_fn=counter._enc.encode_ordinary
-    )
-    buf.set([ChatMessage(role=m["role"], content=m["content"]) for m in history])
+    buf, ChatMessage = made
     rng = random.Random(2)
     times = []
     for t in range(turns):
